@@ -1,0 +1,42 @@
+# Groundwork: `make run` starts the platform, `make test` runs every test. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+export PORT
+
+.PHONY: setup setup-python setup-debian run test lint format bench clean
+
+## setup: install everything (virtualenv in .venv, pinned packages, Debian packages for tests)
+setup: setup-python setup-debian
+
+setup-python: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null || { echo "Groundwork needs Python 3.11 ($(PYTHON) not found; set PYTHON=...)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+setup-debian:
+	@scripts/setup-debian.sh
+
+## run: install, migrate, load demo data, start web + worker, print the URL and demo logins
+run: setup
+	@scripts/run.sh
+
+## test: install, make sure PostgreSQL and Redis are up, run lint and the whole suite
+test: setup
+	@scripts/test.sh $(ARGS)
+
+lint: setup-python
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup-python
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

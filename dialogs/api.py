@@ -1,0 +1,174 @@
+"""REST API of the dialogs app: list, read and import dialogs; export them through a worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import Prefetch
+from django.http import FileResponse, Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from dialogs import selectors, services
+from dialogs.models import Dialog, DialogExport, Turn
+from groundwork.roles import ModelPermissions
+
+
+@dataclass(frozen=True)
+class JSONLines:
+    lines: list[bytes]
+
+
+class JSONLinesParser(BaseParser):
+    """``application/x-ndjson``: one dialog per line, as in the JSONL files."""
+
+    media_type = "application/x-ndjson"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> JSONLines:
+        return JSONLines(lines=stream.read().splitlines())
+
+
+class TurnSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Turn
+        fields = ["index", "speaker", "text"]
+
+
+class DialogSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="external_id")
+    role = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    turns = TurnSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Dialog
+        fields = ["id", "purpose", "mode", "role", "model_version", "source", "created_at", "turns", "meta"]
+
+
+ImportResultSerializer = inline_serializer(
+    "DialogImportResult",
+    {
+        "created": serializers.IntegerField(),
+        "unchanged": serializers.IntegerField(),
+        "ids": serializers.ListField(child=serializers.CharField()),
+    },
+)
+
+
+class DialogViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Dialogs with their turns. POST imports dialogs, all or nothing."""
+
+    serializer_class = DialogSerializer
+    permission_classes = [ModelPermissions]
+    parser_classes = [JSONParser, JSONLinesParser]
+    lookup_field = "external_id"
+    lookup_url_kwarg = "id"
+    lookup_value_regex = ".+"
+    queryset = Dialog.objects.none()  # for ModelPermissions; get_queryset serves the rows
+
+    def get_queryset(self) -> Any:
+        return selectors.dialog_list(
+            purpose=self.request.query_params.get("purpose"),
+            source=self.request.query_params.get("source"),
+        ).prefetch_related(Prefetch("turns", queryset=Turn.objects.order_by("index")))
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("purpose", OpenApiTypes.STR, enum=Dialog.Purpose.values),
+            OpenApiParameter("source", OpenApiTypes.STR),
+        ]
+    )
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(
+        request={"application/json": OpenApiTypes.OBJECT, "application/x-ndjson": OpenApiTypes.STR},
+        responses={201: ImportResultSerializer, 400: OpenApiTypes.OBJECT},
+        description=(
+            "Import dialogs: a JSON object (one dialog), a JSON list of dialogs, or "
+            "application/x-ndjson with one dialog per line. Same format as `import_dialogs`. "
+            "On any bad dialog nothing is written and 400 lists each error with its line "
+            "(position in a JSON list) and field."
+        ),
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        data = request.data
+        if isinstance(data, JSONLines):
+            records = services.parse_jsonl(data.lines)
+        else:
+            records = services.parse_objects(data if isinstance(data, list) else [data])
+        try:
+            result = services.dialogs_import(records=records, source="api", created_by=request.user)
+        except services.DialogImportError as exc:
+            return Response(
+                {"detail": str(exc), "errors": [e.as_dict() for e in exc.errors]},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        return Response(
+            {"created": result.created, "unchanged": result.unchanged, "ids": result.ids},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class DialogExportSerializer(serializers.ModelSerializer):
+    download = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DialogExport
+        fields = [
+            "id",
+            "purpose",
+            "status",
+            "dialog_count",
+            "sha256",
+            "error",
+            "created_at",
+            "finished_at",
+            "download",
+        ]
+        read_only_fields = ["status", "dialog_count", "sha256", "error", "created_at", "finished_at"]
+
+    def get_download(self, export: DialogExport) -> str | None:
+        if export.status != DialogExport.Status.DONE:
+            return None
+        return self.context["request"].build_absolute_uri(f"/api/v1/dialog-exports/{export.pk}/download/")
+
+
+class DialogExportViewSet(
+    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """Exports of dialogs as JSONL, written by a worker: POST returns 202 and the job to poll."""
+
+    serializer_class = DialogExportSerializer
+    permission_classes = [ModelPermissions]
+    queryset = DialogExport.objects.none()
+
+    def get_queryset(self) -> Any:
+        return selectors.dialog_export_list()
+
+    @extend_schema(responses={202: DialogExportSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        export = services.dialog_export_request(
+            requested_by=request.user, purpose=serializer.validated_data.get("purpose", "")
+        )
+        return Response(self.get_serializer(export).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={(200, "application/x-ndjson"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"])
+    def download(self, request: Request, pk: str | None = None) -> FileResponse:
+        export = self.get_object()
+        if export.status != DialogExport.Status.DONE:
+            raise Http404("This export is not finished.")
+        return FileResponse(
+            open(export.path, "rb"),
+            as_attachment=True,
+            filename=f"dialogs-{export.pk}.jsonl",
+            content_type="application/x-ndjson",
+        )

@@ -1,0 +1,127 @@
+"""Conversations: dialogs, their turns, and the roles (domain-grounding presets) they can play."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Speaker(models.TextChoices):
+    USER = "user", "User"
+    MODEL = "model", "Model"
+
+
+class Purpose(models.TextChoices):
+    QUALITY = "quality", "Quality (SSI)"
+    SAFETY = "safety", "Safety"
+    GROUNDEDNESS = "groundedness", "Groundedness"
+    ROLE = "role", "Role"
+    PRETRAIN = "pretrain", "Pre-training"
+
+
+class Mode(models.TextChoices):
+    NATURAL = "natural", "Natural"
+    SENSITIVE = "sensitive", "Sensitive topics"
+    ADVERSARIAL = "adversarial", "Adversarial"
+
+
+class Role(models.Model):
+    """An application role: the model is preconditioned with ``preamble`` turns (METHOD.md §9)."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    # [{"speaker": "user"|"model", "text": "..."}], shown to the model before the dialog.
+    preamble = models.JSONField(default=list, blank=True)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Dialog(models.Model):
+    Purpose = Purpose
+    Mode = Mode
+
+    # The id the dialog has in JSONL files; stable across export and re-import.
+    external_id = models.CharField("id", max_length=200, unique=True)
+    purpose = models.CharField(max_length=16, choices=Purpose.choices, db_index=True)
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.NATURAL)
+    role = models.ForeignKey(Role, null=True, blank=True, on_delete=models.PROTECT)
+    # Name of the model version that answered (blank for human-written dialogs). A name, not a
+    # foreign key: dialogs imports no other app (DESIGN.md).
+    model_version = models.CharField(max_length=100, blank=True, db_index=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    source = models.CharField(max_length=100, blank=True, db_index=True)
+    meta = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(purpose__in=[p.value for p in Purpose]), name="dialog_purpose_valid"
+            ),
+            models.CheckConstraint(condition=Q(mode__in=[m.value for m in Mode]), name="dialog_mode_valid"),
+            models.CheckConstraint(condition=~Q(external_id=""), name="dialog_id_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class Turn(models.Model):
+    dialog = models.ForeignKey(Dialog, on_delete=models.CASCADE, related_name="turns")
+    index = models.PositiveIntegerField()
+    speaker = models.CharField(max_length=8, choices=Speaker.choices)
+    text = models.TextField()
+    # For a grounded model turn: the base response before research, and the research trace
+    # ([{"query": ..., "snippet": ..., "url": ...}]).
+    base_text = models.TextField(blank=True)
+    research = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["dialog", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["dialog", "index"], name="turn_unique_index"),
+            models.CheckConstraint(
+                condition=Q(speaker__in=[s.value for s in Speaker]), name="turn_speaker_valid"
+            ),
+            models.CheckConstraint(condition=~Q(text=""), name="turn_text_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dialog_id}#{self.index} {self.speaker}"
+
+
+class DialogExport(models.Model):
+    """A JSONL export of dialogs, written by a Celery worker under ARTIFACTS_DIR."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    purpose = models.CharField(
+        max_length=16, choices=Dialog.Purpose.choices, blank=True, help_text="Blank: all."
+    )
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    path = models.CharField(max_length=500, blank=True)
+    dialog_count = models.PositiveIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"export #{self.pk} ({self.status})"

@@ -1,0 +1,190 @@
+"""The JSONL dialog format, parsed and checked line by line. Pure: no Django import.
+
+One dialog per line::
+
+    {"id": "d1", "purpose": "quality", "turns": [{"speaker": "user", "text": "Hi"}], "meta": {}}
+
+Optional keys: ``mode`` (natural|sensitive|adversarial), ``role`` (a role's slug) and
+``model_version`` (the name of the model that answered). Every problem is reported as a
+``RecordError`` naming the line and the field (``turns[2].speaker``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+PURPOSES = ("quality", "safety", "groundedness", "role", "pretrain")
+MODES = ("natural", "sensitive", "adversarial")
+SPEAKERS = ("user", "model")
+KNOWN_KEYS = frozenset({"id", "purpose", "mode", "role", "model_version", "turns", "meta"})
+MAX_ID_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_turns: int = 200
+    max_turn_chars: int = 10_000
+    max_line_bytes: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class TurnRecord:
+    speaker: str
+    text: str
+
+
+@dataclass(frozen=True)
+class DialogRecord:
+    id: str
+    purpose: str
+    turns: tuple[TurnRecord, ...]
+    mode: str = "natural"
+    role: str | None = None
+    model_version: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    # Where the record came from in its file; not part of the dialog's content.
+    line: int = field(default=0, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as its JSONL object (optional keys only when set)."""
+        out: dict[str, Any] = {"id": self.id, "purpose": self.purpose}
+        if self.mode != "natural":
+            out["mode"] = self.mode
+        if self.role:
+            out["role"] = self.role
+        if self.model_version:
+            out["model_version"] = self.model_version
+        out["turns"] = [{"speaker": t.speaker, "text": t.text} for t in self.turns]
+        out["meta"] = self.meta
+        return out
+
+
+class RecordError(ValueError):
+    """A bad line: where (line, field) and what is wrong."""
+
+    def __init__(self, line: int, field: str, message: str) -> None:
+        super().__init__(f"line {line}, field {field}: {message}")
+        self.line = line
+        self.field = field
+        self.message = message
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "field": self.field, "message": self.message}
+
+
+def parse_line(raw: str | bytes, line: int, limits: Limits = Limits()) -> DialogRecord:
+    """Parse one JSONL line into a record, or raise ``RecordError``."""
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
+    if size > limits.max_line_bytes:
+        raise RecordError(line, "(line)", f"line is {size} bytes, over the limit of {limits.max_line_bytes}")
+    try:
+        obj = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecordError(line, "(json)", f"not valid JSON: {exc}") from None
+    return parse_object(obj, line, limits)
+
+
+def parse_object(obj: Any, line: int, limits: Limits = Limits()) -> DialogRecord:
+    """Check one decoded dialog object, or raise ``RecordError``."""
+    if not isinstance(obj, dict):
+        raise RecordError(line, "(json)", f"expected an object, got {_kind(obj)}")
+    unknown = sorted(set(obj) - KNOWN_KEYS)
+    if unknown:
+        raise RecordError(line, unknown[0], f"unknown field (known: {', '.join(sorted(KNOWN_KEYS))})")
+
+    dialog_id = _required_string(obj, "id", line)
+    if len(dialog_id) > MAX_ID_CHARS:
+        raise RecordError(line, "id", f"is {len(dialog_id)} characters, over {MAX_ID_CHARS}")
+    purpose = _choice(obj, "purpose", PURPOSES, line, required=True)
+    mode = _choice(obj, "mode", MODES, line, required=False) or "natural"
+    role = _optional_string(obj, "role", line)
+    model_version = _optional_string(obj, "model_version", line) or ""
+
+    meta = obj.get("meta", {})
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise RecordError(line, "meta", f"expected an object, got {_kind(meta)}")
+
+    turns_raw = obj.get("turns")
+    if not isinstance(turns_raw, list):
+        what = "missing" if "turns" not in obj else f"expected a list, got {_kind(turns_raw)}"
+        raise RecordError(line, "turns", what)
+    if not turns_raw:
+        raise RecordError(line, "turns", "a dialog needs at least one turn")
+    if len(turns_raw) > limits.max_turns:
+        raise RecordError(line, "turns", f"{len(turns_raw)} turns, over the limit of {limits.max_turns}")
+    turns = tuple(_turn(t, f"turns[{i}]", line, limits) for i, t in enumerate(turns_raw))
+    return DialogRecord(
+        id=dialog_id,
+        purpose=purpose,
+        mode=mode,
+        role=role,
+        model_version=model_version,
+        turns=turns,
+        meta=meta,
+        line=line,
+    )
+
+
+def _turn(obj: Any, where: str, line: int, limits: Limits) -> TurnRecord:
+    if not isinstance(obj, dict):
+        raise RecordError(line, where, f"expected an object, got {_kind(obj)}")
+    unknown = sorted(set(obj) - {"speaker", "text"})
+    if unknown:
+        raise RecordError(line, f"{where}.{unknown[0]}", "unknown field (known: speaker, text)")
+    speaker = obj.get("speaker")
+    if speaker not in SPEAKERS:
+        raise RecordError(line, f"{where}.speaker", f"unknown speaker {speaker!r} (expected user or model)")
+    text = obj.get("text")
+    if not isinstance(text, str):
+        what = "missing" if "text" not in obj else f"expected a string, got {_kind(text)}"
+        raise RecordError(line, f"{where}.text", what)
+    if not text.strip():
+        raise RecordError(line, f"{where}.text", "empty text")
+    if len(text) > limits.max_turn_chars:
+        raise RecordError(
+            line,
+            f"{where}.text",
+            f"{len(text)} characters, over the limit of {limits.max_turn_chars}",
+        )
+    return TurnRecord(speaker=speaker, text=text)
+
+
+def _required_string(obj: dict[str, Any], key: str, line: int) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        what = "missing" if key not in obj else f"expected a string, got {_kind(value)}"
+        raise RecordError(line, key, what)
+    if not value.strip():
+        raise RecordError(line, key, "empty")
+    return value
+
+
+def _optional_string(obj: dict[str, Any], key: str, line: int) -> str | None:
+    value = obj.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise RecordError(line, key, f"expected a string, got {_kind(value)}")
+    return value
+
+
+def _choice(
+    obj: dict[str, Any], key: str, choices: tuple[str, ...], line: int, *, required: bool
+) -> str | None:
+    value = obj.get(key)
+    if value is None and not required:
+        return None
+    if value not in choices:
+        shown = "missing" if key not in obj else f"unknown value {value!r}"
+        raise RecordError(line, key, f"{shown} (expected one of {', '.join(choices)})")
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), "null" if value is None else "a number"
+    )

@@ -1,0 +1,24 @@
+"""Reads of the dialogs app used by more than one caller."""
+
+from __future__ import annotations
+
+from django.db.models import Count, QuerySet
+
+from dialogs.models import Dialog, DialogExport
+
+
+def dialog_list(*, purpose: str | None = None, source: str | None = None) -> QuerySet[Dialog]:
+    dialogs = Dialog.objects.select_related("role").annotate(turn_count=Count("turns"))
+    if purpose:
+        dialogs = dialogs.filter(purpose=purpose)
+    if source:
+        dialogs = dialogs.filter(source=source)
+    return dialogs
+
+
+def dialog_with_turns(*, external_id: str) -> Dialog:
+    return Dialog.objects.select_related("role").prefetch_related("turns").get(external_id=external_id)
+
+
+def dialog_export_list() -> QuerySet[DialogExport]:
+    return DialogExport.objects.select_related("requested_by")

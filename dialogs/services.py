@@ -1,0 +1,259 @@
+"""Every write of the dialogs app: importing, exporting, export jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from dialogs.models import Dialog, DialogExport, Role, Turn
+from dialogs.records import DialogRecord, Limits, RecordError, TurnRecord, parse_line, parse_object
+
+logger = logging.getLogger(__name__)
+
+# Import stops collecting after this many errors: enough to fix a file in one pass.
+MAX_REPORTED_ERRORS = 50
+BATCH_SIZE = 1000
+
+
+class DialogImportError(Exception):
+    """The import was refused; nothing was written. ``errors`` say where and what."""
+
+    def __init__(self, errors: list[RecordError]) -> None:
+        self.errors = errors
+        more = "" if len(errors) < MAX_REPORTED_ERRORS else " (stopped counting)"
+        super().__init__(f"{len(errors)} bad line(s){more}; first: {errors[0]}")
+
+
+@dataclass
+class ImportResult:
+    created: int = 0
+    unchanged: int = 0
+    ids: list[str] = field(default_factory=list)
+
+
+def import_limits() -> Limits:
+    return Limits(
+        max_turns=settings.DIALOG_MAX_TURNS,
+        max_turn_chars=settings.TURN_MAX_CHARS,
+        max_line_bytes=settings.DIALOG_IMPORT_MAX_LINE_BYTES,
+    )
+
+
+def parse_jsonl(lines: Iterable[str | bytes]) -> Iterator[DialogRecord | RecordError]:
+    """Parse JSONL lines (blank lines skipped), yielding a record or the error of each line."""
+    limits = import_limits()
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield parse_line(raw, number, limits)
+        except RecordError as error:
+            yield error
+
+
+def parse_objects(objects: Iterable[Any]) -> Iterator[DialogRecord | RecordError]:
+    """Check already-decoded dialog objects (an API body); "line" is the 1-based position."""
+    limits = import_limits()
+    for number, obj in enumerate(objects, start=1):
+        try:
+            yield parse_object(obj, number, limits)
+        except RecordError as error:
+            yield error
+
+
+def dialogs_import(
+    *,
+    records: Iterable[DialogRecord | RecordError],
+    source: str,
+    created_by: Any = None,
+) -> ImportResult:
+    """Import parsed dialogs all or nothing.
+
+    A dialog whose id exists with the same content is left as it is (re-importing a file adds
+    nothing twice); the same id with other content is an error, since labels may already point
+    at its turns. Raises ``DialogImportError`` with every problem found (up to
+    ``MAX_REPORTED_ERRORS``) and writes nothing then.
+    """
+    errors: list[RecordError] = []
+    pending: dict[str, tuple[int, DialogRecord]] = {}
+    for item in records:
+        if isinstance(item, RecordError):
+            errors.append(item)
+        else:
+            line = item.line
+            if item.id in pending:
+                first = pending[item.id][0]
+                errors.append(RecordError(line, "id", f"duplicate id {item.id!r} (also line {first})"))
+            else:
+                pending[item.id] = (line, item)
+        if len(errors) >= MAX_REPORTED_ERRORS:
+            raise DialogImportError(errors)
+
+    roles = {
+        r.slug: r for r in Role.objects.filter(slug__in={rec.role for _, rec in pending.values() if rec.role})
+    }
+    for line, record in pending.values():
+        if record.role and record.role not in roles:
+            errors.append(RecordError(line, "role", f"no role with slug {record.role!r}"))
+
+    result = ImportResult()
+    existing: set[str] = set()
+    ids = list(pending)
+    for start in range(0, len(ids), BATCH_SIZE):
+        chunk = ids[start : start + BATCH_SIZE]
+        stored = Dialog.objects.filter(external_id__in=chunk).select_related("role").prefetch_related("turns")
+        for dialog in stored:
+            line, record = pending[dialog.external_id]
+            existing.add(dialog.external_id)
+            if dialog_to_record(dialog) != record:
+                errors.append(
+                    RecordError(
+                        line,
+                        "id",
+                        f"dialog {dialog.external_id!r} already exists with other content; "
+                        "ids are immutable, give the changed dialog a new id",
+                    )
+                )
+    if errors:
+        raise DialogImportError(sorted(errors, key=lambda e: e.line)[:MAX_REPORTED_ERRORS])
+
+    new = [record for _, record in pending.values() if record.id not in existing]
+    result.unchanged = len(existing)
+    with transaction.atomic():
+        for start in range(0, len(new), BATCH_SIZE):
+            batch = new[start : start + BATCH_SIZE]
+            dialogs = Dialog.objects.bulk_create(
+                [
+                    Dialog(
+                        external_id=rec.id,
+                        purpose=rec.purpose,
+                        mode=rec.mode,
+                        role=roles.get(rec.role) if rec.role else None,
+                        model_version=rec.model_version,
+                        meta=rec.meta,
+                        source=source,
+                        created_by=created_by,
+                    )
+                    for rec in batch
+                ]
+            )
+            Turn.objects.bulk_create(
+                [
+                    Turn(dialog=dialog, index=index, speaker=turn.speaker, text=turn.text)
+                    for dialog, rec in zip(dialogs, batch, strict=True)
+                    for index, turn in enumerate(rec.turns)
+                ]
+            )
+    result.created = len(new)
+    result.ids = [rec.id for rec in new]
+    logger.info("imported %d dialogs from %s (%d already present)", result.created, source, result.unchanged)
+    return result
+
+
+def dialogs_import_file(*, path: Path, source: str | None = None, created_by: Any = None) -> ImportResult:
+    """Import a JSONL file (see ``dialogs.records``); all or nothing."""
+    with path.open("rb") as stream:
+        return dialogs_import(records=parse_jsonl(stream), source=source or path.name, created_by=created_by)
+
+
+def dialog_to_record(dialog: Dialog) -> DialogRecord:
+    """The JSONL record of a stored dialog (turns from a prefetch when there is one)."""
+    return DialogRecord(
+        id=dialog.external_id,
+        purpose=dialog.purpose,
+        mode=dialog.mode,
+        role=dialog.role.slug if dialog.role_id else None,
+        model_version=dialog.model_version,
+        turns=tuple(TurnRecord(speaker=t.speaker, text=t.text) for t in dialog.turns.all()),
+        meta=dialog.meta,
+    )
+
+
+def dialogs_write_jsonl(*, dialogs: QuerySet[Dialog], stream: IO[str]) -> int:
+    """Write ``dialogs`` as JSONL to ``stream``, streaming from the database; returns the count."""
+    count = 0
+    queryset = dialogs.select_related("role").prefetch_related("turns").order_by("id")
+    for dialog in queryset.iterator(chunk_size=BATCH_SIZE):
+        stream.write(json.dumps(dialog_to_record(dialog).to_json(), ensure_ascii=False))
+        stream.write("\n")
+        count += 1
+    return count
+
+
+def dialogs_export_file(*, path: Path, purpose: str = "") -> int:
+    """Write the dialogs (of one purpose, or all) to ``path`` as JSONL; returns the count.
+
+    Written to a ``.partial`` file first and renamed, so a reader never sees half a file.
+    """
+    dialogs = Dialog.objects.all()
+    if purpose:
+        dialogs = dialogs.filter(purpose=purpose)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial_path = path.with_name(path.name + ".partial")
+    try:
+        with partial_path.open("w", encoding="utf-8") as stream:
+            count = dialogs_write_jsonl(dialogs=dialogs, stream=stream)
+        os.replace(partial_path, path)
+    finally:
+        partial_path.unlink(missing_ok=True)
+    return count
+
+
+def dialog_export_request(*, requested_by: Any, purpose: str = "") -> DialogExport:
+    """Queue an export of the dialogs (of one purpose, or all) for a Celery worker."""
+    from dialogs.tasks import run_dialog_export
+
+    export = DialogExport.objects.create(requested_by=requested_by, purpose=purpose)
+    transaction.on_commit(partial(run_dialog_export.delay, export.pk))
+    return export
+
+
+def dialog_export_run(*, export_id: int) -> DialogExport:
+    """Write the export's file under ARTIFACTS_DIR; idempotent, a finished export is left alone."""
+    with transaction.atomic():
+        export = DialogExport.objects.select_for_update().get(pk=export_id)
+        if export.status == DialogExport.Status.DONE:
+            return export
+        export.status = DialogExport.Status.RUNNING
+        export.save(update_fields=["status"])
+
+    path = settings.ARTIFACTS_DIR / "exports" / f"dialogs-{export.pk}.jsonl"
+    try:
+        count = dialogs_export_file(path=path, purpose=export.purpose)
+    except Exception as exc:
+        # Record the cause for the user, then let Celery see the failure too.
+        DialogExport.objects.filter(pk=export.pk).update(
+            status=DialogExport.Status.FAILED,
+            error=f"{type(exc).__name__}: {exc}",
+            finished_at=timezone.now(),
+        )
+        raise
+
+    export.status = DialogExport.Status.DONE
+    export.path = str(path)
+    export.dialog_count = count
+    export.sha256 = _sha256(path)
+    export.error = ""
+    export.finished_at = timezone.now()
+    export.save(update_fields=["status", "path", "dialog_count", "sha256", "error", "finished_at"])
+    return export
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(partial(stream.read, 1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from celery import shared_task
+
+from dialogs import services
+
+
+@shared_task(acks_late=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=3)
+def run_dialog_export(export_id: int) -> None:
+    services.dialog_export_run(export_id=export_id)

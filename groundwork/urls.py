@@ -1,0 +1,33 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from annotation import views as annotation_views
+from dialogs import api as dialogs_api
+from dialogs import views as dialogs_views
+from groundwork import health, views
+
+router = DefaultRouter(trailing_slash=True)
+router.register("dialogs", dialogs_api.DialogViewSet, basename="dialog")
+router.register("dialog-exports", dialogs_api.DialogExportViewSet, basename="dialog-export")
+
+admin.site.site_header = "Groundwork"
+admin.site.site_title = "Groundwork admin"
+admin.site.index_title = "Campaigns, data and models"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", health.healthz, name="healthz"),
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("work/", annotation_views.work_home, name="work"),
+    path("dialogs/", dialogs_views.dialog_list, name="dialog-list"),
+    path("dialogs/<path:external_id>/", dialogs_views.dialog_detail, name="dialog-detail"),
+    path("admin/", admin.site.urls),
+    path("api/v1/auth/token/", views.ObtainTokenView.as_view(), name="api-token"),
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+]

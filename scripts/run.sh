@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Start the platform: migrate, load the demo data, run web + worker (Procfile via honcho),
+# and print the URL and demo logins once /healthz answers. Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBUG="${DEBUG:-true}"
+export PORT="${PORT:-8000}"
+export HOST="${HOST:-127.0.0.1}"
+PY=.venv/bin/python
+
+$PY manage.py migrate --noinput
+$PY manage.py collectstatic --noinput --verbosity 0
+$PY manage.py load_demo
+
+url="http://${HOST}:${PORT}"
+# Announce in the background while honcho holds the terminal (so Ctrl-C reaches it).
+(
+  if $PY scripts/wait_healthy.py "$url/healthz" 120; then
+    echo
+    echo "================================================================"
+    echo " Groundwork is up: $url/"
+    echo " Admin: $url/admin/   API docs: $url/api/docs/   Health: $url/healthz"
+    echo " Demo logins:"
+    $PY manage.py demo_logins
+    echo " Press Ctrl-C to stop the web server and the worker."
+    echo "================================================================"
+  else
+    echo "Groundwork did not answer on $url/healthz; see the log above." >&2
+  fi
+) &
+exec .venv/bin/honcho start -f Procfile -p "$PORT" 2>&1

@@ -1,0 +1,124 @@
+"""Shared fixtures: real PostgreSQL (pytest-django), a real Celery worker, Debian's Chromium."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from rest_framework.test import APIClient
+
+from groundwork.roles import Role
+from tests.factories import UserFactory
+
+# live_server runs Django in a thread while Playwright's sync API runs an event loop.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+QUEUES = "default,training,inference"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """Debian's Chromium, never a browser that Playwright downloads."""
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture
+def users(db: None) -> dict[Role, Any]:
+    """One user per role."""
+    return {role: UserFactory(role=role) for role in Role}
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+def _database_url() -> str:
+    """The URL of the database the tests run on (the test database pytest-django made)."""
+    db = connection.settings_dict
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.skip("the real worker shares the test database, which needs PostgreSQL")
+    user = db.get("USER") or ""
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[None]:
+    """A real ``celery worker`` process on the configured broker, sharing the test database.
+
+    Tests using it must be ``django_db(transaction=True)`` so the worker sees their rows.
+    """
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        pytest.skip("set CELERY_BROKER_URL to a Redis URL to run worker tests (make test does)")
+    from groundwork.celery import app
+
+    with django_db_blocker.unblock():
+        database_url = _database_url()
+    artifacts = tmp_path_factory.mktemp("worker-artifacts")
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "ARTIFACTS_DIR": os.environ.get("ARTIFACTS_DIR", str(artifacts)),
+        "CONN_MAX_AGE": "0",
+    }
+    app.control.purge()
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    with log.open("w") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "groundwork",
+                "worker",
+                "-Q",
+                QUEUES,
+                "--pool",
+                "solo",
+                "-l",
+                "info",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"test-{os.getpid()}@%h",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not app.control.ping(timeout=0.5):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the Celery worker did not start:\n{log.read_text()}")
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ToolsetConfig(AppConfig):
+    name = "toolset"
+    verbose_name = "Toolset"
