@@ -12,19 +12,20 @@ PY=.venv/bin/python
 $PY manage.py migrate --noinput
 $PY manage.py collectstatic --noinput --verbosity 0
 $PY manage.py load_demo
+logins="$($PY manage.py demo_logins)"
 
 url="http://${HOST}:${PORT}"
 # Announce in the background while honcho holds the terminal (so Ctrl-C reaches it).
 (
   if $PY scripts/wait_healthy.py "$url/healthz" 120; then
-    echo
-    echo "================================================================"
-    echo " Groundwork is up: $url/"
-    echo " Admin: $url/admin/   API docs: $url/api/docs/   Health: $url/healthz"
-    echo " Demo logins:"
-    $PY manage.py demo_logins
-    echo " Press Ctrl-C to stop the web server and the worker."
-    echo "================================================================"
+    banner="================================================================
+ Groundwork is up: $url/
+ Admin: $url/admin/   API docs: $url/api/docs/   Health: $url/healthz
+ Demo logins:
+$logins
+ Press Ctrl-C to stop the web server and the worker.
+================================================================"
+    printf '\n%s\n' "$banner"
   else
     echo "Groundwork did not answer on $url/healthz; see the log above." >&2
   fi

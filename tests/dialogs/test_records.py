@@ -1,0 +1,206 @@
+"""The JSONL dialog format: ``dialogs.records.parse_line`` and ``DialogRecord.to_json``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dialogs.records import DialogRecord, Limits, RecordError, TurnRecord, parse_line
+
+LIMITS = Limits(max_turns=2, max_turn_chars=20, max_line_bytes=400)
+
+
+def line_of(**overrides: Any) -> str:
+    """A valid JSONL line, with keys replaced (or removed, when the value is ``...``)."""
+    obj: dict[str, Any] = {
+        "id": "d1",
+        "purpose": "quality",
+        "turns": [{"speaker": "user", "text": "Hi"}, {"speaker": "model", "text": "Hello!"}],
+        "meta": {},
+    }
+    for key, value in overrides.items():
+        if value is ...:
+            obj.pop(key, None)
+        else:
+            obj[key] = value
+    return json.dumps(obj)
+
+
+def assert_error(raw: str | bytes, field: str, *, line: int = 7, limits: Limits = LIMITS) -> RecordError:
+    with pytest.raises(RecordError) as caught:
+        parse_line(raw, line, limits)
+    assert (caught.value.line, caught.value.field) == (line, field)
+    assert f"line {line}, field {field}:" in str(caught.value)
+    return caught.value
+
+
+def test_a_valid_line_with_every_optional_key_parses() -> None:
+    raw = line_of(
+        mode="adversarial",
+        role="travel-agent",
+        model_version="lamda-2b-ft3",
+        meta={"annotator": "w17", "tags": ["x"]},
+    )
+
+    record = parse_line(raw, 3, LIMITS)
+
+    assert record == DialogRecord(
+        id="d1",
+        purpose="quality",
+        mode="adversarial",
+        role="travel-agent",
+        model_version="lamda-2b-ft3",
+        turns=(TurnRecord("user", "Hi"), TurnRecord("model", "Hello!")),
+        meta={"annotator": "w17", "tags": ["x"]},
+    )
+    assert record.line == 3
+
+
+def test_optional_keys_default_when_absent() -> None:
+    record = parse_line(line_of(meta=...), 1, LIMITS)
+
+    assert (record.mode, record.role, record.model_version, record.meta) == ("natural", None, "", {})
+
+
+def test_a_bytes_line_parses_like_a_str_line() -> None:
+    raw = line_of(turns=[{"speaker": "user", "text": "Grüß Gott ☃"}])
+
+    assert parse_line(raw.encode(), 1, LIMITS) == parse_line(raw, 1, LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        pytest.param('{"id": "d1", "purpose": ', "(json)", id="broken-json"),
+        pytest.param(b'{"id": "\xff"}', "(json)", id="not-utf8"),
+        pytest.param('["d1", "quality"]', "(json)", id="a-list-not-an-object"),
+        pytest.param('"d1"', "(json)", id="a-string-not-an-object"),
+        pytest.param(line_of(speaker="user"), "speaker", id="unknown-top-level-key"),
+        pytest.param(line_of(id=...), "id", id="id-missing"),
+        pytest.param(line_of(id=""), "id", id="id-empty"),
+        pytest.param(line_of(id="   "), "id", id="id-blank"),
+        pytest.param(line_of(id=17), "id", id="id-not-a-string"),
+        pytest.param(line_of(id="x" * 201), "id", id="id-over-200-chars"),
+        pytest.param(line_of(purpose="chitchat"), "purpose", id="purpose-unknown"),
+        pytest.param(line_of(purpose=...), "purpose", id="purpose-missing"),
+        pytest.param(line_of(mode="hostile"), "mode", id="mode-unknown"),
+        pytest.param(line_of(turns=...), "turns", id="turns-missing"),
+        pytest.param(line_of(turns={"speaker": "user", "text": "Hi"}), "turns", id="turns-not-a-list"),
+        pytest.param(line_of(turns=[]), "turns", id="turns-empty"),
+        pytest.param(line_of(turns=[{"speaker": "user", "text": "a"}] * 3), "turns", id="turns-over-limit"),
+        pytest.param(line_of(turns=["Hi"]), "turns[0]", id="turn-not-an-object"),
+        pytest.param(
+            line_of(turns=[{"speaker": "user", "text": "Hi"}, {"speaker": "bot", "text": "Hello"}]),
+            "turns[1].speaker",
+            id="turn-speaker-unknown",
+        ),
+        pytest.param(line_of(turns=[{"text": "Hi"}]), "turns[0].speaker", id="turn-speaker-missing"),
+        pytest.param(
+            line_of(turns=[{"speaker": "user", "text": "Hi", "score": 1}]),
+            "turns[0].score",
+            id="turn-unknown-key",
+        ),
+        pytest.param(line_of(turns=[{"speaker": "user", "text": ""}]), "turns[0].text", id="text-empty"),
+        pytest.param(
+            line_of(turns=[{"speaker": "user", "text": " \t\n "}]), "turns[0].text", id="text-whitespace"
+        ),
+        pytest.param(line_of(turns=[{"speaker": "user"}]), "turns[0].text", id="text-missing"),
+        pytest.param(line_of(turns=[{"speaker": "user", "text": 5}]), "turns[0].text", id="text-a-number"),
+        pytest.param(
+            line_of(turns=[{"speaker": "user", "text": "Hi"}, {"speaker": "model", "text": "y" * 21}]),
+            "turns[1].text",
+            id="text-over-max-turn-chars",
+        ),
+        pytest.param(line_of(meta=["a", "b"]), "meta", id="meta-a-list"),
+        pytest.param(line_of(meta="note"), "meta", id="meta-a-string"),
+    ],
+)
+def test_a_bad_line_names_its_line_and_field(raw: str | bytes, field: str) -> None:
+    assert_error(raw, field)
+
+
+def test_the_first_unknown_turn_is_reported_not_a_later_one() -> None:
+    raw = line_of(turns=[{"speaker": "model", "text": "ok"}, {"speaker": "bot", "text": ""}])
+
+    error = assert_error(raw, "turns[1].speaker")
+
+    assert "'bot'" in error.message
+
+
+def test_text_at_the_limit_is_accepted_one_more_is_refused() -> None:
+    at_limit = line_of(turns=[{"speaker": "user", "text": "é" * 20}])
+    over = line_of(turns=[{"speaker": "user", "text": "é" * 21}])
+
+    assert parse_line(at_limit, 1, LIMITS).turns[0].text == "é" * 20
+    error = assert_error(over, "turns[0].text")
+    assert "21" in error.message
+
+
+def test_a_line_over_max_line_bytes_is_refused_before_parsing() -> None:
+    # Valid JSON otherwise, and each turn within the character limit: only the size is wrong.
+    raw = line_of(meta={"padding": "p" * 400})
+
+    error = assert_error(raw, "(line)")
+
+    assert str(len(raw)) in error.message
+
+
+def test_max_line_bytes_counts_bytes_not_characters() -> None:
+    limits = Limits(max_turns=2, max_turn_chars=200, max_line_bytes=150)
+    text = "☃" * 40  # 40 characters, 120 bytes in UTF-8
+    raw = line_of(turns=[{"speaker": "user", "text": text}])
+    raw = raw.replace("\\u2603", "☃")  # json.dumps escaped it; put the raw characters back
+    assert len(raw) <= 150 < len(raw.encode())
+
+    assert_error(raw, "(line)", limits=limits)
+
+
+def test_to_json_round_trips_through_parse_line() -> None:
+    record = DialogRecord(
+        id="rt:1/a",
+        purpose="groundedness",
+        mode="sensitive",
+        role="chef",
+        model_version="m-7",
+        turns=(TurnRecord("user", "What is 2+2?"), TurnRecord("model", "4, says the calculator.")),
+        meta={"k": [1, 2, {"n": None}]},
+    )
+
+    assert parse_line(json.dumps(record.to_json()), 1) == record
+
+
+def test_to_json_leaves_out_optional_keys_that_are_not_set() -> None:
+    record = DialogRecord(id="d", purpose="safety", turns=(TurnRecord("user", "x"),))
+
+    assert record.to_json() == {
+        "id": "d",
+        "purpose": "safety",
+        "turns": [{"speaker": "user", "text": "x"}],
+        "meta": {},
+    }
+
+
+turn_strategy = st.builds(
+    TurnRecord,
+    speaker=st.sampled_from(["user", "model"]),
+    text=st.text(min_size=1, max_size=50).filter(lambda text: text.strip() != ""),
+)
+
+
+@settings(database=None)  # no example database written into the working tree
+@given(
+    turns=st.lists(turn_strategy, min_size=1, max_size=8),
+    ensure_ascii=st.booleans(),
+)
+def test_any_valid_turns_round_trip_unchanged(turns: list[TurnRecord], ensure_ascii: bool) -> None:
+    record = DialogRecord(id="prop", purpose="quality", turns=tuple(turns))
+    raw = json.dumps(record.to_json(), ensure_ascii=ensure_ascii)
+
+    parsed = parse_line(raw, 1, Limits(max_turns=8, max_turn_chars=50, max_line_bytes=100_000))
+
+    assert parsed == record
+    assert list(parsed.turns) == turns
