@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html
 
 from dialogs.models import Dialog, DialogExport, Role, Turn
@@ -44,6 +45,5 @@ class DialogExportAdmin(admin.ModelAdmin):
     def download(self, export: DialogExport) -> str:
         if export.status != DialogExport.Status.DONE:
             return "-"
-        return format_html(
-            '<a href="/api/v1/dialog-exports/{}/download/">dialogs-{}.jsonl</a>', export.pk, export.pk
-        )
+        url = reverse("api:dialog-export-download", kwargs={"pk": export.pk})
+        return format_html('<a href="{}">dialogs-{}.jsonl</a>', url, export.pk)

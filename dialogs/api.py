@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db.models import Prefetch
 from django.http import FileResponse, Http404
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
@@ -136,7 +137,9 @@ class DialogExportSerializer(serializers.ModelSerializer):
     def get_download(self, export: DialogExport) -> str | None:
         if export.status != DialogExport.Status.DONE:
             return None
-        return self.context["request"].build_absolute_uri(f"/api/v1/dialog-exports/{export.pk}/download/")
+        return self.context["request"].build_absolute_uri(
+            reverse("api:dialog-export-download", kwargs={"pk": export.pk})
+        )
 
 
 class DialogExportViewSet(

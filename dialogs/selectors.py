@@ -8,7 +8,12 @@ from dialogs.models import Dialog, DialogExport
 
 
 def dialog_list(*, purpose: str | None = None, source: str | None = None) -> QuerySet[Dialog]:
-    dialogs = Dialog.objects.select_related("role").annotate(turn_count=Count("turns"))
+    # Explicit order: Meta.ordering is not applied to GROUP BY queries.
+    dialogs = (
+        Dialog.objects.select_related("role")
+        .annotate(turn_count=Count("turns"))
+        .order_by("-created_at", "-id")
+    )
     if purpose:
         dialogs = dialogs.filter(purpose=purpose)
     if source:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
@@ -29,13 +30,13 @@ def database_status() -> dict[str, Any]:
 def broker_status() -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        with celery_app.connection_for_write() as conn:
+        with celery_app.connection_for_write(settings.CELERY_BROKER_URL) as conn:
             transport = conn.transport_cls
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_TIMEOUT_S)
     except Exception as exc:
         return {
             "ok": False,
-            "transport": str(celery_app.conf.broker_url).split(":", 1)[0],
+            "transport": settings.CELERY_BROKER_URL.split(":", 1)[0],
             "error": f"{type(exc).__name__}: {exc}",
         }
     return {"ok": True, "transport": str(transport), "ms": round((time.perf_counter() - started) * 1000, 1)}

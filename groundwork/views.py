@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth import authenticate
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
@@ -53,16 +55,22 @@ class ObtainTokenView(APIView):
     def post(self, request: Request) -> Response:
         serializer = TokenRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        django_request = request._request  # axes flags a lockout on the Django request
-        user = authenticate(django_request, **serializer.validated_data)
-        if getattr(django_request, "axes_locked_out", False):
-            minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
-            return Response(
-                {"detail": f"Too many failed logins for this account; try again in {minutes} minutes."},
-                status=status.HTTP_429_TOO_MANY_REQUESTS,
-            )
+        # On the Django request, so that django-axes counts failures and its middleware
+        # answers a locked-out client with ``lockout_response``.
+        user = authenticate(request._request, **serializer.validated_data)
         if user is None or not user.is_active:
             return Response(
                 {"detail": "Unable to log in with these credentials."}, status=status.HTTP_400_BAD_REQUEST
             )
         return Response({"token": api_token_for(user=user)})
+
+
+def lockout_response(
+    request: HttpRequest, original_response: HttpResponse | None, credentials: dict[str, Any] | None
+) -> HttpResponse:
+    """What django-axes answers a locked-out client: JSON for the API, a page for people."""
+    minutes = max(1, int(settings.AXES_COOLOFF_TIME.total_seconds() // 60))
+    message = f"Too many failed logins for this account; try again in {minutes} minutes."
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message}, status=429)
+    return render(request, "registration/locked_out.html", {"message": message}, status=429)

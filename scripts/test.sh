@@ -32,6 +32,5 @@ export ARTIFACTS_DIR="${ARTIFACTS_DIR:-$(mktemp -d -t groundwork-test-XXXXXX)}"
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/python manage.py collectstatic --noinput --verbosity 0
 echo "== pytest (database: ${DATABASE_URL}, broker: ${CELERY_BROKER_URL})"
 exec .venv/bin/pytest "$@"

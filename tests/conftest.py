@@ -68,7 +68,9 @@ def _database_url() -> str:
 def celery_worker(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[None]:
     """A real ``celery worker`` process on the configured broker, sharing the test database.
 
-    Tests using it must be ``django_db(transaction=True)`` so the worker sees their rows.
+    Tests using it must be ``django_db(transaction=True, serialized_rollback=True)``: the
+    worker sees only committed rows, and the flush after a transactional test would otherwise
+    also remove the role groups that a data migration made.
     """
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
         pytest.skip("set CELERY_BROKER_URL to a Redis URL to run worker tests (make test does)")
@@ -122,3 +124,21 @@ def celery_worker(django_db_setup: None, django_db_blocker: Any, tmp_path_factor
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    """Throttle counters live in the cache; each test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+    return
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing() -> Iterator[None]:
+    """PBKDF2 is slow on purpose; tests make hundreds of users."""
+    from django.test import override_settings
+
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield

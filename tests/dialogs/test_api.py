@@ -1,0 +1,333 @@
+"""The dialogs REST API: ``/api/v1/dialogs/`` and ``/api/v1/dialog-exports/``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from dialogs.models import Dialog, DialogExport, Turn
+from dialogs.services import dialog_export_run
+from groundwork.roles import Role
+from tests.factories import dialog_with_turns
+
+pytestmark = pytest.mark.django_db
+
+DIALOGS = "/api/v1/dialogs/"
+EXPORTS = "/api/v1/dialog-exports/"
+
+
+def dialog(dialog_id: str, *texts: str, purpose: str = "quality") -> dict[str, Any]:
+    turns = [{"speaker": "user" if i % 2 == 0 else "model", "text": text} for i, text in enumerate(texts)]
+    return {"id": dialog_id, "purpose": purpose, "turns": turns, "meta": {}}
+
+
+@pytest.fixture
+def admin_client(api_client: APIClient, users: dict[Role, Any]) -> APIClient:
+    api_client.force_authenticate(users[Role.ADMIN])
+    return api_client
+
+
+@pytest.fixture
+def researcher_client(api_client: APIClient, users: dict[Role, Any]) -> APIClient:
+    api_client.force_authenticate(users[Role.RESEARCHER])
+    return api_client
+
+
+def dated_dialogs() -> list[str]:
+    """Dialogs created at shuffled times; returns their ids, newest first."""
+    start = timezone.now() - timedelta(days=1)
+    minutes = [5, 11, 0, 7, 2, 9, 4, 10, 1, 8, 3, 6]
+    for minute in minutes:
+        created = dialog_with_turns(["Hi"], external_id=f"t{minute:02d}")
+        Dialog.objects.filter(pk=created.pk).update(created_at=start + timedelta(minutes=minute))
+    return [f"t{minute:02d}" for minute in sorted(minutes, reverse=True)]
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def test_admin_lists_dialogs_with_their_turns_in_order(admin_client: APIClient) -> None:
+    dialog_with_turns(["Hi", "Hello", "How are you?"], external_id="a", purpose="quality")
+    # Turns created out of order must still come back by index.
+    second = dialog_with_turns([], external_id="b", purpose="safety")
+    Turn.objects.create(dialog=second, index=1, speaker="model", text="second")
+    Turn.objects.create(dialog=second, index=0, speaker="user", text="first")
+
+    response = admin_client.get(DIALOGS)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["count"] == 2
+    by_id = {d["id"]: d for d in body["results"]}
+    assert by_id["a"]["purpose"] == "quality"
+    assert by_id["a"]["turns"] == [
+        {"index": 0, "speaker": "user", "text": "Hi"},
+        {"index": 1, "speaker": "model", "text": "Hello"},
+        {"index": 2, "speaker": "user", "text": "How are you?"},
+    ]
+    assert [t["text"] for t in by_id["b"]["turns"]] == ["first", "second"]
+
+
+def test_listing_is_paginated_and_every_dialog_is_on_exactly_one_page(admin_client: APIClient) -> None:
+    for n in range(52):
+        dialog_with_turns(["Hi"], external_id=f"d{n}")
+
+    body = admin_client.get(DIALOGS).json()
+
+    assert body["count"] == 52
+    assert len(body["results"]) == 50
+    assert body["next"] is not None
+    second = admin_client.get(body["next"]).json()
+    assert len(second["results"]) == 2
+    seen = [d["id"] for d in body["results"] + second["results"]]
+    assert sorted(seen) == sorted(f"d{n}" for n in range(52))
+
+
+def test_the_list_shows_the_newest_dialogs_first(admin_client: APIClient) -> None:
+    # Dialog.Meta.ordering is newest first; pages of an unordered list could repeat or skip dialogs.
+    # Creation times in an order unrelated to the primary keys, so no accident of the query plan
+    # (by id, up or down) can pass for the right order.
+    expected = dated_dialogs()
+
+    body = admin_client.get(DIALOGS).json()
+
+    assert [d["id"] for d in body["results"]] == expected
+
+
+def test_listing_makes_a_fixed_number_of_queries(admin_client: APIClient) -> None:
+    for n in range(3):
+        dialog_with_turns(["Hi", "Hello"], external_id=f"few-{n}")
+    admin_client.get(DIALOGS)  # the user's permissions are loaded once, then cached
+    with CaptureQueriesContext(connection) as few:
+        admin_client.get(DIALOGS)
+    for n in range(20):
+        dialog_with_turns(["Hi", "Hello"], external_id=f"many-{n}")
+    with CaptureQueriesContext(connection) as many:
+        response = admin_client.get(DIALOGS)
+
+    assert response.json()["count"] == 23
+    assert len(many.captured_queries) == len(few.captured_queries)
+
+
+def test_purpose_filters_the_list(admin_client: APIClient) -> None:
+    dialog_with_turns(["Hi"], external_id="q1", purpose="quality")
+    dialog_with_turns(["Hi"], external_id="s1", purpose="safety")
+    dialog_with_turns(["Hi"], external_id="q2", purpose="quality")
+
+    body = admin_client.get(DIALOGS, {"purpose": "safety"}).json()
+
+    assert body["count"] == 1
+    assert [d["id"] for d in body["results"]] == ["s1"]
+
+
+def test_detail_by_an_id_with_colons_and_slashes(admin_client: APIClient) -> None:
+    dialog_with_turns(["What's up?", "Not much."], external_id="vendor:batch/2024/07:17")
+    dialog_with_turns(["Other"], external_id="vendor:batch")
+
+    response = admin_client.get(f"{DIALOGS}vendor:batch/2024/07:17/")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["id"] == "vendor:batch/2024/07:17"
+    assert [t["text"] for t in body["turns"]] == ["What's up?", "Not much."]
+    assert admin_client.get(f"{DIALOGS}vendor:batch/2024/").status_code == 404
+
+
+# --- importing ------------------------------------------------------------------------------
+
+
+def test_admin_posts_a_list_of_dialogs(admin_client: APIClient, users: dict[Role, Any]) -> None:
+    response = admin_client.post(
+        DIALOGS, [dialog("p1", "Hi", "Hello"), dialog("p2", "Hey", purpose="safety")], format="json"
+    )
+
+    assert response.status_code == 201
+    assert response.json() == {"created": 2, "unchanged": 0, "ids": ["p1", "p2"]}
+    p1 = Dialog.objects.get(external_id="p1")
+    assert (p1.source, p1.created_by) == ("api", users[Role.ADMIN])
+    assert list(p1.turns.order_by("index").values_list("speaker", "text")) == [
+        ("user", "Hi"),
+        ("model", "Hello"),
+    ]
+    assert Dialog.objects.get(external_id="p2").purpose == "safety"
+
+
+def test_admin_posts_a_single_dialog_object(admin_client: APIClient) -> None:
+    response = admin_client.post(DIALOGS, dialog("one", "Hi"), format="json")
+
+    assert response.status_code == 201
+    assert response.json()["created"] == 1
+    assert Dialog.objects.filter(external_id="one").exists()
+
+
+def test_admin_posts_json_lines(admin_client: APIClient) -> None:
+    body = "\n".join(json.dumps(d) for d in [dialog("n1", "Hi"), dialog("n2", "Hey", "Yo")]) + "\n"
+
+    response = admin_client.generic("POST", DIALOGS, body, content_type="application/x-ndjson")
+
+    assert response.status_code == 201
+    assert response.json()["created"] == 2
+    assert Turn.objects.filter(dialog__external_id="n2").count() == 2
+
+
+def test_reposting_the_same_dialogs_changes_nothing(admin_client: APIClient) -> None:
+    payload = [dialog("p1", "Hi"), dialog("p2", "Hey")]
+    admin_client.post(DIALOGS, payload, format="json")
+
+    response = admin_client.post(DIALOGS, payload, format="json")
+
+    assert response.status_code == 201
+    assert response.json() == {"created": 0, "unchanged": 2, "ids": []}
+    assert Dialog.objects.count() == 2
+
+
+def test_a_bad_dialog_in_a_post_is_a_400_and_nothing_is_created(admin_client: APIClient) -> None:
+    bad = {"id": "p2", "purpose": "quality", "turns": [{"speaker": "bot", "text": "beep"}]}
+
+    response = admin_client.post(DIALOGS, [dialog("p1", "Hi"), bad], format="json")
+
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert len(errors) == 1
+    assert errors[0]["line"] == 2
+    assert errors[0]["field"] == "turns[0].speaker"
+    assert "bot" in errors[0]["message"]
+    assert Dialog.objects.count() == 0
+
+
+def test_bad_json_lines_name_their_line(admin_client: APIClient) -> None:
+    body = json.dumps(dialog("n1", "Hi")) + "\n\n{broken\n"
+
+    response = admin_client.generic("POST", DIALOGS, body, content_type="application/x-ndjson")
+
+    assert response.status_code == 400
+    assert [(e["line"], e["field"]) for e in response.json()["errors"]] == [(3, "(json)")]
+    assert Dialog.objects.count() == 0
+
+
+def test_a_model_version_too_long_for_the_database_is_a_400(admin_client: APIClient) -> None:
+    too_long = {**dialog("p2", "Hi"), "model_version": "m" * 101}
+
+    response = admin_client.post(DIALOGS, [dialog("p1", "Hi"), too_long], format="json")
+
+    assert response.status_code == 400
+    assert [(e["line"], e["field"]) for e in response.json()["errors"]] == [(2, "model_version")]
+    assert Dialog.objects.count() == 0
+
+
+# --- permissions ----------------------------------------------------------------------------
+
+
+def test_a_researcher_may_read_but_not_import(researcher_client: APIClient) -> None:
+    dialog_with_turns(["Hi"], external_id="r1")
+
+    assert researcher_client.get(DIALOGS).status_code == 200
+    response = researcher_client.post(DIALOGS, [dialog("p1", "Hi")], format="json")
+
+    assert response.status_code == 403
+    assert not Dialog.objects.filter(external_id="p1").exists()
+
+
+def test_a_crowdworker_may_not_read_dialogs(api_client: APIClient, users: dict[Role, Any]) -> None:
+    dialog_with_turns(["Hi"], external_id="c1")
+    api_client.force_authenticate(users[Role.CROWDWORKER])
+
+    assert api_client.get(DIALOGS).status_code == 403
+    assert api_client.get(f"{DIALOGS}c1/").status_code == 403
+    assert api_client.post(DIALOGS, [dialog("p1", "Hi")], format="json").status_code == 403
+    assert api_client.get(EXPORTS).status_code == 403
+
+
+def test_anonymous_requests_are_401(api_client: APIClient, db: None) -> None:
+    dialog_with_turns(["Hi"], external_id="c1")
+
+    response = api_client.get(DIALOGS)
+
+    assert response.status_code == 401
+    assert "WWW-Authenticate" in response.headers
+    assert api_client.post(DIALOGS, [dialog("p1", "Hi")], format="json").status_code == 401
+    assert api_client.post(EXPORTS, {}, format="json").status_code == 401
+    assert Dialog.objects.count() == 1
+
+
+# --- exports --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def artifacts(settings: Any, tmp_path: Path) -> Path:
+    settings.ARTIFACTS_DIR = tmp_path
+    return tmp_path
+
+
+def test_requesting_an_export_enqueues_one_task_after_commit(
+    researcher_client: APIClient, artifacts: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = researcher_client.post(EXPORTS, {"purpose": "quality"}, format="json")
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "pending"
+    assert body["download"] is None
+    export = DialogExport.objects.get(pk=body["id"])
+    assert (export.status, export.purpose) == ("pending", "quality")
+    assert len(callbacks) == 1
+
+
+def test_an_export_runs_and_can_be_downloaded(
+    researcher_client: APIClient, artifacts: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    dialog_with_turns(["Hi", "Hello"], external_id="q1", purpose="quality")
+    dialog_with_turns(["Is it safe?"], external_id="s1", purpose="safety")
+    dialog_with_turns(["Hey"], external_id="q2", purpose="quality")
+    with django_capture_on_commit_callbacks():
+        export_id = researcher_client.post(EXPORTS, {"purpose": "quality"}, format="json").json()["id"]
+
+    dialog_export_run(export_id=export_id)
+    response = researcher_client.get(f"{EXPORTS}{export_id}/")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "done"
+    assert body["dialog_count"] == 2
+    assert body["finished_at"] is not None
+    download = researcher_client.get(body["download"])
+    assert download.status_code == 200
+    content = b"".join(download.streaming_content)  # the test client closes the file after this
+    assert body["sha256"] == hashlib.sha256(content).hexdigest()
+    assert [json.loads(line)["id"] for line in content.decode().splitlines()] == ["q1", "q2"]
+    assert json.loads(content.decode().splitlines()[0])["turns"] == [
+        {"speaker": "user", "text": "Hi"},
+        {"speaker": "model", "text": "Hello"},
+    ]
+    assert Path(DialogExport.objects.get(pk=export_id).path).is_relative_to(artifacts)
+
+
+def test_an_unfinished_export_has_no_download(
+    researcher_client: APIClient, artifacts: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks():
+        export_id = researcher_client.post(EXPORTS, {}, format="json").json()["id"]
+
+    assert researcher_client.get(f"{EXPORTS}{export_id}/download/").status_code == 404
+
+
+def test_an_export_of_an_unknown_purpose_is_refused(
+    researcher_client: APIClient, artifacts: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = researcher_client.post(EXPORTS, {"purpose": "chitchat"}, format="json")
+
+    assert response.status_code == 400
+    assert "purpose" in response.json()
+    assert DialogExport.objects.count() == 0
+    assert callbacks == []

@@ -1,0 +1,119 @@
+"""Every endpoint × anonymous / crowdworker / admin / researcher → the status each must get.
+
+A new URL without a row here fails ``test_every_endpoint_is_in_the_matrix``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from dialogs.models import DialogExport
+from groundwork.roles import Role
+from tests.factories import dialog_with_turns
+
+ANON = "anonymous"
+WHO = [ANON, Role.CROWDWORKER, Role.ADMIN, Role.RESEARCHER]
+NEW_DIALOG = {"id": "matrix-new", "purpose": "quality", "turns": [{"speaker": "user", "text": "Hello"}]}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str  # URL name
+    method: str
+    expected: tuple[int, int, int, int]  # anonymous, crowdworker, admin, researcher
+    kwargs: Callable[[dict[str, Any]], dict[str, Any]] = lambda objs: {}
+    data: dict[str, Any] | None = None
+
+
+def page(anon: int, crowdworker: int, admin: int, researcher: int) -> tuple[int, int, int, int]:
+    return (anon, crowdworker, admin, researcher)
+
+
+REDIRECT = 302
+CASES = [
+    Case("home", "get", page(REDIRECT, REDIRECT, REDIRECT, REDIRECT)),
+    Case("healthz", "get", page(200, 200, 200, 200)),
+    Case("login", "get", page(200, REDIRECT, REDIRECT, REDIRECT)),
+    Case("logout", "post", page(REDIRECT, REDIRECT, REDIRECT, REDIRECT)),
+    Case("work", "get", page(REDIRECT, 200, 403, 403)),
+    Case("dialog-list", "get", page(REDIRECT, 403, 200, 200)),
+    Case("dialog-detail", "get", page(REDIRECT, 403, 200, 200), lambda o: {"external_id": o["dialog"]}),
+    Case("api-token", "post", page(400, 400, 400, 400), data={"username": "nobody", "password": "x"}),
+    Case("schema", "get", page(200, 200, 200, 200)),
+    Case("swagger-ui", "get", page(200, 200, 200, 200)),
+    Case("api:api-root", "get", page(401, 200, 200, 200)),
+    Case("api:dialog-list", "get", page(401, 403, 200, 200)),
+    Case("api:dialog-list", "post", page(401, 403, 201, 403), data=NEW_DIALOG),
+    Case("api:dialog-detail", "get", page(401, 403, 200, 200), lambda o: {"id": o["dialog"]}),
+    Case("api:dialog-export-list", "get", page(401, 403, 200, 200)),
+    Case("api:dialog-export-list", "post", page(401, 403, 202, 202), data={"purpose": "quality"}),
+    Case("api:dialog-export-detail", "get", page(401, 403, 200, 200), lambda o: {"pk": o["export"]}),
+    Case("api:dialog-export-download", "get", page(401, 403, 200, 200), lambda o: {"pk": o["export"]}),
+]
+
+
+@pytest.fixture
+def objects(db: None, settings: Any, tmp_path: Any) -> dict[str, Any]:
+    settings.ARTIFACTS_DIR = tmp_path
+    dialog = dialog_with_turns(["Hi", "Hello there"], external_id="matrix:1/a")
+    path = tmp_path / "export.jsonl"
+    path.write_text('{"id": "matrix:1/a"}\n')
+    export = DialogExport.objects.create(status=DialogExport.Status.DONE, path=str(path), dialog_count=1)
+    return {"dialog": dialog.external_id, "export": export.pk}
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.method.upper()} {c.name}")
+@pytest.mark.parametrize("who", WHO, ids=str)
+def test_endpoint_answers_each_role_as_it_must(case: Case, who: Any, objects, users, api_client) -> None:
+    if who != ANON:
+        api_client.force_login(users[who])
+    url = reverse(case.name, kwargs=case.kwargs(objects))
+
+    response = getattr(api_client, case.method)(url, case.data, format="json" if case.data else None)
+
+    expected = case.expected[WHO.index(who)]
+    assert response.status_code == expected, (
+        f"{case.method.upper()} {url} as {who}: {response.content[:300]!r}"
+    )
+    if expected == REDIRECT and who == ANON and case.name not in ("logout", "home"):
+        assert response["Location"].startswith(reverse("login"))
+
+
+def test_admin_site_is_for_admins_and_researchers(users, client) -> None:
+    assert client.get("/admin/").status_code == 302
+    client.force_login(users[Role.CROWDWORKER])
+    assert client.get("/admin/")["Location"].startswith("/admin/login/")
+    for role in (Role.ADMIN, Role.RESEARCHER):
+        client.force_login(users[role])
+        assert client.get("/admin/").status_code == 200
+        assert client.get("/admin/dialogs/dialog/").status_code == 200
+    # Researchers read dialogs; only admins change them.
+    client.force_login(users[Role.RESEARCHER])
+    assert client.get("/admin/dialogs/dialog/add/").status_code == 403
+    client.force_login(users[Role.ADMIN])
+    assert client.get("/admin/dialogs/dialog/add/").status_code == 200
+
+
+def _url_names(resolver: URLResolver, namespace: str = "") -> set[str]:
+    names: set[str] = set()
+    for pattern in resolver.url_patterns:
+        if isinstance(pattern, URLResolver):
+            if pattern.namespace == "admin":
+                continue  # the Django admin checks staff and model permissions itself (test above)
+            inner = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+            names |= _url_names(pattern, inner)
+        elif isinstance(pattern, URLPattern) and pattern.name:
+            if "format" in pattern.pattern.regex.groupindex:
+                continue  # DRF's ".json" suffix twins of the same views
+            names.add(namespace + pattern.name)
+    return names
+
+
+def test_every_endpoint_is_in_the_matrix() -> None:
+    missing = _url_names(get_resolver()) - {case.name for case in CASES}
+    assert not missing, f"endpoints with no row in the role matrix: {sorted(missing)}"
