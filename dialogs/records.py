@@ -20,6 +20,7 @@ MODES = ("natural", "sensitive", "adversarial")
 SPEAKERS = ("user", "model")
 KNOWN_KEYS = frozenset({"id", "purpose", "mode", "role", "model_version", "turns", "meta"})
 MAX_ID_CHARS = 200
+MAX_NAME_CHARS = 100  # model_version and role slugs
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,8 @@ def parse_line(raw: str | bytes, line: int, limits: Limits = Limits()) -> Dialog
     if size > limits.max_line_bytes:
         raise RecordError(line, "(line)", f"line is {size} bytes, over the limit of {limits.max_line_bytes}")
     try:
-        obj = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        obj = json.loads(raw, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
         raise RecordError(line, "(json)", f"not valid JSON: {exc}") from None
     return parse_object(obj, line, limits)
 
@@ -101,12 +102,19 @@ def parse_object(obj: Any, line: int, limits: Limits = Limits()) -> DialogRecord
     mode = _choice(obj, "mode", MODES, line, required=False) or "natural"
     role = _optional_string(obj, "role", line)
     model_version = _optional_string(obj, "model_version", line) or ""
+    for key, value in (("role", role or ""), ("model_version", model_version)):
+        if len(value) > MAX_NAME_CHARS:
+            raise RecordError(line, key, f"is {len(value)} characters, over {MAX_NAME_CHARS}")
 
     meta = obj.get("meta", {})
     if meta is None:
         meta = {}
     if not isinstance(meta, dict):
         raise RecordError(line, "meta", f"expected an object, got {_kind(meta)}")
+    try:
+        _check_storable(json.dumps(meta, allow_nan=False))
+    except ValueError as exc:
+        raise RecordError(line, "meta", str(exc)) from None
 
     turns_raw = obj.get("turns")
     if not isinstance(turns_raw, list):
@@ -144,6 +152,8 @@ def _turn(obj: Any, where: str, line: int, limits: Limits) -> TurnRecord:
         raise RecordError(line, f"{where}.text", what)
     if not text.strip():
         raise RecordError(line, f"{where}.text", "empty text")
+    if "\x00" in text:
+        raise RecordError(line, f"{where}.text", NUL_MESSAGE)
     if len(text) > limits.max_turn_chars:
         raise RecordError(
             line,
@@ -160,6 +170,8 @@ def _required_string(obj: dict[str, Any], key: str, line: int) -> str:
         raise RecordError(line, key, what)
     if not value.strip():
         raise RecordError(line, key, "empty")
+    if "\x00" in value:
+        raise RecordError(line, key, NUL_MESSAGE)
     return value
 
 
@@ -169,6 +181,8 @@ def _optional_string(obj: dict[str, Any], key: str, line: int) -> str | None:
         return None
     if not isinstance(value, str):
         raise RecordError(line, key, f"expected a string, got {_kind(value)}")
+    if "\x00" in value:
+        raise RecordError(line, key, NUL_MESSAGE)
     return value
 
 
@@ -182,6 +196,19 @@ def _choice(
         shown = "missing" if key not in obj else f"unknown value {value!r}"
         raise RecordError(line, key, f"{shown} (expected one of {', '.join(choices)})")
     return value
+
+
+NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _check_storable(encoded: str) -> None:
+    """Refuse what PostgreSQL's jsonb cannot hold (NaN and Infinity are refused by dumps)."""
+    if "\\u0000" in encoded:
+        raise ValueError(NUL_MESSAGE)
 
 
 def _kind(value: Any) -> str:

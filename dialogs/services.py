@@ -130,6 +130,7 @@ def dialogs_import(
         raise DialogImportError(sorted(errors, key=lambda e: e.line)[:MAX_REPORTED_ERRORS])
 
     new = [record for _, record in pending.values() if record.id not in existing]
+    source = source[: Dialog._meta.get_field("source").max_length]
     result.unchanged = len(existing)
     with transaction.atomic():
         for start in range(0, len(new), BATCH_SIZE):
@@ -186,8 +187,7 @@ def dialogs_write_jsonl(*, dialogs: QuerySet[Dialog], stream: IO[str]) -> int:
     count = 0
     queryset = dialogs.select_related("role").prefetch_related("turns").order_by("id")
     for dialog in queryset.iterator(chunk_size=BATCH_SIZE):
-        stream.write(json.dumps(dialog_to_record(dialog).to_json(), ensure_ascii=False))
-        stream.write("\n")
+        stream.write(json.dumps(dialog_to_record(dialog).to_json(), ensure_ascii=False) + "\n")
         count += 1
     return count
 

@@ -1,9 +1,11 @@
 """The three roles of the platform and the checks every page and API view makes.
 
-A role is a Django group. What a role may do in the admin is the group's model permissions,
-granted by each app's data migration (``grant_permissions``); pages and API views check the
-role (``role_required``, ``HasRole``) or a model permission (``ModelPermissions``). Superusers
-hold every role.
+A role is a Django group. What a role may do in the admin is the group's model permissions:
+each app lists them in its AppConfig's ``role_grants``. A data migration of the app grants them
+first, and ``sync_roles`` grants them again after every ``migrate`` (and every test-database
+flush), so a model added later or a group deleted by hand is set right by the next migrate.
+Pages and API views check the role (``role_required``, ``has_role``) or a model permission
+(``ModelPermissions``). Superusers hold every role.
 """
 
 from __future__ import annotations
@@ -110,17 +112,20 @@ class ModelPermissions(DjangoModelPermissions):
 
 
 def grant_permissions(apps: Any, grants: dict[Role, Iterable[str]]) -> None:
-    """Data-migration helper: create the role groups and grant ``app_label.codename`` perms.
+    """Create the role groups and grant them ``app_label.codename`` permissions (idempotent).
 
-    Permissions are normally created after all migrations (post_migrate); create them now so
-    that a migration can hand them to groups.
+    ``apps`` is a migration's historical registry or the real one. Permissions are normally
+    created after all migrations (post_migrate); create them now so they can be granted.
     """
     from django.contrib.auth.management import create_permissions
 
     for app_config in apps.get_app_configs():
-        app_config.models_module = True
+        historical = getattr(app_config, "models_module", None) is None
+        if historical:  # create_permissions skips apps without a models module
+            app_config.models_module = True
         create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
+        if historical:
+            app_config.models_module = None
 
     group_model = apps.get_model("auth", "Group")
     permission_model = apps.get_model("auth", "Permission")
@@ -133,3 +138,17 @@ def grant_permissions(apps: Any, grants: dict[Role, Iterable[str]]) -> None:
             group.permissions.add(
                 permission_model.objects.get(content_type__app_label=app_label, codename=codename)
             )
+
+
+def sync_roles(*, apps: Any = None, **kwargs: Any) -> None:
+    """post_migrate: make sure every role group exists with every app's ``role_grants``.
+
+    ``migrate`` passes its final state as ``apps``; ``flush`` passes none (the real registry).
+    """
+    if apps is None:
+        from django.apps import apps
+    grants: dict[Role, list[str]] = {role: [] for role in Role}
+    for app_config in apps.get_app_configs():
+        for role, perms in getattr(app_config, "role_grants", {}).items():
+            grants[role].extend(perms)
+    grant_permissions(apps, grants)

@@ -68,9 +68,7 @@ def _database_url() -> str:
 def celery_worker(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[None]:
     """A real ``celery worker`` process on the configured broker, sharing the test database.
 
-    Tests using it must be ``django_db(transaction=True, serialized_rollback=True)``: the
-    worker sees only committed rows, and the flush after a transactional test would otherwise
-    also remove the role groups that a data migration made.
+    Tests using it must be ``django_db(transaction=True)``: the worker sees only committed rows.
     """
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
         pytest.skip("set CELERY_BROKER_URL to a Redis URL to run worker tests (make test does)")

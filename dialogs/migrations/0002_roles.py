@@ -2,24 +2,12 @@
 
 from django.db import migrations
 
-from groundwork.roles import Role, grant_permissions
-
-MODELS = ("dialog", "turn", "role", "dialogexport")
-
-GRANTS = {
-    Role.ADMIN: [
-        f"dialogs.{action}_{model}" for model in MODELS for action in ("add", "change", "delete", "view")
-    ]
-    # Admins unlock accounts locked after failed logins.
-    + ["axes.view_accessattempt", "axes.delete_accessattempt"],
-    Role.RESEARCHER: ["dialogs.view_dialog", "dialogs.view_turn", "dialogs.view_role"]
-    + ["dialogs.add_dialogexport", "dialogs.view_dialogexport"],
-    Role.CROWDWORKER: [],
-}
+from dialogs.apps import DialogsConfig
+from groundwork.roles import grant_permissions
 
 
 def grant(apps, schema_editor):
-    grant_permissions(apps, GRANTS)
+    grant_permissions(apps, DialogsConfig.role_grants)
 
 
 class Migration(migrations.Migration):

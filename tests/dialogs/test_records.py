@@ -159,6 +159,21 @@ def test_max_line_bytes_counts_bytes_not_characters() -> None:
     assert_error(raw, "(line)", limits=limits)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"turns": [{"speaker": "user", "text": "a\u0000b"}]}, "turns[0].text"),
+        ({"meta": {"note": "a\u0000b"}}, "meta"),
+        ({"model_version": "v\u0000"}, "model_version"),
+    ],
+)
+def test_nul_characters_are_refused_where_postgresql_could_not_store_them(
+    overrides: dict[str, Any], field: str
+) -> None:
+    error = assert_error(line_of(**overrides), field)
+    assert "NUL" in error.message
+
+
 def test_to_json_round_trips_through_parse_line() -> None:
     record = DialogRecord(
         id="rt:1/a",
@@ -187,7 +202,10 @@ def test_to_json_leaves_out_optional_keys_that_are_not_set() -> None:
 turn_strategy = st.builds(
     TurnRecord,
     speaker=st.sampled_from(["user", "model"]),
-    text=st.text(min_size=1, max_size=50).filter(lambda text: text.strip() != ""),
+    # Any text but NUL, which PostgreSQL cannot store (refused by the parser, tested above).
+    text=st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=50).filter(
+        lambda text: text.strip() != ""
+    ),
 )
 
 

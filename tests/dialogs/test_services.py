@@ -249,7 +249,8 @@ def test_a_nan_in_meta_is_a_line_error(tmp_path: Path) -> None:
 
     error = import_error(path)
 
-    assert fields_by_line(error) == [(2, "meta")]
+    assert fields_by_line(error) == [(2, "(json)")]
+    assert "NaN is not a JSON number" in error.errors[0].message
     assert counts() == (0, 0)
 
 

@@ -8,7 +8,7 @@ from playwright.sync_api import Page, expect
 from dialogs import services
 from groundwork.accounts import demo_logins_ensure
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def log_in(page: Page, base_url: str, username: str, password: str) -> None:

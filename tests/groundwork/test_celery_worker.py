@@ -14,7 +14,7 @@ from groundwork.celery import app as celery_app
 from groundwork.roles import Role
 from tests.factories import UserFactory, dialog_with_turns
 
-pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True), pytest.mark.worker]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 
 def wait_for(export_id: int, seconds: float = 30) -> DialogExport:

@@ -28,7 +28,7 @@ def test_healthz_is_503_when_the_broker_is_down(client, settings) -> None:
     assert body["database"]["ok"] is True
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_healthz_is_503_when_the_database_is_down(client, monkeypatch) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("points the PostgreSQL connection at a closed port")

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, file: str, purpose: str, **options: Any) -> None:
         if file == "-":
             dialogs = Dialog.objects.filter(purpose=purpose) if purpose else Dialog.objects.all()
-            services.dialogs_write_jsonl(dialogs=dialogs, stream=sys.stdout)
+            services.dialogs_write_jsonl(dialogs=dialogs, stream=self.stdout)
             return
         count = services.dialogs_export_file(path=Path(file), purpose=purpose)
         self.stdout.write(self.style.SUCCESS(f"{file}: {count} dialogs exported"))
