@@ -53,8 +53,9 @@ def api_client() -> APIClient:
     return APIClient()
 
 
-def _database_url() -> str:
-    """The URL of the database the tests run on (the test database pytest-django made)."""
+def database_url() -> str:
+    """The URL of the database the tests run on (the test database pytest-django made), for
+    processes the tests start (a worker, a management command)."""
     db = connection.settings_dict
     if db["ENGINE"] != "django.db.backends.postgresql":
         pytest.skip("the real worker shares the test database, which needs PostgreSQL")
@@ -75,11 +76,11 @@ def celery_worker(django_db_setup: None, django_db_blocker: Any, tmp_path_factor
     from groundwork.celery import app
 
     with django_db_blocker.unblock():
-        database_url = _database_url()
+        url = database_url()
     artifacts = tmp_path_factory.mktemp("worker-artifacts")
     env = {
         **os.environ,
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": url,
         "ARTIFACTS_DIR": os.environ.get("ARTIFACTS_DIR", str(artifacts)),
         "CONN_MAX_AGE": "0",
     }
