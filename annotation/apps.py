@@ -1,6 +1,24 @@
 from django.apps import AppConfig
 
+from groundwork.roles import Role
+
+ADMIN_MODELS = ("campaign", "item", "safetyobjective", "workerquality", "aggregationrun")
+READ_ONLY = ("assignment", "judgment", "consensuslabel")
+
 
 class AnnotationConfig(AppConfig):
     name = "annotation"
     verbose_name = "Annotation"
+    # What each role may do with this app's models in the admin (see groundwork.roles).
+    role_grants = {
+        Role.ADMIN: [
+            f"annotation.{action}_{model}"
+            for model in ADMIN_MODELS
+            for action in ("add", "change", "delete", "view")
+        ]
+        + [f"annotation.view_{model}" for model in READ_ONLY],
+        Role.RESEARCHER: [
+            f"annotation.view_{model}"
+            for model in ("campaign", "item", "safetyobjective", "consensuslabel", "aggregationrun")
+        ],
+    }

@@ -12,3 +12,18 @@ from groundwork.roles import Role, role_required
 def work_home(request: HttpRequest) -> HttpResponse:
     """The crowdworker's home: the campaigns open to them (none until campaigns exist)."""
     return render(request, "annotation/work.html", {"campaigns": []})
+
+
+@role_required(Role.CROWDWORKER)
+def rate(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    return HttpResponse("Not built yet.", status=501)
+
+
+@role_required(Role.CROWDWORKER)
+def submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    return HttpResponse("Not built yet.", status=501)
+
+
+@role_required(Role.CROWDWORKER)
+def skip(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    return HttpResponse("Not built yet.", status=501)

@@ -225,6 +225,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 DIALOG_MAX_TURNS: int = env.int("DIALOG_MAX_TURNS", default=200)
 TURN_MAX_CHARS: int = env.int("TURN_MAX_CHARS", default=10_000)
 DIALOG_IMPORT_MAX_LINE_BYTES: int = env.int("DIALOG_IMPORT_MAX_LINE_BYTES", default=1_000_000)
+# How long a worker holds a slot of an item before it goes back to the pool.
+ANNOTATION_LEASE_MINUTES: int = env.int("ANNOTATION_LEASE_MINUTES", default=15)
 
 LOGGING = {
     "version": 1,

@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from annotation import api as annotation_api
 from annotation import views as annotation_views
 from dialogs import api as dialogs_api
 from dialogs import views as dialogs_views
@@ -23,10 +24,34 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("work/", annotation_views.work_home, name="work"),
+    path("work/campaigns/<int:campaign_id>/", annotation_views.rate, name="work-rate"),
+    path("work/assignments/<int:assignment_id>/submit", annotation_views.submit, name="work-submit"),
+    path("work/assignments/<int:assignment_id>/skip", annotation_views.skip, name="work-skip"),
     path("dialogs/", dialogs_views.dialog_list, name="dialog-list"),
     path("dialogs/<path:external_id>/", dialogs_views.dialog_detail, name="dialog-detail"),
     path("admin/", admin.site.urls),
     path("api/v1/auth/token/", views.ObtainTokenView.as_view(), name="api-token"),
+    path("api/v1/tasks/next", annotation_api.NextTaskView.as_view(), name="task-next"),
+    path(
+        "api/v1/assignments/<int:assignment_id>/submit",
+        annotation_api.SubmitView.as_view(),
+        name="assignment-submit",
+    ),
+    path(
+        "api/v1/assignments/<int:assignment_id>/skip",
+        annotation_api.SkipView.as_view(),
+        name="assignment-skip",
+    ),
+    path(
+        "api/v1/campaigns/<int:campaign_id>/judgments",
+        annotation_api.ImportJudgmentsView.as_view(),
+        name="campaign-judgments-import",
+    ),
+    path(
+        "api/v1/campaigns/<int:campaign_id>/consensus",
+        annotation_api.ConsensusExportView.as_view(),
+        name="campaign-consensus-export",
+    ),
     path("api/v1/", include((router.urls, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -1,0 +1,135 @@
+"""REST API for crowd work: the next task, submitting and skipping assignments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation import selectors, services
+from annotation.models import Campaign
+from groundwork.roles import Role, has_role
+
+
+class SubmitSerializer(serializers.Serializer):
+    answers = serializers.DictField(child=serializers.CharField(allow_blank=True))
+
+
+def _error(exc: services.AnnotationError) -> Response:
+    return Response({"detail": str(exc)}, status=exc.status)
+
+
+def _next_payload(*, worker: Any, campaign_id: int) -> dict[str, Any] | None:
+    upcoming = services.next_assignment(worker=worker, campaign_id=campaign_id)
+    return selectors.task_payload(upcoming) if upcoming else None
+
+
+class NextTaskView(APIView):
+    """The worker's next item to rate; 204 when nothing is left for them."""
+
+    permission_classes = [has_role(Role.CROWDWORKER)]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("kind", OpenApiTypes.STR, enum=Campaign.Kind.values),
+            OpenApiParameter("campaign", OpenApiTypes.INT, description="Only this campaign."),
+        ],
+        responses={200: OpenApiTypes.OBJECT, 204: OpenApiResponse(description="Nothing left for you.")},
+    )
+    def get(self, request: Request) -> Response:
+        kind = request.query_params.get("kind")
+        if kind and kind not in Campaign.Kind.values:
+            kinds = ", ".join(Campaign.Kind.values)
+            return Response(
+                {"detail": f"kind: unknown campaign kind {kind!r} (one of {kinds})."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        campaign = request.query_params.get("campaign")
+        if campaign is not None and not campaign.isdigit():
+            return Response(
+                {"detail": "campaign: expected a campaign id."}, status=status.HTTP_400_BAD_REQUEST
+            )
+        assignment = services.next_assignment(
+            worker=request.user, kind=kind, campaign_id=int(campaign) if campaign else None
+        )
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(selectors.task_payload(assignment))
+
+
+class SubmitView(APIView):
+    """Submit answers for an assignment. The response carries the next assignment of the same
+    campaign, so a rater waits for one round trip per item."""
+
+    permission_classes = [has_role(Role.CROWDWORKER)]
+
+    @extend_schema(
+        request=SubmitSerializer,
+        responses={
+            201: OpenApiTypes.OBJECT,
+            200: OpenApiResponse(description="The same submission again: the stored one."),
+            400: OpenApiResponse(description="Missing or unknown answers."),
+            403: OpenApiResponse(description="Another worker's assignment."),
+            409: OpenApiResponse(description="The lease ran out, or other answers were already stored."),
+        },
+    )
+    def post(self, request: Request, assignment_id: int) -> Response:
+        serializer = SubmitSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            result = services.submit_judgment(
+                assignment_id=assignment_id, worker=request.user, answers=serializer.validated_data["answers"]
+            )
+        except services.AnnotationError as exc:
+            return _error(exc)
+        campaign_id = result.assignment.item.campaign_id
+        body = {
+            "assignment_id": result.assignment.pk,
+            "judgments": {j.attribute: j.value for j in result.judgments},
+            "next": _next_payload(worker=request.user, campaign_id=campaign_id),
+        }
+        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+class SkipView(APIView):
+    """Give an item back; it is not offered to this worker again. Returns the next assignment."""
+
+    permission_classes = [has_role(Role.CROWDWORKER)]
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, 403: None, 404: None, 409: None})
+    def post(self, request: Request, assignment_id: int) -> Response:
+        try:
+            skipped = services.skip_assignment(assignment_id=assignment_id, worker=request.user)
+        except services.AnnotationError as exc:
+            return _error(exc)
+        return Response(
+            {
+                "skipped": skipped.pk,
+                "next": _next_payload(worker=request.user, campaign_id=skipped.item.campaign_id),
+            }
+        )
+
+
+class ImportJudgmentsView(APIView):
+    """Not built yet (issue 3): import judgments made elsewhere."""
+
+    permission_classes = [has_role(Role.ADMIN)]
+
+    @extend_schema(request=None, responses={501: None})
+    def post(self, request: Request, campaign_id: int) -> Response:
+        return Response({"detail": "Not built yet."}, status=501)
+
+
+class ConsensusExportView(APIView):
+    """Not built yet (issue 3): export consensus labels."""
+
+    permission_classes = [has_role(Role.ADMIN)]
+
+    @extend_schema(responses={501: None})
+    def get(self, request: Request, campaign_id: int) -> Response:
+        return Response({"detail": "Not built yet."}, status=501)

@@ -1,0 +1,82 @@
+"""Reads of the annotation engine used by more than one caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time
+from typing import Any
+
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from annotation.models import Assignment, Campaign, Item, WorkerQuality
+from annotation.questions import campaign_questions
+
+
+@dataclass(frozen=True)
+class WorkerCampaign:
+    campaign: Campaign
+    left: int  # items this worker could still be given
+    blocked_reason: str = ""  # set when the worker is blocked from the campaign
+
+
+def campaigns_for_worker(*, worker: Any) -> list[WorkerCampaign]:
+    """Open campaigns with how many items are left for this worker."""
+    blocked = dict(
+        WorkerQuality.objects.filter(worker=worker, blocked=True).values_list("campaign_id", "blocked_reason")
+    )
+    return [
+        WorkerCampaign(
+            campaign=campaign,
+            left=left_for_worker(worker=worker, campaign=campaign),
+            blocked_reason=blocked.get(campaign.pk, "") if campaign.pk in blocked else "",
+        )
+        for campaign in Campaign.objects.filter(status=Campaign.Status.OPEN).order_by("created_at", "id")
+    ]
+
+
+def done_today(*, worker: Any, campaign: Campaign | None = None) -> int:
+    start = timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
+    done = Assignment.objects.filter(worker=worker, state=Assignment.State.SUBMITTED, submitted_at__gte=start)
+    if campaign is not None:
+        done = done.filter(item__campaign=campaign)
+    return done.count()
+
+
+def left_for_worker(*, worker: Any, campaign: Campaign) -> int:
+    seen = Assignment.objects.filter(item=OuterRef("pk"), worker=worker)
+    return (
+        Item.objects.filter(campaign=campaign, kind=Item.Kind.NORMAL, open_slots__gt=0)
+        .exclude(author=worker)
+        .exclude(Exists(seen))
+        .count()
+    )
+
+
+def task_payload(assignment: Assignment) -> dict[str, Any]:
+    """What a worker is shown for an assignment: the item and the questions, never others' answers."""
+    item = assignment.item
+    campaign = item.campaign
+    return {
+        "assignment_id": assignment.pk,
+        "expires_at": assignment.expires_at.isoformat(),
+        "campaign": {"id": campaign.pk, "name": campaign.name, "kind": campaign.kind},
+        "item": {
+            "key": item.key,
+            "context": item.context,
+            "response": {"speaker": "model", "text": item.response},
+        },
+        "questions": [q.as_dict() for q in campaign_questions(campaign)],
+    }
+
+
+def campaign_progress(*, campaign: Campaign) -> dict[str, int]:
+    """Items complete (all raters judged) and total, normal items only."""
+    items = Item.objects.filter(campaign=campaign, kind=Item.Kind.NORMAL)
+    return {
+        "total": items.count(),
+        "complete": items.filter(judgment_count__gte=campaign.raters_per_item).count(),
+        "judgments": Assignment.objects.filter(
+            item__campaign=campaign, state=Assignment.State.SUBMITTED
+        ).count(),
+    }

@@ -1,0 +1,626 @@
+"""Every write of the annotation engine: campaigns, assignment, submission, consensus."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from annotation import rules
+from annotation.models import (
+    AggregationRun,
+    Assignment,
+    Campaign,
+    ConsensusLabel,
+    Item,
+    Judgment,
+    SafetyObjective,
+    WorkerQuality,
+)
+from annotation.questions import DEFAULT_RATERS, campaign_questions
+from dialogs.models import Dialog, Speaker
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 2000
+
+
+# --- errors, each with the HTTP status an API view answers with ------------------------------
+
+
+class AnnotationError(Exception):
+    status = 400
+
+
+class AssignmentNotFound(AnnotationError):
+    status = 404
+
+
+class AssignmentForbidden(AnnotationError):
+    status = 403
+
+
+class AssignmentConflict(AnnotationError):
+    status = 409
+
+
+class InvalidAnswers(AnnotationError):
+    status = 400
+
+
+class WorkerBlocked(AnnotationError):
+    status = 403
+
+
+# --- campaigns ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DialogFilters:
+    purpose: str | None = None
+    role: str | None = None  # role slug
+    model_version: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "purpose": self.purpose,
+            "role": self.role,
+            "model_version": self.model_version,
+            "created_from": self.created_from.isoformat() if self.created_from else None,
+            "created_to": self.created_to.isoformat() if self.created_to else None,
+        }
+
+
+@transaction.atomic
+def campaign_create(
+    *,
+    name: str,
+    kind: str,
+    filters: DialogFilters | None = None,
+    raters_per_item: int | None = None,
+    objectives: Sequence[str] | None = None,
+    instructions: str = "",
+    empty: bool = False,
+    created_by: Any = None,
+) -> Campaign:
+    """A campaign whose items are the model turns of the dialogs matching ``filters``.
+
+    Safety campaigns rate the objectives named in ``objectives`` (slugs; default: every active
+    one). With ``empty`` the campaign gets no items (to import judgments into, say).
+    """
+    if Campaign.objects.filter(name=name).exists():
+        raise AnnotationError(f"A campaign named {name!r} already exists.")
+    if kind not in Campaign.Kind.values:
+        raise AnnotationError(f"Unknown campaign kind {kind!r} (one of {', '.join(Campaign.Kind.values)}).")
+    raters = raters_per_item or DEFAULT_RATERS[Campaign.Kind(kind)]
+    if raters < 1:
+        raise AnnotationError("Raters per item must be at least 1.")
+    filters = filters or DialogFilters()
+    campaign = Campaign.objects.create(
+        name=name,
+        kind=kind,
+        raters_per_item=raters,
+        instructions=instructions,
+        filters=filters.as_json(),
+        created_by=created_by,
+    )
+    if kind == Campaign.Kind.SAFETY:
+        campaign.objectives.set(_objectives(objectives))
+    elif objectives:
+        raise AnnotationError("Objectives are for safety campaigns only.")
+    if not empty:
+        campaign_add_dialogs(campaign=campaign, dialogs=_filtered_dialogs(filters))
+    return campaign
+
+
+def _objectives(slugs: Sequence[str] | None) -> list[SafetyObjective]:
+    if not slugs:
+        chosen = list(SafetyObjective.objects.filter(active=True))
+        if not chosen:
+            raise AnnotationError("There is no active safety objective to rate.")
+        return chosen
+    found = {o.slug: o for o in SafetyObjective.objects.filter(slug__in=slugs)}
+    missing = [slug for slug in slugs if slug not in found]
+    if missing:
+        raise AnnotationError(f"Unknown safety objective(s): {', '.join(missing)}.")
+    return [found[slug] for slug in slugs]
+
+
+def _filtered_dialogs(filters: DialogFilters) -> Any:
+    dialogs = Dialog.objects.all()
+    if filters.purpose:
+        dialogs = dialogs.filter(purpose=filters.purpose)
+    if filters.role:
+        dialogs = dialogs.filter(role__slug=filters.role)
+    if filters.model_version:
+        dialogs = dialogs.filter(model_version=filters.model_version)
+    if filters.created_from:
+        dialogs = dialogs.filter(created_at__gte=filters.created_from)
+    if filters.created_to:
+        dialogs = dialogs.filter(created_at__lt=filters.created_to)
+    return dialogs
+
+
+def campaign_add_dialogs(*, campaign: Campaign, dialogs: Any) -> int:
+    """Add every model turn of ``dialogs`` as an item, with the turns before it as context.
+
+    Turns already in the campaign are left alone. Returns the number of items added.
+    """
+    before = Item.objects.filter(campaign=campaign).count()
+    batch: list[Item] = []
+    for dialog in dialogs.prefetch_related("turns").order_by("id").iterator(chunk_size=500):
+        context: list[dict[str, str]] = []
+        for turn in dialog.turns.all():
+            if turn.speaker == Speaker.MODEL:
+                batch.append(
+                    Item(
+                        campaign=campaign,
+                        key=f"{dialog.external_id}#{turn.index}",
+                        turn=turn,
+                        author_id=dialog.created_by_id,
+                        context=list(context),
+                        response=turn.text,
+                        open_slots=campaign.raters_per_item,
+                    )
+                )
+            context.append({"speaker": turn.speaker, "text": turn.text})
+        if len(batch) >= BATCH_SIZE:
+            Item.objects.bulk_create(batch, ignore_conflicts=True)
+            batch = []
+    Item.objects.bulk_create(batch, ignore_conflicts=True)
+    return Item.objects.filter(campaign=campaign).count() - before
+
+
+# --- assignment -----------------------------------------------------------------------------
+
+
+def lease_duration() -> timedelta:
+    return timedelta(minutes=settings.ANNOTATION_LEASE_MINUTES)
+
+
+@transaction.atomic
+def assign_next(*, worker: Any, campaign: Campaign, now: datetime | None = None) -> Assignment | None:
+    """Lease the worker's next item of ``campaign``, or None when nothing is left for them.
+
+    A worker's live lease is returned again (a reload shows the same item). Otherwise the next
+    item is one with a free slot that the worker has not seen and did not write, taken with
+    ``SELECT … FOR UPDATE SKIP LOCKED`` through a partial index over items with free slots, so
+    concurrent workers never wait for each other and the cost does not grow with the campaign.
+    """
+    now = now or timezone.now()
+    live = (
+        Assignment.objects.filter(worker=worker, item__campaign=campaign, state=Assignment.State.LEASED)
+        .filter(expires_at__gt=now)
+        .select_related("item")
+        .first()
+    )
+    if live is not None:
+        return live
+    if campaign.status != Campaign.Status.OPEN:
+        return None
+    expire_leases(campaign=campaign, now=now)
+
+    quality = WorkerQuality.objects.filter(campaign=campaign, worker=worker).first()
+    if quality is not None and quality.blocked:
+        raise WorkerBlocked(quality.blocked_reason or "You are blocked from this campaign.")
+    if campaign.qualification_threshold is not None and not (quality and quality.qualified):
+        item = _next_special(campaign=campaign, worker=worker, kind=Item.Kind.QUALIFICATION)
+        return _lease(item=item, worker=worker, now=now) if item else None
+    if campaign.gold_rate > 0 and _gold_due(campaign=campaign, worker=worker):
+        item = _next_special(campaign=campaign, worker=worker, kind=Item.Kind.GOLD)
+        if item is not None:
+            return _lease(item=item, worker=worker, now=now)
+
+    item = (
+        Item.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(campaign=campaign, kind=Item.Kind.NORMAL, open_slots__gt=0)
+        .exclude(author=worker)
+        .exclude(Exists(Assignment.objects.filter(item=OuterRef("pk"), worker=worker)))
+        .order_by("id")
+        .only("id", "campaign_id")
+        .first()
+    )
+    if item is None:
+        return None
+    Item.objects.filter(pk=item.pk).update(open_slots=F("open_slots") - 1)
+    return _lease(item=item, worker=worker, now=now)
+
+
+def _lease(*, item: Item, worker: Any, now: datetime) -> Assignment:
+    return Assignment.objects.create(item=item, worker=worker, expires_at=now + lease_duration())
+
+
+def _next_special(*, campaign: Campaign, worker: Any, kind: str) -> Item | None:
+    """The next gold or qualification item the worker has not seen (every worker sees each)."""
+    return (
+        Item.objects.filter(campaign=campaign, kind=kind)
+        .exclude(Exists(Assignment.objects.filter(item=OuterRef("pk"), worker=worker)))
+        .order_by("id")
+        .first()
+    )
+
+
+def _gold_due(*, campaign: Campaign, worker: Any) -> bool:
+    """Golds come at ``gold_rate`` of a worker's items, spread evenly (deterministic)."""
+    counts = Assignment.objects.filter(worker=worker, item__campaign=campaign).aggregate(
+        total=Count("id"), gold=Count("id", filter=Q(item__kind=Item.Kind.GOLD))
+    )
+    return counts["gold"] < math.floor((counts["total"] + 1) * campaign.gold_rate)
+
+
+def expire_leases(*, campaign: Campaign | None = None, now: datetime | None = None, limit: int = 500) -> int:
+    """Free the slots of leases that ran out. Returns how many leases expired."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        leases = Assignment.objects.select_for_update(skip_locked=True).filter(
+            state=Assignment.State.LEASED, expires_at__lte=now
+        )
+        if campaign is not None:
+            leases = leases.filter(item__campaign=campaign)
+        expired = list(leases.order_by("expires_at").values_list("id", "item_id")[:limit])
+        if not expired:
+            return 0
+        Assignment.objects.filter(pk__in=[pk for pk, _ in expired]).update(state=Assignment.State.EXPIRED)
+        _give_back_slots(item_id for _, item_id in expired)
+    return len(expired)
+
+
+def _give_back_slots(item_ids: Iterable[int]) -> None:
+    freed: dict[int, int] = defaultdict(int)
+    for item_id in item_ids:
+        freed[item_id] += 1
+    # In id order, so two transactions freeing slots never wait on each other in a cycle.
+    for item_id in sorted(freed):
+        Item.objects.filter(pk=item_id, kind=Item.Kind.NORMAL).update(
+            open_slots=F("open_slots") + freed[item_id]
+        )
+
+
+def next_assignment(
+    *, worker: Any, kind: str | None = None, campaign_id: int | None = None
+) -> Assignment | None:
+    """The worker's next assignment in the open campaigns of ``kind`` (or one campaign)."""
+    campaigns = Campaign.objects.filter(status=Campaign.Status.OPEN).order_by("created_at", "id")
+    if kind:
+        campaigns = campaigns.filter(kind=kind)
+    if campaign_id is not None:
+        campaigns = campaigns.filter(pk=campaign_id)
+    for campaign in campaigns:
+        try:
+            assignment = assign_next(worker=worker, campaign=campaign)
+        except WorkerBlocked:
+            continue
+        if assignment is not None:
+            return assignment
+    return None
+
+
+@transaction.atomic
+def skip_assignment(*, assignment_id: int, worker: Any) -> Assignment:
+    """Give the item back; it is not offered to this worker again."""
+    assignment = _locked_assignment(assignment_id, worker)
+    if assignment.state != Assignment.State.LEASED:
+        raise AssignmentConflict(f"This assignment is {assignment.state}; only a leased item can be skipped.")
+    assignment.state = Assignment.State.SKIPPED
+    assignment.save(update_fields=["state"])
+    _give_back_slots([assignment.item_id])
+    return assignment
+
+
+def _locked_assignment(assignment_id: int, worker: Any) -> Assignment:
+    try:
+        assignment = (
+            Assignment.objects.select_for_update(of=("self",))
+            .select_related("item__campaign")
+            .get(pk=assignment_id)
+        )
+    except Assignment.DoesNotExist:
+        raise AssignmentNotFound("There is no such assignment.") from None
+    if assignment.worker_id != worker.pk:
+        raise AssignmentForbidden("This assignment belongs to another worker.")
+    return assignment
+
+
+# --- submission -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submission:
+    assignment: Assignment
+    judgments: list[Judgment]
+    created: bool  # False: the same submission was already stored
+
+
+def submit_judgment(*, assignment_id: int, worker: Any, answers: Mapping[str, Any]) -> Submission:
+    """Store the worker's answers for their assignment, all or nothing.
+
+    The same submission again returns the stored one (``created`` False); other answers on a
+    submitted assignment, an expired or skipped lease, or another worker's assignment are
+    refused with a message. The item's last judgment triggers its consensus after commit.
+    """
+    with transaction.atomic():
+        assignment = _locked_assignment(assignment_id, worker)
+        submitted = _normalise(answers)
+        if assignment.state == Assignment.State.SUBMITTED:
+            if assignment.submission == submitted:
+                return Submission(assignment, list(assignment.judgments.order_by("id")), created=False)
+            raise AssignmentConflict("This assignment was already submitted with other answers.")
+        if assignment.state != Assignment.State.LEASED or assignment.expires_at <= timezone.now():
+            raise AssignmentConflict(
+                "The lease on this item ran out and the item went back to the pool; "
+                "your answers were not stored. Ask for the next item."
+            )
+        item = assignment.item
+        campaign = item.campaign
+        values = judgment_values(campaign=campaign, answers=submitted)
+        judgments = Judgment.objects.bulk_create(
+            [
+                Judgment(
+                    assignment=assignment, item=item, attribute=attribute, value=value, raw_value=raw or ""
+                )
+                for attribute, (value, raw) in values.items()
+            ]
+        )
+        assignment.state = Assignment.State.SUBMITTED
+        assignment.submitted_at = timezone.now()
+        assignment.submission = submitted
+        assignment.save(update_fields=["state", "submitted_at", "submission"])
+        if item.kind == Item.Kind.NORMAL:
+            Item.objects.filter(pk=item.pk).update(judgment_count=F("judgment_count") + 1)
+            if item.judgment_count + 1 >= campaign.raters_per_item:
+                from annotation.tasks import aggregate_item_task
+
+                transaction.on_commit(partial(aggregate_item_task.delay, item.pk))
+        else:
+            _record_gold(item=item, worker=worker, values=values)
+    return Submission(assignment, judgments, created=True)
+
+
+def _normalise(answers: Mapping[str, Any]) -> dict[str, str]:
+    if not isinstance(answers, Mapping):
+        raise InvalidAnswers("answers must be an object mapping each question to yes, no or maybe.")
+    out: dict[str, str] = {}
+    for attribute, value in answers.items():
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str) or value.lower() not in rules.VALUES:
+            raise InvalidAnswers(f"{attribute}: {value!r} is not an answer (yes, no or maybe).")
+        out[str(attribute)] = value.lower()
+    return out
+
+
+def judgment_values(*, campaign: Campaign, answers: Mapping[str, str]) -> dict[str, tuple[str, str | None]]:
+    """attribute → (value counted, value answered or None when not asked), for every question.
+
+    SSI applies the cascade: a question the cascade does not ask counts "no", whatever was
+    sent for it (a form without JavaScript shows every question). Every asked question needs
+    an answer.
+    """
+    questions = campaign_questions(campaign)
+    known = {q.attribute for q in questions}
+    unknown = sorted(set(answers) - known)
+    if unknown:
+        raise InvalidAnswers(
+            f"{unknown[0]}: not a question of this campaign (questions: {', '.join(sorted(known))})."
+        )
+    if campaign.kind == Campaign.Kind.SSI:
+        asked = set(rules.ssi_asked(answers))
+        try:
+            cascaded = rules.ssi_cascade({a: answers.get(a) for a in rules.SSI_ATTRIBUTES})
+        except ValueError as exc:
+            raise InvalidAnswers(str(exc)) from None
+        missing = [q.label for q in questions if q.attribute in asked and q.attribute not in answers]
+        if missing:
+            raise InvalidAnswers(f"{missing[0]}: please answer yes, no or maybe.")
+        return {a: (cascaded[a], answers[a] if a in asked else None) for a in rules.SSI_ATTRIBUTES}
+    missing = [q.label for q in questions if q.attribute not in answers]
+    if missing:
+        raise InvalidAnswers(f"{missing[0]}: please answer yes, no or maybe.")
+    return {q.attribute: (answers[q.attribute], answers[q.attribute]) for q in questions}
+
+
+def _record_gold(*, item: Item, worker: Any, values: Mapping[str, tuple[str, str | None]]) -> None:
+    campaign = item.campaign
+    correct = all(
+        values.get(attribute, (None,))[0] == expected for attribute, expected in item.gold_answers.items()
+    )
+    quality, _ = WorkerQuality.objects.select_for_update().get_or_create(campaign=campaign, worker=worker)
+    if item.kind == Item.Kind.GOLD:
+        quality.gold_seen += 1
+        quality.gold_correct += int(correct)
+        accuracy = quality.gold_correct / quality.gold_seen
+        if quality.gold_seen >= campaign.gold_min and accuracy < campaign.gold_threshold:
+            quality.blocked = True
+            quality.blocked_reason = (
+                f"Your accuracy on check items is {accuracy:.0%}, under the {campaign.gold_threshold:.0%} "
+                "this campaign needs. An admin can lift the block."
+            )
+    else:
+        quality.qualification_seen += 1
+        quality.qualification_correct += int(correct)
+        total = Item.objects.filter(campaign=campaign, kind=Item.Kind.QUALIFICATION).count()
+        if quality.qualification_seen >= total:
+            accuracy = quality.qualification_correct / max(total, 1)
+            quality.qualified = accuracy >= (campaign.qualification_threshold or 0)
+            if not quality.qualified:
+                quality.blocked = True
+                quality.blocked_reason = (
+                    f"You answered {accuracy:.0%} of the qualification items as expected; "
+                    f"this campaign needs {campaign.qualification_threshold:.0%}."
+                )
+    quality.save()
+
+
+@transaction.atomic
+def worker_unblock(*, campaign: Campaign, worker: Any) -> WorkerQuality:
+    """Lift a worker's block (gold or qualification) in ``campaign``; their record stays."""
+    quality, _ = WorkerQuality.objects.select_for_update().get_or_create(campaign=campaign, worker=worker)
+    quality.blocked = False
+    quality.blocked_reason = ""
+    if quality.qualified is False:
+        quality.qualified = True
+    quality.save()
+    return quality
+
+
+# --- consensus ------------------------------------------------------------------------------
+
+
+def _labels(
+    campaign: Campaign,
+    objectives: list[str],
+    counts: Mapping[str, rules.Counts],
+    raters: int,
+    all_no_raters: int,
+) -> dict[str, rules.Label]:
+    if campaign.kind == Campaign.Kind.SSI:
+        return rules.ssi_labels_from_counts(counts, raters=raters)
+    if campaign.kind == Campaign.Kind.SAFETY:
+        return rules.safety_labels_from_counts(
+            counts, objectives=objectives, raters=raters, all_no_raters=all_no_raters
+        )
+    attributes = [q.attribute for q in campaign_questions(campaign)]
+    return rules.labels_from_counts(counts, attributes=attributes, raters=raters)
+
+
+def _store_labels(rows: dict[int, dict[str, rules.Label]]) -> int:
+    objects = [
+        ConsensusLabel(
+            item_id=item_id,
+            attribute=label.attribute,
+            label=label.label,
+            yes=label.yes,
+            no=label.no,
+            maybe=label.maybe,
+            yes_fraction=label.yes_fraction,
+            rules_version=rules.RULES_VERSION,
+        )
+        for item_id, labels in rows.items()
+        for label in labels.values()
+    ]
+    ConsensusLabel.objects.bulk_create(
+        objects,
+        update_conflicts=True,
+        unique_fields=["item", "attribute"],
+        update_fields=["label", "yes", "no", "maybe", "yes_fraction", "rules_version", "computed_at"],
+        batch_size=BATCH_SIZE,
+    )
+    return len(objects)
+
+
+def _aggregate_items(campaign: Campaign, item_filter: Q) -> int:
+    """Consensus for the normal items matching ``item_filter`` that have judgments."""
+    objectives = list(campaign.objectives.values_list("slug", flat=True))
+    grouped = (
+        Judgment.objects.filter(item_filter, item__campaign=campaign, item__kind=Item.Kind.NORMAL)
+        .values_list("item_id", "attribute", "value")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    counts: dict[int, dict[str, rules.Counts]] = defaultdict(dict)
+    raters: dict[int, int] = {}
+    for item_id, attribute, value, n in grouped:
+        current = counts[item_id].get(attribute, rules.Counts())
+        counts[item_id][attribute] = rules.Counts(
+            yes=current.yes + (n if value == rules.YES else 0),
+            no=current.no + (n if value == rules.NO else 0),
+            maybe=current.maybe + (n if value == rules.MAYBE else 0),
+        )
+    for item_id, by_attribute in counts.items():
+        raters[item_id] = max(c.total for c in by_attribute.values())
+    all_no: dict[int, int] = {}
+    if campaign.kind == Campaign.Kind.SAFETY and counts:
+        all_no = dict(
+            Assignment.objects.filter(item_id__in=list(counts), state=Assignment.State.SUBMITTED)
+            .annotate(not_no=Count("judgments", filter=~Q(judgments__value=rules.NO)))
+            .filter(not_no=0)
+            .values_list("item_id")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+    rows = {
+        item_id: _labels(
+            campaign,
+            objectives,
+            by_attribute,
+            max(campaign.raters_per_item, raters[item_id]),
+            all_no.get(item_id, 0),
+        )
+        for item_id, by_attribute in counts.items()
+    }
+    _store_labels(rows)
+    return len(rows)
+
+
+def aggregate_item(*, item_id: int) -> int:
+    """Recompute the consensus labels of one item (idempotent)."""
+    item = Item.objects.select_related("campaign").get(pk=item_id)
+    return _aggregate_items(item.campaign, Q(item_id=item_id))
+
+
+def aggregation_request(*, campaign: Campaign, requested_by: Any) -> AggregationRun:
+    """Queue consensus for a whole campaign on a worker; progress is kept on the run."""
+    from annotation.tasks import aggregate_campaign_task
+
+    run = AggregationRun.objects.create(campaign=campaign, requested_by=requested_by)
+    transaction.on_commit(partial(aggregate_campaign_task.delay, run.pk))
+    return run
+
+
+def aggregate_campaign(*, campaign: Campaign, run: AggregationRun | None = None, chunk: int = 20_000) -> int:
+    """Consensus for every item of the campaign with judgments, in chunks of item ids.
+
+    One GROUP BY per chunk over the judgments (through their (item, attribute, value) index);
+    progress is written to ``run`` after each chunk. Returns the number of items labelled.
+    """
+    bounds = Item.objects.filter(campaign=campaign, kind=Item.Kind.NORMAL).order_by("id")
+    first = bounds.values_list("id", flat=True).first()
+    last = bounds.reverse().values_list("id", flat=True).first()
+    if run is not None:
+        run.status = AggregationRun.Status.RUNNING
+        run.total = bounds.count()
+        run.done = 0
+        run.save(update_fields=["status", "total", "done"])
+    labelled = 0
+    if first is not None:
+        for low in range(first, last + 1, chunk):
+            labelled += _aggregate_items(campaign, Q(item_id__gte=low, item_id__lt=low + chunk))
+            if run is not None:
+                run.done = bounds.filter(id__lt=low + chunk).count()
+                run.save(update_fields=["done"])
+    if run is not None:
+        run.status = AggregationRun.Status.DONE
+        run.done = run.total
+        run.finished_at = timezone.now()
+        run.save(update_fields=["status", "done", "finished_at"])
+    logger.info("campaign %s: consensus for %d items", campaign.name, labelled)
+    return labelled
+
+
+def aggregation_run(*, run_id: int) -> AggregationRun:
+    """Task body: run a queued aggregation; a finished run is left alone."""
+    run = AggregationRun.objects.select_related("campaign").get(pk=run_id)
+    if run.status == AggregationRun.Status.DONE:
+        return run
+    try:
+        aggregate_campaign(campaign=run.campaign, run=run)
+    except Exception as exc:
+        AggregationRun.objects.filter(pk=run.pk).update(
+            status=AggregationRun.Status.FAILED,
+            error=f"{type(exc).__name__}: {exc}",
+            finished_at=timezone.now(),
+        )
+        raise
+    return run
