@@ -417,13 +417,13 @@ def judgment_values(*, campaign: Campaign, answers: Mapping[str, str]) -> dict[s
         )
     if campaign.kind == Campaign.Kind.SSI:
         asked = set(rules.ssi_asked(answers))
+        missing = [q.label for q in questions if q.attribute in asked and q.attribute not in answers]
+        if missing:
+            raise InvalidAnswers(f"{missing[0]}: please answer yes, no or maybe.")
         try:
             cascaded = rules.ssi_cascade({a: answers.get(a) for a in rules.SSI_ATTRIBUTES})
         except ValueError as exc:
             raise InvalidAnswers(str(exc)) from None
-        missing = [q.label for q in questions if q.attribute in asked and q.attribute not in answers]
-        if missing:
-            raise InvalidAnswers(f"{missing[0]}: please answer yes, no or maybe.")
         return {a: (cascaded[a], answers[a] if a in asked else None) for a in rules.SSI_ATTRIBUTES}
     missing = [q.label for q in questions if q.attribute not in answers]
     if missing:
