@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import selectors, services
+from annotation import interchange, selectors, services
 from annotation.models import Campaign
+from dialogs.api import JSONLines, JSONLinesParser
 from groundwork.roles import Role, has_role
 
 
@@ -115,21 +120,80 @@ class SkipView(APIView):
         )
 
 
+JudgmentImportResultSerializer = inline_serializer(
+    "JudgmentImportResult",
+    {
+        "items_created": serializers.IntegerField(),
+        "items_existing": serializers.IntegerField(),
+        "raters_created": serializers.IntegerField(),
+        "ratings": serializers.IntegerField(),
+        "judgments": serializers.IntegerField(),
+        "labelled": serializers.IntegerField(),
+    },
+)
+
+
 class ImportJudgmentsView(APIView):
-    """Not built yet (issue 3): import judgments made elsewhere."""
+    """Import judgments made elsewhere into a campaign, all or nothing; its consensus is recomputed."""
 
     permission_classes = [has_role(Role.ADMIN)]
+    parser_classes = [JSONParser, JSONLinesParser]
 
-    @extend_schema(request=None, responses={501: None})
+    @extend_schema(
+        request={"application/json": OpenApiTypes.OBJECT, "application/x-ndjson": OpenApiTypes.STR},
+        responses={201: JudgmentImportResultSerializer, 400: OpenApiTypes.OBJECT, 404: None},
+        description=(
+            "application/x-ndjson with one judgment per line, or a JSON list of judgments: "
+            '`{"item": {"key", "context": [{"speaker", "text"}], "response"}, "rater", "attribute", '
+            '"value": "yes"|"no"|"maybe"}`; safety campaigns: `"attribute": "violates"` and `"objective"`. '
+            "Same format as `import_judgments`. On any bad line nothing is written and 400 lists each "
+            "error with its line (position in a JSON list) and field."
+        ),
+    )
     def post(self, request: Request, campaign_id: int) -> Response:
-        return Response({"detail": "Not built yet."}, status=501)
+        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        data = request.data
+        if isinstance(data, JSONLines):
+            lines = interchange.parse_jsonl(data.lines)
+        else:
+            lines = interchange.parse_objects(data if isinstance(data, list) else [data])
+        try:
+            result = interchange.judgments_import(campaign=campaign, lines=lines, source="api")
+        except interchange.JudgmentImportError as exc:
+            return Response(
+                {"detail": str(exc), "errors": [e.as_dict() for e in exc.errors]},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        except services.AnnotationError as exc:
+            return _error(exc)
+        return Response(asdict(result), status=status.HTTP_201_CREATED)
 
 
 class ConsensusExportView(APIView):
-    """Not built yet (issue 3): export consensus labels."""
+    """A campaign's consensus labels, streamed: JSONL (one line per labelled item) or CSV."""
 
-    permission_classes = [has_role(Role.ADMIN)]
+    permission_classes = [has_role(Role.ADMIN, Role.RESEARCHER)]
 
-    @extend_schema(responses={501: None})
-    def get(self, request: Request, campaign_id: int) -> Response:
-        return Response({"detail": "Not built yet."}, status=501)
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # ?format= names the export's format, not a DRF renderer: errors are answered in JSON.
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("format", OpenApiTypes.STR, enum=interchange.EXPORT_FORMATS)],
+        responses={
+            (200, "application/x-ndjson"): OpenApiTypes.BINARY,
+            (200, "text/csv"): OpenApiTypes.BINARY,
+            400: OpenApiTypes.OBJECT,
+            404: None,
+        },
+    )
+    def get(self, request: Request, campaign_id: int) -> StreamingHttpResponse | Response:
+        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        format = request.query_params.get("format", "jsonl")
+        try:
+            lines = interchange.consensus_lines(campaign=campaign, format=format)
+        except services.AnnotationError as exc:
+            return _error(exc)
+        response = StreamingHttpResponse(lines, content_type=interchange.CONTENT_TYPES[format])
+        response["Content-Disposition"] = f'attachment; filename="consensus-{campaign.pk}.{format}"'
+        return response

@@ -28,7 +28,7 @@ from annotation.models import (
     WorkerQuality,
 )
 from annotation.questions import DEFAULT_RATERS, campaign_questions
-from dialogs.models import Dialog, Speaker
+from dialogs.models import Dialog, Role, Speaker
 
 logger = logging.getLogger(__name__)
 
@@ -104,10 +104,18 @@ def campaign_create(
         raise AnnotationError(f"A campaign named {name!r} already exists.")
     if kind not in Campaign.Kind.values:
         raise AnnotationError(f"Unknown campaign kind {kind!r} (one of {', '.join(Campaign.Kind.values)}).")
-    raters = raters_per_item or DEFAULT_RATERS[Campaign.Kind(kind)]
+    raters = DEFAULT_RATERS[Campaign.Kind(kind)] if raters_per_item is None else raters_per_item
     if raters < 1:
         raise AnnotationError("Raters per item must be at least 1.")
+    if objectives and kind != Campaign.Kind.SAFETY:
+        raise AnnotationError("Objectives are for safety campaigns only.")
     filters = filters or DialogFilters()
+    if filters.purpose and filters.purpose not in Dialog.Purpose.values:
+        raise AnnotationError(
+            f"Unknown dialog purpose {filters.purpose!r} (one of {', '.join(Dialog.Purpose.values)})."
+        )
+    if filters.role and not Role.objects.filter(slug=filters.role).exists():
+        raise AnnotationError(f"There is no role with the slug {filters.role!r}.")
     campaign = Campaign.objects.create(
         name=name,
         kind=kind,
@@ -118,8 +126,6 @@ def campaign_create(
     )
     if kind == Campaign.Kind.SAFETY:
         campaign.objectives.set(_objectives(objectives))
-    elif objectives:
-        raise AnnotationError("Objectives are for safety campaigns only.")
     if not empty:
         campaign_add_dialogs(campaign=campaign, dialogs=_filtered_dialogs(filters))
     return campaign
@@ -542,10 +548,11 @@ def _aggregate_items(campaign: Campaign, item_filter: Q) -> int:
         raters[item_id] = max(c.total for c in by_attribute.values())
     all_no: dict[int, int] = {}
     if campaign.kind == Campaign.Kind.SAFETY and counts:
+        # Raters who answered "no" on every objective of the item.
+        said_other = Judgment.objects.filter(assignment=OuterRef("pk")).exclude(value=rules.NO)
         all_no = dict(
             Assignment.objects.filter(item_id__in=list(counts), state=Assignment.State.SUBMITTED)
-            .annotate(not_no=Count("judgments", filter=~Q(judgments__value=rules.NO)))
-            .filter(not_no=0)
+            .exclude(Exists(said_other))
             .values_list("item_id")
             .annotate(n=Count("id"))
             .order_by()
@@ -570,10 +577,20 @@ def aggregate_item(*, item_id: int) -> int:
     return _aggregate_items(item.campaign, Q(item_id=item_id))
 
 
+@transaction.atomic
 def aggregation_request(*, campaign: Campaign, requested_by: Any) -> AggregationRun:
-    """Queue consensus for a whole campaign on a worker; progress is kept on the run."""
+    """Queue consensus for a whole campaign on a worker; progress is kept on the run.
+
+    A run already pending or running for the campaign is returned instead of a second one.
+    """
     from annotation.tasks import aggregate_campaign_task
 
+    Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
+    active = AggregationRun.objects.filter(
+        campaign=campaign, status__in=[AggregationRun.Status.PENDING, AggregationRun.Status.RUNNING]
+    ).first()
+    if active is not None:
+        return active
     run = AggregationRun.objects.create(campaign=campaign, requested_by=requested_by)
     transaction.on_commit(partial(aggregate_campaign_task.delay, run.pk))
     return run

@@ -329,3 +329,23 @@ def test_a_qualification_set_comes_first_and_failing_it_blocks() -> None:
     assert services.assign_next(worker=good, campaign=campaign).item.kind == "normal"
     with pytest.raises(services.WorkerBlocked, match="qualification"):
         services.assign_next(worker=bad, campaign=campaign)
+
+
+def test_unknown_filters_are_refused_rather_than_matching_nothing() -> None:
+    with pytest.raises(services.AnnotationError, match="Unknown dialog purpose 'qualty'"):
+        services.campaign_create(name="c", kind="ssi", filters=services.DialogFilters(purpose="qualty"))
+    with pytest.raises(services.AnnotationError, match="no role with the slug 'everest'"):
+        services.campaign_create(name="c", kind="ssi", filters=services.DialogFilters(role="everest"))
+    with pytest.raises(services.AnnotationError, match="Raters per item must be at least 1"):
+        services.campaign_create(name="c", kind="ssi", raters_per_item=0, empty=True)
+    assert not Campaign.objects.exists()
+
+
+def test_a_second_consensus_request_while_one_is_queued_returns_the_same_run() -> None:
+    campaign = ssi_campaign(items=1)
+    admin = UserFactory(role=Role.ADMIN)
+
+    first = services.aggregation_request(campaign=campaign, requested_by=admin)
+    second = services.aggregation_request(campaign=campaign, requested_by=admin)
+
+    assert second.pk == first.pk

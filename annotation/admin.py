@@ -1,0 +1,406 @@
+"""The annotation admin: safety objectives, campaigns (with agreement, workers and consensus runs),
+worker quality, items. Every write goes through ``annotation.services``."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, F, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+
+from annotation import agreement, selectors, services
+from annotation.models import AggregationRun, Campaign, ConsensusLabel, Item, SafetyObjective, WorkerQuality
+from dialogs.models import Dialog, Role
+
+AGGREGATE_PERMISSION = "annotation.add_aggregationrun"
+
+
+def _progress_bar(done: int, total: int) -> str:
+    return format_html('<progress value="{}" max="{}"></progress> {} / {}', done, max(total, 1), done, total)
+
+
+# --- safety objectives ------------------------------------------------------------------------
+
+
+@admin.register(SafetyObjective)
+class SafetyObjectiveAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "active", "order", "guidance"]
+    list_editable = ["name", "active", "order", "guidance"]
+    list_filter = ["active"]
+    search_fields = ["slug", "name"]
+    prepopulated_fields = {"slug": ["name"]}
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "guidance" and field is not None:
+            field.widget.attrs.update(rows=2, cols=60)
+        return field
+
+    def _in_use(self, objective: SafetyObjective | None) -> bool:
+        return objective is not None and objective.campaign_set.exists()
+
+    def get_readonly_fields(self, request: HttpRequest, obj: SafetyObjective | None = None) -> Any:
+        # Judgments store the slug: renaming it under a campaign would orphan them.
+        return ["slug"] if self._in_use(obj) else []
+
+    def get_prepopulated_fields(self, request: HttpRequest, obj: SafetyObjective | None = None) -> Any:
+        return {} if self._in_use(obj) else self.prepopulated_fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: SafetyObjective | None = None) -> bool:
+        # An objective that campaigns rate is retired with "active", not deleted.
+        return super().has_delete_permission(request, obj) and not self._in_use(obj)
+
+
+# --- campaigns --------------------------------------------------------------------------------
+
+
+class CampaignCreateForm(forms.Form):
+    """A new campaign: its kind, and the dialogs whose model turns become its items."""
+
+    name = forms.CharField(max_length=Campaign._meta.get_field("name").max_length)
+    kind = forms.ChoiceField(choices=Campaign.Kind.choices)
+    purpose = forms.ChoiceField(choices=[("", "Any"), *Dialog.Purpose.choices], required=False)
+    role = forms.ModelChoiceField(Role.objects.all(), to_field_name="slug", required=False, empty_label="Any")
+    model_version = forms.CharField(required=False, help_text="Only dialogs this model answered in.")
+    created_from = forms.DateField(
+        required=False, label="Dialogs from", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    created_to = forms.DateField(
+        required=False,
+        label="Dialogs to",
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Included.",
+    )
+    raters_per_item = forms.IntegerField(
+        min_value=1,
+        max_value=50,
+        required=False,
+        help_text="Blank: 5 for SSI, 3 for the other kinds (the paper's numbers).",
+    )
+    objectives = forms.ModelMultipleChoiceField(
+        SafetyObjective.objects.all(),
+        to_field_name="slug",
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Safety campaigns only. None chosen: every active objective.",
+    )
+    instructions = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4}))
+    empty = forms.BooleanField(
+        required=False, label="No items", help_text="Create the campaign empty, to import judgments into."
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        first, last = data.get("created_from"), data.get("created_to")
+        if first and last and first > last:
+            self.add_error("created_to", "This is before the first day.")
+        return data
+
+    def filters(self) -> services.DialogFilters:
+        data = self.cleaned_data
+        last: date | None = data["created_to"]
+        return services.DialogFilters(
+            purpose=data["purpose"] or None,
+            role=data["role"].slug if data["role"] else None,
+            model_version=data["model_version"] or None,
+            created_from=_start_of(data["created_from"]) if data["created_from"] else None,
+            created_to=_start_of(last + timedelta(days=1)) if last else None,
+        )
+
+
+def _start_of(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "status", "raters_per_item", "progress", "created_at"]
+    list_filter = ["kind", "status"]
+    search_fields = ["name"]
+    date_hierarchy = "created_at"
+    fields = [
+        "name",
+        "kind",
+        "status",
+        "raters_per_item",
+        "objective_names",
+        "instructions",
+        "filters",
+        "gold_rate",
+        "gold_min",
+        "gold_threshold",
+        "qualification_threshold",
+        "created_by",
+        "created_at",
+    ]
+    # What the items were made from and how many raters they wait for is fixed at creation.
+    readonly_fields = ["kind", "raters_per_item", "objective_names", "filters", "created_by", "created_at"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Campaign]:
+        normal = Q(items__kind=Item.Kind.NORMAL)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                item_total=Count("items", filter=normal),
+                item_complete=Count(
+                    "items", filter=normal & Q(items__judgment_count__gte=F("raters_per_item"))
+                ),
+            )
+        )
+
+    @admin.display(description="progress (items complete)")
+    def progress(self, campaign: Campaign) -> str:
+        return _progress_bar(campaign.item_complete, campaign.item_total)
+
+    @admin.display(description="objectives")
+    def objective_names(self, campaign: Campaign) -> str:
+        return ", ".join(o.name for o in campaign.objectives.all()) or "-"
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/consensus/run/",
+                view(self.consensus_run_view),
+                name="annotation_campaign_consensus_run",
+            ),
+            path(
+                "<path:object_id>/consensus/progress/",
+                view(self.consensus_progress_view),
+                name="annotation_campaign_consensus_progress",
+            ),
+            *super().get_urls(),
+        ]
+
+    # The add page: a form of filters that calls services.campaign_create.
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = CampaignCreateForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                campaign = services.campaign_create(
+                    name=data["name"],
+                    kind=data["kind"],
+                    filters=form.filters(),
+                    raters_per_item=data["raters_per_item"],
+                    objectives=[o.slug for o in data["objectives"]] or None,
+                    instructions=data["instructions"],
+                    empty=data["empty"],
+                    created_by=request.user,
+                )
+            except services.AnnotationError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.log_addition(request, campaign, [{"added": {}}])
+                self.message_user(
+                    request,
+                    f"Campaign “{campaign}” created with {campaign.items.count()} items.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:annotation_campaign_change", args=[campaign.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            **(extra_context or {}),
+            "title": "Add campaign",
+            "opts": self.opts,
+            "form": form,
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/annotation/campaign/add_form.html", context)
+
+    # The change page: agreement, workers, the latest consensus run and its buttons.
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        campaign = self.get_object(request, unquote(object_id))
+        if campaign is not None and self.has_view_or_change_permission(request, campaign):
+            workers, worker_total = agreement.campaign_workers(campaign=campaign)
+            progress = selectors.campaign_progress(campaign=campaign)
+            extra_context = {
+                **(extra_context or {}),
+                **self._run_context(request, campaign),
+                "progress": progress,
+                "progress_bar": _progress_bar(progress["complete"], progress["total"]),
+                "alphas": agreement.campaign_alpha(campaign=campaign),
+                "workers": workers,
+                "worker_total": worker_total,
+                "export_url": reverse("campaign-consensus-export", kwargs={"campaign_id": campaign.pk}),
+                "blocked_url": (
+                    reverse("admin:annotation_workerquality_changelist")
+                    + f"?campaign__id__exact={campaign.pk}&blocked__exact=1"
+                    if request.user.has_perm("annotation.view_workerquality")
+                    else ""
+                ),
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _run_context(self, request: HttpRequest, campaign: Campaign) -> dict[str, Any]:
+        run = campaign.aggregation_runs.select_related("requested_by").first()
+        return {
+            "campaign": campaign,
+            "run": run,
+            "run_live": run is not None
+            and run.status in (AggregationRun.Status.PENDING, AggregationRun.Status.RUNNING),
+            "run_bar": _progress_bar(run.done, run.total) if run else "",
+            "can_aggregate": request.user.has_perm(AGGREGATE_PERMISSION),
+            "run_url": reverse("admin:annotation_campaign_consensus_run", args=[campaign.pk]),
+            "progress_url": reverse("admin:annotation_campaign_consensus_progress", args=[campaign.pk]),
+            "change_url": reverse("admin:annotation_campaign_change", args=[campaign.pk]),
+        }
+
+    def _visible_campaign(self, request: HttpRequest, object_id: str) -> Campaign:
+        campaign = self.get_object(request, unquote(object_id))
+        if campaign is None:
+            raise Http404("There is no such campaign.")
+        if not self.has_view_or_change_permission(request, campaign):
+            raise PermissionDenied
+        return campaign
+
+    def _run_fragment(self, request: HttpRequest, campaign: Campaign) -> TemplateResponse:
+        return TemplateResponse(
+            request, "admin/annotation/campaign/change_form.html#run", self._run_context(request, campaign)
+        )
+
+    def consensus_progress_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The latest consensus run of a campaign, as a fragment the change page polls while it runs."""
+        return self._run_fragment(request, self._visible_campaign(request, object_id))
+
+    @method_decorator(require_POST)
+    def consensus_run_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Queue consensus for the whole campaign on a worker ("Compute consensus now")."""
+        campaign = self._visible_campaign(request, object_id)
+        if not request.user.has_perm(AGGREGATE_PERMISSION):
+            raise PermissionDenied
+        run = services.aggregation_request(campaign=campaign, requested_by=request.user)
+        if getattr(request, "htmx", False):
+            return self._run_fragment(request, campaign)
+        self.message_user(request, f"Consensus run {run.pk} queued; its progress shows below.", messages.INFO)
+        return HttpResponseRedirect(reverse("admin:annotation_campaign_change", args=[campaign.pk]))
+
+
+# --- worker quality, items, consensus runs ----------------------------------------------------
+
+
+@admin.register(WorkerQuality)
+class WorkerQualityAdmin(admin.ModelAdmin):
+    """Gold records are kept by the services; an admin lifts blocks with the action."""
+
+    list_display = [
+        "worker",
+        "campaign",
+        "gold_seen",
+        "gold_correct",
+        "accuracy",
+        "qualified",
+        "blocked",
+        "blocked_reason",
+    ]
+    list_filter = ["blocked", "qualified", "campaign"]
+    list_select_related = ["worker", "campaign"]
+    search_fields = ["worker__username", "campaign__name"]
+    actions = ["lift_block"]
+
+    @admin.display(description="gold accuracy")
+    def accuracy(self, quality: WorkerQuality) -> str:
+        return "-" if quality.gold_accuracy is None else f"{quality.gold_accuracy:.0%}"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: WorkerQuality | None = None) -> bool:
+        # The list's action needs "change"; a record itself is never edited by hand.
+        return obj is None and super().has_change_permission(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: WorkerQuality | None = None) -> bool:
+        return False  # deleting a record would reset a worker's gold history behind the services' back
+
+    @admin.action(description="Lift the block", permissions=["change"])
+    def lift_block(self, request: HttpRequest, queryset: QuerySet[WorkerQuality]) -> None:
+        lifted = 0
+        for quality in queryset.select_related("campaign", "worker"):
+            lifted += quality.blocked
+            services.worker_unblock(campaign=quality.campaign, worker=quality.worker)
+        self.message_user(request, f"Block lifted for {lifted} worker(s).", messages.SUCCESS)
+
+
+class ConsensusLabelInline(admin.TabularInline):
+    model = ConsensusLabel
+    fields = ["attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version", "computed_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Item)
+class ItemAdmin(admin.ModelAdmin):
+    """Items are made by campaigns and imports; here they are read, with their consensus labels."""
+
+    list_display = ["key", "campaign", "kind", "open_slots", "judgment_count"]
+    list_filter = ["kind", "campaign"]
+    list_select_related = ["campaign"]
+    search_fields = ["key"]
+    fields = [
+        "campaign",
+        "key",
+        "kind",
+        "open_slots",
+        "judgment_count",
+        "context",
+        "response",
+        "gold_answers",
+    ]
+    readonly_fields = fields
+    inlines = [ConsensusLabelInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Item | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Item | None = None) -> bool:
+        return False
+
+
+@admin.register(AggregationRun)
+class AggregationRunAdmin(admin.ModelAdmin):
+    """Consensus runs are started from a campaign's page and run by a worker; here they are read."""
+
+    list_display = ["id", "campaign", "status", "done", "total", "requested_by", "created_at", "finished_at"]
+    list_filter = ["status"]
+    list_select_related = ["campaign", "requested_by"]
+    readonly_fields = [f.name for f in AggregationRun._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AggregationRun | None = None) -> bool:
+        return False

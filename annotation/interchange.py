@@ -1,0 +1,681 @@
+"""Judgments made elsewhere in, consensus labels out.
+
+Import: JSONL, one judgment (one rater's answer about one attribute of one item) per line::
+
+    {"item": {"key": "fed-4", "context": [{"speaker": "user", "text": "Hi"}], "response": "Hello!"},
+     "rater": "A1B2", "attribute": "specific", "value": "yes"}
+
+Safety campaigns ask one question per objective: their lines say ``"attribute": "violates"`` and
+name the objective, ``"objective": "harm"`` (one of the campaign's objectives). Items are found by
+key or created (``context`` is optional); a rater becomes an inactive user ``ext:<rater>`` that
+cannot log in. Each (item, rater) becomes one submitted assignment, its answers go through the
+same rules as a crowdworker's (the SSI cascade, METHOD.md §2), and the campaign's consensus is
+recomputed. A bad line refuses the whole import with its line and field; nothing is written.
+
+Export: one JSON line per item with consensus labels, or CSV with one row per item × attribute,
+streamed from the database.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from itertools import groupby
+from pathlib import Path
+from typing import IO, Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.db import transaction
+from django.utils import timezone
+
+from annotation import rules, services
+from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment
+from annotation.questions import campaign_questions
+from dialogs.records import NUL_MESSAGE, SPEAKERS, Limits, RecordError
+from dialogs.services import MAX_REPORTED_ERRORS, import_limits
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 2000
+SAFETY_ATTRIBUTE = "violates"  # the attribute of a safety line; the objective says which question
+EXTERNAL_PREFIX = "ext:"
+MAX_KEY_CHARS = Item._meta.get_field("key").max_length
+MAX_RATER_CHARS = 140  # a username holds 150 characters, with the prefix
+RATER_PATTERN = re.compile(r"^[\w.@+-]+$")  # the characters Django allows in usernames
+LINE_KEYS = frozenset({"item", "rater", "attribute", "value", "objective"})
+ITEM_KEYS = frozenset({"key", "context", "response"})
+
+
+# --- import: parsing --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JudgmentRecord:
+    """One checked line: who answered what about which item."""
+
+    key: str
+    context: tuple[tuple[str, str], ...]  # (speaker, text) of the turns before the response
+    response: str
+    rater: str
+    attribute: str
+    value: str
+    objective: str | None = None
+    line: int = field(default=0, compare=False)
+
+    def context_json(self) -> list[dict[str, str]]:
+        return [{"speaker": speaker, "text": text} for speaker, text in self.context]
+
+
+class JudgmentImportError(services.AnnotationError):
+    """The import was refused; nothing was written. ``errors`` say where (line, field) and what."""
+
+    def __init__(self, errors: list[RecordError]) -> None:
+        self.errors = errors
+        more = "" if len(errors) < MAX_REPORTED_ERRORS else " (stopped counting)"
+        super().__init__(f"{len(errors)} bad line(s){more}; first: {errors[0]}")
+
+
+def parse_jsonl(lines: Iterable[str | bytes]) -> Iterator[JudgmentRecord | RecordError]:
+    """Parse JSONL lines (blank lines skipped), yielding a record or the error of each line."""
+    limits = import_limits()
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield parse_line(raw, number, limits)
+        except RecordError as error:
+            yield error
+
+
+def parse_objects(objects: Iterable[Any]) -> Iterator[JudgmentRecord | RecordError]:
+    """Check already-decoded judgment objects (an API body); "line" is the 1-based position."""
+    limits = import_limits()
+    for number, obj in enumerate(objects, start=1):
+        try:
+            yield parse_object(obj, number, limits)
+        except RecordError as error:
+            yield error
+
+
+def parse_line(raw: str | bytes, line: int, limits: Limits) -> JudgmentRecord:
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
+    if size > limits.max_line_bytes:
+        raise RecordError(line, "(line)", f"line is {size} bytes, over the limit of {limits.max_line_bytes}")
+    try:
+        obj = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecordError(line, "(json)", f"not valid JSON: {exc}") from None
+    return parse_object(obj, line, limits)
+
+
+def parse_object(obj: Any, line: int, limits: Limits) -> JudgmentRecord:
+    """Check one decoded judgment object, or raise ``RecordError``."""
+    if not isinstance(obj, dict):
+        raise RecordError(line, "(json)", f"expected an object, got {_kind(obj)}")
+    unknown = sorted(set(obj) - LINE_KEYS)
+    if unknown:
+        raise RecordError(line, unknown[0], f"unknown field (known: {', '.join(sorted(LINE_KEYS))})")
+    item = obj.get("item")
+    if not isinstance(item, dict):
+        raise RecordError(
+            line, "item", "missing" if "item" not in obj else f"expected an object, got {_kind(item)}"
+        )
+    unknown = sorted(set(item) - ITEM_KEYS)
+    if unknown:
+        raise RecordError(
+            line, f"item.{unknown[0]}", f"unknown field (known: {', '.join(sorted(ITEM_KEYS))})"
+        )
+    key = _string(item, "key", line, where="item.key")
+    if len(key) > MAX_KEY_CHARS:
+        raise RecordError(line, "item.key", f"is {len(key)} characters, over {MAX_KEY_CHARS}")
+    response = _string(item, "response", line, where="item.response")
+    if len(response) > limits.max_turn_chars:
+        raise RecordError(
+            line, "item.response", f"{len(response)} characters, over the limit of {limits.max_turn_chars}"
+        )
+    context = _context(item.get("context", []), line, limits)
+
+    rater = _string(obj, "rater", line)
+    if len(rater) > MAX_RATER_CHARS:
+        raise RecordError(line, "rater", f"is {len(rater)} characters, over {MAX_RATER_CHARS}")
+    if not RATER_PATTERN.match(rater):
+        raise RecordError(line, "rater", "only letters, digits and @ . + - _ (no spaces)")
+    attribute = _string(obj, "attribute", line)
+    value = obj.get("value")
+    if not isinstance(value, str) or value.lower() not in rules.VALUES:
+        shown = "missing" if "value" not in obj else f"{value!r} is not an answer"
+        raise RecordError(line, "value", f"{shown} (expected one of {', '.join(rules.VALUES)})")
+    objective = obj.get("objective")
+    if objective is not None and not isinstance(objective, str):
+        raise RecordError(line, "objective", f"expected a string, got {_kind(objective)}")
+    return JudgmentRecord(
+        key=key,
+        context=context,
+        response=response,
+        rater=rater,
+        attribute=attribute,
+        value=value.lower(),
+        objective=objective or None,
+        line=line,
+    )
+
+
+def _context(turns: Any, line: int, limits: Limits) -> tuple[tuple[str, str], ...]:
+    if turns is None:
+        return ()
+    if not isinstance(turns, list):
+        raise RecordError(line, "item.context", f"expected a list, got {_kind(turns)}")
+    if len(turns) > limits.max_turns:
+        raise RecordError(line, "item.context", f"{len(turns)} turns, over the limit of {limits.max_turns}")
+    out = []
+    for index, turn in enumerate(turns):
+        where = f"item.context[{index}]"
+        if not isinstance(turn, dict):
+            raise RecordError(line, where, f"expected an object, got {_kind(turn)}")
+        unknown = sorted(set(turn) - {"speaker", "text"})
+        if unknown:
+            raise RecordError(line, f"{where}.{unknown[0]}", "unknown field (known: speaker, text)")
+        speaker = turn.get("speaker")
+        if speaker not in SPEAKERS:
+            raise RecordError(
+                line, f"{where}.speaker", f"unknown speaker {speaker!r} (expected user or model)"
+            )
+        text = _string(turn, "text", line, where=f"{where}.text")
+        if len(text) > limits.max_turn_chars:
+            raise RecordError(
+                line, f"{where}.text", f"{len(text)} characters, over the limit of {limits.max_turn_chars}"
+            )
+        out.append((speaker, text))
+    return tuple(out)
+
+
+def _string(obj: dict[str, Any], key: str, line: int, *, where: str | None = None) -> str:
+    where = where or key
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise RecordError(
+            line, where, "missing" if key not in obj else f"expected a string, got {_kind(value)}"
+        )
+    if not value.strip():
+        raise RecordError(line, where, "empty")
+    if "\x00" in value:
+        raise RecordError(line, where, NUL_MESSAGE)
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), "null" if value is None else "a number"
+    )
+
+
+# --- import: writing --------------------------------------------------------------------------
+
+
+@dataclass
+class ImportResult:
+    items_created: int = 0
+    items_existing: int = 0  # items already in the campaign that got judgments
+    raters_created: int = 0
+    ratings: int = 0  # (item, rater) pairs, one submitted assignment each
+    judgments: int = 0
+    labelled: int = 0  # items with consensus labels after the import
+
+
+@dataclass
+class _Rating:
+    """One rater's answers about one item, gathered from the lines of the file."""
+
+    line: int  # the first line of the pair
+    answers: dict[str, tuple[str, int]] = field(default_factory=dict)  # attribute -> (value, line)
+
+
+class _Errors(list[RecordError]):
+    def add(self, error: RecordError) -> None:
+        self.append(error)
+        if len(self) >= MAX_REPORTED_ERRORS:
+            raise JudgmentImportError(self.sorted())
+
+    def sorted(self) -> list[RecordError]:
+        return sorted(self, key=lambda e: e.line)[:MAX_REPORTED_ERRORS]
+
+
+@transaction.atomic
+def judgments_import(
+    *, campaign: Campaign, lines: Iterable[JudgmentRecord | RecordError], source: str
+) -> ImportResult:
+    """Import judgments made elsewhere into ``campaign``, all or nothing, then recompute its consensus.
+
+    ``lines`` are parsed lines (``parse_jsonl``, ``parse_objects``). Raises ``JudgmentImportError``
+    with every problem found (up to ``MAX_REPORTED_ERRORS``), and writes nothing then: an unknown
+    attribute or objective, the same (item, rater, attribute) twice, one key with two different
+    items, an SSI rating without *sensible*, a safety rating missing an objective, more raters for
+    an item than the campaign's raters per item, or a rater who already rated the item (so
+    importing the same file twice is refused, not doubled).
+    """
+    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)  # one import at a time
+    questions = [q.attribute for q in campaign_questions(campaign)]
+    if not questions:
+        raise services.AnnotationError(
+            f"{campaign.get_kind_display()} campaigns ask no yes/no/maybe questions; there is nothing "
+            "to import judgments into."
+        )
+    safety = campaign.kind == Campaign.Kind.SAFETY
+    errors = _Errors()
+    items: dict[str, JudgmentRecord] = {}  # key -> its first line
+    ratings: dict[tuple[str, str], _Rating] = {}  # (key, rater) -> answers
+    for record in lines:
+        if isinstance(record, RecordError):
+            errors.add(record)
+            continue
+        attribute = _attribute(record, questions=questions, safety=safety, errors=errors)
+        if attribute is None:
+            continue
+        first = items.setdefault(record.key, record)
+        if (first.context, first.response) != (record.context, record.response):
+            errors.add(
+                RecordError(
+                    record.line,
+                    "item",
+                    f"item {record.key!r} has another context or response on line {first.line}",
+                )
+            )
+            continue
+        rating = ratings.setdefault((record.key, record.rater), _Rating(line=record.line))
+        if attribute in rating.answers:
+            where = "objective" if safety else "attribute"
+            errors.add(
+                RecordError(
+                    record.line,
+                    where,
+                    f"rater {record.rater!r} already answered {attribute!r} for item {record.key!r} "
+                    f"on line {rating.answers[attribute][1]}",
+                )
+            )
+            continue
+        rating.answers[attribute] = (record.value, record.line)
+
+    raters_by_key: dict[str, int] = defaultdict(int)
+    for (key, rater), rating in ratings.items():
+        raters_by_key[key] += 1
+        if campaign.kind == Campaign.Kind.SSI and rules.SSI_ATTRIBUTES[0] not in rating.answers:
+            errors.add(
+                RecordError(
+                    rating.line,
+                    "attribute",
+                    f"rater {rater!r} has no {rules.SSI_ATTRIBUTES[0]!r} answer for item {key!r}; "
+                    "the SSI cascade starts with it",
+                )
+            )
+        if safety:
+            missing = [slug for slug in questions if slug not in rating.answers]
+            if missing:
+                errors.add(
+                    RecordError(
+                        rating.line,
+                        "objective",
+                        f"rater {rater!r} has no answer for objective {missing[0]!r} of item {key!r}; "
+                        "a safety rating answers every objective of the campaign",
+                    )
+                )
+    for key, count in raters_by_key.items():
+        if count > campaign.raters_per_item:
+            errors.add(
+                RecordError(
+                    items[key].line,
+                    "rater",
+                    f"item {key!r} has {count} raters, over the campaign's {campaign.raters_per_item} "
+                    "raters per item",
+                )
+            )
+
+    existing = _existing_items(campaign, items, errors)
+    users = _external_users({rater for _, rater in ratings})
+    taken = _slots_taken(existing.values())
+    done = set(
+        Assignment.objects.filter(
+            item_id__in=[item.pk for item in existing.values()], worker_id__in=[u.pk for u in users.values()]
+        ).values_list("item_id", "worker_id")
+    )
+    for (key, rater), rating in ratings.items():
+        item = existing.get(key)
+        if item is None:
+            continue
+        user = users.get(rater)
+        if user is not None and (item.pk, user.pk) in done:
+            errors.add(
+                RecordError(
+                    rating.line,
+                    "rater",
+                    f"rater {rater!r} already has judgments for item {key!r} (imported before?)",
+                )
+            )
+    for key, item in existing.items():
+        if taken[item.pk] + raters_by_key[key] > campaign.raters_per_item:
+            errors.add(
+                RecordError(
+                    items[key].line,
+                    "rater",
+                    f"item {key!r} already has {taken[item.pk]} of its {campaign.raters_per_item} raters; "
+                    f"{raters_by_key[key]} more do not fit",
+                )
+            )
+    if errors:
+        raise JudgmentImportError(errors.sorted())
+
+    result = ImportResult(items_existing=len(existing), ratings=len(ratings))
+    result.raters_created = _create_external_users(users, {rater for _, rater in ratings})
+    _fill_existing_items(existing, raters_by_key)
+    created = _create_items(campaign, {k: r for k, r in items.items() if k not in existing}, raters_by_key)
+    result.items_created = len(created)
+    result.judgments = _create_ratings(campaign, ratings, {**existing, **created}, users)
+    result.labelled = services.aggregate_campaign(campaign=campaign)
+    logger.info(
+        "campaign %s: imported %d ratings (%d judgments) from %s",
+        campaign.name,
+        result.ratings,
+        result.judgments,
+        source,
+    )
+    return result
+
+
+def judgments_import_file(*, campaign: Campaign, path: Path, source: str | None = None) -> ImportResult:
+    """Import a JSONL file of judgments (see the module docstring); all or nothing."""
+    with path.open("rb") as stream:
+        return judgments_import(campaign=campaign, lines=parse_jsonl(stream), source=source or path.name)
+
+
+def _attribute(record: JudgmentRecord, *, questions: list[str], safety: bool, errors: _Errors) -> str | None:
+    """The attribute the record's judgment is stored under, or None after reporting an error."""
+    if safety:
+        if record.attribute != SAFETY_ATTRIBUTE:
+            errors.add(
+                RecordError(
+                    record.line,
+                    "attribute",
+                    f"{record.attribute!r}: the lines of a safety campaign say {SAFETY_ATTRIBUTE!r} "
+                    "and name an objective",
+                )
+            )
+            return None
+        if record.objective not in questions:
+            shown = (
+                "missing"
+                if record.objective is None
+                else f"{record.objective!r} is not an objective of this campaign"
+            )
+            errors.add(RecordError(record.line, "objective", f"{shown} (one of {', '.join(questions)})"))
+            return None
+        return record.objective
+    if record.objective is not None:
+        errors.add(RecordError(record.line, "objective", "objectives are for safety campaigns only"))
+        return None
+    if record.attribute not in questions:
+        errors.add(
+            RecordError(
+                record.line,
+                "attribute",
+                f"{record.attribute!r} is not a question of this campaign (one of {', '.join(questions)})",
+            )
+        )
+        return None
+    return record.attribute
+
+
+def _existing_items(
+    campaign: Campaign, items: Mapping[str, JudgmentRecord], errors: _Errors
+) -> dict[str, Item]:
+    """The items of the file already in the campaign, locked; reports those that do not match."""
+    found: dict[str, Item] = {}
+    keys = list(items)
+    for start in range(0, len(keys), BATCH_SIZE):
+        chunk = keys[start : start + BATCH_SIZE]
+        for item in Item.objects.select_for_update().filter(campaign=campaign, key__in=chunk).order_by("id"):
+            record = items[item.key]
+            if item.kind != Item.Kind.NORMAL:
+                errors.add(
+                    RecordError(
+                        record.line,
+                        "item.key",
+                        f"item {item.key!r} is a {item.kind} item; "
+                        "judgments are imported for normal items only",
+                    )
+                )
+            elif (item.context, item.response) != (record.context_json(), record.response):
+                errors.add(
+                    RecordError(
+                        record.line,
+                        "item",
+                        f"item {item.key!r} is already in the campaign with another context or response",
+                    )
+                )
+            else:
+                found[item.key] = item
+    return found
+
+
+def _slots_taken(items: Iterable[Item]) -> dict[int, int]:
+    """Raters per item already holding a slot: submitted, or leased (until the lease is expired)."""
+    taken: dict[int, int] = defaultdict(int)
+    ids = [item.pk for item in items]
+    held = Assignment.objects.filter(
+        item_id__in=ids, state__in=[Assignment.State.LEASED, Assignment.State.SUBMITTED]
+    ).values_list("item_id", flat=True)
+    for item_id in held:
+        taken[item_id] += 1
+    return taken
+
+
+def _external_users(raters: set[str]) -> dict[str, Any]:
+    """The users of these external raters that exist already, by rater id."""
+    names = sorted(EXTERNAL_PREFIX + rater for rater in raters)
+    user_model = get_user_model()
+    found: dict[str, Any] = {}
+    for start in range(0, len(names), BATCH_SIZE):
+        for user in user_model.objects.filter(username__in=names[start : start + BATCH_SIZE]):
+            found[user.username.removeprefix(EXTERNAL_PREFIX)] = user
+    return found
+
+
+def _create_external_users(users: dict[str, Any], raters: set[str]) -> int:
+    """Add a user for each new rater to ``users``: inactive, no password, no role."""
+    user_model = get_user_model()
+    new = [
+        user_model(username=EXTERNAL_PREFIX + rater, is_active=False, password=make_password(None))
+        for rater in sorted(raters - set(users))
+    ]
+    for user in user_model.objects.bulk_create(new, batch_size=BATCH_SIZE):
+        users[user.username.removeprefix(EXTERNAL_PREFIX)] = user
+    return len(new)
+
+
+def _fill_existing_items(existing: Mapping[str, Item], raters_by_key: Mapping[str, int]) -> None:
+    """Imported ratings take slots of items already in the campaign (locked by ``_existing_items``)."""
+    for item in existing.values():
+        item.judgment_count += raters_by_key[item.key]
+        item.open_slots = max(item.open_slots - raters_by_key[item.key], 0)
+    Item.objects.bulk_update(list(existing.values()), ["judgment_count", "open_slots"], batch_size=BATCH_SIZE)
+
+
+def _create_items(
+    campaign: Campaign, items: Mapping[str, JudgmentRecord], raters_by_key: Mapping[str, int]
+) -> dict[str, Item]:
+    """The new items, by key: no open slots, since they are not handed out to crowdworkers."""
+    new = [
+        Item(
+            campaign=campaign,
+            key=key,
+            context=record.context_json(),
+            response=record.response,
+            open_slots=0,
+            judgment_count=raters_by_key[key],
+        )
+        for key, record in items.items()
+    ]
+    return {item.key: item for item in Item.objects.bulk_create(new, batch_size=BATCH_SIZE)}
+
+
+def _create_ratings(
+    campaign: Campaign,
+    ratings: Mapping[tuple[str, str], _Rating],
+    items: Mapping[str, Item],
+    users: Mapping[str, Any],
+) -> int:
+    """One submitted assignment per (item, rater) and its judgments; returns the judgment count."""
+    now = timezone.now()
+    pairs = list(ratings.items())
+    created = 0
+    for start in range(0, len(pairs), BATCH_SIZE):
+        chunk = pairs[start : start + BATCH_SIZE]
+        assignments = Assignment.objects.bulk_create(
+            [
+                Assignment(
+                    item=items[key],
+                    worker=users[rater],
+                    state=Assignment.State.SUBMITTED,
+                    expires_at=now,
+                    submitted_at=now,
+                    submission={attribute: value for attribute, (value, _) in rating.answers.items()},
+                )
+                for (key, rater), rating in chunk
+            ]
+        )
+        judgments = [
+            Judgment(
+                assignment=assignment, item=assignment.item, attribute=attribute, value=value, raw_value=raw
+            )
+            for assignment, (_, rating) in zip(assignments, chunk, strict=True)
+            for attribute, (value, raw) in _values(campaign, rating).items()
+        ]
+        Judgment.objects.bulk_create(judgments, batch_size=BATCH_SIZE)
+        created += len(judgments)
+    return created
+
+
+def _values(campaign: Campaign, rating: _Rating) -> dict[str, tuple[str, str]]:
+    """attribute -> (value counted, value given or "") for one rating, after the SSI cascade.
+
+    An external rater may not have been asked every SSI question: a missing answer is taken as
+    not asked, which the cascade counts "no" (as it does for a crowdworker who was not asked).
+    """
+    given = {attribute: value for attribute, (value, _) in rating.answers.items()}
+    if campaign.kind != Campaign.Kind.SSI:
+        return {attribute: (value, value) for attribute, value in given.items()}
+    # sensible is always there (checked before anything is written).
+    cascaded = rules.ssi_cascade(
+        {attribute: given.get(attribute, rules.NO) for attribute in rules.SSI_ATTRIBUTES}
+    )
+    return {attribute: (cascaded[attribute], given.get(attribute, "")) for attribute in rules.SSI_ATTRIBUTES}
+
+
+# --- export -----------------------------------------------------------------------------------
+
+EXPORT_FORMATS = ("jsonl", "csv")
+CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
+CSV_HEADER = ("key", "attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version")
+_LABEL_COLUMNS = ("attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version")
+
+
+def _label_groups(campaign: Campaign) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(item key, its labels) for each labelled normal item, in item order, streamed from the database."""
+    rows = (
+        ConsensusLabel.objects.filter(item__campaign=campaign, item__kind=Item.Kind.NORMAL)
+        .order_by("item_id", "attribute")
+        .values("item_id", "item__key", *_LABEL_COLUMNS)
+        .iterator(chunk_size=BATCH_SIZE)
+    )
+    for (_, key), labels in groupby(rows, key=lambda row: (row["item_id"], row["item__key"])):
+        yield key, list(labels)
+
+
+def _jsonl_item(campaign: Campaign, key: str, labels: list[dict[str, Any]]) -> str:
+    record: dict[str, Any] = {
+        "key": key,
+        "labels": {
+            row["attribute"]: {name: row[name] for name in ("label", "yes", "no", "maybe", "yes_fraction")}
+            for row in labels
+        },
+        "rules_version": labels[0]["rules_version"],
+    }
+    if campaign.kind == Campaign.Kind.SAFETY and rules.SAFETY_SCORE in record["labels"]:
+        record["safety_score"] = record["labels"][rules.SAFETY_SCORE]["label"]
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+class _Echo:
+    """A file-like object whose write returns what it was given: ``csv.writer`` then formats one row."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_item(writer: Any, key: str, labels: list[dict[str, Any]]) -> str:
+    return "".join(writer.writerow([key, *(row[name] for name in _LABEL_COLUMNS)]) for row in labels)
+
+
+def _formatter(campaign: Campaign, format: str) -> tuple[str, Callable[[str, list[dict[str, Any]]], str]]:
+    """The header and the per-item text of an export format."""
+    if format == "jsonl":
+        return "", partial(_jsonl_item, campaign)
+    if format == "csv":
+        writer = csv.writer(_Echo())
+        return writer.writerow(CSV_HEADER), partial(_csv_item, writer)
+    raise services.AnnotationError(
+        f"format: {format!r} is not an export format (one of {', '.join(EXPORT_FORMATS)})."
+    )
+
+
+def consensus_lines(*, campaign: Campaign, format: str) -> Iterator[str]:
+    """The consensus export of ``campaign``, item by item, for a streaming response.
+
+    ``jsonl``: one JSON line per labelled item, ``{"key", "labels": {attribute: {"label", "yes",
+    "no", "maybe", "yes_fraction"}}, "rules_version"}``; safety items also carry ``"safety_score"``,
+    the label of the ``safety`` row (METHOD.md §3). ``csv``: one row per labelled item × attribute
+    under the header ``CSV_HEADER``. An unknown format raises ``AnnotationError`` at once.
+    """
+    header, item_text = _formatter(campaign, format)
+
+    def lines() -> Iterator[str]:
+        if header:
+            yield header
+        for key, labels in _label_groups(campaign):
+            yield item_text(key, labels)
+
+    return lines()
+
+
+def consensus_write(*, campaign: Campaign, stream: IO[str], format: str) -> int:
+    """Write the consensus export (see ``consensus_lines``) to ``stream``; returns the items written."""
+    header, item_text = _formatter(campaign, format)
+    if header:
+        stream.write(header)
+    items = 0
+    for key, labels in _label_groups(campaign):
+        stream.write(item_text(key, labels))
+        items += 1
+    return items
+
+
+def consensus_export_file(*, campaign: Campaign, path: Path, format: str) -> int:
+    """Write the consensus export to ``path``; returns the items written.
+
+    Written to a ``.partial`` file first and renamed, so a reader never sees half a file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial_path = path.with_name(path.name + ".partial")
+    try:
+        with partial_path.open("w", encoding="utf-8", newline="") as stream:
+            items = consensus_write(campaign=campaign, stream=stream, format=format)
+        os.replace(partial_path, path)
+    finally:
+        partial_path.unlink(missing_ok=True)
+    return items

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from annotation import services
+from annotation.management import campaign_named
+
+
+class Command(BaseCommand):
+    help = "Compute the consensus labels of a whole campaign now, in this process (idempotent)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--campaign", required=True, help="The campaign's name.")
+
+    def handle(self, *args: Any, campaign: str, **options: Any) -> None:
+        found = campaign_named(campaign)
+        labelled = services.aggregate_campaign(campaign=found)
+        self.stdout.write(self.style.SUCCESS(f"campaign {found.name!r}: {labelled} items labelled"))

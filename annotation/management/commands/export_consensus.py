@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from annotation import interchange
+from annotation.management import campaign_named
+
+
+class Command(BaseCommand):
+    help = (
+        "Export a campaign's consensus labels: JSONL, one line per labelled item, or CSV, one row per "
+        "item × attribute. FILE '-' writes to stdout."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("file")
+        parser.add_argument("--campaign", required=True, help="The campaign's name.")
+        parser.add_argument("--format", choices=interchange.EXPORT_FORMATS, default="jsonl")
+
+    def handle(self, *args: Any, file: str, campaign: str, format: str, **options: Any) -> None:
+        found = campaign_named(campaign)
+        if file == "-":
+            interchange.consensus_write(campaign=found, stream=self.stdout, format=format)
+            return
+        items = interchange.consensus_export_file(campaign=found, path=Path(file), format=format)
+        self.stdout.write(self.style.SUCCESS(f"{file}: consensus labels of {items} items exported"))
