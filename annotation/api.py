@@ -29,9 +29,13 @@ def _error(exc: services.AnnotationError) -> Response:
     return Response({"detail": str(exc)}, status=exc.status)
 
 
-def _next_payload(*, worker: Any, campaign_id: int) -> dict[str, Any] | None:
-    upcoming = services.next_assignment(worker=worker, campaign_id=campaign_id)
-    return selectors.task_payload(upcoming) if upcoming else None
+def _next(*, worker: Any, campaign_id: int) -> dict[str, Any]:
+    """``next``: the worker's next assignment in the campaign, or null (and why, when blocked)."""
+    try:
+        upcoming = services.next_assignment(worker=worker, campaign_id=campaign_id)
+    except services.WorkerBlocked as exc:
+        return {"next": None, "next_blocked": str(exc)}
+    return {"next": selectors.task_payload(upcoming) if upcoming else None}
 
 
 class NextTaskView(APIView):
@@ -59,9 +63,12 @@ class NextTaskView(APIView):
             return Response(
                 {"detail": "campaign: expected a campaign id."}, status=status.HTTP_400_BAD_REQUEST
             )
-        assignment = services.next_assignment(
-            worker=request.user, kind=kind, campaign_id=int(campaign) if campaign else None
-        )
+        try:
+            assignment = services.next_assignment(
+                worker=request.user, kind=kind, campaign_id=int(campaign) if campaign else None
+            )
+        except services.WorkerBlocked as exc:
+            return _error(exc)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(selectors.task_payload(assignment))
@@ -96,7 +103,7 @@ class SubmitView(APIView):
         body = {
             "assignment_id": result.assignment.pk,
             "judgments": {j.attribute: j.value for j in result.judgments},
-            "next": _next_payload(worker=request.user, campaign_id=campaign_id),
+            **_next(worker=request.user, campaign_id=campaign_id),
         }
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
@@ -113,10 +120,7 @@ class SkipView(APIView):
         except services.AnnotationError as exc:
             return _error(exc)
         return Response(
-            {
-                "skipped": skipped.pk,
-                "next": _next_payload(worker=request.user, campaign_id=skipped.item.campaign_id),
-            }
+            {"skipped": skipped.pk, **_next(worker=request.user, campaign_id=skipped.item.campaign_id)}
         )
 
 

@@ -29,7 +29,7 @@ def campaigns_for_worker(*, worker: Any) -> list[WorkerCampaign]:
         WorkerCampaign(
             campaign=campaign,
             left=left_for_worker(worker=worker, campaign=campaign),
-            blocked_reason=blocked.get(campaign.pk, "") if campaign.pk in blocked else "",
+            blocked_reason=blocked.get(campaign.pk, ""),
         )
         for campaign in Campaign.objects.filter(status=Campaign.Status.OPEN).order_by("created_at", "id")
     ]

@@ -297,19 +297,26 @@ def _give_back_slots(item_ids: Iterable[int]) -> None:
 def next_assignment(
     *, worker: Any, kind: str | None = None, campaign_id: int | None = None
 ) -> Assignment | None:
-    """The worker's next assignment in the open campaigns of ``kind`` (or one campaign)."""
+    """The worker's next assignment in the open campaigns of ``kind`` (or one campaign).
+
+    Raises ``WorkerBlocked`` when nothing is left but campaigns the worker is blocked from.
+    """
     campaigns = Campaign.objects.filter(status=Campaign.Status.OPEN).order_by("created_at", "id")
     if kind:
         campaigns = campaigns.filter(kind=kind)
     if campaign_id is not None:
         campaigns = campaigns.filter(pk=campaign_id)
+    blocked: WorkerBlocked | None = None
     for campaign in campaigns:
         try:
             assignment = assign_next(worker=worker, campaign=campaign)
-        except WorkerBlocked:
+        except WorkerBlocked as exc:
+            blocked = blocked or exc
             continue
         if assignment is not None:
             return assignment
+    if blocked is not None:
+        raise blocked  # nothing else to do: say why, rather than "nothing left"
     return None
 
 
@@ -415,6 +422,8 @@ def judgment_values(*, campaign: Campaign, answers: Mapping[str, str]) -> dict[s
     an answer.
     """
     questions = campaign_questions(campaign)
+    if not questions:
+        raise InvalidAnswers("This campaign has no rating questions; its items are not rated this way.")
     known = {q.attribute for q in questions}
     unknown = sorted(set(answers) - known)
     if unknown:

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from annotation import services
 from dialogs.models import DialogExport
 from groundwork.roles import Role
+from tests.annotation.helpers import ssi_campaign
 from tests.factories import dialog_with_turns
 
 ANON = "anonymous"
@@ -27,7 +29,8 @@ class Case:
     method: str
     expected: tuple[int, int, int, int]  # anonymous, crowdworker, admin, researcher
     kwargs: Callable[[dict[str, Any]], dict[str, Any]] = lambda objs: {}
-    data: dict[str, Any] | None = None
+    data: Any = None
+    form: bool = False  # a page's form post rather than a JSON body
 
 
 def page(anon: int, crowdworker: int, admin: int, researcher: int) -> tuple[int, int, int, int]:
@@ -41,6 +44,16 @@ CASES = [
     Case("login", "get", page(200, REDIRECT, REDIRECT, REDIRECT)),
     Case("logout", "post", page(REDIRECT, REDIRECT, REDIRECT, REDIRECT)),
     Case("work", "get", page(REDIRECT, 200, 403, 403)),
+    Case("work-rate", "get", page(REDIRECT, 200, 403, 403), lambda o: {"campaign_id": o["campaign"]}),
+    Case(
+        "work-submit",
+        "post",
+        page(REDIRECT, 303, 403, 403),
+        lambda o: {"assignment_id": o["assignment"]},
+        data={"sensible": "no"},
+        form=True,
+    ),
+    Case("work-skip", "post", page(REDIRECT, 303, 403, 403), lambda o: {"assignment_id": o["assignment"]}),
     Case("dialog-list", "get", page(REDIRECT, 403, 200, 200)),
     Case("dialog-detail", "get", page(REDIRECT, 403, 200, 200), lambda o: {"external_id": o["dialog"]}),
     Case("api-token", "post", page(400, 400, 400, 400), data={"username": "nobody", "password": "x"}),
@@ -54,17 +67,51 @@ CASES = [
     Case("api:dialog-export-list", "post", page(401, 403, 202, 202), data={"purpose": "quality"}),
     Case("api:dialog-export-detail", "get", page(401, 403, 200, 200), lambda o: {"pk": o["export"]}),
     Case("api:dialog-export-download", "get", page(401, 403, 200, 200), lambda o: {"pk": o["export"]}),
+    Case("task-next", "get", page(401, 200, 403, 403)),
+    Case(
+        "assignment-submit",
+        "post",
+        page(401, 201, 403, 403),
+        lambda o: {"assignment_id": o["assignment"]},
+        data={"answers": {"sensible": "no"}},
+    ),
+    Case("assignment-skip", "post", page(401, 200, 403, 403), lambda o: {"assignment_id": o["assignment"]}),
+    Case(
+        "campaign-judgments-import",
+        "post",
+        page(401, 403, 201, 403),
+        lambda o: {"campaign_id": o["campaign"]},
+        data=[
+            {
+                "item": {"key": "ext-1", "context": [], "response": "Hi"},
+                "rater": "r1",
+                "attribute": "sensible",
+                "value": "no",
+            }
+        ],
+    ),
+    Case(
+        "campaign-consensus-export", "get", page(401, 403, 200, 200), lambda o: {"campaign_id": o["campaign"]}
+    ),
 ]
 
 
 @pytest.fixture
-def objects(db: None, settings: Any, tmp_path: Any) -> dict[str, Any]:
+def objects(db: None, settings: Any, tmp_path: Any, users: dict[Any, Any]) -> dict[str, Any]:
     settings.ARTIFACTS_DIR = tmp_path
-    dialog = dialog_with_turns(["Hi", "Hello there"], external_id="matrix:1/a")
+    dialog = dialog_with_turns(["Hi", "Hello there"], external_id="matrix:1/a", purpose="quality")
     path = tmp_path / "export.jsonl"
     path.write_text('{"id": "matrix:1/a"}\n')
     export = DialogExport.objects.create(status=DialogExport.Status.DONE, path=str(path), dialog_count=1)
-    return {"dialog": dialog.external_id, "export": export.pk}
+    campaign = ssi_campaign(items=2, name="matrix")
+    # The crowdworker's own lease: what the submit and skip rows act on.
+    assignment = services.assign_next(worker=users[Role.CROWDWORKER], campaign=campaign)
+    return {
+        "dialog": dialog.external_id,
+        "export": export.pk,
+        "campaign": campaign.pk,
+        "assignment": assignment.pk,
+    }
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.method.upper()} {c.name}")
@@ -74,7 +121,9 @@ def test_endpoint_answers_each_role_as_it_must(case: Case, who: Any, objects, us
         api_client.force_login(users[who])
     url = reverse(case.name, kwargs=case.kwargs(objects))
 
-    response = getattr(api_client, case.method)(url, case.data, format="json" if case.data else None)
+    response = getattr(api_client, case.method)(
+        url, case.data, format="json" if case.data and not case.form else None
+    )
 
     expected = case.expected[WHO.index(who)]
     assert response.status_code == expected, (
