@@ -30,6 +30,10 @@ run: setup
 test: setup
 	@scripts/test.sh $(ARGS)
 
+## bench: benchmark the annotation engine on its own database (figures in var/bench/results.json)
+bench: setup-python
+	@scripts/bench.sh $(ARGS)
+
 lint: setup-python
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
