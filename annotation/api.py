@@ -29,10 +29,10 @@ def _error(exc: services.AnnotationError) -> Response:
     return Response({"detail": str(exc)}, status=exc.status)
 
 
-def _next(*, worker: Any, campaign_id: int) -> dict[str, Any]:
+def _next(*, worker: Any, campaign: Campaign) -> dict[str, Any]:
     """``next``: the worker's next assignment in the campaign, or null (and why, when blocked)."""
     try:
-        upcoming = services.next_assignment(worker=worker, campaign_id=campaign_id)
+        upcoming = services.assign_next(worker=worker, campaign=campaign)
     except services.WorkerBlocked as exc:
         return {"next": None, "next_blocked": str(exc)}
     return {"next": selectors.task_payload(upcoming) if upcoming else None}
@@ -99,11 +99,10 @@ class SubmitView(APIView):
             )
         except services.AnnotationError as exc:
             return _error(exc)
-        campaign_id = result.assignment.item.campaign_id
         body = {
             "assignment_id": result.assignment.pk,
             "judgments": {j.attribute: j.value for j in result.judgments},
-            **_next(worker=request.user, campaign_id=campaign_id),
+            **_next(worker=request.user, campaign=result.assignment.item.campaign),
         }
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
@@ -119,9 +118,7 @@ class SkipView(APIView):
             skipped = services.skip_assignment(assignment_id=assignment_id, worker=request.user)
         except services.AnnotationError as exc:
             return _error(exc)
-        return Response(
-            {"skipped": skipped.pk, **_next(worker=request.user, campaign_id=skipped.item.campaign_id)}
-        )
+        return Response({"skipped": skipped.pk, **_next(worker=request.user, campaign=skipped.item.campaign)})
 
 
 JudgmentImportResultSerializer = inline_serializer(

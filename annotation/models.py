@@ -133,7 +133,8 @@ class Assignment(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["item", "worker"], name="assignment_once_per_worker"),
+            # worker first: the index also answers "which items has this worker had" (assign_next).
+            models.UniqueConstraint(fields=["worker", "item"], name="assignment_once_per_worker"),
         ]
         indexes = [
             models.Index(fields=["expires_at"], name="assignment_lease_idx", condition=Q(state="leased")),

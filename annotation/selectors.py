@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from annotation.models import Assignment, Campaign, Item, WorkerQuality
@@ -44,11 +43,12 @@ def done_today(*, worker: Any, campaign: Campaign | None = None) -> int:
 
 
 def left_for_worker(*, worker: Any, campaign: Campaign) -> int:
-    seen = Assignment.objects.filter(item=OuterRef("pk"), worker=worker)
+    """Items with a free slot that the worker has not seen and did not write."""
+    seen = Assignment.objects.filter(worker=worker).values("item_id")
     return (
         Item.objects.filter(campaign=campaign, kind=Item.Kind.NORMAL, open_slots__gt=0)
         .exclude(author=worker)
-        .exclude(Exists(seen))
+        .exclude(pk__in=seen)
         .count()
     )
 

@@ -216,7 +216,6 @@ def assign_next(*, worker: Any, campaign: Campaign, now: datetime | None = None)
         return live
     if campaign.status != Campaign.Status.OPEN:
         return None
-    expire_leases(campaign=campaign, now=now)
 
     quality = WorkerQuality.objects.filter(campaign=campaign, worker=worker).first()
     if quality is not None and quality.blocked:
@@ -229,18 +228,40 @@ def assign_next(*, worker: Any, campaign: Campaign, now: datetime | None = None)
         if item is not None:
             return _lease(item=item, campaign=campaign, worker=worker, now=now)
 
-    item = (
-        Item.objects.select_for_update(skip_locked=True, of=("self",))
-        .filter(campaign=campaign, kind=Item.Kind.NORMAL, open_slots__gt=0)
-        .exclude(author=worker)
-        .exclude(Exists(Assignment.objects.filter(item=OuterRef("pk"), worker=worker)))
-        .order_by("id")
-        .first()
-    )
+    item = _next_open_item(campaign=campaign, worker=worker)
+    # Slots of expired leases are freed when the campaign seems full, not on every call.
+    if item is None and expire_leases(campaign=campaign, now=now):
+        item = _next_open_item(campaign=campaign, worker=worker)
     if item is None:
         return None
     Item.objects.filter(pk=item.pk).update(open_slots=F("open_slots") - 1)
     return _lease(item=item, campaign=campaign, worker=worker, now=now)
+
+
+def _next_open_item(*, campaign: Campaign, worker: Any) -> Item | None:
+    """Lock the first item with a free slot that the worker has not seen and did not write.
+
+    Items another transaction holds are skipped (SKIP LOCKED), so raters never queue behind each
+    other. Skipped is not gone, though: when every candidate is held, wait for them, so that
+    "nothing" means nothing is left (near the end of a campaign), not "all busy right now".
+    """
+    # "Not seen" as NOT IN over the worker's own assignments (an index-only scan of the
+    # (worker, item) unique index): its cost follows the worker's history, not the table's.
+    # (A correlated NOT EXISTS lets PostgreSQL pick a merge anti-join over every assignment.)
+    candidates = (
+        Item.objects.filter(campaign=campaign, kind=Item.Kind.NORMAL, open_slots__gt=0)
+        .exclude(author=worker)
+        .exclude(pk__in=_seen_by(worker))
+        .order_by("id")
+    )
+    item = candidates.select_for_update(skip_locked=True, of=("self",)).first()
+    if item is None:
+        item = candidates.select_for_update(of=("self",)).first()
+    return item
+
+
+def _seen_by(worker: Any) -> Any:
+    return Assignment.objects.filter(worker=worker).values("item_id")
 
 
 def _lease(*, item: Item, campaign: Campaign, worker: Any, now: datetime) -> Assignment:
@@ -252,7 +273,7 @@ def _next_special(*, campaign: Campaign, worker: Any, kind: str) -> Item | None:
     """The next gold or qualification item the worker has not seen (every worker sees each)."""
     return (
         Item.objects.filter(campaign=campaign, kind=kind)
-        .exclude(Exists(Assignment.objects.filter(item=OuterRef("pk"), worker=worker)))
+        .exclude(pk__in=_seen_by(worker))
         .order_by("id")
         .first()
     )

@@ -388,7 +388,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name="assignment",
-            constraint=models.UniqueConstraint(fields=("item", "worker"), name="assignment_once_per_worker"),
+            constraint=models.UniqueConstraint(fields=("worker", "item"), name="assignment_once_per_worker"),
         ),
         migrations.AddIndex(
             model_name="judgment",
