@@ -123,7 +123,10 @@ class Assignment(models.Model):
         SKIPPED = "skipped", "Skipped"
 
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
-    worker = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    # Served by the unique (worker, item) index.
+    worker = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments", db_index=False
+    )
     state = models.CharField(max_length=10, choices=State.choices, default=State.LEASED)
     expires_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
@@ -154,9 +157,13 @@ class Judgment(models.Model):
         NO = "no", "No"
         MAYBE = "maybe", "Maybe"
 
-    assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="judgments")
+    # Both foreign keys are served by the composite indexes below (no index of their own: every
+    # index costs on the hot path's inserts).
+    assignment = models.ForeignKey(
+        Assignment, on_delete=models.CASCADE, related_name="judgments", db_index=False
+    )
     # Denormalised from the assignment so aggregation is one GROUP BY over this table.
-    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="judgments")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="judgments", db_index=False)
     attribute = models.CharField(max_length=64)
     value = models.CharField(max_length=5, choices=Value.choices)
     # What the worker answered; blank when the cascade did not ask (value then counts "no").
@@ -173,7 +180,8 @@ class Judgment(models.Model):
 
 
 class ConsensusLabel(models.Model):
-    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="labels")
+    # Served by the unique (item, attribute) index.
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="labels", db_index=False)
     attribute = models.CharField(max_length=64)
     label = models.PositiveSmallIntegerField()
     yes = models.PositiveSmallIntegerField()
@@ -181,7 +189,7 @@ class ConsensusLabel(models.Model):
     maybe = models.PositiveSmallIntegerField()
     yes_fraction = models.FloatField()
     rules_version = models.CharField(max_length=16)
-    computed_at = models.DateTimeField(auto_now=True)
+    computed_at = models.DateTimeField(auto_now=True, help_text="When the label last changed.")
 
     class Meta:
         constraints = [

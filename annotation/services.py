@@ -12,7 +12,7 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
@@ -601,10 +601,62 @@ def _aggregate_items(campaign: Campaign, item_filter: Q) -> int:
     return len(rows)
 
 
-def aggregate_item(*, item_id: int) -> int:
+# rules.majority_label in one set-based statement, for every kind whose labels are majorities
+# of their own attribute (all but safety): count, label and upsert without leaving the database;
+# a label whose counts did not change is not rewritten.
+# tests/annotation/test_consensus_sql.py checks it against the rules on random judgments.
+_MAJORITY_UPSERT = """
+INSERT INTO annotation_consensuslabel
+    (item_id, attribute, label, yes, "no", maybe, yes_fraction, rules_version, computed_at)
+SELECT item_id, attribute,
+       CASE WHEN 2 * yes > CASE WHEN raters > %(raters)s THEN raters ELSE %(raters)s END THEN 1 ELSE 0 END,
+       yes, "no", maybe, CAST(yes AS DOUBLE PRECISION) / total, %(version)s, %(now)s
+FROM (
+    -- raters: those who judged the item (every rater answers every attribute of these kinds)
+    SELECT j.item_id, j.attribute, i.judgment_count AS raters,
+           COUNT(*) FILTER (WHERE j.value = 'yes') AS yes,
+           COUNT(*) FILTER (WHERE j.value = 'no') AS "no",
+           COUNT(*) FILTER (WHERE j.value = 'maybe') AS maybe,
+           COUNT(*) AS total
+    FROM annotation_judgment j
+    JOIN annotation_item i ON i.id = j.item_id
+    WHERE i.campaign_id = %(campaign)s AND i.kind = 'normal' AND j.item_id >= %(low)s AND j.item_id < %(high)s
+    GROUP BY j.item_id, j.attribute, i.judgment_count
+) AS counted
+WHERE TRUE
+ON CONFLICT (item_id, attribute) DO UPDATE SET
+    label = excluded.label, yes = excluded.yes, "no" = excluded."no", maybe = excluded.maybe,
+    yes_fraction = excluded.yes_fraction, rules_version = excluded.rules_version,
+    computed_at = excluded.computed_at
+WHERE annotation_consensuslabel.yes <> excluded.yes OR annotation_consensuslabel."no" <> excluded."no"
+   OR annotation_consensuslabel.maybe <> excluded.maybe OR annotation_consensuslabel.label <> excluded.label
+   OR annotation_consensuslabel.rules_version <> excluded.rules_version
+"""
+
+
+def _aggregate_range(campaign: Campaign, low: int, high: int) -> None:
+    """Consensus for the campaign's normal items with ``low <= id < high`` that have judgments."""
+    if campaign.kind == Campaign.Kind.SAFETY:
+        _aggregate_items(campaign, Q(item_id__gte=low, item_id__lt=high))
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _MAJORITY_UPSERT,
+            {
+                "campaign": campaign.pk,
+                "low": low,
+                "high": high,
+                "raters": campaign.raters_per_item,
+                "version": rules.RULES_VERSION,
+                "now": timezone.now(),
+            },
+        )
+
+
+def aggregate_item(*, item_id: int) -> None:
     """Recompute the consensus labels of one item (idempotent)."""
     item = Item.objects.select_related("campaign").get(pk=item_id)
-    return _aggregate_items(item.campaign, Q(item_id=item_id))
+    _aggregate_range(item.campaign, item_id, item_id + 1)
 
 
 @transaction.atomic
@@ -640,10 +692,9 @@ def aggregate_campaign(*, campaign: Campaign, run: AggregationRun | None = None,
         run.total = bounds.count()
         run.done = 0
         run.save(update_fields=["status", "total", "done"])
-    labelled = 0
     if first is not None:
         for low in range(first, last + 1, chunk):
-            labelled += _aggregate_items(campaign, Q(item_id__gte=low, item_id__lt=low + chunk))
+            _aggregate_range(campaign, low, low + chunk)
             if run is not None:
                 run.done = bounds.filter(id__lt=low + chunk).count()
                 run.save(update_fields=["done"])
@@ -652,6 +703,7 @@ def aggregate_campaign(*, campaign: Campaign, run: AggregationRun | None = None,
         run.done = run.total
         run.finished_at = timezone.now()
         run.save(update_fields=["status", "done", "finished_at"])
+    labelled = bounds.filter(judgment_count__gt=0).count()
     logger.info("campaign %s: consensus for %d items", campaign.name, labelled)
     return labelled
 
