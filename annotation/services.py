@@ -531,7 +531,40 @@ def _labels(
     return rules.labels_from_counts(counts, attributes=attributes, raters=raters)
 
 
+_UPSERT_LABELS = """
+INSERT INTO annotation_consensuslabel
+    (item_id, attribute, label, yes, "no", maybe, yes_fraction, rules_version, computed_at)
+SELECT t.*, %(version)s, %(now)s
+FROM unnest(%(item)s::bigint[], %(attribute)s::varchar[], %(label)s::smallint[], %(yes)s::smallint[],
+            %(no)s::smallint[], %(maybe)s::smallint[], %(fraction)s::float8[]) AS t
+ON CONFLICT (item_id, attribute) DO UPDATE SET
+    label = excluded.label, yes = excluded.yes, "no" = excluded."no", maybe = excluded.maybe,
+    yes_fraction = excluded.yes_fraction, rules_version = excluded.rules_version,
+    computed_at = excluded.computed_at
+"""
+
+
 def _store_labels(rows: dict[int, dict[str, rules.Label]]) -> int:
+    """Upsert labels: on PostgreSQL one statement over arrays, elsewhere the ORM's bulk upsert."""
+    flat = [(item_id, label) for item_id, labels in rows.items() for label in labels.values()]
+    if connection.vendor == "postgresql":
+        if flat:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    _UPSERT_LABELS,
+                    {
+                        "item": [item_id for item_id, _ in flat],
+                        "attribute": [label.attribute for _, label in flat],
+                        "label": [label.label for _, label in flat],
+                        "yes": [label.yes for _, label in flat],
+                        "no": [label.no for _, label in flat],
+                        "maybe": [label.maybe for _, label in flat],
+                        "fraction": [label.yes_fraction for _, label in flat],
+                        "version": rules.RULES_VERSION,
+                        "now": timezone.now(),
+                    },
+                )
+        return len(flat)
     objects = [
         ConsensusLabel(
             item_id=item_id,
@@ -601,56 +634,46 @@ def _aggregate_items(campaign: Campaign, item_filter: Q) -> int:
     return len(rows)
 
 
-# rules.majority_label in one set-based statement, for every kind whose labels are majorities
-# of their own attribute (all but safety): count, label and upsert without leaving the database;
-# a label whose counts did not change is not rewritten.
-# tests/annotation/test_consensus_sql.py checks it against the rules on random judgments.
-_MAJORITY_UPSERT = """
-INSERT INTO annotation_consensuslabel
-    (item_id, attribute, label, yes, "no", maybe, yes_fraction, rules_version, computed_at)
-SELECT item_id, attribute,
-       CASE WHEN 2 * yes > CASE WHEN raters > %(raters)s THEN raters ELSE %(raters)s END THEN 1 ELSE 0 END,
-       yes, "no", maybe, CAST(yes AS DOUBLE PRECISION) / total, %(version)s, %(now)s
+# Per (item, attribute) counts of the campaign's normal items in an id range, only where they
+# differ from the stored label (or its rules version): a recomputation of an unchanged campaign
+# reads and writes nothing more than this one GROUP BY. raters: those who judged the item.
+_CHANGED_COUNTS = """
+SELECT s.item_id, s.attribute, s.raters, s.yes, s."no", s.maybe
 FROM (
-    -- raters: those who judged the item (every rater answers every attribute of these kinds)
     SELECT j.item_id, j.attribute, i.judgment_count AS raters,
            COUNT(*) FILTER (WHERE j.value = 'yes') AS yes,
            COUNT(*) FILTER (WHERE j.value = 'no') AS "no",
-           COUNT(*) FILTER (WHERE j.value = 'maybe') AS maybe,
-           COUNT(*) AS total
+           COUNT(*) FILTER (WHERE j.value = 'maybe') AS maybe
     FROM annotation_judgment j
     JOIN annotation_item i ON i.id = j.item_id
     WHERE i.campaign_id = %(campaign)s AND i.kind = 'normal' AND j.item_id >= %(low)s AND j.item_id < %(high)s
     GROUP BY j.item_id, j.attribute, i.judgment_count
-) AS counted
-WHERE TRUE
-ON CONFLICT (item_id, attribute) DO UPDATE SET
-    label = excluded.label, yes = excluded.yes, "no" = excluded."no", maybe = excluded.maybe,
-    yes_fraction = excluded.yes_fraction, rules_version = excluded.rules_version,
-    computed_at = excluded.computed_at
-WHERE annotation_consensuslabel.yes <> excluded.yes OR annotation_consensuslabel."no" <> excluded."no"
-   OR annotation_consensuslabel.maybe <> excluded.maybe OR annotation_consensuslabel.label <> excluded.label
-   OR annotation_consensuslabel.rules_version <> excluded.rules_version
+) AS s
+LEFT JOIN annotation_consensuslabel c ON c.item_id = s.item_id AND c.attribute = s.attribute
+WHERE c.id IS NULL OR c.yes <> s.yes OR c."no" <> s."no" OR c.maybe <> s.maybe
+   OR c.rules_version <> %(version)s
 """
 
 
 def _aggregate_range(campaign: Campaign, low: int, high: int) -> None:
-    """Consensus for the campaign's normal items with ``low <= id < high`` that have judgments."""
+    """Consensus for the campaign's normal items with ``low <= id < high`` that have judgments.
+
+    Every kind but safety labels each attribute by its own majority (rules.majority_label):
+    the database counts and leaves out what did not change, the rules label the rest.
+    """
     if campaign.kind == Campaign.Kind.SAFETY:
         _aggregate_items(campaign, Q(item_id__gte=low, item_id__lt=high))
         return
+    params = {"campaign": campaign.pk, "low": low, "high": high, "version": rules.RULES_VERSION}
+    changed: dict[int, dict[str, rules.Label]] = defaultdict(dict)
     with connection.cursor() as cursor:
-        cursor.execute(
-            _MAJORITY_UPSERT,
-            {
-                "campaign": campaign.pk,
-                "low": low,
-                "high": high,
-                "raters": campaign.raters_per_item,
-                "version": rules.RULES_VERSION,
-                "now": timezone.now(),
-            },
-        )
+        cursor.execute(_CHANGED_COUNTS, params)
+        for item_id, attribute, raters, yes, no, maybe in cursor:
+            counts = rules.Counts(yes=yes, no=no, maybe=maybe)
+            changed[item_id][attribute] = rules.majority_label(
+                attribute, counts, raters=max(campaign.raters_per_item, raters, counts.total)
+            )
+    _store_labels(changed)
 
 
 def aggregate_item(*, item_id: int) -> None:
