@@ -39,7 +39,7 @@ from django.utils import timezone
 from annotation import rules, services
 from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment
 from annotation.questions import campaign_questions
-from dialogs.records import NUL_MESSAGE, SPEAKERS, Limits, RecordError
+from dialogs.records import NUL_MESSAGE, SPEAKERS, Limits, RecordError, parse_each_line, parse_each_object
 from dialogs.services import MAX_REPORTED_ERRORS, import_limits
 
 logger = logging.getLogger(__name__)
@@ -85,35 +85,12 @@ class JudgmentImportError(services.AnnotationError):
 
 def parse_jsonl(lines: Iterable[str | bytes]) -> Iterator[JudgmentRecord | RecordError]:
     """Parse JSONL lines (blank lines skipped), yielding a record or the error of each line."""
-    limits = import_limits()
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            yield parse_line(raw, number, limits)
-        except RecordError as error:
-            yield error
+    return parse_each_line(lines, parse_object, import_limits())
 
 
 def parse_objects(objects: Iterable[Any]) -> Iterator[JudgmentRecord | RecordError]:
     """Check already-decoded judgment objects (an API body); "line" is the 1-based position."""
-    limits = import_limits()
-    for number, obj in enumerate(objects, start=1):
-        try:
-            yield parse_object(obj, number, limits)
-        except RecordError as error:
-            yield error
-
-
-def parse_line(raw: str | bytes, line: int, limits: Limits) -> JudgmentRecord:
-    size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
-    if size > limits.max_line_bytes:
-        raise RecordError(line, "(line)", f"line is {size} bytes, over the limit of {limits.max_line_bytes}")
-    try:
-        obj = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RecordError(line, "(json)", f"not valid JSON: {exc}") from None
-    return parse_object(obj, line, limits)
+    return parse_each_object(objects, parse_object, import_limits())
 
 
 def parse_object(obj: Any, line: int, limits: Limits) -> JudgmentRecord:

@@ -12,14 +12,16 @@ Optional keys: ``mode`` (natural|sensitive|adversarial), ``role`` (a role's slug
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 PURPOSES = ("quality", "safety", "groundedness", "role", "pretrain")
 MODES = ("natural", "sensitive", "adversarial")
 SPEAKERS = ("user", "model")
 KNOWN_KEYS = frozenset({"id", "purpose", "mode", "role", "model_version", "turns", "meta"})
 MAX_ID_CHARS = 200
+T = TypeVar("T")
 MAX_NAME_CHARS = 100  # model_version and role slugs
 
 
@@ -75,16 +77,44 @@ class RecordError(ValueError):
         return {"line": self.line, "field": self.field, "message": self.message}
 
 
-def parse_line(raw: str | bytes, line: int, limits: Limits = Limits()) -> DialogRecord:
-    """Parse one JSONL line into a record, or raise ``RecordError``."""
+def load_line(raw: str | bytes, line: int, limits: Limits = Limits()) -> Any:
+    """One JSONL line decoded, its size and its JSON checked, or ``RecordError``."""
     size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
     if size > limits.max_line_bytes:
         raise RecordError(line, "(line)", f"line is {size} bytes, over the limit of {limits.max_line_bytes}")
     try:
-        obj = json.loads(raw, parse_constant=_reject_constant)
+        return json.loads(raw, parse_constant=_reject_constant)
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
         raise RecordError(line, "(json)", f"not valid JSON: {exc}") from None
-    return parse_object(obj, line, limits)
+
+
+def parse_each_line(
+    lines: Iterable[str | bytes], parse: Callable[[Any, int, Limits], T], limits: Limits
+) -> Iterator[T | RecordError]:
+    """``parse`` each JSONL line's object (blank lines skipped): a record, or the line's error."""
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield parse(load_line(raw, number, limits), number, limits)
+        except RecordError as error:
+            yield error
+
+
+def parse_each_object(
+    objects: Iterable[Any], parse: Callable[[Any, int, Limits], T], limits: Limits
+) -> Iterator[T | RecordError]:
+    """The same for decoded objects (an API body); "line" is the 1-based position."""
+    for number, obj in enumerate(objects, start=1):
+        try:
+            yield parse(obj, number, limits)
+        except RecordError as error:
+            yield error
+
+
+def parse_line(raw: str | bytes, line: int, limits: Limits = Limits()) -> DialogRecord:
+    """Parse one JSONL line into a dialog record, or raise ``RecordError``."""
+    return parse_object(load_line(raw, line, limits), line, limits)
 
 
 def parse_object(obj: Any, line: int, limits: Limits = Limits()) -> DialogRecord:

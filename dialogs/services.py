@@ -18,7 +18,15 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from dialogs.models import Dialog, DialogExport, Role, Turn
-from dialogs.records import DialogRecord, Limits, RecordError, TurnRecord, parse_line, parse_object
+from dialogs.records import (
+    DialogRecord,
+    Limits,
+    RecordError,
+    TurnRecord,
+    parse_each_line,
+    parse_each_object,
+    parse_object,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,24 +61,12 @@ def import_limits() -> Limits:
 
 def parse_jsonl(lines: Iterable[str | bytes]) -> Iterator[DialogRecord | RecordError]:
     """Parse JSONL lines (blank lines skipped), yielding a record or the error of each line."""
-    limits = import_limits()
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            yield parse_line(raw, number, limits)
-        except RecordError as error:
-            yield error
+    return parse_each_line(lines, parse_object, import_limits())
 
 
 def parse_objects(objects: Iterable[Any]) -> Iterator[DialogRecord | RecordError]:
     """Check already-decoded dialog objects (an API body); "line" is the 1-based position."""
-    limits = import_limits()
-    for number, obj in enumerate(objects, start=1):
-        try:
-            yield parse_object(obj, number, limits)
-        except RecordError as error:
-            yield error
+    return parse_each_object(objects, parse_object, import_limits())
 
 
 def dialogs_import(

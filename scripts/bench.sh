@@ -6,21 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PG_HOST=127.0.0.1 PG_PORT=5432 REDIS_PORT=6379 REDIS_DB=11
+# shellcheck source=scripts/services-up.sh
+source scripts/services-up.sh
+REDIS_DB=11
 BENCH_DB=groundwork_bench
-
-if ! pg_isready -q -h "$PG_HOST" -p "$PG_PORT" 2>/dev/null; then
-  echo "PostgreSQL is not answering; starting it..."
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
-  for _ in $(seq 1 30); do pg_isready -q -h "$PG_HOST" -p "$PG_PORT" && break; sleep 1; done
-fi
-if ! redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
-  echo "Redis is not answering; starting it..."
-  mkdir -p /var/lib/redis /var/log/redis
-  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" --save "" --appendonly no \
-    --dir /var/lib/redis --logfile /var/log/redis/ci.log
-  for _ in $(seq 1 30); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.5; done
-fi
 
 PG_USER="${PG_USER:-postgres}"
 export DATABASE_URL="postgres://${PG_USER}@${PG_HOST}:${PG_PORT}/${BENCH_DB}"
