@@ -39,7 +39,15 @@ from django.utils import timezone
 from annotation import rules, services
 from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment
 from annotation.questions import campaign_questions
-from dialogs.records import NUL_MESSAGE, SPEAKERS, Limits, RecordError, parse_each_line, parse_each_object
+from dialogs.records import (
+    NUL_MESSAGE,
+    SPEAKERS,
+    Limits,
+    RecordError,
+    json_kind,
+    parse_each_line,
+    parse_each_object,
+)
 from dialogs.services import MAX_REPORTED_ERRORS, import_limits
 
 logger = logging.getLogger(__name__)
@@ -96,14 +104,14 @@ def parse_objects(objects: Iterable[Any]) -> Iterator[JudgmentRecord | RecordErr
 def parse_object(obj: Any, line: int, limits: Limits) -> JudgmentRecord:
     """Check one decoded judgment object, or raise ``RecordError``."""
     if not isinstance(obj, dict):
-        raise RecordError(line, "(json)", f"expected an object, got {_kind(obj)}")
+        raise RecordError(line, "(json)", f"expected an object, got {json_kind(obj)}")
     unknown = sorted(set(obj) - LINE_KEYS)
     if unknown:
         raise RecordError(line, unknown[0], f"unknown field (known: {', '.join(sorted(LINE_KEYS))})")
     item = obj.get("item")
     if not isinstance(item, dict):
         raise RecordError(
-            line, "item", "missing" if "item" not in obj else f"expected an object, got {_kind(item)}"
+            line, "item", "missing" if "item" not in obj else f"expected an object, got {json_kind(item)}"
         )
     unknown = sorted(set(item) - ITEM_KEYS)
     if unknown:
@@ -132,7 +140,7 @@ def parse_object(obj: Any, line: int, limits: Limits) -> JudgmentRecord:
         raise RecordError(line, "value", f"{shown} (expected one of {', '.join(rules.VALUES)})")
     objective = obj.get("objective")
     if objective is not None and not isinstance(objective, str):
-        raise RecordError(line, "objective", f"expected a string, got {_kind(objective)}")
+        raise RecordError(line, "objective", f"expected a string, got {json_kind(objective)}")
     return JudgmentRecord(
         key=key,
         context=context,
@@ -149,14 +157,14 @@ def _context(turns: Any, line: int, limits: Limits) -> tuple[tuple[str, str], ..
     if turns is None:
         return ()
     if not isinstance(turns, list):
-        raise RecordError(line, "item.context", f"expected a list, got {_kind(turns)}")
+        raise RecordError(line, "item.context", f"expected a list, got {json_kind(turns)}")
     if len(turns) > limits.max_turns:
         raise RecordError(line, "item.context", f"{len(turns)} turns, over the limit of {limits.max_turns}")
     out = []
     for index, turn in enumerate(turns):
         where = f"item.context[{index}]"
         if not isinstance(turn, dict):
-            raise RecordError(line, where, f"expected an object, got {_kind(turn)}")
+            raise RecordError(line, where, f"expected an object, got {json_kind(turn)}")
         unknown = sorted(set(turn) - {"speaker", "text"})
         if unknown:
             raise RecordError(line, f"{where}.{unknown[0]}", "unknown field (known: speaker, text)")
@@ -179,19 +187,13 @@ def _string(obj: dict[str, Any], key: str, line: int, *, where: str | None = Non
     value = obj.get(key)
     if not isinstance(value, str):
         raise RecordError(
-            line, where, "missing" if key not in obj else f"expected a string, got {_kind(value)}"
+            line, where, "missing" if key not in obj else f"expected a string, got {json_kind(value)}"
         )
     if not value.strip():
         raise RecordError(line, where, "empty")
     if "\x00" in value:
         raise RecordError(line, where, NUL_MESSAGE)
     return value
-
-
-def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), "null" if value is None else "a number"
-    )
 
 
 # --- import: writing --------------------------------------------------------------------------

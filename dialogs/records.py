@@ -120,7 +120,7 @@ def parse_line(raw: str | bytes, line: int, limits: Limits = Limits()) -> Dialog
 def parse_object(obj: Any, line: int, limits: Limits = Limits()) -> DialogRecord:
     """Check one decoded dialog object, or raise ``RecordError``."""
     if not isinstance(obj, dict):
-        raise RecordError(line, "(json)", f"expected an object, got {_kind(obj)}")
+        raise RecordError(line, "(json)", f"expected an object, got {json_kind(obj)}")
     unknown = sorted(set(obj) - KNOWN_KEYS)
     if unknown:
         raise RecordError(line, unknown[0], f"unknown field (known: {', '.join(sorted(KNOWN_KEYS))})")
@@ -140,7 +140,7 @@ def parse_object(obj: Any, line: int, limits: Limits = Limits()) -> DialogRecord
     if meta is None:
         meta = {}
     if not isinstance(meta, dict):
-        raise RecordError(line, "meta", f"expected an object, got {_kind(meta)}")
+        raise RecordError(line, "meta", f"expected an object, got {json_kind(meta)}")
     try:
         _check_storable(json.dumps(meta, allow_nan=False))
     except ValueError as exc:
@@ -148,7 +148,7 @@ def parse_object(obj: Any, line: int, limits: Limits = Limits()) -> DialogRecord
 
     turns_raw = obj.get("turns")
     if not isinstance(turns_raw, list):
-        what = "missing" if "turns" not in obj else f"expected a list, got {_kind(turns_raw)}"
+        what = "missing" if "turns" not in obj else f"expected a list, got {json_kind(turns_raw)}"
         raise RecordError(line, "turns", what)
     if not turns_raw:
         raise RecordError(line, "turns", "a dialog needs at least one turn")
@@ -169,7 +169,7 @@ def parse_object(obj: Any, line: int, limits: Limits = Limits()) -> DialogRecord
 
 def _turn(obj: Any, where: str, line: int, limits: Limits) -> TurnRecord:
     if not isinstance(obj, dict):
-        raise RecordError(line, where, f"expected an object, got {_kind(obj)}")
+        raise RecordError(line, where, f"expected an object, got {json_kind(obj)}")
     unknown = sorted(set(obj) - {"speaker", "text"})
     if unknown:
         raise RecordError(line, f"{where}.{unknown[0]}", "unknown field (known: speaker, text)")
@@ -178,7 +178,7 @@ def _turn(obj: Any, where: str, line: int, limits: Limits) -> TurnRecord:
         raise RecordError(line, f"{where}.speaker", f"unknown speaker {speaker!r} (expected user or model)")
     text = obj.get("text")
     if not isinstance(text, str):
-        what = "missing" if "text" not in obj else f"expected a string, got {_kind(text)}"
+        what = "missing" if "text" not in obj else f"expected a string, got {json_kind(text)}"
         raise RecordError(line, f"{where}.text", what)
     if not text.strip():
         raise RecordError(line, f"{where}.text", "empty text")
@@ -196,7 +196,7 @@ def _turn(obj: Any, where: str, line: int, limits: Limits) -> TurnRecord:
 def _required_string(obj: dict[str, Any], key: str, line: int) -> str:
     value = obj.get(key)
     if not isinstance(value, str):
-        what = "missing" if key not in obj else f"expected a string, got {_kind(value)}"
+        what = "missing" if key not in obj else f"expected a string, got {json_kind(value)}"
         raise RecordError(line, key, what)
     if not value.strip():
         raise RecordError(line, key, "empty")
@@ -210,7 +210,7 @@ def _optional_string(obj: dict[str, Any], key: str, line: int) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise RecordError(line, key, f"expected a string, got {_kind(value)}")
+        raise RecordError(line, key, f"expected a string, got {json_kind(value)}")
     if "\x00" in value:
         raise RecordError(line, key, NUL_MESSAGE)
     return value
@@ -241,7 +241,8 @@ def _check_storable(encoded: str) -> None:
         raise ValueError(NUL_MESSAGE)
 
 
-def _kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in words for an error message ("a list", "null")."""
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
         type(value), "null" if value is None else "a number"
     )
