@@ -15,7 +15,7 @@ $PY manage.py load_demo
 logins="$($PY manage.py demo_logins)"
 
 url="http://${HOST}:${PORT}"
-# Announce in the background while honcho holds the terminal (so Ctrl-C reaches it).
+# Announce once the platform answers, beside honcho's output.
 (
   if $PY scripts/wait_healthy.py "$url/healthz" 120; then
     banner="================================================================
@@ -30,4 +30,22 @@ $logins
     echo "Groundwork did not answer on $url/healthz; see the log above." >&2
   fi
 ) &
-exec .venv/bin/honcho start -f Procfile -p "$PORT" 2>&1
+.venv/bin/honcho start -f Procfile -p "$PORT" 2>&1 &
+honcho=$!
+
+descendants() {
+  local child
+  for child in $(pgrep -P "$1"); do
+    echo "$child"
+    descendants "$child"
+  done
+}
+stop() {
+  trap - INT TERM EXIT
+  # honcho stops the web server and the worker itself, except when its output is gone (say
+  # `make run | tee log` and Ctrl-C): then it is stuck, so every process started here is told.
+  kill -TERM $(descendants $$) 2>/dev/null || true
+  wait
+}
+trap stop INT TERM EXIT
+wait "$honcho"
