@@ -39,16 +39,9 @@ from django.utils import timezone
 from annotation import rules, services
 from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment
 from annotation.questions import campaign_questions
-from dialogs.records import (
-    NUL_MESSAGE,
-    SPEAKERS,
-    Limits,
-    RecordError,
-    json_kind,
-    parse_each_line,
-    parse_each_object,
-)
+from dialogs.records import SPEAKERS, Limits
 from dialogs.services import MAX_REPORTED_ERRORS, import_limits
+from groundwork.jsonl import NUL_MESSAGE, RecordError, json_kind, parse_each_line, parse_each_object
 
 logger = logging.getLogger(__name__)
 

@@ -12,16 +12,16 @@ Optional keys: ``mode`` (natural|sensitive|adversarial), ``role`` (a role's slug
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
+
+from groundwork.jsonl import NUL_MESSAGE, RecordError, json_kind, load_line
 
 PURPOSES = ("quality", "safety", "groundedness", "role", "pretrain")
 MODES = ("natural", "sensitive", "adversarial")
 SPEAKERS = ("user", "model")
 KNOWN_KEYS = frozenset({"id", "purpose", "mode", "role", "model_version", "turns", "meta"})
 MAX_ID_CHARS = 200
-T = TypeVar("T")
 MAX_NAME_CHARS = 100  # model_version and role slugs
 
 
@@ -62,54 +62,6 @@ class DialogRecord:
         out["turns"] = [{"speaker": t.speaker, "text": t.text} for t in self.turns]
         out["meta"] = self.meta
         return out
-
-
-class RecordError(ValueError):
-    """A bad line: where (line, field) and what is wrong."""
-
-    def __init__(self, line: int, field: str, message: str) -> None:
-        super().__init__(f"line {line}, field {field}: {message}")
-        self.line = line
-        self.field = field
-        self.message = message
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "field": self.field, "message": self.message}
-
-
-def load_line(raw: str | bytes, line: int, limits: Limits = Limits()) -> Any:
-    """One JSONL line decoded, its size and its JSON checked, or ``RecordError``."""
-    size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
-    if size > limits.max_line_bytes:
-        raise RecordError(line, "(line)", f"line is {size} bytes, over the limit of {limits.max_line_bytes}")
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
-        raise RecordError(line, "(json)", f"not valid JSON: {exc}") from None
-
-
-def parse_each_line(
-    lines: Iterable[str | bytes], parse: Callable[[Any, int, Limits], T], limits: Limits
-) -> Iterator[T | RecordError]:
-    """``parse`` each JSONL line's object (blank lines skipped): a record, or the line's error."""
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            yield parse(load_line(raw, number, limits), number, limits)
-        except RecordError as error:
-            yield error
-
-
-def parse_each_object(
-    objects: Iterable[Any], parse: Callable[[Any, int, Limits], T], limits: Limits
-) -> Iterator[T | RecordError]:
-    """The same for decoded objects (an API body); "line" is the 1-based position."""
-    for number, obj in enumerate(objects, start=1):
-        try:
-            yield parse(obj, number, limits)
-        except RecordError as error:
-            yield error
 
 
 def parse_line(raw: str | bytes, line: int, limits: Limits = Limits()) -> DialogRecord:
@@ -228,21 +180,7 @@ def _choice(
     return value
 
 
-NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def _check_storable(encoded: str) -> None:
     """Refuse what PostgreSQL's jsonb cannot hold (NaN and Infinity are refused by dumps)."""
     if "\\u0000" in encoded:
         raise ValueError(NUL_MESSAGE)
-
-
-def json_kind(value: Any) -> str:
-    """What a decoded JSON value is, in words for an error message ("a list", "null")."""
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), "null" if value is None else "a number"
-    )

@@ -18,15 +18,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from dialogs.models import Dialog, DialogExport, Role, Turn
-from dialogs.records import (
-    DialogRecord,
-    Limits,
-    RecordError,
-    TurnRecord,
-    parse_each_line,
-    parse_each_object,
-    parse_object,
-)
+from dialogs.records import DialogRecord, Limits, TurnRecord, parse_object
+from groundwork.jsonl import RecordError, parse_each_line, parse_each_object
 
 logger = logging.getLogger(__name__)
 

@@ -178,7 +178,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_THROTTLE_RATES": {"token": env.str("TOKEN_THROTTLE_RATE", default="20/min")},
+    "DEFAULT_THROTTLE_RATES": {
+        "token": env.str("TOKEN_THROTTLE_RATE", default="20/min"),
+        "toolset": env.str("TOOLSET_THROTTLE_RATE", default="120/min"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Groundwork API",
@@ -227,6 +230,12 @@ TURN_MAX_CHARS: int = env.int("TURN_MAX_CHARS", default=10_000)
 DIALOG_IMPORT_MAX_LINE_BYTES: int = env.int("DIALOG_IMPORT_MAX_LINE_BYTES", default=1_000_000)
 # How long a worker holds a slot of an item before it goes back to the pool.
 ANNOTATION_LEASE_MINUTES: int = env.int("ANNOTATION_LEASE_MINUTES", default=15)
+# Toolset: the largest line of a document import (one WikiExtractor article), and the class
+# that translates (a dotted path; toolset.translator.NoTranslatorBackend switches it off).
+TOOLSET_IMPORT_MAX_LINE_BYTES: int = env.int("TOOLSET_IMPORT_MAX_LINE_BYTES", default=10_000_000)
+TOOLSET_TRANSLATOR_BACKEND: str = env.str(
+    "TOOLSET_TRANSLATOR_BACKEND", default="toolset.translator.ArgosTranslateBackend"
+)
 
 LOGGING = {
     "version": 1,

@@ -9,6 +9,7 @@ from annotation import views as annotation_views
 from dialogs import api as dialogs_api
 from dialogs import views as dialogs_views
 from groundwork import health, views
+from toolset import api as toolset_api
 
 router = DefaultRouter(trailing_slash=True)
 router.register("dialogs", dialogs_api.DialogViewSet, basename="dialog")
@@ -52,6 +53,7 @@ urlpatterns = [
         annotation_api.ConsensusExportView.as_view(),
         name="campaign-consensus-export",
     ),
+    path("api/v1/toolset/query", toolset_api.ToolsetQueryView.as_view(), name="toolset-query"),
     path("api/v1/", include((router.urls, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -90,6 +90,7 @@ CASES = [
             }
         ],
     ),
+    Case("toolset-query", "post", page(401, 200, 200, 200), data={"query": "135+7721", "session": "matrix"}),
     Case(
         "campaign-consensus-export", "get", page(401, 403, 200, 200), lambda o: {"campaign_id": o["campaign"]}
     ),

@@ -1,0 +1,82 @@
+"""Reading JSONL imports line by line, with errors that name the line and the field. Pure.
+
+Shared by every importer (dialogs, judgments, documents): each app parses one decoded object
+into its own record; this module does the rest — size limit, JSON decoding, collecting the
+errors of every line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol, TypeVar
+
+NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
+
+T = TypeVar("T")
+
+
+class LineLimits(Protocol):
+    max_line_bytes: int
+
+
+L = TypeVar("L", bound=LineLimits)
+
+
+class RecordError(ValueError):
+    """A bad line: where (line, field) and what is wrong."""
+
+    def __init__(self, line: int, field: str, message: str) -> None:
+        super().__init__(f"line {line}, field {field}: {message}")
+        self.line = line
+        self.field = field
+        self.message = message
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "field": self.field, "message": self.message}
+
+
+def load_line(raw: str | bytes, line: int, limits: LineLimits) -> Any:
+    """One JSONL line decoded, its size and its JSON checked, or ``RecordError``."""
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
+    if size > limits.max_line_bytes:
+        raise RecordError(line, "(line)", f"line is {size} bytes, over the limit of {limits.max_line_bytes}")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+        raise RecordError(line, "(json)", f"not valid JSON: {exc}") from None
+
+
+def parse_each_line(
+    lines: Iterable[str | bytes], parse: Callable[[Any, int, L], T], limits: L
+) -> Iterator[T | RecordError]:
+    """``parse`` each JSONL line's object (blank lines skipped): a record, or the line's error."""
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield parse(load_line(raw, number, limits), number, limits)
+        except RecordError as error:
+            yield error
+
+
+def parse_each_object(
+    objects: Iterable[Any], parse: Callable[[Any, int, L], T], limits: L
+) -> Iterator[T | RecordError]:
+    """The same for decoded objects (an API body); "line" is the 1-based position."""
+    for number, obj in enumerate(objects, start=1):
+        try:
+            yield parse(obj, number, limits)
+        except RecordError as error:
+            yield error
+
+
+def json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in words for an error message ("a list", "null")."""
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), "null" if value is None else "a number"
+    )
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")

@@ -1,0 +1,76 @@
+"""The toolset's tables: the document corpus that search reads, and the log of every tool call."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+URL_MAX_CHARS = 2000
+TITLE_MAX_CHARS = 500
+SESSION_MAX_CHARS = 200
+# Queries are capped well below what one row of a btree index can hold (~2,700 bytes).
+QUERY_MAX_CHARS = 500
+
+
+class Tool(models.TextChoices):
+    # In the TS order (METHOD.md §5): outputs are concatenated in this order.
+    CALCULATOR = "calculator", "Calculator"
+    TRANSLATOR = "translator", "Translator"
+    SEARCH = "search", "Search"
+
+
+class Document(models.Model):
+    """One document of the search corpus. The database is the source of truth; the search index
+    under ARTIFACTS_DIR is derived from it and can be rebuilt (``rebuild_search_index``)."""
+
+    url = models.URLField(max_length=URL_MAX_CHARS, unique=True)
+    title = models.CharField(max_length=TITLE_MAX_CHARS)
+    body = models.TextField()
+    source = models.CharField(max_length=100, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["title"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(body=""), name="toolset_document_body_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class ToolCall(models.Model):
+    """One call of one tool: who asked (a worker or a model version), in which session, what came
+    back. Counting the earlier calls of a session+tool+query gives the next rank to serve."""
+
+    Tool = Tool
+
+    session = models.CharField(max_length=SESSION_MAX_CHARS)
+    actor_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    # Name of the model version that made the call (research loop); a name, not a foreign key:
+    # toolset imports no other app (DESIGN.md).
+    actor_model = models.CharField(max_length=100, blank=True)
+    tool = models.CharField(max_length=16, choices=Tool.choices)
+    query = models.TextField()
+    # [{"rank", "title", "url", "snippet"}] as served.
+    results = models.JSONField(default=list, blank=True)
+    # The rank served: for search the n-th repeat of a query in a session serves rank n.
+    rank = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["session", "tool", "query"], name="toolset_call_session_query")]
+        constraints = [
+            # Two concurrent repeats of one query in one session cannot both serve the same rank.
+            models.UniqueConstraint(
+                fields=["session", "tool", "query", "rank"],
+                condition=Q(tool="search"),
+                name="toolset_call_search_rank_unique",
+            ),
+            models.CheckConstraint(condition=~Q(session=""), name="toolset_call_session_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool}: {self.query[:60]}"

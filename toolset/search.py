@@ -1,0 +1,188 @@
+"""Full-text search (BM25) over the document corpus with tantivy. No Django import.
+
+The index is derived data: it lives in one folder (``ARTIFACTS_DIR/search``), every write goes
+through one writer at a time (a file lock, so the web process, workers and commands can share the
+folder), and the database can always rebuild it. Queries are reduced to their words before
+parsing, so user punctuation (``"``, ``:``, ``(``, ``-``, ``AND``) is never query syntax.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import tantivy
+from filelock import FileLock
+
+SNIPPET_MAX_CHARS = 300
+WRITER_HEAP_BYTES = 64_000_000
+WRITER_LOCK_TIMEOUT_S = 120
+SEARCHED_FIELDS = ["title", "body"]
+_WORD = re.compile(r"\w+")
+_CLOSING = re.compile(r"[^\w\s]+")
+_OPEN: dict[Path, tantivy.Index] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+class IndexedDocument(Protocol):
+    url: str
+    title: str
+    body: str
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    rank: int
+    title: str
+    url: str
+    snippet: str
+
+
+def _schema() -> tantivy.Schema:
+    builder = tantivy.SchemaBuilder()
+    # "raw": the whole URL is one term, so a document can be replaced by its URL.
+    builder.add_text_field("url", stored=True, tokenizer_name="raw")
+    builder.add_text_field("title", stored=True, tokenizer_name="en_stem")
+    builder.add_text_field("body", stored=True, tokenizer_name="en_stem")
+    return builder.build()
+
+
+def query_words(query: str) -> list[str]:
+    """The words of a user's query, lower-cased (so ``AND``/``OR`` are words, not operators)."""
+    return [word.lower() for word in _WORD.findall(query)]
+
+
+class SearchIndex:
+    """The tantivy index in ``path`` (created on the first write)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    # --- writing ---------------------------------------------------------------------------
+    def rebuild(self, documents: Iterable[IndexedDocument]) -> int:
+        """Replace the whole index with ``documents`` in one commit; returns how many."""
+        with self._writer() as writer:
+            writer.delete_all_documents()
+            count = self._add(writer, documents)
+        return count
+
+    def update(self, documents: Iterable[IndexedDocument], *, removed_urls: Iterable[str] = ()) -> int:
+        """Add or replace ``documents`` (by URL) and drop ``removed_urls``, in one commit."""
+        with self._writer() as writer:
+            for url in removed_urls:
+                writer.delete_documents_by_term("url", url)
+            count = self._add(writer, documents, replace=True)
+        return count
+
+    add = update
+
+    def _add(
+        self, writer: tantivy.IndexWriter, documents: Iterable[IndexedDocument], *, replace: bool = False
+    ) -> int:
+        count = 0
+        for document in documents:
+            if replace:
+                writer.delete_documents_by_term("url", document.url)
+            writer.add_document(tantivy.Document(url=document.url, title=document.title, body=document.body))
+            count += 1
+        return count
+
+    def _writer(self) -> _Writer:
+        return _Writer(self)
+
+    def _index(self) -> tantivy.Index:
+        with _OPEN_LOCK:
+            index = _OPEN.get(self.path)
+            if index is None:
+                self.path.mkdir(parents=True, exist_ok=True)
+                index = tantivy.Index(_schema(), path=str(self.path), reuse=True)
+                _OPEN[self.path] = index
+            return index
+
+    def exists(self) -> bool:
+        return self.path.is_dir() and tantivy.Index.exists(str(self.path))
+
+    # --- reading ---------------------------------------------------------------------------
+    def search(self, query: str, limit: int = 10) -> list[SearchHit]:
+        """The best ``limit`` documents for ``query`` by BM25, best first, with snippets."""
+        words = query_words(query)
+        if not words or limit < 1 or not self.exists():
+            return []
+        index = self._index()
+        index.reload()  # see what other processes committed
+        searcher = index.searcher()
+        parsed = index.parse_query(" ".join(words), SEARCHED_FIELDS)
+        snippets = tantivy.SnippetGenerator.create(searcher, parsed, index.schema, "body")
+        snippets.set_max_num_chars(SNIPPET_MAX_CHARS)
+        hits = []
+        for rank, (_score, address) in enumerate(searcher.search(parsed, limit).hits, start=1):
+            stored = searcher.doc(address)
+            body = stored.get_first("body") or ""
+            hits.append(
+                SearchHit(
+                    rank=rank,
+                    title=stored.get_first("title") or "",
+                    url=stored.get_first("url") or "",
+                    snippet=_snippet(snippets.snippet_from_doc(stored), body),
+                )
+            )
+        return hits
+
+    def count(self) -> int:
+        if not self.exists():
+            return 0
+        index = self._index()
+        index.reload()
+        return index.searcher().num_docs
+
+
+def _snippet(snippet: tantivy.Snippet, body: str) -> str:
+    """tantivy's best-scoring passage of the body; the body's start when only the title matched."""
+    fragment = snippet.fragment().strip()
+    if fragment and snippet.highlighted():
+        # tantivy's fragment ends at its last word: keep the sentence's closing punctuation.
+        start = body.find(fragment)
+        if start >= 0:
+            end = start + len(fragment)
+            closing = _CLOSING.match(body, end)
+            if closing and len(fragment) + len(closing.group()) <= SNIPPET_MAX_CHARS:
+                fragment += closing.group()
+        return fragment
+    if len(body) <= SNIPPET_MAX_CHARS:
+        return body.strip()
+    return body[:SNIPPET_MAX_CHARS].rsplit(" ", 1)[0].strip() + "…"
+
+
+class _Writer:
+    """One writer at a time across processes; commits on success, rolls back on error."""
+
+    def __init__(self, search_index: SearchIndex) -> None:
+        self.search_index = search_index
+        self.lock = FileLock(str(search_index.path) + ".lock", timeout=WRITER_LOCK_TIMEOUT_S)
+        self.writer: tantivy.IndexWriter | None = None
+
+    def __enter__(self) -> tantivy.IndexWriter:
+        self.search_index.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
+        try:
+            self.writer = self.search_index._index().writer(heap_size=WRITER_HEAP_BYTES, num_threads=1)
+        except BaseException:
+            self.lock.release()
+            raise
+        return self.writer
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        assert self.writer is not None
+        try:
+            if exc_type is None:
+                self.writer.commit()
+                self.writer.wait_merging_threads()
+            else:
+                self.writer.rollback()
+        finally:
+            self.writer = None
+            self.lock.release()

@@ -1,0 +1,273 @@
+"""Every write and rule of the toolset: importing documents, keeping the search index in step
+with them, and answering toolset queries (METHOD.md §5) with each call logged."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from groundwork.jsonl import RecordError, parse_each_line, parse_each_object
+from toolset import calculator, translator
+from toolset.models import QUERY_MAX_CHARS, SESSION_MAX_CHARS, Document, Tool, ToolCall
+from toolset.records import DocumentRecord, parse_document
+from toolset.search import SearchIndex
+
+logger = logging.getLogger(__name__)
+
+# Import stops collecting after this many errors: enough to fix a file in one pass.
+MAX_REPORTED_ERRORS = 50
+BATCH_SIZE = 1000
+# Concurrent repeats of one query in one session race for the same rank; the loser retries.
+RANK_ATTEMPTS = 5
+
+
+# --- documents --------------------------------------------------------------------------------
+class DocumentImportError(Exception):
+    """The import was refused; nothing was written. ``errors`` say where and what."""
+
+    def __init__(self, errors: list[RecordError]) -> None:
+        self.errors = errors
+        more = "" if len(errors) < MAX_REPORTED_ERRORS else " (stopped counting)"
+        super().__init__(f"{len(errors)} bad line(s){more}; first: {errors[0]}")
+
+
+@dataclass
+class ImportResult:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    urls: list[str] = field(default_factory=list)  # created or updated
+
+
+@dataclass(frozen=True)
+class DocumentLimits:
+    max_line_bytes: int
+
+
+def import_limits() -> DocumentLimits:
+    return DocumentLimits(max_line_bytes=settings.TOOLSET_IMPORT_MAX_LINE_BYTES)
+
+
+def parse_jsonl(lines: Iterable[str | bytes]) -> Iterator[DocumentRecord | RecordError]:
+    return parse_each_line(lines, parse_document, import_limits())
+
+
+def parse_objects(objects: Iterable[Any]) -> Iterator[DocumentRecord | RecordError]:
+    return parse_each_object(objects, parse_document, import_limits())
+
+
+def documents_import(*, lines: Iterable[str | bytes], source: str) -> ImportResult:
+    """Import WikiExtractor JSONL lines all or nothing (see ``toolset.records``)."""
+    return documents_import_records(records=parse_jsonl(lines), source=source)
+
+
+def documents_import_records(*, records: Iterable[DocumentRecord | RecordError], source: str) -> ImportResult:
+    """Import parsed documents all or nothing; the search index follows after commit.
+
+    A URL already stored with the same title and text is left as it is; with other content it
+    is updated in place. Unlike dialogs, updating is safe: no label points at a document (a
+    citation is a URL and a snippet copied into the rewrite), so a corpus can be refreshed from
+    a newer dump. Raises ``DocumentImportError`` with every problem found (up to
+    ``MAX_REPORTED_ERRORS``) and writes nothing then.
+    """
+    errors: list[RecordError] = []
+    pending: dict[str, DocumentRecord] = {}
+    for item in records:
+        if isinstance(item, RecordError):
+            errors.append(item)
+        elif item.url in pending:
+            first = pending[item.url].line
+            errors.append(RecordError(item.line, "url", f"duplicate url {item.url!r} (also line {first})"))
+        else:
+            pending[item.url] = item
+        if len(errors) >= MAX_REPORTED_ERRORS:
+            raise DocumentImportError(errors)
+    if errors:
+        raise DocumentImportError(errors)
+
+    source = source[: Document._meta.get_field("source").max_length]
+    result = ImportResult()
+    urls = list(pending)
+    with transaction.atomic():
+        for start in range(0, len(urls), BATCH_SIZE):
+            chunk = urls[start : start + BATCH_SIZE]
+            stored = {d.url: d for d in Document.objects.select_for_update().filter(url__in=chunk)}
+            new, changed = [], []
+            for url in chunk:
+                record = pending[url]
+                document = stored.get(url)
+                if document is None:
+                    new.append(Document(url=url, title=record.title, body=record.body, source=source))
+                elif (document.title, document.body) != (record.title, record.body):
+                    document.title, document.body, document.source = record.title, record.body, source
+                    changed.append(document)
+                else:
+                    result.unchanged += 1
+            Document.objects.bulk_create(new)
+            Document.objects.bulk_update(changed, ["title", "body", "source"])
+            result.created += len(new)
+            result.updated += len(changed)
+            result.urls += [d.url for d in new] + [d.url for d in changed]
+        if result.urls:
+            search_index_sync_later(urls=result.urls)
+    logger.info(
+        "imported documents from %s: %d new, %d updated, %d unchanged",
+        source,
+        result.created,
+        result.updated,
+        result.unchanged,
+    )
+    return result
+
+
+def documents_import_file(*, path: Path, source: str | None = None) -> ImportResult:
+    """Import a WikiExtractor JSONL file; all or nothing."""
+    with path.open("rb") as stream:
+        return documents_import(lines=stream, source=source or path.name)
+
+
+# --- the search index -------------------------------------------------------------------------
+def search_index() -> SearchIndex:
+    return SearchIndex(Path(settings.ARTIFACTS_DIR) / "search")
+
+
+def search_index_sync_later(*, urls: list[str]) -> None:
+    """After commit, bring these URLs' index entries in step with the database (a task)."""
+    from toolset.tasks import sync_search_index
+
+    transaction.on_commit(partial(sync_search_index.delay, urls))
+
+
+def search_index_sync(*, urls: Iterable[str]) -> int:
+    """Re-index the documents at ``urls`` as the database has them now; URLs no longer stored
+    are dropped. Idempotent, so a retried or repeated task changes nothing more."""
+    urls = list(dict.fromkeys(urls))
+    count = 0
+    for start in range(0, len(urls), BATCH_SIZE):
+        chunk = urls[start : start + BATCH_SIZE]
+        documents = list(Document.objects.filter(url__in=chunk).only("url", "title", "body"))
+        stored = {d.url for d in documents}
+        count += search_index().update(documents, removed_urls=[u for u in chunk if u not in stored])
+    return count
+
+
+def search_index_rebuild() -> int:
+    """Rebuild the whole index from the database (one commit: searches never see it half-built)."""
+    documents = Document.objects.only("url", "title", "body").order_by("id").iterator(chunk_size=BATCH_SIZE)
+    return search_index().rebuild(documents)
+
+
+# --- toolset queries --------------------------------------------------------------------------
+class ToolsetQueryError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    tool: str
+    rank: int
+    title: str
+    url: str
+    snippet: str
+
+
+@dataclass(frozen=True)
+class _Call:
+    session: str
+    query: str
+    actor_user: Any
+    actor_model: str
+
+    def log(self, tool: Tool, results: list[ToolResult], rank: int = 1) -> ToolCall:
+        return ToolCall.objects.create(
+            session=self.session,
+            query=self.query,
+            actor_user=self.actor_user,
+            actor_model=self.actor_model,
+            tool=tool,
+            rank=rank,
+            results=[{k: v for k, v in asdict(r).items() if k != "tool"} for r in results],
+        )
+
+
+def toolset_query(
+    *,
+    session: str,
+    query: str,
+    actor_user: Any = None,
+    actor_model: str = "",
+    tool: str | None = None,
+) -> list[ToolResult]:
+    """The TS (METHOD.md §5): every tool (or only ``tool``) gets the query; their outputs come
+    back concatenated in the order calculator, translator, search. A tool that cannot parse the
+    query contributes nothing. Search serves one snippet: the n-th asking of the same query in
+    the same session gets the n-th ranked document. Every tool that ran is logged as a
+    ``ToolCall``."""
+    session = session.strip()
+    query = " ".join(query.split())
+    if not session:
+        raise ToolsetQueryError("session", "This field may not be blank.")
+    if len(session) > SESSION_MAX_CHARS:
+        raise ToolsetQueryError(
+            "session", f"Ensure this field has no more than {SESSION_MAX_CHARS} characters."
+        )
+    if not query:
+        raise ToolsetQueryError("query", "This field may not be blank.")
+    if len(query) > QUERY_MAX_CHARS:
+        raise ToolsetQueryError("query", f"Ensure this field has no more than {QUERY_MAX_CHARS} characters.")
+    if tool is not None and tool not in Tool.values:
+        raise ToolsetQueryError("tool", f"{tool!r} is not a tool (expected one of {', '.join(Tool.values)}).")
+    call = _Call(session=session, query=query, actor_user=actor_user, actor_model=actor_model[:100])
+    results: list[ToolResult] = []
+    for name in Tool:  # the TS order
+        if tool is None or tool == name:
+            results += _RUNNERS[name](call)
+    return results
+
+
+def _answers(tool: Tool, answer: Callable[[str], list[str]]) -> Callable[[_Call], list[ToolResult]]:
+    """A tool that computes its answers (no source, so no title or URL)."""
+
+    def run(call: _Call) -> list[ToolResult]:
+        results = [
+            ToolResult(tool=tool, rank=rank, title="", url="", snippet=text)
+            for rank, text in enumerate(answer(call.query), start=1)
+        ]
+        call.log(tool, results)
+        return results
+
+    return run
+
+
+def _search(call: _Call) -> list[ToolResult]:
+    for _attempt in range(RANK_ATTEMPTS):
+        rank = ToolCall.objects.filter(session=call.session, tool=Tool.SEARCH, query=call.query).count() + 1
+        hits = search_index().search(call.query, limit=rank)
+        results = [
+            ToolResult(tool=Tool.SEARCH, rank=hit.rank, title=hit.title, url=hit.url, snippet=hit.snippet)
+            for hit in hits[rank - 1 : rank]
+        ]
+        try:
+            with transaction.atomic():
+                call.log(Tool.SEARCH, results, rank=rank)
+        except IntegrityError:
+            continue  # a concurrent repeat took this rank: serve the next one
+        return results
+    raise RuntimeError(f"could not log the search after {RANK_ATTEMPTS} attempts")
+
+
+_RUNNERS: dict[Tool, Callable[[_Call], list[ToolResult]]] = {
+    Tool.CALCULATOR: _answers(Tool.CALCULATOR, calculator.calculate),
+    Tool.TRANSLATOR: _answers(Tool.TRANSLATOR, translator.translate),
+    Tool.SEARCH: _search,
+}
