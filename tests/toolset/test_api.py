@@ -1,7 +1,8 @@
-"""``POST /api/v1/toolset/query``."""
+"""``POST /api/v1/toolset/query`` and ``POST /api/v1/toolset/documents``."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from django.urls import reverse
 
 from groundwork.roles import Role
 from toolset.models import Document, ToolCall
+from toolset.services import search_index
 from toolset.tasks import sync_search_index
 
 pytestmark = pytest.mark.django_db
@@ -48,7 +50,10 @@ def test_calculator_then_translator_then_search(
     Document.objects.create(
         url="https://example.org/sum", title="Sums", body="Famously, 135 and 7721 add up."
     )
-    sync_search_index(["https://example.org/sum"])
+    Document.objects.create(
+        url="https://example.org/greetings", title="Greetings", body="Hello is said in French as bonjour."
+    )
+    sync_search_index(["https://example.org/sum", "https://example.org/greetings"])
     api_client.force_login(users[Role.ADMIN])
 
     calc = api_client.post(URL, {"query": "135+7721", "session": "o"}, format="json").json()["results"]
@@ -110,3 +115,81 @@ def test_queries_are_rate_limited_per_user(users: Any, api_client: Any, settings
         assert api_client.post(URL, {"query": "1+1", "session": "s"}, format="json").status_code == 200
     finally:
         ScopedRateThrottle.THROTTLE_RATES = original
+
+
+# --- POST /api/v1/toolset/documents -----------------------------------------------------------
+IMPORT_URL = "/api/v1/toolset/documents"
+
+
+def wiki_line(n: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": str(n),
+        "url": f"https://en.wikipedia.org/wiki?curid={n}",
+        "title": f"Article {n}",
+        "text": f"Article {n} is about topic{n}.",
+        **extra,
+    }
+
+
+def ndjson(*objects: dict[str, Any]) -> bytes:
+    return b"\n".join(json.dumps(obj).encode() for obj in objects) + b"\n"
+
+
+def test_the_import_url_is_the_documented_one() -> None:
+    assert reverse("toolset-documents-import") == IMPORT_URL
+
+
+def test_admin_imports_wikiextractor_jsonl_and_the_index_follows(
+    users: Any, api_client: Any, settings: Any, tmp_path: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    settings.ARTIFACTS_DIR = tmp_path
+    api_client.force_login(users[Role.ADMIN])
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = api_client.post(
+            IMPORT_URL, ndjson(wiki_line(1), wiki_line(2)), content_type="application/x-ndjson"
+        )
+
+    assert response.status_code == 201, response.content
+    assert response.json() == {"created": 2, "updated": 0, "unchanged": 0}
+    assert set(Document.objects.values_list("title", "source")) == {
+        ("Article 1", "api"),
+        ("Article 2", "api"),
+    }
+    assert len(callbacks) == 1  # the index sync, enqueued after commit
+    sync_search_index([d.url for d in Document.objects.all()])  # what the worker runs
+    assert [h.title for h in search_index().search("topic2", 5)] == ["Article 2"]
+
+    again = api_client.post(IMPORT_URL, [wiki_line(1), wiki_line(2, text="Now about zebras.")], format="json")
+    assert again.status_code == 201, again.content
+    assert again.json() == {"created": 0, "updated": 1, "unchanged": 1}
+    assert Document.objects.get(title="Article 2").body == "Now about zebras."
+
+
+def test_a_bad_line_is_reported_with_its_line_and_field_and_nothing_is_written(
+    users: Any, api_client: Any
+) -> None:
+    api_client.force_login(users[Role.ADMIN])
+    body = ndjson(wiki_line(1), wiki_line(2, url="ftp://example.org/2")) + b"{oops\n"
+
+    response = api_client.post(IMPORT_URL, body, content_type="application/x-ndjson")
+
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert [(e["line"], e["field"]) for e in errors] == [(2, "url"), (3, "(json)")]
+    assert "ftp://example.org/2" in errors[0]["message"]
+    assert Document.objects.count() == 0
+
+    listed = api_client.post(IMPORT_URL, [wiki_line(1), {"url": "https://example.org/x"}], format="json")
+    assert listed.status_code == 400
+    assert [(e["line"], e["field"]) for e in listed.json()["errors"]] == [(2, "title")]
+    assert Document.objects.count() == 0
+
+
+@pytest.mark.parametrize(("role", "code"), [(None, 401), (Role.CROWDWORKER, 403), (Role.RESEARCHER, 403)])
+def test_only_admins_import_documents(users: Any, api_client: Any, role: Role | None, code: int) -> None:
+    if role is not None:
+        api_client.force_login(users[role])
+    response = api_client.post(IMPORT_URL, [wiki_line(1)], format="json")
+    assert response.status_code == code
+    assert Document.objects.count() == 0

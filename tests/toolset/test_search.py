@@ -86,3 +86,9 @@ def test_rebuild_command_rebuilds_from_the_database(settings: Any, tmp_path: Any
     assert urls("aardvark") == ["a"]
     call_command("rebuild_search_index")  # twice: still one copy
     assert search_index().count() == 1
+
+
+def test_stop_words_are_not_indexed(corpus: Any) -> None:
+    """A stop word matches nearly every document: it is left out, so it neither slows nor skews."""
+    assert urls("the of and") == []
+    assert urls("the cat") == urls("cat")

@@ -1,0 +1,302 @@
+"""The rewrite task (METHOD.md §4): services and the worker's page."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from annotation import services
+from annotation.models import Assignment, ConsensusLabel, Judgment, Rewrite
+from groundwork.roles import Role
+from tests.annotation.helpers import BASE_RESPONSE, JAGUAR_URL, rewrite_campaign, rewrite_corpus
+from tests.factories import UserFactory
+from toolset.models import ToolCall
+
+pytestmark = pytest.mark.django_db
+
+LION_URL = "https://en.wikipedia.org/wiki/Lion"
+REWRITTEN = f"The jaguar is the largest cat in the Americas [Jaguar]({JAGUAR_URL})."
+
+
+@pytest.fixture
+def corpus(settings: Any, tmp_path: Any) -> None:
+    settings.ARTIFACTS_DIR = tmp_path
+    rewrite_corpus()
+
+
+@pytest.fixture
+def worker() -> Any:
+    return UserFactory(role=Role.CROWDWORKER)
+
+
+@pytest.fixture
+def lease(worker: Any) -> Assignment:
+    assignment = services.assign_next(worker=worker, campaign=rewrite_campaign())
+    assert assignment is not None
+    return assignment
+
+
+def judgments(assignment: Assignment) -> dict[str, tuple[str, str]]:
+    return {j.attribute: (j.value, j.raw_value) for j in Judgment.objects.filter(assignment=assignment)}
+
+
+def test_no_external_claims_is_submitted_without_a_rewrite(lease: Assignment, worker: Any) -> None:
+    result = services.submit_rewrite(
+        assignment_id=lease.pk, worker=worker, claims_external=False, common_knowledge=None, rewrite="ignored"
+    )
+
+    assert result.created
+    stored = Rewrite.objects.get(assignment=lease)
+    assert (stored.claims_external, stored.common_knowledge, stored.text, stored.cited_urls) == (
+        False,
+        False,
+        "",
+        [],
+    )
+    assert judgments(lease) == {"claims_external": ("no", "no"), "common_knowledge": ("no", "")}
+    assert Assignment.objects.get(pk=lease.pk).state == Assignment.State.SUBMITTED
+
+
+def test_common_knowledge_is_submitted_without_research(lease: Assignment, worker: Any) -> None:
+    services.submit_rewrite(
+        assignment_id=lease.pk, worker=worker, claims_external=True, common_knowledge=True
+    )
+
+    stored = Rewrite.objects.get(assignment=lease)
+    assert (stored.claims_external, stored.common_knowledge, stored.text) == (True, True, "")
+    assert judgments(lease) == {"claims_external": ("yes", "yes"), "common_knowledge": ("yes", "yes")}
+
+
+def test_a_cited_url_that_was_shown_is_accepted_with_the_research_kept(
+    corpus: None, lease: Assignment, worker: Any
+) -> None:
+    results = services.rewrite_research(assignment_id=lease.pk, worker=worker, query="largest cat Americas")
+    assert [r.url for r in results] == [JAGUAR_URL]
+
+    result = services.submit_rewrite(
+        assignment_id=lease.pk, worker=worker, claims_external=True, common_knowledge=False, rewrite=REWRITTEN
+    )
+
+    stored = result.rewrite
+    assert stored.text == REWRITTEN
+    assert stored.cited_urls == [JAGUAR_URL]
+    call = ToolCall.objects.get(session=f"assignment-{lease.pk}")
+    assert stored.tool_call_ids == [call.pk]
+    assert (call.query, call.actor_user_id, call.results[0]["url"]) == (
+        "largest cat Americas",
+        worker.pk,
+        JAGUAR_URL,
+    )
+    assert judgments(lease)["common_knowledge"] == ("no", "no")
+
+
+def test_a_cited_url_that_was_not_shown_is_refused_by_name_and_nothing_is_stored(
+    corpus: None, lease: Assignment, worker: Any
+) -> None:
+    services.rewrite_research(assignment_id=lease.pk, worker=worker, query="largest cat Americas")
+
+    with pytest.raises(services.InvalidAnswers, match=LION_URL):
+        services.submit_rewrite(
+            assignment_id=lease.pk,
+            worker=worker,
+            claims_external=True,
+            common_knowledge=False,
+            rewrite=f"{REWRITTEN} Lions live in Africa, see {LION_URL}.",
+        )
+
+    assert not Rewrite.objects.exists()
+    assert not Judgment.objects.exists()
+    assert Assignment.objects.get(pk=lease.pk).state == Assignment.State.LEASED
+
+
+def test_a_url_shown_to_another_assignment_cannot_be_cited(
+    corpus: None, lease: Assignment, worker: Any
+) -> None:
+    other = UserFactory(role=Role.CROWDWORKER)
+    theirs = services.assign_next(worker=other, campaign=lease.item.campaign)
+    assert theirs is not None
+    services.rewrite_research(assignment_id=theirs.pk, worker=other, query="largest cat Americas")
+
+    with pytest.raises(services.InvalidAnswers, match=JAGUAR_URL):
+        services.submit_rewrite(
+            assignment_id=lease.pk,
+            worker=worker,
+            claims_external=True,
+            common_knowledge=False,
+            rewrite=REWRITTEN,
+        )
+
+
+def test_citations_in_markdown_and_bare_are_found() -> None:
+    text = "See [Mercury](https://en.wikipedia.org/wiki/Mercury_(planet)) and (https://example.org/a). Also https://example.org/a."
+    assert services.cited_urls(text) == [
+        "https://en.wikipedia.org/wiki/Mercury_(planet)",
+        "https://example.org/a",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "message"), [("", "rewrite is required"), (f"  {BASE_RESPONSE}\n", "same as the response")]
+)
+def test_research_needs_a_rewrite_that_differs(
+    lease: Assignment, worker: Any, rewrite: str, message: str
+) -> None:
+    with pytest.raises(services.InvalidAnswers, match=message):
+        services.submit_rewrite(
+            assignment_id=lease.pk,
+            worker=worker,
+            claims_external=True,
+            common_knowledge=False,
+            rewrite=rewrite,
+        )
+    assert not Rewrite.objects.exists()
+
+
+def test_the_same_submission_twice_is_stored_once_and_other_answers_conflict(
+    corpus: None, lease: Assignment, worker: Any
+) -> None:
+    services.rewrite_research(assignment_id=lease.pk, worker=worker, query="largest cat Americas")
+    answer = {"claims_external": True, "common_knowledge": False, "rewrite": REWRITTEN}
+
+    first = services.submit_rewrite(assignment_id=lease.pk, worker=worker, **answer)
+    again = services.submit_rewrite(assignment_id=lease.pk, worker=worker, **answer)
+
+    assert (first.created, again.created) == (True, False)
+    assert again.rewrite.pk == first.rewrite.pk
+    assert Rewrite.objects.count() == 1
+    assert Judgment.objects.count() == 2
+    with pytest.raises(services.AssignmentConflict):
+        services.submit_rewrite(
+            assignment_id=lease.pk, worker=worker, claims_external=False, common_knowledge=None
+        )
+
+
+def test_an_expired_lease_is_refused(lease: Assignment, worker: Any) -> None:
+    Assignment.objects.filter(pk=lease.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    with pytest.raises(services.AssignmentConflict):
+        services.submit_rewrite(
+            assignment_id=lease.pk, worker=worker, claims_external=False, common_knowledge=None
+        )
+    assert not Rewrite.objects.exists()
+
+
+def test_another_workers_assignment_is_forbidden(lease: Assignment) -> None:
+    other = UserFactory(role=Role.CROWDWORKER)
+    with pytest.raises(services.AssignmentForbidden):
+        services.submit_rewrite(
+            assignment_id=lease.pk, worker=other, claims_external=False, common_knowledge=None
+        )
+    with pytest.raises(services.AssignmentForbidden):
+        services.rewrite_research(assignment_id=lease.pk, worker=other, query="jaguar")
+
+
+def test_common_knowledge_holds_only_when_all_three_raters_say_so(settings: Any) -> None:
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    campaign = rewrite_campaign()
+    for common in (True, True, False):
+        worker = UserFactory(role=Role.CROWDWORKER)
+        lease = services.assign_next(worker=worker, campaign=campaign)
+        assert lease is not None
+        services.submit_rewrite(
+            assignment_id=lease.pk,
+            worker=worker,
+            claims_external=True,
+            common_knowledge=common,
+            rewrite="The jaguar lives in the Americas." if not common else "",
+        )
+    services.aggregate_campaign(campaign=campaign)
+
+    labels = {label.attribute: (label.label, label.yes) for label in ConsensusLabel.objects.all()}
+    assert labels == {"claims_external": (1, 3), "common_knowledge": (0, 2)}
+
+
+# --- the page -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client_for(worker: Any) -> Client:
+    client = Client()
+    client.force_login(worker)
+    return client
+
+
+def test_the_work_page_links_to_the_rewrite_page(client_for: Client, lease: Assignment) -> None:
+    page = client_for.get(reverse("work")).content.decode()
+    assert reverse("work-rewrite", args=[lease.item.campaign_id]) in page
+    assert "Rewriting is not done on this page" not in page
+
+
+def test_research_then_submit_through_the_page_without_javascript(
+    corpus: None, client_for: Client, lease: Assignment
+) -> None:
+    page = client_for.get(reverse("work-rewrite", args=[lease.item.campaign_id]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert BASE_RESPONSE in html
+    for name in ('for="rewrite-text"', 'for="research-query"', "<legend>External claims</legend>"):
+        assert name in html
+
+    searched = client_for.post(
+        reverse("work-rewrite-research", args=[lease.pk]), {"query": "largest cat Americas"}
+    )
+    assert searched.status_code == 303
+    html = client_for.get(searched["Location"]).content.decode()
+    assert JAGUAR_URL in html
+    assert "Cite<span" in html
+
+    done = client_for.post(
+        reverse("work-rewrite-submit", args=[lease.pk]),
+        {"claims_external": "yes", "common_knowledge": "no", "rewrite": REWRITTEN},
+    )
+    assert done.status_code == 303
+    assert Rewrite.objects.get(assignment=lease).cited_urls == [JAGUAR_URL]
+
+
+def test_research_with_htmx_answers_the_results_fragment(
+    corpus: None, client_for: Client, lease: Assignment
+) -> None:
+    answer = client_for.post(
+        reverse("work-rewrite-research", args=[lease.pk]),
+        {"query": "lion savanna"},
+        headers={"HX-Request": "true"},
+    )
+    html = answer.content.decode()
+    assert answer.status_code == 200
+    assert 'id="research-results"' in html
+    assert LION_URL in html
+    assert "<h1>" not in html
+
+
+def test_a_refused_citation_keeps_the_text_and_names_the_url(
+    corpus: None, client_for: Client, lease: Assignment
+) -> None:
+    text = f"Lions live in Africa [Lion]({LION_URL})."
+    answer = client_for.post(
+        reverse("work-rewrite-submit", args=[lease.pk]),
+        {"claims_external": "yes", "common_knowledge": "no", "rewrite": text},
+    )
+    assert answer.status_code == 400
+    html = answer.content.decode()
+    assert f"{LION_URL} was not among the search results" in html
+    assert "Lions live in Africa" in html
+    assert not Rewrite.objects.exists()
+
+
+def test_another_workers_assignment_is_403_on_the_page(lease: Assignment) -> None:
+    client = Client()
+    client.force_login(UserFactory(role=Role.CROWDWORKER))
+    for name, data in (
+        ("work-rewrite-submit", {"claims_external": "no"}),
+        ("work-rewrite-research", {"query": "jaguar"}),
+    ):
+        answer = client.post(reverse(name, args=[lease.pk]), data)
+        assert answer.status_code == 403
+        assert BASE_RESPONSE not in answer.content.decode()
+    assert not Rewrite.objects.exists()
+    assert not ToolCall.objects.exists()
