@@ -7,10 +7,11 @@ from django.core.management.base import BaseCommand
 from annotation import services
 from annotation.models import Campaign
 
-# name, kind: rating campaigns over the demo (pre-training) dialogs, so /work/ has work.
+# name, kind: campaigns over the demo (pre-training) dialogs, so /work/ has work.
 DEMO_CAMPAIGNS = [
     ("Demo: quality (SSI)", Campaign.Kind.SSI),
     ("Demo: safety", Campaign.Kind.SAFETY),
+    ("Demo: grounded rewrite", Campaign.Kind.GROUNDEDNESS_REWRITE),
 ]
 
 
