@@ -22,7 +22,22 @@ from groundwork.roles import Role, has_role
 
 
 class SubmitSerializer(serializers.Serializer):
-    answers = serializers.DictField(child=serializers.CharField(allow_blank=True))
+    """Rating tasks send ``answers``; rewrite tasks send ``claims_external`` and the rest."""
+
+    answers = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+    claims_external = serializers.BooleanField(required=False)
+    common_knowledge = serializers.BooleanField(required=False, allow_null=True, default=None)
+    rewrite = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, default="")
+    citations = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    # Accepted for clients that track them; the stored ones are the session's own searches.
+    tool_call_ids = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if ("answers" in data) == ("claims_external" in data):
+            raise serializers.ValidationError(
+                "Send either answers (rating tasks) or claims_external (rewrite tasks)."
+            )
+        return data
 
 
 def _error(exc: services.AnnotationError) -> Response:
@@ -93,15 +108,29 @@ class SubmitView(APIView):
     def post(self, request: Request, assignment_id: int) -> Response:
         serializer = SubmitSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
         try:
-            result = services.submit_judgment(
-                assignment_id=assignment_id, worker=request.user, answers=serializer.validated_data["answers"]
-            )
+            if "answers" in data:
+                result = services.submit_judgment(
+                    assignment_id=assignment_id, worker=request.user, answers=data["answers"]
+                )
+                extra: dict[str, Any] = {}
+            else:
+                result = services.submit_rewrite(
+                    assignment_id=assignment_id,
+                    worker=request.user,
+                    claims_external=data["claims_external"],
+                    common_knowledge=data["common_knowledge"],
+                    rewrite=data["rewrite"],
+                    citations=data["citations"],
+                )
+                extra = {"rewrite": {"text": result.rewrite.text, "cited_urls": result.rewrite.cited_urls}}
         except services.AnnotationError as exc:
             return _error(exc)
         body = {
             "assignment_id": result.assignment.pk,
             "judgments": {j.attribute: j.value for j in result.judgments},
+            **extra,
             **_next(worker=request.user, campaign=result.assignment.item.campaign),
         }
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)

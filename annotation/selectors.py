@@ -67,6 +67,10 @@ def task_payload(assignment: Assignment) -> dict[str, Any]:
             "response": {"speaker": "model", "text": item.response},
         },
         "questions": [q.as_dict() for q in campaign_questions(campaign)],
+        # Rewrite tasks: the toolset session whose search results may be cited.
+        "research_session": f"assignment-{assignment.pk}"
+        if campaign.kind == Campaign.Kind.GROUNDEDNESS_REWRITE
+        else None,
     }
 
 

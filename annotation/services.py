@@ -583,8 +583,11 @@ def rewrite_research(*, assignment_id: int, worker: Any, query: str) -> list[Too
 
 
 def _research_calls(assignment: Assignment) -> list[ToolCall]:
+    """The searches the assignment's worker made in its research session (others' do not count)."""
     return list(
-        ToolCall.objects.filter(session=research_session(assignment), tool=Tool.SEARCH).order_by("id")
+        ToolCall.objects.filter(
+            session=research_session(assignment), tool=Tool.SEARCH, actor_user_id=assignment.worker_id
+        ).order_by("id")
     )
 
 

@@ -34,7 +34,8 @@ def test_next_task_shows_context_response_and_questions(worker_client) -> None:
 
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"assignment_id", "expires_at", "campaign", "item", "questions"}
+    assert set(body) == {"assignment_id", "expires_at", "campaign", "item", "questions", "research_session"}
+    assert body["research_session"] is None  # rewrite tasks only
     assert body["campaign"] == {"id": campaign.pk, "name": "ssi", "kind": "ssi"}
     assert body["item"]["context"] == [{"speaker": "user", "text": "Question 0?"}]
     assert body["item"]["response"] == {"speaker": "model", "text": "Answer 0."}

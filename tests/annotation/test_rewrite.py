@@ -300,3 +300,46 @@ def test_another_workers_assignment_is_403_on_the_page(lease: Assignment) -> Non
         assert BASE_RESPONSE not in answer.content.decode()
     assert not Rewrite.objects.exists()
     assert not ToolCall.objects.exists()
+
+
+def test_the_json_api_runs_the_same_rewrite_task(corpus: None, worker: Any, api_client: Any) -> None:
+    """Next task → search with the toolset API in the task's session → submit a cited rewrite."""
+    rewrite_campaign(name="api")
+    api_client.force_authenticate(worker)
+    task = api_client.get("/api/v1/tasks/next", {"kind": "groundedness_rewrite"}).json()
+    assert task["questions"] == []
+    session = task["research_session"]
+
+    found = api_client.post(
+        "/api/v1/toolset/query",
+        {"query": "largest cat Americas", "session": session, "tool": "search"},
+        format="json",
+    ).json()["results"]
+    assert found[0]["url"] == JAGUAR_URL
+    rewrite = f"The jaguar is the largest cat in the Americas ([Jaguar]({JAGUAR_URL}))."
+    body = {"claims_external": True, "common_knowledge": False, "rewrite": rewrite, "citations": [JAGUAR_URL]}
+
+    response = api_client.post(f"/api/v1/assignments/{task['assignment_id']}/submit", body, format="json")
+    again = api_client.post(f"/api/v1/assignments/{task['assignment_id']}/submit", body, format="json")
+
+    assert (response.status_code, again.status_code) == (201, 200)
+    assert response.json()["rewrite"] == {"text": rewrite, "cited_urls": [JAGUAR_URL]}
+    assert response.json()["judgments"] == {"claims_external": "yes", "common_knowledge": "no"}
+    stored = Rewrite.objects.get(assignment_id=task["assignment_id"])
+    assert stored.cited_urls == [JAGUAR_URL]
+
+
+def test_the_json_api_refuses_an_uncited_source_and_a_mixed_body(
+    corpus: None, lease: Assignment, worker: Any, api_client: Any
+) -> None:
+    api_client.force_authenticate(worker)
+    url = f"/api/v1/assignments/{lease.pk}/submit"
+    body = {"claims_external": True, "common_knowledge": False, "rewrite": "See https://example.org/x"}
+
+    refused = api_client.post(url, body, format="json")
+    mixed = api_client.post(url, {**body, "answers": {"sensible": "yes"}}, format="json")
+
+    assert refused.status_code == 400
+    assert "https://example.org/x was not among the search results" in refused.json()["detail"]
+    assert mixed.status_code == 400
+    assert not Rewrite.objects.exists()
