@@ -29,6 +29,9 @@ class SubmitSerializer(serializers.Serializer):
     common_knowledge = serializers.BooleanField(required=False, allow_null=True, default=None)
     rewrite = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, default="")
     citations = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    candidate_labels = serializers.DictField(
+        child=serializers.ChoiceField(choices=["correct", "incorrect"]), required=False, default=dict
+    )
     # Accepted for clients that track them; the stored ones are the session's own searches.
     tool_call_ids = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
 
@@ -123,8 +126,15 @@ class SubmitView(APIView):
                     common_knowledge=data["common_knowledge"],
                     rewrite=data["rewrite"],
                     citations=data["citations"],
+                    candidate_labels=data["candidate_labels"],
                 )
-                extra = {"rewrite": {"text": result.rewrite.text, "cited_urls": result.rewrite.cited_urls}}
+                extra = {
+                    "rewrite": {
+                        "text": result.rewrite.text,
+                        "cited_urls": result.rewrite.cited_urls,
+                        "candidate_labels": result.rewrite.candidate_labels,
+                    }
+                }
         except services.AnnotationError as exc:
             return _error(exc)
         body = {

@@ -195,6 +195,9 @@ class Rewrite(models.Model):
     text = models.TextField(blank=True)
     cited_urls = models.JSONField(default=list, blank=True)
     tool_call_ids = models.JSONField(default=list, blank=True)
+    # The sampled candidates of the turn the worker judged: {"<candidate id>": "correct"|"incorrect"}
+    # (attribute CORRECT of the discriminator, METHOD.md §4).
+    candidate_labels = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from annotation.models import Assignment, Campaign, Item, WorkerQuality
 from annotation.questions import campaign_questions
+from dialogs.models import Candidate
 
 
 @dataclass(frozen=True)
@@ -84,3 +85,8 @@ def campaign_progress(*, campaign: Campaign) -> dict[str, int]:
             item__campaign=campaign, state=Assignment.State.SUBMITTED
         ).count(),
     }
+
+
+def turn_candidates(*, turn_id: int | None) -> list[Candidate]:
+    """The sampled candidates of a model turn (none for imported items without a turn)."""
+    return list(Candidate.objects.filter(turn_id=turn_id)) if turn_id else []

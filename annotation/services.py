@@ -30,7 +30,7 @@ from annotation.models import (
     WorkerQuality,
 )
 from annotation.questions import DEFAULT_RATERS, campaign_questions
-from dialogs.models import Dialog, Role, Speaker
+from dialogs.models import Candidate, Dialog, Role, Speaker
 from toolset.models import Tool, ToolCall
 from toolset.services import ToolResult, toolset_query
 
@@ -548,6 +548,9 @@ class RewriteSubmission:
     created: bool  # False: the same submission was already stored
 
 
+CANDIDATE_LABELS = ("correct", "incorrect")
+
+
 def research_session(assignment: Assignment) -> str:
     """The toolset session of an assignment's research: its calls are what it may cite."""
     return f"assignment-{assignment.pk}"
@@ -599,6 +602,7 @@ def submit_rewrite(
     common_knowledge: bool | None,
     rewrite: str = "",
     citations: Sequence[str] = (),
+    candidate_labels: Mapping[int | str, str] | None = None,
 ) -> RewriteSubmission:
     """Store a worker's rewrite-task answer, all or nothing (METHOD.md §4).
 
@@ -613,6 +617,10 @@ def submit_rewrite(
         raise InvalidAnswers("Does it make claims about the external world? Please answer yes or no.")
     if claims_external and not isinstance(common_knowledge, bool):
         raise InvalidAnswers("Do you know all of them to be true? Please answer yes or no.")
+    labels = {str(candidate): str(value) for candidate, value in (candidate_labels or {}).items() if value}
+    bad = sorted(value for value in labels.values() if value not in CANDIDATE_LABELS)
+    if bad:
+        raise InvalidAnswers(f"Candidates: {bad[0]!r} is not a label (correct or incorrect).")
     researched = claims_external and bool(common_knowledge) is False
     text = rewrite.replace("\r\n", "\n").strip() if researched else ""
     citations = [str(c).strip() for c in citations if str(c).strip()] if researched else []
@@ -621,6 +629,7 @@ def submit_rewrite(
         rules.COMMON_KNOWLEDGE: bool(common_knowledge) if claims_external else None,
         "rewrite": text,
         "citations": citations,
+        "candidates": labels,
     }
     with transaction.atomic():
         assignment = _locked_assignment(assignment_id, worker)
@@ -634,6 +643,12 @@ def submit_rewrite(
         item = assignment.item
         if item.campaign.kind != Campaign.Kind.GROUNDEDNESS_REWRITE:
             raise InvalidAnswers("This campaign is not a rewrite campaign; its items are not rewritten.")
+        known = {
+            str(pk) for pk in Candidate.objects.filter(turn_id=item.turn_id).values_list("pk", flat=True)
+        }
+        unknown = sorted(set(labels) - known) if item.turn_id else sorted(labels)
+        if unknown:
+            raise InvalidAnswers(f"Candidates: {unknown[0]} is not a sampled candidate of this turn.")
         calls = _research_calls(assignment)
         urls: list[str] = []
         if researched:
@@ -668,6 +683,7 @@ def submit_rewrite(
             text=text,
             cited_urls=urls,
             tool_call_ids=[call.pk for call in calls],
+            candidate_labels=labels,
         )
     return RewriteSubmission(assignment, stored, judgments, created=True)
 

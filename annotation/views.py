@@ -248,6 +248,11 @@ def rewrite_submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
         "common_knowledge": request.POST.get("common_knowledge", ""),
         "rewrite": request.POST.get("rewrite", ""),
     }
+    candidate_labels = {
+        key.removeprefix("candidate-"): value
+        for key, value in request.POST.items()
+        if key.startswith("candidate-") and value
+    }
     try:
         result = services.submit_rewrite(
             assignment_id=assignment_id,
@@ -255,6 +260,7 @@ def rewrite_submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
             claims_external=_ANSWERS.get(posted["claims_external"]),  # type: ignore[arg-type]
             common_knowledge=_ANSWERS.get(posted["common_knowledge"]),
             rewrite=posted["rewrite"],
+            candidate_labels=candidate_labels,
         )
     except services.AnnotationError as exc:
         return _rewrite_refused(
@@ -348,5 +354,6 @@ def _rewrite_response(
             claims_external=kept.get("claims_external", ""),
             common_knowledge=kept.get("common_knowledge", ""),
             rewrite_text=kept.get("rewrite") or item.response,
+            candidates=selectors.turn_candidates(turn_id=item.turn_id),
         )
     return render(request, REWRITE_TEMPLATE, context, status=status)

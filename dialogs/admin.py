@@ -5,7 +5,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from dialogs.models import Dialog, DialogExport, Role, Turn
+from dialogs.models import Candidate, Dialog, DialogExport, Role, Turn
 
 
 class TurnInline(admin.TabularInline):
@@ -23,6 +23,13 @@ class DialogAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     raw_id_fields = ["created_by"]
     inlines = [TurnInline]
+
+
+@admin.register(Candidate)
+class CandidateAdmin(admin.ModelAdmin):
+    list_display = ["turn", "index", "chosen", "text"]
+    list_filter = ["chosen"]
+    raw_id_fields = ["turn"]
 
 
 @admin.register(Role)

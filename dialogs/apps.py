@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 from groundwork.roles import Role
 
-MODELS = ("dialog", "turn", "role", "dialogexport")
+MODELS = ("dialog", "turn", "candidate", "role", "dialogexport")
 
 
 class DialogsConfig(AppConfig):
@@ -18,6 +18,7 @@ class DialogsConfig(AppConfig):
         Role.RESEARCHER: [
             "dialogs.view_dialog",
             "dialogs.view_turn",
+            "dialogs.view_candidate",
             "dialogs.view_role",
             "dialogs.add_dialogexport",
             "dialogs.view_dialogexport",

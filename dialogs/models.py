@@ -99,6 +99,25 @@ class Turn(models.Model):
         return f"{self.dialog_id}#{self.index} {self.speaker}"
 
 
+class Candidate(models.Model):
+    """One of the responses sampled for a model turn (sample-and-rank, METHOD.md §6)."""
+
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="candidates")
+    index = models.PositiveSmallIntegerField()
+    text = models.TextField()
+    # What the ranking saw: log-likelihood, P(sensible), P(unsafe=0)…, by name.
+    scores = models.JSONField(default=dict, blank=True)
+    chosen = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["turn", "index"]
+        constraints = [models.UniqueConstraint(fields=["turn", "index"], name="candidate_unique_index")]
+
+    def __str__(self) -> str:
+        return f"{self.turn} candidate {self.index}"
+
+
 class DialogExport(models.Model):
     """A JSONL export of dialogs, written by a Celery worker under ARTIFACTS_DIR."""
 

@@ -135,20 +135,24 @@ def grant_permissions(apps: Any, grants: dict[Role, Iterable[str]]) -> None:
         group = group_model.objects.get(name=role.value)
         for perm in perms:
             app_label, codename = perm.split(".")
-            group.permissions.add(
-                permission_model.objects.get(content_type__app_label=app_label, codename=codename)
-            )
+            permission = permission_model.objects.filter(
+                content_type__app_label=app_label, codename=codename
+            ).first()
+            # A migration's state may not have a model added later: sync_roles grants it then.
+            if permission is not None:
+                group.permissions.add(permission)
 
 
 def sync_roles(*, apps: Any = None, **kwargs: Any) -> None:
     """post_migrate: make sure every role group exists with every app's ``role_grants``.
 
-    ``migrate`` passes its final state as ``apps``; ``flush`` passes none (the real registry).
+    ``migrate`` passes its final state as ``apps`` (used for the tables); ``flush`` passes none.
+    The grants are read from the real app configs: the state's stand-ins do not carry them.
     """
-    if apps is None:
-        from django.apps import apps
+    from django.apps import apps as installed
+
     grants: dict[Role, list[str]] = {role: [] for role in Role}
-    for app_config in apps.get_app_configs():
+    for app_config in installed.get_app_configs():
         for role, perms in getattr(app_config, "role_grants", {}).items():
             grants[role].extend(perms)
-    grant_permissions(apps, grants)
+    grant_permissions(apps or installed, grants)

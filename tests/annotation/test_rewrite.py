@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -12,9 +13,10 @@ from django.utils import timezone
 
 from annotation import services
 from annotation.models import Assignment, ConsensusLabel, Judgment, Rewrite
+from dialogs.models import Candidate
 from groundwork.roles import Role
 from tests.annotation.helpers import BASE_RESPONSE, JAGUAR_URL, rewrite_campaign, rewrite_corpus
-from tests.factories import UserFactory
+from tests.factories import UserFactory, dialog_with_turns
 from toolset.models import ToolCall
 
 pytestmark = pytest.mark.django_db
@@ -323,7 +325,7 @@ def test_the_json_api_runs_the_same_rewrite_task(corpus: None, worker: Any, api_
     again = api_client.post(f"/api/v1/assignments/{task['assignment_id']}/submit", body, format="json")
 
     assert (response.status_code, again.status_code) == (201, 200)
-    assert response.json()["rewrite"] == {"text": rewrite, "cited_urls": [JAGUAR_URL]}
+    assert response.json()["rewrite"] == {"text": rewrite, "cited_urls": [JAGUAR_URL], "candidate_labels": {}}
     assert response.json()["judgments"] == {"claims_external": "yes", "common_knowledge": "no"}
     stored = Rewrite.objects.get(assignment_id=task["assignment_id"])
     assert stored.cited_urls == [JAGUAR_URL]
@@ -343,3 +345,58 @@ def test_the_json_api_refuses_an_uncited_source_and_a_mixed_body(
     assert "https://example.org/x was not among the search results" in refused.json()["detail"]
     assert mixed.status_code == 400
     assert not Rewrite.objects.exists()
+
+
+def test_sampled_candidates_are_labelled_correct_or_incorrect(lease: Assignment, worker: Any) -> None:
+    right = Candidate.objects.create(turn=lease.item.turn, index=0, text="Jaguars live in the Americas.")
+    wrong = Candidate.objects.create(turn=lease.item.turn, index=1, text="Jaguars live in Africa.")
+
+    result = services.submit_rewrite(
+        assignment_id=lease.pk,
+        worker=worker,
+        claims_external=True,
+        common_knowledge=True,
+        candidate_labels={right.pk: "correct", wrong.pk: "incorrect"},
+    )
+
+    assert result.rewrite.candidate_labels == {str(right.pk): "correct", str(wrong.pk): "incorrect"}
+
+
+def test_a_candidate_of_another_turn_or_a_bad_label_is_refused(lease: Assignment, worker: Any) -> None:
+    mine = Candidate.objects.create(turn=lease.item.turn, index=0, text="Jaguars live in the Americas.")
+    elsewhere = dialog_with_turns(["Hi", "Hello"], external_id="other", purpose="safety").turns.get(index=1)
+    foreign = Candidate.objects.create(turn=elsewhere, index=0, text="Hello there")
+    submit = partial(
+        services.submit_rewrite,
+        assignment_id=lease.pk,
+        worker=worker,
+        claims_external=False,
+        common_knowledge=None,
+    )
+
+    with pytest.raises(
+        services.InvalidAnswers, match=f"{foreign.pk} is not a sampled candidate of this turn"
+    ):
+        submit(candidate_labels={foreign.pk: "correct"})
+    with pytest.raises(services.InvalidAnswers, match="'maybe' is not a label"):
+        submit(candidate_labels={mine.pk: "maybe"})
+    assert not Rewrite.objects.exists()
+
+
+def test_the_page_shows_the_candidates_and_posts_their_labels(client: Client, worker: Any) -> None:
+    campaign = rewrite_campaign(name="page")
+    turn = campaign.items.get().turn
+    candidate = Candidate.objects.create(turn=turn, index=0, text="Jaguars <b>roar</b>.")
+    client.force_login(worker)
+
+    page = client.get(reverse("work-rewrite", args=[campaign.pk])).content.decode()
+    assignment = Assignment.objects.get(worker=worker)
+    response = client.post(
+        reverse("work-rewrite-submit", args=[assignment.pk]),
+        {"claims_external": "no", f"candidate-{candidate.pk}": "incorrect"},
+    )
+
+    assert "Sampled candidates" in page
+    assert "Jaguars &lt;b&gt;roar&lt;/b&gt;." in page
+    assert response.status_code == 303
+    assert Rewrite.objects.get().candidate_labels == {str(candidate.pk): "incorrect"}
