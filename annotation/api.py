@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from annotation import interchange, selectors, services
 from annotation.models import Campaign
-from dialogs.api import JSONLines, JSONLinesParser
+from groundwork.parsers import JSONLines, JSONLinesParser
 from groundwork.roles import Role, has_role
 
 

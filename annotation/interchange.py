@@ -40,8 +40,16 @@ from annotation import rules, services
 from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment
 from annotation.questions import campaign_questions
 from dialogs.records import SPEAKERS, Limits
-from dialogs.services import MAX_REPORTED_ERRORS, import_limits
-from groundwork.jsonl import NUL_MESSAGE, RecordError, json_kind, parse_each_line, parse_each_object
+from dialogs.services import import_limits
+from groundwork.jsonl import (
+    MAX_REPORTED_ERRORS,
+    NUL_MESSAGE,
+    ImportRefused,
+    RecordError,
+    json_kind,
+    parse_each_line,
+    parse_each_object,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +83,8 @@ class JudgmentRecord:
         return [{"speaker": speaker, "text": text} for speaker, text in self.context]
 
 
-class JudgmentImportError(services.AnnotationError):
-    """The import was refused; nothing was written. ``errors`` say where (line, field) and what."""
-
-    def __init__(self, errors: list[RecordError]) -> None:
-        self.errors = errors
-        more = "" if len(errors) < MAX_REPORTED_ERRORS else " (stopped counting)"
-        super().__init__(f"{len(errors)} bad line(s){more}; first: {errors[0]}")
+class JudgmentImportError(ImportRefused, services.AnnotationError):
+    """A judgment import was refused; nothing was written."""
 
 
 def parse_jsonl(lines: Iterable[str | bytes]) -> Iterator[JudgmentRecord | RecordError]:

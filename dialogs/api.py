@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import Prefetch
@@ -12,27 +11,14 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from dialogs import selectors, services
 from dialogs.models import Dialog, DialogExport, Turn
+from groundwork.parsers import JSONLines, JSONLinesParser
 from groundwork.roles import ModelPermissions
-
-
-@dataclass(frozen=True)
-class JSONLines:
-    lines: list[bytes]
-
-
-class JSONLinesParser(BaseParser):
-    """``application/x-ndjson``: one dialog per line, as in the JSONL files."""
-
-    media_type = "application/x-ndjson"
-
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> JSONLines:
-        return JSONLines(lines=stream.read().splitlines())
 
 
 class TurnSerializer(serializers.ModelSerializer):

@@ -19,22 +19,21 @@ from django.utils import timezone
 
 from dialogs.models import Dialog, DialogExport, Role, Turn
 from dialogs.records import DialogRecord, Limits, TurnRecord, parse_object
-from groundwork.jsonl import RecordError, parse_each_line, parse_each_object
+from groundwork.jsonl import (
+    MAX_REPORTED_ERRORS,
+    ImportRefused,
+    RecordError,
+    parse_each_line,
+    parse_each_object,
+)
 
 logger = logging.getLogger(__name__)
 
-# Import stops collecting after this many errors: enough to fix a file in one pass.
-MAX_REPORTED_ERRORS = 50
 BATCH_SIZE = 1000
 
 
-class DialogImportError(Exception):
-    """The import was refused; nothing was written. ``errors`` say where and what."""
-
-    def __init__(self, errors: list[RecordError]) -> None:
-        self.errors = errors
-        more = "" if len(errors) < MAX_REPORTED_ERRORS else " (stopped counting)"
-        super().__init__(f"{len(errors)} bad line(s){more}; first: {errors[0]}")
+class DialogImportError(ImportRefused):
+    """A dialog import was refused; nothing was written."""
 
 
 @dataclass

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
 NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
+# An import stops collecting after this many errors: enough to fix a file in one pass.
+MAX_REPORTED_ERRORS = 50
 
 T = TypeVar("T")
 
@@ -34,6 +36,15 @@ class RecordError(ValueError):
 
     def as_dict(self) -> dict[str, Any]:
         return {"line": self.line, "field": self.field, "message": self.message}
+
+
+class ImportRefused(Exception):
+    """An import was refused and nothing was written; ``errors`` say where (line, field) and what."""
+
+    def __init__(self, errors: list[RecordError]) -> None:
+        self.errors = errors
+        more = "" if len(errors) < MAX_REPORTED_ERRORS else " (stopped counting)"
+        super().__init__(f"{len(errors)} bad line(s){more}; first: {errors[0]}")
 
 
 def load_line(raw: str | bytes, line: int, limits: LineLimits) -> Any:

@@ -3,18 +3,16 @@ the import of search documents."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from groundwork.parsers import JSONLines, JSONLinesParser
 from groundwork.roles import Role, has_role
 from toolset import services
 from toolset.models import QUERY_MAX_CHARS, SESSION_MAX_CHARS, Tool
@@ -58,20 +56,6 @@ class ToolsetQueryView(APIView):
         except services.ToolsetQueryError as exc:
             return Response({exc.field: [exc.message]}, status=status.HTTP_400_BAD_REQUEST)
         return Response(ToolsetResultsSerializer({"results": results}).data)
-
-
-@dataclass(frozen=True)
-class JSONLines:
-    lines: list[bytes]
-
-
-class JSONLinesParser(BaseParser):
-    """``application/x-ndjson``: one document per line, as WikiExtractor writes them."""
-
-    media_type = "application/x-ndjson"
-
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> JSONLines:
-        return JSONLines(lines=stream.read().splitlines())
 
 
 DocumentImportResultSerializer = inline_serializer(

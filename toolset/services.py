@@ -13,7 +13,13 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from groundwork.jsonl import RecordError, parse_each_line, parse_each_object
+from groundwork.jsonl import (
+    MAX_REPORTED_ERRORS,
+    ImportRefused,
+    RecordError,
+    parse_each_line,
+    parse_each_object,
+)
 from toolset import calculator, translator
 from toolset.models import QUERY_MAX_CHARS, SESSION_MAX_CHARS, Document, Tool, ToolCall
 from toolset.records import DocumentRecord, parse_document
@@ -22,20 +28,14 @@ from toolset.search import SearchIndex
 logger = logging.getLogger(__name__)
 
 # Import stops collecting after this many errors: enough to fix a file in one pass.
-MAX_REPORTED_ERRORS = 50
 BATCH_SIZE = 1000
 # Concurrent repeats of one query in one session race for the same rank; the loser retries.
 RANK_ATTEMPTS = 5
 
 
 # --- documents --------------------------------------------------------------------------------
-class DocumentImportError(Exception):
-    """The import was refused; nothing was written. ``errors`` say where and what."""
-
-    def __init__(self, errors: list[RecordError]) -> None:
-        self.errors = errors
-        more = "" if len(errors) < MAX_REPORTED_ERRORS else " (stopped counting)"
-        super().__init__(f"{len(errors)} bad line(s){more}; first: {errors[0]}")
+class DocumentImportError(ImportRefused):
+    """A document import was refused; nothing was written."""
 
 
 @dataclass
