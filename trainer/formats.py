@@ -1,0 +1,191 @@
+"""Groundwork fine-tuning token formats, version 1 (METHOD.md §6-§8).
+
+Every example kind renders to ``Example(ids, loss_mask, kind)``; ``loss_mask[i] == 1`` means the
+model is trained to predict ``ids[i]`` (from the positions before it). Special tokens are single
+ids of the tokenizer (see ``trainer.tokenizer.SPECIAL_TOKENS``); they are written ``<...>`` below.
+
+Rendering rules:
+
+1. A text piece (a turn, a response, a query, a snippet) is encoded as ``" " + text``: one space,
+   then the text unchanged. Special-token strings inside a text are encoded as plain text, never
+   as special tokens. Special tokens carry no spaces of their own, so the decoded example is the
+   concatenation below, character for character.
+2. Context: each turn ``(speaker, text)``, speaker ``user`` or ``model``, renders as
+   ``<user> text`` or ``<model> text``, in order. A context may be empty.
+3. ``<eos>`` ends a segment the model generates and is never part of a prefix: context turns,
+   the base response and earlier queries carry no ``<eos>``.
+4. generative: ``CONTEXT<sentinel> response<eos>``. Loss on the response tokens and ``<eos>``.
+   Paper: ``What's up? RESPONSE not much.`` is ``<user> What's up?<sentinel> not much.<eos>``.
+5. discriminative: ``CONTEXT<sentinel> response<ATTRIBUTE><rating>``, ATTRIBUTE one of
+   SENSIBLE, SPECIFIC, INTERESTING, UNSAFE, CORRECT and rating ``<0>`` or ``<1>``. Loss on the
+   rating token only (the last position). Paper: ``What's up? RESPONSE not much. SENSIBLE 1`` is
+   ``<user> What's up?<sentinel> not much.<SENSIBLE><1>``.
+6. scoring prefix (``render_for_scoring``): ``CONTEXT<sentinel> response``, i.e. the
+   discriminative example without its last two ids. At inference ``<ATTRIBUTE>`` is appended and
+   P(rating) is read from the next-token distribution over ``<0>``/``<1>``.
+7. research base: the base response renders as in generation, ``CONTEXT<sentinel> base``.
+8. research_query (task 1): ``CONTEXT<sentinel> base<TS> query<eos>``. Loss on ``<TS>``, the
+   query tokens and ``<eos>``.
+9. research_step (task 2): ``CONTEXT<sentinel> base`` then, for each earlier step,
+   ``<TS> query<snippet> snippet``, then the outcome: ``<TS> next query<eos>`` or
+   ``<User> response<eos>``. Loss on the outcome only (its speaker token, text and ``<eos>``).
+   At least one step is required.
+
+This module does not import Django.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerFast
+
+from trainer.tokenizer import (
+    ATTRIBUTE_TOKENS,
+    ATTRIBUTES,
+    EOS,
+    RATING_TOKENS,
+    RESEARCH_USER,
+    SENTINEL,
+    SNIPPET,
+    SPEAKER_TOKENS,
+    SPECIAL_TOKENS,
+    TS,
+    special_id,
+)
+
+FORMAT_VERSION = "1"
+
+KINDS = ("generative", "discriminative", "research_query", "research_step")
+OUTCOME_TOKENS = {"TS": TS, "User": RESEARCH_USER}
+
+Context = Sequence[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Example:
+    ids: list[int]
+    loss_mask: list[int]
+    kind: str
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.loss_mask):
+            raise ValueError("ids and loss_mask differ in length")
+
+
+class _Builder:
+    """Appends ids and their mask bits side by side."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerFast) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.mask: list[int] = []
+
+    def special(self, token: str, loss: bool = False) -> None:
+        self.ids.append(special_id(self.tokenizer, token))
+        self.mask.append(int(loss))
+
+    def text(self, text: str, loss: bool = False) -> None:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, not {type(text).__name__}")
+        ids = self.tokenizer.encode(" " + text, add_special_tokens=False, split_special_tokens=True)
+        self.ids.extend(ids)
+        self.mask.extend([int(loss)] * len(ids))
+
+    def context(self, context: Context) -> None:
+        for speaker, text in context:
+            if speaker not in SPEAKER_TOKENS:
+                raise ValueError(f"speaker must be 'user' or 'model', not {speaker!r}")
+            self.special(SPEAKER_TOKENS[speaker])
+            self.text(text)
+
+    def example(self, kind: str) -> Example:
+        return Example(ids=self.ids, loss_mask=self.mask, kind=kind)
+
+
+def _prefix(tokenizer: PreTrainedTokenizerFast, context: Context, response: str) -> _Builder:
+    b = _Builder(tokenizer)
+    b.context(context)
+    b.special(SENTINEL)
+    b.text(response)
+    return b
+
+
+def generative(tokenizer: PreTrainedTokenizerFast, context: Context, response: str) -> Example:
+    """``CONTEXT<sentinel> response<eos>``; loss on the response and ``<eos>``."""
+    b = _Builder(tokenizer)
+    b.context(context)
+    b.special(SENTINEL)
+    b.text(response, loss=True)
+    b.special(EOS, loss=True)
+    return b.example("generative")
+
+
+def render_for_scoring(tokenizer: PreTrainedTokenizerFast, context: Context, response: str) -> list[int]:
+    """``CONTEXT<sentinel> response``: the ids ``discriminative`` puts before ``<ATTRIBUTE><rating>``."""
+    return _prefix(tokenizer, context, response).ids
+
+
+def discriminative(
+    tokenizer: PreTrainedTokenizerFast, context: Context, response: str, attribute: str, rating: int
+) -> Example:
+    """``CONTEXT<sentinel> response<ATTRIBUTE><rating>``; loss on the rating token only."""
+    name = str(attribute).upper()
+    if name not in ATTRIBUTES:
+        raise ValueError(f"attribute must be one of {ATTRIBUTES}, not {attribute!r}")
+    if isinstance(rating, bool) or rating not in RATING_TOKENS:
+        raise ValueError(f"rating must be 0 or 1, not {rating!r}")
+    b = _prefix(tokenizer, context, response)
+    b.special(ATTRIBUTE_TOKENS[name])
+    b.special(RATING_TOKENS[rating], loss=True)
+    return b.example("discriminative")
+
+
+def research_query(tokenizer: PreTrainedTokenizerFast, context: Context, base: str, query: str) -> Example:
+    """Task 1: ``CONTEXT<sentinel> base<TS> query<eos>``; loss on ``<TS>``, the query and ``<eos>``."""
+    b = _prefix(tokenizer, context, base)
+    b.special(TS, loss=True)
+    b.text(query, loss=True)
+    b.special(EOS, loss=True)
+    return b.example("research_query")
+
+
+def research_step(
+    tokenizer: PreTrainedTokenizerFast,
+    context: Context,
+    base: str,
+    steps: Sequence[tuple[str, str]],
+    outcome: tuple[str, str],
+) -> Example:
+    """Task 2: ``CONTEXT<sentinel> base`` + ``<TS> query<snippet> snippet`` per step + outcome.
+
+    ``outcome`` is ``("TS", next_query)`` or ``("User", response)`` and renders as
+    ``<TS> next_query<eos>`` or ``<User> response<eos>``; the loss is on the outcome only.
+    """
+    if not steps:
+        raise ValueError("research_step needs at least one (query, snippet) step")
+    who, text = outcome
+    if who not in OUTCOME_TOKENS:
+        raise ValueError(f"outcome must start with 'TS' or 'User', not {who!r}")
+    b = _prefix(tokenizer, context, base)
+    for query, snippet in steps:
+        b.special(TS)
+        b.text(query)
+        b.special(SNIPPET)
+        b.text(snippet)
+    b.special(OUTCOME_TOKENS[who], loss=True)
+    b.text(text, loss=True)
+    b.special(EOS, loss=True)
+    return b.example("research_step")
+
+
+def describe() -> dict:
+    """What a dataset manifest records about the formats."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "kinds": list(KINDS),
+        "special_tokens": list(SPECIAL_TOKENS),
+        "attributes": list(ATTRIBUTES),
+        "rules": __doc__,
+    }
