@@ -39,16 +39,16 @@ from django.utils import timezone
 from annotation import rules, services
 from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment
 from annotation.questions import campaign_questions
-from dialogs.records import SPEAKERS, Limits
+from dialogs.records import Limits, parse_turn
 from dialogs.services import import_limits
 from groundwork.jsonl import (
     MAX_REPORTED_ERRORS,
-    NUL_MESSAGE,
     ImportRefused,
     RecordError,
     json_kind,
     parse_each_line,
     parse_each_object,
+    required_string,
 )
 
 logger = logging.getLogger(__name__)
@@ -114,22 +114,22 @@ def parse_object(obj: Any, line: int, limits: Limits) -> JudgmentRecord:
         raise RecordError(
             line, f"item.{unknown[0]}", f"unknown field (known: {', '.join(sorted(ITEM_KEYS))})"
         )
-    key = _string(item, "key", line, where="item.key")
+    key = required_string(item, "key", line, where="item.key")
     if len(key) > MAX_KEY_CHARS:
         raise RecordError(line, "item.key", f"is {len(key)} characters, over {MAX_KEY_CHARS}")
-    response = _string(item, "response", line, where="item.response")
+    response = required_string(item, "response", line, where="item.response")
     if len(response) > limits.max_turn_chars:
         raise RecordError(
             line, "item.response", f"{len(response)} characters, over the limit of {limits.max_turn_chars}"
         )
     context = _context(item.get("context", []), line, limits)
 
-    rater = _string(obj, "rater", line)
+    rater = required_string(obj, "rater", line)
     if len(rater) > MAX_RATER_CHARS:
         raise RecordError(line, "rater", f"is {len(rater)} characters, over {MAX_RATER_CHARS}")
     if not RATER_PATTERN.match(rater):
         raise RecordError(line, "rater", "only letters, digits and @ . + - _ (no spaces)")
-    attribute = _string(obj, "attribute", line)
+    attribute = required_string(obj, "attribute", line)
     value = obj.get("value")
     if not isinstance(value, str) or value.lower() not in rules.VALUES:
         shown = "missing" if "value" not in obj else f"{value!r} is not an answer"
@@ -158,38 +158,9 @@ def _context(turns: Any, line: int, limits: Limits) -> tuple[tuple[str, str], ..
         raise RecordError(line, "item.context", f"{len(turns)} turns, over the limit of {limits.max_turns}")
     out = []
     for index, turn in enumerate(turns):
-        where = f"item.context[{index}]"
-        if not isinstance(turn, dict):
-            raise RecordError(line, where, f"expected an object, got {json_kind(turn)}")
-        unknown = sorted(set(turn) - {"speaker", "text"})
-        if unknown:
-            raise RecordError(line, f"{where}.{unknown[0]}", "unknown field (known: speaker, text)")
-        speaker = turn.get("speaker")
-        if speaker not in SPEAKERS:
-            raise RecordError(
-                line, f"{where}.speaker", f"unknown speaker {speaker!r} (expected user or model)"
-            )
-        text = _string(turn, "text", line, where=f"{where}.text")
-        if len(text) > limits.max_turn_chars:
-            raise RecordError(
-                line, f"{where}.text", f"{len(text)} characters, over the limit of {limits.max_turn_chars}"
-            )
-        out.append((speaker, text))
+        parsed = parse_turn(turn, f"item.context[{index}]", line, limits)
+        out.append((parsed.speaker, parsed.text))
     return tuple(out)
-
-
-def _string(obj: dict[str, Any], key: str, line: int, *, where: str | None = None) -> str:
-    where = where or key
-    value = obj.get(key)
-    if not isinstance(value, str):
-        raise RecordError(
-            line, where, "missing" if key not in obj else f"expected a string, got {json_kind(value)}"
-        )
-    if not value.strip():
-        raise RecordError(line, where, "empty")
-    if "\x00" in value:
-        raise RecordError(line, where, NUL_MESSAGE)
-    return value
 
 
 # --- import: writing --------------------------------------------------------------------------

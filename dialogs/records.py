@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from groundwork.jsonl import NUL_MESSAGE, RecordError, json_kind, load_line
+from groundwork.jsonl import NUL_MESSAGE, RecordError, json_kind, load_line, required_string
 
 PURPOSES = ("quality", "safety", "groundedness", "role", "pretrain")
 MODES = ("natural", "sensitive", "adversarial")
@@ -77,7 +77,7 @@ def parse_object(obj: Any, line: int, limits: Limits = Limits()) -> DialogRecord
     if unknown:
         raise RecordError(line, unknown[0], f"unknown field (known: {', '.join(sorted(KNOWN_KEYS))})")
 
-    dialog_id = _required_string(obj, "id", line)
+    dialog_id = required_string(obj, "id", line)
     if len(dialog_id) > MAX_ID_CHARS:
         raise RecordError(line, "id", f"is {len(dialog_id)} characters, over {MAX_ID_CHARS}")
     purpose = _choice(obj, "purpose", PURPOSES, line, required=True)
@@ -106,7 +106,7 @@ def parse_object(obj: Any, line: int, limits: Limits = Limits()) -> DialogRecord
         raise RecordError(line, "turns", "a dialog needs at least one turn")
     if len(turns_raw) > limits.max_turns:
         raise RecordError(line, "turns", f"{len(turns_raw)} turns, over the limit of {limits.max_turns}")
-    turns = tuple(_turn(t, f"turns[{i}]", line, limits) for i, t in enumerate(turns_raw))
+    turns = tuple(parse_turn(t, f"turns[{i}]", line, limits) for i, t in enumerate(turns_raw))
     return DialogRecord(
         id=dialog_id,
         purpose=purpose,
@@ -119,7 +119,8 @@ def parse_object(obj: Any, line: int, limits: Limits = Limits()) -> DialogRecord
     )
 
 
-def _turn(obj: Any, where: str, line: int, limits: Limits) -> TurnRecord:
+def parse_turn(obj: Any, where: str, line: int, limits: Limits) -> TurnRecord:
+    """One ``{"speaker", "text"}`` turn at ``where`` (``turns[2]``), or ``RecordError``."""
     if not isinstance(obj, dict):
         raise RecordError(line, where, f"expected an object, got {json_kind(obj)}")
     unknown = sorted(set(obj) - {"speaker", "text"})
@@ -128,14 +129,7 @@ def _turn(obj: Any, where: str, line: int, limits: Limits) -> TurnRecord:
     speaker = obj.get("speaker")
     if speaker not in SPEAKERS:
         raise RecordError(line, f"{where}.speaker", f"unknown speaker {speaker!r} (expected user or model)")
-    text = obj.get("text")
-    if not isinstance(text, str):
-        what = "missing" if "text" not in obj else f"expected a string, got {json_kind(text)}"
-        raise RecordError(line, f"{where}.text", what)
-    if not text.strip():
-        raise RecordError(line, f"{where}.text", "empty text")
-    if "\x00" in text:
-        raise RecordError(line, f"{where}.text", NUL_MESSAGE)
+    text = required_string(obj, "text", line, where=f"{where}.text")
     if len(text) > limits.max_turn_chars:
         raise RecordError(
             line,
@@ -143,18 +137,6 @@ def _turn(obj: Any, where: str, line: int, limits: Limits) -> TurnRecord:
             f"{len(text)} characters, over the limit of {limits.max_turn_chars}",
         )
     return TurnRecord(speaker=speaker, text=text)
-
-
-def _required_string(obj: dict[str, Any], key: str, line: int) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str):
-        what = "missing" if key not in obj else f"expected a string, got {json_kind(value)}"
-        raise RecordError(line, key, what)
-    if not value.strip():
-        raise RecordError(line, key, "empty")
-    if "\x00" in value:
-        raise RecordError(line, key, NUL_MESSAGE)
-    return value
 
 
 def _optional_string(obj: dict[str, Any], key: str, line: int) -> str | None:

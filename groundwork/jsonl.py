@@ -82,6 +82,21 @@ def parse_each_object(
             yield error
 
 
+def required_string(obj: dict[str, Any], key: str, line: int, *, where: str | None = None) -> str:
+    """``obj[key]`` as a non-blank string PostgreSQL can store, or ``RecordError`` at ``where``."""
+    where = where or key
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise RecordError(
+            line, where, "missing" if key not in obj else f"expected a string, got {json_kind(value)}"
+        )
+    if not value.strip():
+        raise RecordError(line, where, "empty")
+    if "\x00" in value:
+        raise RecordError(line, where, NUL_MESSAGE)
+    return value
+
+
 def json_kind(value: Any) -> str:
     """What a decoded JSON value is, in words for an error message ("a list", "null")."""
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(

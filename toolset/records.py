@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from groundwork.jsonl import NUL_MESSAGE, LineLimits, RecordError, json_kind
+from groundwork.jsonl import LineLimits, RecordError, json_kind, required_string
 
 URL_MAX_CHARS = 2000
 TITLE_MAX_CHARS = 500
@@ -30,26 +30,14 @@ def parse_document(obj: Any, line: int, limits: LineLimits) -> DocumentRecord:
     """Check one decoded WikiExtractor object, or raise ``RecordError``."""
     if not isinstance(obj, dict):
         raise RecordError(line, "(json)", f"expected an object, got {json_kind(obj)}")
-    url = _text(obj, "url", line).strip()
+    url = required_string(obj, "url", line).strip()
     if len(url) > URL_MAX_CHARS:
         raise RecordError(line, "url", f"is {len(url)} characters, over {URL_MAX_CHARS}")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in url):
         raise RecordError(line, "url", f"not an http(s) URL: {url[:100]!r}")
-    title = _text(obj, "title", line).strip()
+    title = required_string(obj, "title", line).strip()
     if len(title) > TITLE_MAX_CHARS:
         raise RecordError(line, "title", f"is {len(title)} characters, over {TITLE_MAX_CHARS}")
-    body = _text(obj, "text", line).strip()
+    body = required_string(obj, "text", line).strip()
     return DocumentRecord(url=url, title=title, body=body, line=line)
-
-
-def _text(obj: dict[str, Any], key: str, line: int) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str):
-        what = "missing" if key not in obj else f"expected a string, got {json_kind(value)}"
-        raise RecordError(line, key, what)
-    if not value.strip():
-        raise RecordError(line, key, "empty")
-    if "\x00" in value:
-        raise RecordError(line, key, NUL_MESSAGE)
-    return value
