@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
 NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
+# "\ud800" is valid JSON but not text: no UTF-8 file or PostgreSQL column can hold it.
+SURROGATE_MESSAGE = "contains an unpaired surrogate (like \\ud800), which is not text"
 # An import stops collecting after this many errors: enough to fix a file in one pass.
 MAX_REPORTED_ERRORS = 50
 
@@ -49,7 +51,10 @@ class ImportRefused(Exception):
 
 def load_line(raw: str | bytes, line: int, limits: LineLimits) -> Any:
     """One JSONL line decoded, its size and its JSON checked, or ``RecordError``."""
-    size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
+    try:
+        size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
+    except UnicodeEncodeError:
+        raise RecordError(line, "(line)", "not valid Unicode text (an unpaired surrogate)") from None
     if size > limits.max_line_bytes:
         raise RecordError(line, "(line)", f"line is {size} bytes, over the limit of {limits.max_line_bytes}")
     try:
@@ -94,7 +99,17 @@ def required_string(obj: dict[str, Any], key: str, line: int, *, where: str | No
         raise RecordError(line, where, "empty")
     if "\x00" in value:
         raise RecordError(line, where, NUL_MESSAGE)
+    if not _encodable(value):
+        raise RecordError(line, where, SURROGATE_MESSAGE)
     return value
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def json_kind(value: Any) -> str:

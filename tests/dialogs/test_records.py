@@ -174,6 +174,11 @@ def test_nul_characters_are_refused_where_postgresql_could_not_store_them(
     assert "NUL" in error.message
 
 
+def test_an_unpaired_surrogate_is_refused_where_it_stands() -> None:
+    error = assert_error(line_of(turns=[{"speaker": "user", "text": "a\ud800b"}]), "turns[0].text")
+    assert "unpaired surrogate" in error.message
+
+
 def test_to_json_round_trips_through_parse_line() -> None:
     record = DialogRecord(
         id="rt:1/a",
@@ -202,10 +207,10 @@ def test_to_json_leaves_out_optional_keys_that_are_not_set() -> None:
 turn_strategy = st.builds(
     TurnRecord,
     speaker=st.sampled_from(["user", "model"]),
-    # Any text but NUL, which PostgreSQL cannot store (refused by the parser, tested above).
-    text=st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=50).filter(
-        lambda text: text.strip() != ""
-    ),
+    # Any text but NUL and unpaired surrogates, which cannot be stored (refused, tested above).
+    text=st.text(
+        st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), min_size=1, max_size=50
+    ).filter(lambda text: text.strip() != ""),
 )
 
 
