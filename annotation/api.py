@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from annotation import interchange, selectors, services
 from annotation.models import Campaign
-from groundwork.parsers import JSONLines, JSONLinesParser
+from groundwork.parsers import JSONLinesParser, body_records, refused
 from groundwork.roles import Role, has_role
 
 
@@ -192,18 +192,11 @@ class ImportJudgmentsView(APIView):
     )
     def post(self, request: Request, campaign_id: int) -> Response:
         campaign = get_object_or_404(Campaign, pk=campaign_id)
-        data = request.data
-        if isinstance(data, JSONLines):
-            lines = interchange.parse_jsonl(data.lines)
-        else:
-            lines = interchange.parse_objects(data if isinstance(data, list) else [data])
+        lines = body_records(request.data, lines=interchange.parse_jsonl, objects=interchange.parse_objects)
         try:
             result = interchange.judgments_import(campaign=campaign, lines=lines, source="api")
         except interchange.JudgmentImportError as exc:
-            return Response(
-                {"detail": str(exc), "errors": [e.as_dict() for e in exc.errors]},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
+            return refused(exc)
         except services.AnnotationError as exc:
             return _error(exc)
         return Response(asdict(result), status=status.HTTP_201_CREATED)

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 
 from dialogs import selectors, services
 from dialogs.models import Dialog, DialogExport, Turn
-from groundwork.parsers import JSONLines, JSONLinesParser
+from groundwork.parsers import JSONLinesParser, body_records, refused
 from groundwork.roles import ModelPermissions
 
 
@@ -84,18 +84,11 @@ class DialogViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         ),
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        data = request.data
-        if isinstance(data, JSONLines):
-            records = services.parse_jsonl(data.lines)
-        else:
-            records = services.parse_objects(data if isinstance(data, list) else [data])
+        records = body_records(request.data, lines=services.parse_jsonl, objects=services.parse_objects)
         try:
             result = services.dialogs_import(records=records, source="api", created_by=request.user)
         except services.DialogImportError as exc:
-            return Response(
-                {"detail": str(exc), "errors": [e.as_dict() for e in exc.errors]},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
+            return refused(exc)
         return Response(
             {"created": result.created, "unchanged": result.unchanged, "ids": result.ids},
             status=status.HTTP_201_CREATED,

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from groundwork.parsers import JSONLines, JSONLinesParser
+from groundwork.parsers import JSONLinesParser, body_records, refused
 from groundwork.roles import Role, has_role
 from toolset import services
 from toolset.models import QUERY_MAX_CHARS, SESSION_MAX_CHARS, Tool
@@ -87,18 +87,11 @@ class DocumentImportView(APIView):
         ),
     )
     def post(self, request: Request) -> Response:
-        data = request.data
-        if isinstance(data, JSONLines):
-            records = services.parse_jsonl(data.lines)
-        else:
-            records = services.parse_objects(data if isinstance(data, list) else [data])
+        records = body_records(request.data, lines=services.parse_jsonl, objects=services.parse_objects)
         try:
             result = services.documents_import_records(records=records, source="api")
         except services.DocumentImportError as exc:
-            return Response(
-                {"detail": str(exc), "errors": [e.as_dict() for e in exc.errors]},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
+            return refused(exc)
         return Response(
             {"created": result.created, "updated": result.updated, "unchanged": result.unchanged},
             status=status.HTTP_201_CREATED,

@@ -7,15 +7,9 @@ from playwright.sync_api import Page, expect
 
 from dialogs import services
 from groundwork.accounts import demo_logins_ensure
+from tests.e2e.helpers import log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def log_in(page: Page, base_url: str, username: str, password: str) -> None:
-    page.goto(f"{base_url}/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
 
 
 def test_demo_crowdworker_logs_in_and_reaches_work(page: Page, live_server, settings, tmp_path) -> None:

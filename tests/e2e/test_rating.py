@@ -13,16 +13,10 @@ from annotation import services
 from annotation.models import Assignment, Campaign, Judgment
 from annotation.services import DialogFilters
 from groundwork.roles import Role
+from tests.e2e.helpers import log_in
 from tests.factories import DEFAULT_PASSWORD, UserFactory, dialog_with_turns
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def log_in(page: Page, base_url: str, username: str, password: str) -> None:
-    page.goto(f"{base_url}/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
 
 
 @pytest.fixture

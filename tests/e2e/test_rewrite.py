@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 from annotation.models import Rewrite
 from groundwork.roles import Role
 from tests.annotation.helpers import BASE_RESPONSE, JAGUAR_URL, rewrite_campaign, rewrite_corpus
-from tests.e2e.test_rating import log_in
+from tests.e2e.helpers import log_in
 from tests.factories import DEFAULT_PASSWORD, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
