@@ -68,8 +68,11 @@ def documents_import(*, lines: Iterable[str | bytes], source: str) -> ImportResu
     return documents_import_records(records=parse_jsonl(lines), source=source)
 
 
-def documents_import_records(*, records: Iterable[DocumentRecord | RecordError], source: str) -> ImportResult:
-    """Import parsed documents all or nothing; the search index follows after commit.
+def documents_import_records(
+    *, records: Iterable[DocumentRecord | RecordError], source: str, index_after_commit: bool = True
+) -> ImportResult:
+    """Import parsed documents all or nothing; the search index follows after commit (a task),
+    unless the caller rebuilds it itself (``index_after_commit=False``).
 
     A URL already stored with the same title and text is left as it is; with other content it
     is updated in place. Unlike dialogs, updating is safe: no label points at a document (a
@@ -115,7 +118,7 @@ def documents_import_records(*, records: Iterable[DocumentRecord | RecordError],
             result.created += len(new)
             result.updated += len(changed)
             result.urls += [d.url for d in new] + [d.url for d in changed]
-        if result.urls:
+        if result.urls and index_after_commit:
             search_index_sync_later(urls=result.urls)
     logger.info(
         "imported documents from %s: %d new, %d updated, %d unchanged",
@@ -158,15 +161,14 @@ def documents_load_demo(
     Fast when nothing is to do (it runs on every ``make run``): if every record's URL is stored
     and the index holds at least that many documents, nothing is written. Otherwise the records
     are imported (all or nothing; unchanged ones stay as they are) and the index is rebuilt from
-    the database synchronously. The import also enqueues its usual index sync after commit;
-    that task is idempotent: when a worker runs it, it re-indexes the same rows, changing nothing.
+    the database synchronously, so no index task is queued for them.
     """
     records = list(records)
     present = documents_present(urls=[r.url for r in records])
     indexed = search_index().count()
     if not force and present == len(records) and indexed >= present:
         return DemoLoadResult(skipped=True, documents=len(records), indexed=indexed)
-    imported = documents_import_records(records=records, source=source)
+    imported = documents_import_records(records=records, source=source, index_after_commit=False)
     return DemoLoadResult(
         skipped=False, documents=len(records), indexed=search_index_rebuild(), imported=imported
     )
