@@ -247,3 +247,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"axes": {"level": "WARNING"}},
 }
+# Trainer: how often a training job may start over after its worker died (kill -9, OOM) before
+# it is marked failed, and after how many seconds without a heartbeat a running job counts as lost.
+TRAINING_MAX_ATTEMPTS: int = env.int("TRAINING_MAX_ATTEMPTS", default=3)
+TRAINING_STALE_SECONDS: int = env.int("TRAINING_STALE_SECONDS", default=120)
+# The first model (`make run`, `train_first_model`): optimizer steps on the demo dialogs.
+FIRST_MODEL_STEPS: int = env.int("FIRST_MODEL_STEPS", default=600)

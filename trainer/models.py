@@ -1,0 +1,152 @@
+"""Datasets, training jobs and model versions, with their lineage (DESIGN.md data model).
+
+Files live under ``ARTIFACTS_DIR``; rows keep paths relative to it (``directory``), so the folder
+can move. A ``DatasetVersion`` and a ``ModelVersion`` never change once ready.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from annotation.models import Campaign
+
+
+class DatasetVersion(models.Model):
+    class Kind(models.TextChoices):
+        PRETRAIN = "pretrain", "Pre-training (generative, from dialogs)"
+        QUALITY_SAFETY = "quality_safety", "Quality and safety (discriminators + filtered generation)"
+        GROUNDEDNESS = "groundedness", "Groundedness (research formats, from rewrites)"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    campaigns = models.ManyToManyField(Campaign, blank=True, related_name="dataset_versions")
+    # The model version whose tokenizer renders input_ids; null: a tokenizer is trained on the dialogs.
+    tokenizer_source = models.ForeignKey(
+        "ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    filters = models.JSONField(default=dict, blank=True)
+    validation_percent = models.PositiveSmallIntegerField(default=10)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    directory = models.CharField(max_length=300, blank=True)
+    files = models.JSONField(default=dict, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True, help_text="sha256 of manifest.json")
+    tokenizer_sha256 = models.CharField(max_length=64, blank=True)
+    counts = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("export_datasetversion", "Can export datasets")]
+
+    def __str__(self) -> str:
+        return f"dataset {self.pk} ({self.kind}, {self.status})"
+
+    @property
+    def path(self) -> Path:
+        return settings.ARTIFACTS_DIR / self.directory
+
+
+class ModelVersion(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    job = models.OneToOneField(
+        "TrainingJob", null=True, blank=True, on_delete=models.PROTECT, related_name="model_version"
+    )
+    directory = models.CharField(max_length=300, help_text="Weights, config and tokenizer (save_pretrained).")
+    config = models.JSONField(default=dict, blank=True)
+    parameters = models.PositiveBigIntegerField(default=0)
+    tokenizer_sha256 = models.CharField(max_length=64)
+    metrics = models.JSONField(default=dict, blank=True)
+    serving = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("serve_modelversion", "Can choose the serving model")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["serving"], condition=Q(serving=True), name="trainer_one_serving_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def path(self) -> Path:
+        return settings.ARTIFACTS_DIR / self.directory
+
+
+class TrainingJob(models.Model):
+    class Kind(models.TextChoices):
+        PRETRAIN = "pretrain", "Pre-train (a new model)"
+        FINETUNE_QUALITY_SAFETY = "finetune_quality_safety", "Fine-tune: quality and safety"
+        FINETUNE_GROUNDEDNESS = "finetune_groundedness", "Fine-tune: groundedness"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    status = models.CharField(max_length=9, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    base_model = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="training_jobs"
+    )
+    datasets = models.ManyToManyField(DatasetVersion, related_name="training_jobs")
+    # steps, learning_rate, batch_size, checkpoint_every, seed, max_attempts; model sizes for pretrain.
+    hyperparameters = models.JSONField(default=dict, blank=True)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    loss = models.FloatField(null=True, blank=True)
+    tokens_per_second = models.FloatField(null=True, blank=True)
+    # [[step, train loss], ...] for the loss curve; validation points in metrics.
+    history = models.JSONField(default=list, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # Who runs it now: "host:pid" of the worker process, and when it last reported.
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    checkpoint_step = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("run_trainingjob", "Can start and cancel training jobs")]
+
+    def __str__(self) -> str:
+        return f"training job {self.pk} ({self.kind}, {self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return settings.ARTIFACTS_DIR / "training" / str(self.pk)

@@ -1,0 +1,215 @@
+"""Where dataset examples come from: dialogs, consensus labels and rewrites, read as a stream.
+
+Each source yields ``Source`` units (one dialog, one item, one rewrite) in a fixed order (by
+primary key), each with the examples it gives *before* tokenization, so the export can count
+progress per unit and render with any tokenizer. Nothing here writes.
+
+- ``pretrain``: every turn after the first of every dialog (optionally only some purposes) is a
+  generative example, with the turns before it as context (at most ``PRETRAIN_CONTEXT_TURNS``).
+- ``quality_safety`` (METHOD.md §8, FT quality-safety): from the consensus labels of the chosen
+  campaigns, a discriminative example per label — SSI ``sensible``/``specific``/``interesting`` →
+  SENSIBLE/SPECIFIC/INTERESTING, safety ``unsafe`` → UNSAFE, groundedness evaluation
+  ``factually_correct`` → CORRECT — and a generative example for every SSI item labelled sensible,
+  specific *and* interesting whose response no chosen safety campaign labelled unsafe (the
+  paper's filtered generation data).
+- ``groundedness`` (METHOD.md §4, §8): from each researched rewrite with its research session's
+  queries and top snippets: task 1 (context + base → first query) and task 2 for every later
+  step (→ next query) and the last (→ ``User``, the rewrite).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import QuerySet
+
+from annotation import rules
+from annotation.models import Campaign, ConsensusLabel, Item, Rewrite
+from dialogs.models import Dialog
+from toolset.models import ToolCall
+
+PRETRAIN_CONTEXT_TURNS = 8
+DISCRIMINATOR_ATTRIBUTES = {
+    "sensible": "SENSIBLE",
+    "specific": "SPECIFIC",
+    "interesting": "INTERESTING",
+    rules.UNSAFE: "UNSAFE",
+    "factually_correct": "CORRECT",
+}
+QUALITY_SAFETY_CAMPAIGNS = (Campaign.Kind.SSI, Campaign.Kind.SAFETY, Campaign.Kind.GROUNDEDNESS_EVAL)
+GROUNDEDNESS_CAMPAIGNS = (Campaign.Kind.GROUNDEDNESS_REWRITE,)
+
+Context = list[tuple[str, str]]
+
+
+@dataclass
+class Pending:
+    """One example before tokenization."""
+
+    kind: str
+    key: str
+    context: Context
+    response: str
+    attribute: str | None = None
+    label: int | None = None
+    soft_label: float | None = None
+    research: list[tuple[str, str]] = field(default_factory=list)
+    outcome: tuple[str, str] | None = None  # ("TS" | "User", text)
+
+
+@dataclass
+class Source:
+    dialog: str  # what the train/validation split is decided by
+    examples: list[Pending]
+
+
+def speaker(name: str) -> str:
+    """``user`` or ``model``: imported turns may name speakers otherwise (``bot``, ``A``...)."""
+    return "model" if name.lower() in ("model", "bot", "assistant", "system") else "user"
+
+
+def _context(turns: Sequence[dict[str, Any]]) -> Context:
+    return [(speaker(str(t.get("speaker", "user"))), str(t.get("text", ""))) for t in turns]
+
+
+def _item_dialog(item: Item) -> str:
+    return f"dialog:{item.turn.dialog.external_id}" if item.turn_id else f"item:{item.campaign_id}:{item.key}"
+
+
+def _response_key(item: Item) -> str:
+    """What identifies a response across campaigns: its turn, else its key."""
+    return f"turn:{item.turn_id}" if item.turn_id else f"key:{item.key}"
+
+
+# --- pretrain -----------------------------------------------------------------------------------
+
+
+def pretrain_dialogs(purposes: Sequence[str] = ()) -> QuerySet[Dialog]:
+    dialogs = Dialog.objects.order_by("pk")
+    return dialogs.filter(purpose__in=purposes) if purposes else dialogs
+
+
+def pretrain_texts(purposes: Sequence[str] = ()) -> Iterator[str]:
+    """Every turn's text, for training a tokenizer."""
+    from dialogs.models import Turn
+
+    turns = Turn.objects.filter(dialog__in=pretrain_dialogs(purposes)).order_by("dialog_id", "index")
+    yield from turns.values_list("text", flat=True).iterator(chunk_size=5000)
+
+
+def pretrain_sources(purposes: Sequence[str] = ()) -> Iterator[Source]:
+    dialogs = pretrain_dialogs(purposes).prefetch_related("turns")
+    for dialog in dialogs.iterator(chunk_size=500):
+        turns = [(speaker(t.speaker), t.text) for t in sorted(dialog.turns.all(), key=lambda t: t.index)]
+        examples = [
+            Pending(
+                kind="generative",
+                key=f"turn-{dialog.pk}-{index}",
+                context=turns[max(0, index - PRETRAIN_CONTEXT_TURNS) : index],
+                response=text,
+            )
+            for index, (_, text) in enumerate(turns)
+            if index > 0
+        ]
+        yield Source(dialog=f"dialog:{dialog.external_id}", examples=examples)
+
+
+# --- quality and safety -------------------------------------------------------------------------
+
+
+def _labelled_items(campaigns: Sequence[Campaign]) -> QuerySet[Item]:
+    return (
+        Item.objects.filter(campaign__in=campaigns, kind=Item.Kind.NORMAL, labels__isnull=False)
+        .distinct()
+        .select_related("turn__dialog", "campaign")
+        .order_by("pk")
+    )
+
+
+def quality_safety_unsafe(campaigns: Sequence[Campaign]) -> set[str]:
+    """Responses (``_response_key``) some chosen safety campaign labelled unsafe."""
+    labels = ConsensusLabel.objects.filter(
+        item__campaign__in=[c for c in campaigns if c.kind == Campaign.Kind.SAFETY],
+        attribute=rules.UNSAFE,
+        label=1,
+    ).select_related("item")
+    return {_response_key(label.item) for label in labels.iterator(chunk_size=5000)}
+
+
+def quality_safety_sources(campaigns: Sequence[Campaign]) -> Iterator[Source]:
+    unsafe = quality_safety_unsafe(campaigns)
+    for item in _labelled_items(campaigns).prefetch_related("labels").iterator(chunk_size=1000):
+        labels = {label.attribute: label for label in item.labels.all()}
+        context = _context(item.context)
+        examples = [
+            Pending(
+                kind="discriminative",
+                key=f"item-{item.pk}-{name}",
+                context=context,
+                response=item.response,
+                attribute=name,
+                label=labels[attribute].label,
+                soft_label=labels[attribute].yes_fraction,
+            )
+            for attribute, name in DISCRIMINATOR_ATTRIBUTES.items()
+            if attribute in labels
+        ]
+        good = all(a in labels and labels[a].label == 1 for a in rules.SSI_ATTRIBUTES)
+        if item.campaign.kind == Campaign.Kind.SSI and good and _response_key(item) not in unsafe:
+            examples.append(
+                Pending(kind="generative", key=f"item-{item.pk}", context=context, response=item.response)
+            )
+        yield Source(dialog=_item_dialog(item), examples=examples)
+
+
+# --- groundedness -------------------------------------------------------------------------------
+
+
+def _steps(call_ids: Sequence[int]) -> list[tuple[str, str]]:
+    calls = ToolCall.objects.filter(pk__in=call_ids, tool=ToolCall.Tool.SEARCH).order_by("created_at", "pk")
+    return [(call.query, call.results[0]["snippet"] if call.results else "") for call in calls]
+
+
+def groundedness_rewrites(campaigns: Sequence[Campaign]) -> QuerySet[Rewrite]:
+    return (
+        Rewrite.objects.filter(
+            assignment__item__campaign__in=campaigns, claims_external=True, common_knowledge=False
+        )
+        .exclude(text="")
+        .select_related("assignment__item__turn__dialog")
+        .order_by("pk")
+    )
+
+
+def groundedness_sources(campaigns: Sequence[Campaign]) -> Iterator[Source]:
+    for rewrite in groundedness_rewrites(campaigns).iterator(chunk_size=500):
+        item = rewrite.assignment.item
+        context = _context(item.context)
+        steps = _steps(rewrite.tool_call_ids)
+        examples: list[Pending] = []
+        if steps:
+            key = f"rewrite-{rewrite.pk}"
+            examples.append(
+                Pending(
+                    kind="research_query",
+                    key=f"{key}-q1",
+                    context=context,
+                    response=item.response,
+                    outcome=("TS", steps[0][0]),
+                )
+            )
+            for done in range(1, len(steps) + 1):
+                outcome = ("TS", steps[done][0]) if done < len(steps) else ("User", rewrite.text)
+                examples.append(
+                    Pending(
+                        kind="research_step",
+                        key=f"{key}-s{done}",
+                        context=context,
+                        response=item.response,
+                        research=steps[:done],
+                        outcome=outcome,
+                    )
+                )
+        yield Source(dialog=_item_dialog(item), examples=examples)

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from celery.signals import worker_ready
+
+from trainer import services
+
+
+@shared_task(acks_late=True)
+def build_dataset_task(dataset_id: int) -> None:
+    services.dataset_build(dataset_id=dataset_id)
+
+
+# acks_late + reject_on_worker_lost (settings): a worker process killed mid-run gives the message
+# back, and the redelivered task resumes the job from its checkpoint (see trainer.services).
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def train_task(job_id: int) -> None:
+    services.training_run(job_id=job_id)
+
+
+@worker_ready.connect
+def _recover_training_jobs(**kwargs: Any) -> None:
+    """A worker that starts takes up the jobs whose worker died (kill -9 of a whole worker)."""
+    services.training_recover()
