@@ -10,10 +10,14 @@ from dialogs import api as dialogs_api
 from dialogs import views as dialogs_views
 from groundwork import health, views
 from toolset import api as toolset_api
+from trainer import api as trainer_api
 
 router = DefaultRouter(trailing_slash=True)
 router.register("dialogs", dialogs_api.DialogViewSet, basename="dialog")
 router.register("dialog-exports", dialogs_api.DialogExportViewSet, basename="dialog-export")
+router.register("datasets", trainer_api.DatasetViewSet, basename="dataset")
+router.register("training-jobs", trainer_api.TrainingJobViewSet, basename="training-job")
+router.register("models", trainer_api.ModelVersionViewSet, basename="model-version")
 
 admin.site.site_header = "Groundwork"
 admin.site.site_title = "Groundwork admin"

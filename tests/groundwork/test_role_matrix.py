@@ -17,6 +17,7 @@ from dialogs.models import DialogExport
 from groundwork.roles import Role
 from tests.annotation.helpers import ssi_campaign
 from tests.factories import dialog_with_turns
+from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 
 ANON = "anonymous"
 WHO = [ANON, Role.CROWDWORKER, Role.ADMIN, Role.RESEARCHER]
@@ -29,7 +30,7 @@ class Case:
     method: str
     expected: tuple[int, int, int, int]  # anonymous, crowdworker, admin, researcher
     kwargs: Callable[[dict[str, Any]], dict[str, Any]] = lambda objs: {}
-    data: Any = None
+    data: Any = None  # a body, or a function of the objects giving one
     form: bool = False  # a page's form post rather than a JSON body
 
 
@@ -118,6 +119,29 @@ CASES = [
     Case(
         "campaign-consensus-export", "get", page(401, 403, 200, 200), lambda o: {"campaign_id": o["campaign"]}
     ),
+    # Trainer: admins watch and export datasets; only researchers train and choose the serving model.
+    Case("api:dataset-list", "get", page(401, 403, 200, 200)),
+    Case("api:dataset-list", "post", page(401, 403, 202, 202), data={"kind": "pretrain"}),
+    Case("api:dataset-detail", "get", page(401, 403, 200, 200), lambda o: {"pk": o["dataset"]}),
+    Case(
+        "api:dataset-file",
+        "get",
+        page(401, 403, 200, 200),
+        lambda o: {"pk": o["dataset"], "name": "manifest.json"},
+    ),
+    Case("api:training-job-list", "get", page(401, 403, 200, 200)),
+    Case(
+        "api:training-job-list",
+        "post",
+        page(401, 403, 403, 202),
+        lambda o: {},
+        data=lambda o: {"kind": "pretrain", "datasets": [o["dataset"]], "hyperparameters": {"steps": 5}},
+    ),
+    Case("api:training-job-detail", "get", page(401, 403, 200, 200), lambda o: {"pk": o["job"]}),
+    Case("api:training-job-cancel", "post", page(401, 403, 403, 200), lambda o: {"pk": o["job"]}),
+    Case("api:model-version-list", "get", page(401, 403, 200, 200)),
+    Case("api:model-version-detail", "get", page(401, 403, 200, 200), lambda o: {"pk": o["model"]}),
+    Case("api:model-version-serve", "post", page(401, 403, 403, 200), lambda o: {"pk": o["model"]}),
 ]
 
 
@@ -131,11 +155,28 @@ def objects(db: None, settings: Any, tmp_path: Any, users: dict[Any, Any]) -> di
     campaign = ssi_campaign(items=2, name="matrix")
     # The crowdworker's own lease: what the submit and skip rows act on.
     assignment = services.assign_next(worker=users[Role.CROWDWORKER], campaign=campaign)
+    (tmp_path / "datasets" / "1").mkdir(parents=True)
+    (tmp_path / "datasets" / "1" / "manifest.json").write_text("{}\n")
+    dataset = DatasetVersion.objects.create(
+        kind=DatasetVersion.Kind.PRETRAIN,
+        status=DatasetVersion.Status.READY,
+        directory="datasets/1",
+        files={"manifest.json": {"sha256": "0" * 64, "bytes": 3}},
+        tokenizer_sha256="t" * 64,
+    )
+    model = ModelVersion.objects.create(
+        name="matrix-model", directory="models/matrix", tokenizer_sha256="t" * 64
+    )
+    job = TrainingJob.objects.create(kind=TrainingJob.Kind.PRETRAIN, total_steps=5)
+    job.datasets.set([dataset])
     return {
         "dialog": dialog.external_id,
         "export": export.pk,
         "campaign": campaign.pk,
         "assignment": assignment.pk,
+        "dataset": dataset.pk,
+        "job": job.pk,
+        "model": model.pk,
     }
 
 
@@ -146,9 +187,8 @@ def test_endpoint_answers_each_role_as_it_must(case: Case, who: Any, objects, us
         api_client.force_login(users[who])
     url = reverse(case.name, kwargs=case.kwargs(objects))
 
-    response = getattr(api_client, case.method)(
-        url, case.data, format="json" if case.data and not case.form else None
-    )
+    data = case.data(objects) if callable(case.data) else case.data
+    response = getattr(api_client, case.method)(url, data, format="json" if data and not case.form else None)
 
     expected = case.expected[WHO.index(who)]
     assert response.status_code == expected, (

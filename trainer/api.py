@@ -1,0 +1,276 @@
+"""``/api/v1/datasets/``, ``/api/v1/training-jobs/``, ``/api/v1/models/`` (DESIGN.md HTTP contract).
+
+Reading needs the model's view permission (admins and researchers); exporting a dataset needs
+``trainer.export_datasetversion`` (both), starting or cancelling training and choosing the serving
+model need ``trainer.run_trainingjob`` / ``trainer.serve_modelversion`` (researchers). Long work
+answers 202 with the row to poll.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import FileResponse, Http404
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from annotation.models import Campaign
+from dialogs.models import Purpose
+from trainer import services
+from trainer.models import DatasetVersion, ModelVersion, TrainingJob
+
+
+def permissions(*, read: str, write: str) -> type[BasePermission]:
+    """Safe methods need ``read``, the others ``write`` (``app_label.codename``)."""
+
+    class TrainerPermission(BasePermission):
+        message = "You do not have permission to do this."
+
+        def has_permission(self, request: Any, view: Any) -> bool:
+            needed = read if request.method in ("GET", "HEAD", "OPTIONS") else write
+            return bool(request.user and request.user.has_perm(needed))
+
+    return TrainerPermission
+
+
+def _refused(exc: services.TrainerError) -> ValidationError:
+    return ValidationError({"detail": str(exc)})
+
+
+# --- datasets -----------------------------------------------------------------------------------
+
+
+class DatasetVersionSerializer(serializers.ModelSerializer):
+    tokenizer_source = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    downloads = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DatasetVersion
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "campaigns",
+            "tokenizer_source",
+            "filters",
+            "validation_percent",
+            "done",
+            "total",
+            "sha256",
+            "tokenizer_sha256",
+            "counts",
+            "files",
+            "error",
+            "created_at",
+            "finished_at",
+            "downloads",
+        ]
+        read_only_fields = fields
+
+    def get_downloads(self, dataset: DatasetVersion) -> dict[str, str]:
+        if dataset.status != DatasetVersion.Status.READY:
+            return {}
+        request = self.context["request"]
+        return {
+            name: request.build_absolute_uri(
+                reverse("api:dataset-file", kwargs={"pk": dataset.pk, "name": name})
+            )
+            for name in sorted(dataset.files)
+        }
+
+
+class DatasetRequestSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=DatasetVersion.Kind.choices)
+    campaigns = serializers.PrimaryKeyRelatedField(queryset=Campaign.objects.all(), many=True, required=False)
+    tokenizer_source = serializers.SlugRelatedField(
+        slug_field="name", queryset=ModelVersion.objects.all(), required=False, allow_null=True
+    )
+    validation_percent = serializers.IntegerField(min_value=0, max_value=50, default=10)
+    purposes = serializers.ListField(child=serializers.ChoiceField(choices=Purpose.choices), required=False)
+
+
+class DatasetViewSet(
+    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """Dataset versions: POST ``{kind, campaigns}`` returns 202 and the dataset a worker builds."""
+
+    serializer_class = DatasetVersionSerializer
+    permission_classes = [
+        permissions(read="trainer.view_datasetversion", write="trainer.export_datasetversion")
+    ]
+    queryset = DatasetVersion.objects.select_related("tokenizer_source").prefetch_related("campaigns")
+
+    @extend_schema(request=DatasetRequestSerializer, responses={202: DatasetVersionSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        form = DatasetRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        try:
+            dataset = services.dataset_request(
+                kind=data["kind"],
+                campaigns=data.get("campaigns", []),
+                tokenizer_source=data.get("tokenizer_source"),
+                purposes=data.get("purposes", []),
+                validation_percent=data["validation_percent"],
+                created_by=request.user,
+            )
+        except services.TrainerError as exc:
+            raise _refused(exc) from None
+        return Response(self.get_serializer(dataset).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={200: OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"], url_path=r"files/(?P<name>[\w.]+)", url_name="file")
+    def file(self, request: Request, pk: str | None = None, name: str = "") -> FileResponse:
+        dataset = self.get_object()
+        try:
+            path = services.dataset_file(dataset, name)
+        except services.TrainerError as exc:
+            raise Http404(str(exc)) from None
+        return FileResponse(open(path, "rb"), as_attachment=True, filename=f"dataset-{dataset.pk}-{name}")
+
+
+# --- training jobs ------------------------------------------------------------------------------
+
+
+class TrainingJobSerializer(serializers.ModelSerializer):
+    base_model = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    model_version = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TrainingJob
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "base_model",
+            "datasets",
+            "hyperparameters",
+            "step",
+            "total_steps",
+            "loss",
+            "tokens_per_second",
+            "history",
+            "metrics",
+            "attempts",
+            "checkpoint_step",
+            "heartbeat_at",
+            "cancel_requested",
+            "error",
+            "model_version",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    def get_model_version(self, job: TrainingJob) -> str | None:
+        version = getattr(job, "model_version", None)
+        return version.name if version else None
+
+
+class TrainingRequestSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=TrainingJob.Kind.choices)
+    datasets = serializers.PrimaryKeyRelatedField(queryset=DatasetVersion.objects.all(), many=True)
+    base_model = serializers.SlugRelatedField(
+        slug_field="name", queryset=ModelVersion.objects.all(), required=False, allow_null=True
+    )
+    hyperparameters = serializers.DictField(required=False, default=dict)
+
+
+class TrainingJobViewSet(
+    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """Training jobs: POST returns 202 and the job; GET it for status, progress and metrics."""
+
+    serializer_class = TrainingJobSerializer
+    permission_classes = [permissions(read="trainer.view_trainingjob", write="trainer.run_trainingjob")]
+    queryset = TrainingJob.objects.select_related("base_model", "model_version").prefetch_related("datasets")
+
+    @extend_schema(request=TrainingRequestSerializer, responses={202: TrainingJobSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        form = TrainingRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        try:
+            job = services.training_request(
+                kind=data["kind"],
+                datasets=data["datasets"],
+                base_model=data.get("base_model"),
+                hyperparameters=data["hyperparameters"],
+                created_by=request.user,
+            )
+        except services.TrainerError as exc:
+            raise _refused(exc) from None
+        return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={200: TrainingJobSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        try:
+            job = services.training_cancel(job=self.get_object(), by=request.user)
+        except services.TrainerError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(self.get_serializer(job).data)
+
+
+# --- model versions -----------------------------------------------------------------------------
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    parent = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    lineage = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "id",
+            "name",
+            "serving",
+            "parent",
+            "lineage",
+            "config",
+            "parameters",
+            "tokenizer_sha256",
+            "metrics",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_lineage(self, version: ModelVersion) -> dict[str, Any]:
+        """The job that made it, its datasets and their campaigns, and the chain of parents."""
+        job = version.job
+        datasets = list(job.datasets.all()) if job else []
+        ancestors, parent = [], version.parent
+        while parent is not None:
+            ancestors.append(parent.name)
+            parent = parent.parent
+        return {
+            "job": job.pk if job else None,
+            "job_kind": job.kind if job else None,
+            "datasets": [d.pk for d in datasets],
+            "campaigns": sorted({c.pk for d in datasets for c in d.campaigns.all()}),
+            "ancestors": ancestors,
+        }
+
+
+class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Model versions with lineage and metrics; POST ``{id}/serve/`` makes one answer chats."""
+
+    serializer_class = ModelVersionSerializer
+    permission_classes = [permissions(read="trainer.view_modelversion", write="trainer.serve_modelversion")]
+    queryset = ModelVersion.objects.select_related("parent", "job").prefetch_related(
+        "job__datasets__campaigns"
+    )
+
+    @extend_schema(request=None, responses={200: ModelVersionSerializer})
+    @action(detail=True, methods=["post"])
+    def serve(self, request: Request, pk: str | None = None) -> Response:
+        version = services.model_serve(model=self.get_object())
+        return Response(self.get_serializer(version).data)
