@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -33,7 +34,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-QUEUES = "default,training,inference"
+QUEUES = "default,inference"  # training has its own worker (training_worker)
 
 
 @pytest.fixture(scope="session")
@@ -65,46 +66,31 @@ def database_url() -> str:
     return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
 
 
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[None]:
-    """A real ``celery worker`` process on the configured broker, sharing the test database.
-
-    Tests using it must be ``django_db(transaction=True)``: the worker sees only committed rows.
-    """
+def _worker(
+    name: str, queues: str, pool_args: list[str], django_db_blocker: Any, tmp_path_factory: Any
+) -> Iterator[subprocess.Popen]:
+    """Run a real ``celery worker`` process on the configured broker, on the test database."""
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
         pytest.skip("set CELERY_BROKER_URL to a Redis URL to run worker tests (make test does)")
     from groundwork.celery import app
 
     with django_db_blocker.unblock():
         url = database_url()
-    artifacts = tmp_path_factory.mktemp("worker-artifacts")
     env = {
         **os.environ,
         "DATABASE_URL": url,
-        "ARTIFACTS_DIR": os.environ.get("ARTIFACTS_DIR", str(artifacts)),
+        # The same artifacts folder as the tests: datasets and models are found by relative path.
+        "ARTIFACTS_DIR": str(settings.ARTIFACTS_DIR),
         "CONN_MAX_AGE": "0",
     }
     app.control.purge()
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    log = tmp_path_factory.mktemp("worker") / f"{name}.log"
+    node = f"{name}-{os.getpid()}@%h"
     with log.open("w") as log_file:
         process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "groundwork",
-                "worker",
-                "-Q",
-                QUEUES,
-                "--pool",
-                "solo",
-                "-l",
-                "info",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"test-{os.getpid()}@%h",
+                *(sys.executable, "-m", "celery", "-A", "groundwork", "worker", "-Q", queues, *pool_args),
+                *("-l", "info", "--without-gossip", "--without-mingle", "-n", node),
             ],
             cwd=ROOT,
             env=env,
@@ -113,16 +99,44 @@ def celery_worker(django_db_setup: None, django_db_blocker: Any, tmp_path_factor
         )
         try:
             deadline = time.monotonic() + 60
-            while not app.control.ping(timeout=0.5):
+            expected = node.replace("%h", socket.gethostname())
+            while expected not in {n for reply in app.control.ping(timeout=0.5) for n in reply}:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the Celery worker did not start:\n{log.read_text()}")
-            yield
+                    raise RuntimeError(f"the Celery worker {name} did not start:\n{log.read_text()}")
+            process.log = log  # type: ignore[attr-defined]
+            yield process
         finally:
             process.terminate()
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[None]:
+    """A real ``celery worker`` process (queues default and inference), sharing the test database.
+
+    Tests using it must be ``django_db(transaction=True)``: the worker sees only committed rows.
+    """
+    yield from (
+        None for _ in _worker("test", QUEUES, ["--pool", "solo"], django_db_blocker, tmp_path_factory)
+    )
+
+
+@pytest.fixture(scope="session")
+def training_worker(
+    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: Any
+) -> Iterator[subprocess.Popen]:
+    """A real worker on queue ``training``, prefork with one child as in production: killing the
+    child (kill -9) is a worker process dying mid-job, and the parent starts a new child."""
+    yield from _worker(
+        "training",
+        "training",
+        ["--pool", "prefork", "--concurrency", "1"],
+        django_db_blocker,
+        tmp_path_factory,
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -673,6 +673,8 @@ def first_model_ensure(
     *,
     steps: int | None = None,
     purposes: Sequence[str] = (),
+    model: dict[str, int] | None = None,
+    vocab_size: int = 8192,
     force: bool = False,
     say: Callable[[str], None] = print,
 ) -> ModelVersion:
@@ -685,7 +687,9 @@ def first_model_ensure(
         say(f"model {current.name} is there (in {current.path}); not training")
         return current
     say("exporting the pretrain dataset and training a tokenizer on the dialogs…")
-    dataset = dataset_request(kind=DatasetVersion.Kind.PRETRAIN, purposes=purposes, enqueue=False)
+    dataset = dataset_request(
+        kind=DatasetVersion.Kind.PRETRAIN, purposes=purposes, vocab_size=vocab_size, enqueue=False
+    )
     dataset = dataset_build(dataset_id=dataset.pk)
     if dataset.status != DatasetVersion.Status.READY:
         raise TrainerError(f"dataset {dataset.pk} failed: {dataset.error}")
@@ -693,7 +697,11 @@ def first_model_ensure(
     job = training_request(
         kind=TrainingJob.Kind.PRETRAIN,
         datasets=[dataset],
-        hyperparameters={"steps": steps or settings.FIRST_MODEL_STEPS, "checkpoint_every": 100},
+        hyperparameters={
+            "steps": steps or settings.FIRST_MODEL_STEPS,
+            "checkpoint_every": 100,
+            **({"model": model} if model else {}),
+        },
         enqueue=False,
     )
     say(f"training job {job.pk}: {job.total_steps} steps…")

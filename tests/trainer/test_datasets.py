@@ -1,0 +1,173 @@
+"""Dataset export (issue 5): consensus labels and rewrites become token sequences in JSONL and
+Parquet with a manifest; the same labels give the same sha256; ``datasets`` loads both."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import datasets as hf_datasets
+import pytest
+
+from annotation.models import ConsensusLabel
+from tests.trainer.helpers import labelled_campaigns, tiny_model
+from trainer import records, services
+from trainer import tokenizer as tokenizers
+from trainer.models import DatasetVersion
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _artifacts(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings.ARTIFACTS_DIR = tmp_path
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+
+
+def export(kind: str, campaigns: list[Any], **kwargs: Any) -> DatasetVersion:
+    dataset = services.dataset_request(kind=kind, campaigns=campaigns, enqueue=False, **kwargs)
+    return services.dataset_build(dataset_id=dataset.pk)
+
+
+def rows(dataset: DatasetVersion) -> list[dict[str, Any]]:
+    return [row for split in records.SPLITS for row in records.read_rows(dataset.path, split)]
+
+
+def test_quality_safety_export_gives_discriminator_examples_and_filtered_generation() -> None:
+    tiny_model()
+    ssi, safety = labelled_campaigns(items=20, unsafe=(0, 2))
+
+    dataset = export("quality_safety", [ssi, safety])
+
+    assert dataset.status == "ready", dataset.error
+    exported = rows(dataset)
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for row in exported:
+        by_kind.setdefault(row["kind"], []).append(row)
+    # One discriminative example per label: 3 SSI attributes on 20 items + UNSAFE on 20 items.
+    assert len(by_kind["discriminative"]) == 20 * 3 + 20
+    labels = {(r["response"], r["attribute"]): r["label"] for r in by_kind["discriminative"]}
+    for label in ConsensusLabel.objects.filter(attribute__in=["sensible", "unsafe"]).select_related("item"):
+        assert labels[(label.item.response, label.attribute.upper())] == label.label
+    # Generation data: the 10 good items, less the two labelled unsafe.
+    generative = sorted(r["id"] for r in by_kind["generative"])
+    assert len(generative) == 8
+    assert not any(r["response"].startswith("Purple") for r in by_kind["generative"])
+    # Every example of one dialog sits in one split.
+    splits: dict[str, set[str]] = {}
+    for row in exported:
+        splits.setdefault(row["dialog"], set()).add(row["split"])
+    assert all(len(s) == 1 for s in splits.values())
+    # Masks: loss on the rating token only, and the text is the decoded ids.
+    tokenizer = tokenizers.load(dataset.path / "tokenizer")
+    row = by_kind["discriminative"][0]
+    assert row["loss_mask"] == [0] * (len(row["input_ids"]) - 1) + [1]
+    assert tokenizer.decode(row["input_ids"]) == row["text"]
+    assert row["text"].endswith(f"<{row['attribute']}><{row['label']}>")
+
+    manifest = json.loads((dataset.path / "manifest.json").read_text())
+    assert manifest["label_balance"]["UNSAFE"] == {"0": 18, "1": 2}
+    assert manifest["format"]["format_version"] == "1"
+    assert {c["name"] for c in manifest["source_campaigns"]} == {ssi.name, safety.name}
+    for name, entry in manifest["files"].items():
+        assert records.sha256_of(dataset.path / name) == entry["sha256"]
+    assert dataset.sha256 == records.sha256_of(dataset.path / "manifest.json")
+
+
+def test_the_same_labels_give_the_same_sha256_and_a_changed_label_does_not() -> None:
+    tiny_model()
+    ssi, safety = labelled_campaigns(items=12)
+
+    first = export("quality_safety", [ssi, safety])
+    second = export("quality_safety", [ssi, safety])
+    assert first.pk != second.pk
+    assert first.sha256 == second.sha256
+    assert first.files == second.files
+
+    ConsensusLabel.objects.filter(item__key="item-3", attribute="sensible").update(label=1)
+    third = export("quality_safety", [ssi, safety])
+    assert third.sha256 != first.sha256
+
+
+@pytest.mark.parametrize("fmt", ["json", "parquet"])
+def test_the_files_load_with_hugging_face_datasets(fmt: str) -> None:
+    tiny_model()
+    ssi, safety = labelled_campaigns(items=12)
+    dataset = export("quality_safety", [ssi, safety], validation_percent=30)
+
+    loaded = hf_datasets.load_dataset(fmt, data_files=records.data_files(dataset.path, fmt))
+
+    assert set(loaded) == {"train", "validation"}
+    for split in records.SPLITS:
+        expected = list(records.read_rows(dataset.path, split))
+        assert (
+            loaded[split].num_rows
+            == len(expected)
+            == dataset.counts["splits"][split]["discriminative"]
+            + (dataset.counts["splits"][split].get("generative", 0))
+        )
+        assert loaded[split]["id"] == [r["id"] for r in expected]
+        assert loaded[split]["input_ids"] == [r["input_ids"] for r in expected]
+
+
+def test_a_campaign_without_labels_fails_with_the_cause_and_leaves_no_files() -> None:
+    from annotation import services as annotation_services
+
+    tiny_model()
+    empty = annotation_services.campaign_create(name="no labels", kind="ssi", empty=True)
+
+    dataset = export("quality_safety", [empty])
+
+    assert dataset.status == "failed"
+    assert "no examples" in dataset.error
+    assert not dataset.path.exists()
+
+
+def test_requests_are_checked_before_anything_is_queued() -> None:
+    from annotation import services as annotation_services
+
+    rewrite = annotation_services.campaign_create(name="rw", kind="groundedness_rewrite", empty=True)
+    with pytest.raises(services.TrainerError, match="no model version yet"):
+        services.dataset_request(kind="groundedness", campaigns=[rewrite])
+    tiny_model()
+    with pytest.raises(services.TrainerError, match="takes campaigns of kind ssi, safety, groundedness_eval"):
+        services.dataset_request(kind="quality_safety", campaigns=[rewrite])
+    with pytest.raises(services.TrainerError, match="choose at least one campaign"):
+        services.dataset_request(kind="groundedness", campaigns=[])
+    with pytest.raises(services.TrainerError, match="kind must be one of"):
+        services.dataset_request(kind="everything", campaigns=[])
+    assert DatasetVersion.objects.count() == 1  # the tiny model's pretrain dataset
+
+
+def test_groundedness_export_renders_the_research_of_a_rewrite() -> None:
+    from annotation import services as annotation_services
+    from groundwork.roles import Role
+    from tests.annotation.helpers import JAGUAR_URL, rewrite_campaign, rewrite_corpus
+    from tests.factories import UserFactory
+
+    tiny_model()
+    rewrite_corpus()
+    campaign = rewrite_campaign()
+    worker = UserFactory(role=Role.CROWDWORKER)
+    lease = annotation_services.assign_next(worker=worker, campaign=campaign)
+    first = annotation_services.rewrite_research(assignment_id=lease.pk, worker=worker, query="jaguar")
+    annotation_services.rewrite_research(assignment_id=lease.pk, worker=worker, query="largest cat Americas")
+    text = f"The jaguar is the largest cat in the Americas [Jaguar]({JAGUAR_URL})."
+    annotation_services.submit_rewrite(
+        assignment_id=lease.pk, worker=worker, claims_external=True, common_knowledge=False, rewrite=text
+    )
+
+    dataset = export("groundedness", [campaign])
+
+    assert dataset.status == "ready", dataset.error
+    exported = sorted(rows(dataset), key=lambda r: r["id"])
+    assert [(r["kind"], r["outcome_speaker"], r["outcome"]) for r in exported] == [
+        ("research_query", "TS", "jaguar"),
+        ("research_step", "TS", "largest cat Americas"),
+        ("research_step", "User", text),
+    ]
+    last = exported[-1]
+    assert last["research"][0] == {"query": "jaguar", "snippet": first[0].snippet}
+    assert "<TS> jaguar<snippet> " in last["text"]
+    assert last["text"].endswith(f"<User> {text}<eos>")
