@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start the platform: migrate, load the demo data, run web + worker (Procfile via honcho),
+# Start the platform: migrate, load the demo data, train the first model (once), run web + worker (Procfile via honcho),
 # and print the URL and demo logins once /healthz answers. Ctrl-C stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,9 @@ PY=.venv/bin/python
 $PY manage.py migrate --noinput
 $PY manage.py collectstatic --noinput --verbosity 0
 $PY manage.py load_demo
+# The model the crowdworkers talk to: trained once on the demo dialogs (a few minutes on CPU),
+# then loaded from var/models/ on every later start.
+$PY manage.py train_first_model
 logins="$($PY manage.py demo_logins)"
 
 url="http://${HOST}:${PORT}"

@@ -517,8 +517,11 @@ def _evaluate(
     )
 
 
-def training_run(*, job_id: int, worker: str | None = None) -> TrainingJob:
-    """Run a queued job (the worker's task body) to a model version, resuming from a checkpoint."""
+def training_run(
+    *, job_id: int, worker: str | None = None, on_progress: Callable[[training.Progress], None] | None = None
+) -> TrainingJob:
+    """Run a queued job (the worker's task body) to a model version, resuming from a checkpoint.
+    ``on_progress`` also gets every progress report (a command prints them)."""
     import torch
 
     worker = worker or this_worker()
@@ -536,6 +539,8 @@ def training_run(*, job_id: int, worker: str | None = None) -> TrainingJob:
             TrainingJob.objects.filter(pk=job.pk).update(metrics=metrics, heartbeat_at=_now())
 
         def report(progress: training.Progress) -> bool:
+            if on_progress is not None:
+                on_progress(progress)
             return bool(
                 TrainingJob.objects.filter(
                     pk=job.pk, worker=worker, status=TrainingJob.Status.RUNNING, cancel_requested=False
@@ -705,7 +710,14 @@ def first_model_ensure(
         enqueue=False,
     )
     say(f"training job {job.pk}: {job.total_steps} steps…")
-    job = training_run(job_id=job.pk)
+    last = [0.0]
+
+    def progress(p: training.Progress) -> None:
+        if time.monotonic() - last[0] >= 10 or p.step == p.total_steps:
+            last[0] = time.monotonic()
+            say(f"  step {p.step}/{p.total_steps}  loss {p.loss:.3f}  {p.tokens_per_second:,.0f} tokens/s")
+
+    job = training_run(job_id=job.pk, on_progress=progress)
     if job.status != TrainingJob.Status.SUCCEEDED:
         raise TrainerError(f"training job {job.pk} {job.status}: {job.error}")
     version = model_serve(model=job.model_version)
