@@ -183,21 +183,39 @@ class GroundworkModel(GroundworkPreTrainedModel):
         return torch.where(is_small, n, if_large)
 
     def compute_bias(
-        self, q_len: int, past: int, attention_mask: torch.Tensor | None, dtype: torch.dtype
+        self,
+        q_len: int,
+        past: int,
+        attention_mask: torch.Tensor | None,
+        dtype: torch.dtype,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Additive attention bias (B|1, nh, q_len, past + q_len): relative positions, causal and
         padding masks. Queries sit at ``past + arange(q_len)``: forgetting ``past`` under a cache
-        would give every new token the bias of position 0."""
+        would give every new token the bias of position 0.
+
+        ``position_ids`` (B, q_len) overrides the query positions row by row, keys staying at
+        ``arange(past + q_len)``: a row whose cache ends in positions it must not see (masked in
+        ``attention_mask``) puts its new token right after its last real one, so it gets exactly
+        the biases it would get without the masked positions (sample-and-rank scores candidates
+        of different lengths from one shared cache this way)."""
         device = self.relative_attention_bias.weight.device
-        query_pos = past + torch.arange(q_len, device=device)[:, None]  # (q, 1)
-        key_pos = torch.arange(past + q_len, device=device)[None, :]  # (1, k)
+        index = torch.arange(past + q_len, device=device)  # (k,) where each key sits in the cache
+        if position_ids is None:
+            query_pos = index[None, past:, None]  # (1, q, 1)
+            key_pos = index[None, None, :]  # (1, 1, k)
+        else:
+            query_pos = position_ids.to(device)[:, :, None]  # (B, q, 1)
+            key_pos = torch.cat([index[:past].expand(len(query_pos), past), query_pos[:, :, 0]], dim=1)[
+                :, None
+            ]
         buckets = self._relative_position_bucket(
             key_pos - query_pos,
             num_buckets=self.config.relative_attention_num_buckets,
             max_distance=self.config.relative_attention_max_distance,
-        )  # (q, k)
-        bias = self.relative_attention_bias(buckets).permute(2, 0, 1)[None].to(dtype)  # (1,nh,q,k)
-        masked = (key_pos > query_pos)[None, None]  # (1, 1, q, k)
+        )  # (B|1, q, k)
+        bias = self.relative_attention_bias(buckets).permute(0, 3, 1, 2).to(dtype)  # (B|1,nh,q,k)
+        masked = (index[None, :] > index[past:, None])[None, None]  # (1, 1, q, k): causal, by cache index
         if attention_mask is not None:
             # (B, k) with 0 at padding; finfo.min instead of -inf keeps fully masked pad rows finite
             masked = masked | (attention_mask[:, None, None, -(past + q_len) :] == 0)  # (B,1,q,k)
@@ -208,10 +226,11 @@ class GroundworkModel(GroundworkPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         past = cache.get_seq_length() if cache is not None else 0  # before layers update it
         x = self.dropout(self.embed_tokens(input_ids))  # (B, T, C)
-        bias = self.compute_bias(input_ids.shape[1], past, attention_mask, x.dtype)
+        bias = self.compute_bias(input_ids.shape[1], past, attention_mask, x.dtype, position_ids)
         for block in self.layers:
             x = block(x, bias, cache)  # (B, T, C)
         return self.norm(x)  # (B, T, C)
@@ -248,6 +267,7 @@ class GroundworkForCausalLM(GroundworkPreTrainedModel, GenerationMixin):
         cache: Cache | None = None,
         use_cache: bool | None = None,
         return_dict: bool | None = None,
+        position_ids: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """Logits (B, T, vocab); with ``labels`` (B, T) the next-token loss, shifted here like HF,
@@ -255,7 +275,7 @@ class GroundworkForCausalLM(GroundworkPreTrainedModel, GenerationMixin):
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if use_cache and cache is None and not self.training:
             cache = DynamicCache(config=self.config)
-        hidden = self.model(input_ids, attention_mask=attention_mask, cache=cache)  # (B, T, C)
+        hidden = self.model(input_ids, attention_mask=attention_mask, cache=cache, position_ids=position_ids)
         logits = self.lm_head(hidden)  # (B, T, vocab)
         loss = None
         if labels is not None:

@@ -91,7 +91,9 @@ def test_dropping_the_cache_offset_would_differ(model: GroundworkForCausalLM) ->
     ids = torch.randint(0, 100, (1, 12), generator=torch.Generator().manual_seed(3))
     inner = model.model
 
-    def bias_without_offset(q_len: int, past: int, attention_mask: object, dtype: torch.dtype):
+    def bias_without_offset(
+        q_len: int, past: int, attention_mask: object, dtype: torch.dtype, position_ids: object = None
+    ):
         key_pos = torch.arange(past + q_len)[None, :]
         query_pos = torch.arange(q_len)[:, None]  # the bug: no `past +`
         buckets = bucket(key_pos - query_pos, 32, 128)
@@ -173,3 +175,21 @@ def test_a_few_adamw_steps_lower_the_loss() -> None:
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied after training
+
+
+def test_position_ids_let_rows_of_one_cache_end_at_different_lengths(model: GroundworkForCausalLM) -> None:
+    """Sample-and-rank scoring: two rows share a cache of 10 positions, but row 0 really ends at 6
+    (its positions 6..9 are masked). Its next token at position 6 gets the logits of an exact
+    re-encoding of its 6 tokens plus that token."""
+    ids = torch.randint(1, 100, (2, 10), generator=torch.Generator().manual_seed(5))
+    extra = torch.tensor([[7], [9]])
+    lengths = torch.tensor([6, 10])
+    with torch.no_grad():
+        cache = DynamicCache(config=model.config)
+        model(ids, cache=cache)
+        mask = (torch.arange(11)[None, :] < lengths[:, None]) | (torch.arange(11)[None, :] == 10)
+        shared = model(extra, cache=cache, attention_mask=mask.long(), position_ids=lengths[:, None]).logits
+        exact_0 = model(torch.cat([ids[:1, :6], extra[:1]], dim=1), use_cache=False).logits[:, -1]
+        exact_1 = model(torch.cat([ids[1:, :10], extra[1:]], dim=1), use_cache=False).logits[:, -1]
+    assert (shared[0, -1] - exact_0[0]).abs().max() < 1e-4
+    assert (shared[1, -1] - exact_1[0]).abs().max() < 1e-4
