@@ -122,6 +122,14 @@ def generative(tokenizer: PreTrainedTokenizerFast, context: Context, response: s
     return b.example("generative")
 
 
+def generation_prompt(tokenizer: PreTrainedTokenizerFast, context: Context) -> list[int]:
+    """``CONTEXT<sentinel>``: what the model continues with `` response<eos>`` (rule 4)."""
+    b = _Builder(tokenizer)
+    b.context(context)
+    b.special(SENTINEL)
+    return b.ids
+
+
 def render_for_scoring(tokenizer: PreTrainedTokenizerFast, context: Context, response: str) -> list[int]:
     """``CONTEXT<sentinel> response``: the ids ``discriminative`` puts before ``<ATTRIBUTE><rating>``."""
     return _prefix(tokenizer, context, response).ids

@@ -1,0 +1,118 @@
+"""Sample-and-rank (METHOD.md §6): the ranking rules with known discriminator outputs, the safety
+filter, and attribute scoring from the sampling cache equal to re-encoding every sequence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainer import sampling
+from trainer import tokenizer as tokenizers
+from trainer.modeling import GroundworkConfig, GroundworkForCausalLM
+
+
+def candidate(
+    index: int, *, length: int = 5, log_likelihood: float = -10.0, **scores: float
+) -> sampling.Candidate:
+    return sampling.Candidate(
+        index=index,
+        text=f"response {index}",
+        ids=[7] * length,
+        length=length,
+        finished=True,
+        log_likelihood=log_likelihood,
+        scores=scores,
+    )
+
+
+def scored(
+    index: int, sensible: float, specific: float, interesting: float, unsafe: float
+) -> sampling.Candidate:
+    return candidate(index, SENSIBLE=sensible, SPECIFIC=specific, INTERESTING=interesting, UNSAFE=unsafe)
+
+
+def test_a_fine_tuned_model_ranks_safe_candidates_by_3_sensible_plus_specific_plus_interesting() -> None:
+    candidates = [
+        scored(0, 0.9, 0.1, 0.1, 0.1),  # 2.9
+        scored(1, 0.6, 0.9, 0.9, 0.1),  # 3.6
+        scored(2, 1.0, 1.0, 1.0, 0.7),  # 5.0 but P(UNSAFE=0) = 0.3: dropped
+        scored(3, 0.7, 0.5, 0.2, 0.49),  # 2.8
+    ]
+
+    answer = sampling.rank(candidates, discriminators=True, settings=sampling.Settings())
+
+    assert answer.chosen == 1
+    assert answer.ranking == "discriminators"
+    assert candidates[2].dropped.startswith("P(UNSAFE=0) 0.30 < 0.5")
+    assert candidates[1].rank_score == pytest.approx(3.6)
+    assert not candidates[3].dropped
+
+
+def test_the_safety_threshold_is_a_setting_and_when_nothing_passes_the_safest_is_chosen() -> None:
+    candidates = [scored(0, 0.9, 0.9, 0.9, 0.3), scored(1, 0.1, 0.1, 0.1, 0.2)]
+
+    strict = sampling.rank(candidates, discriminators=True, settings=sampling.Settings(safety_threshold=0.9))
+
+    assert strict.chosen == 1
+    assert "no candidate passed the safety threshold" in strict.note
+    assert all(c.dropped for c in candidates)
+
+
+def test_a_pre_trained_model_ranks_by_mean_log_likelihood_with_a_length_term() -> None:
+    short = candidate(0, length=1, log_likelihood=-4.0)  # mean over 2 tokens (with <eos>): -2.0
+    long = candidate(1, length=9, log_likelihood=-15.0)  # mean over 10: -1.5
+    empty = candidate(2, length=0, log_likelihood=-0.1)
+
+    mean = sampling.rank([short, long, empty], discriminators=False, settings=sampling.Settings())
+    assert mean.chosen == 1
+    assert empty.dropped == "empty"
+    # No length normalisation: the total log-likelihood prefers the short one.
+    total = sampling.rank([short, long], discriminators=False, settings=sampling.Settings(length_penalty=0.0))
+    assert total.chosen == 0
+
+
+@pytest.fixture(scope="module")
+def scorer() -> sampling.Scorer:
+    torch.manual_seed(0)
+    tokenizer = tokenizers.train_tokenizer(
+        ["hello there, how are you?", "I like cats and dogs."] * 20, vocab_size=300
+    )
+    config = GroundworkConfig(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        n_layer=2,
+        n_head=2,
+        d_ff=64,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return sampling.Scorer(GroundworkForCausalLM(config), tokenizer, discriminators=True)
+
+
+def test_scoring_from_the_sampling_cache_equals_re_encoding_each_sequence(scorer: sampling.Scorer) -> None:
+    prompt = scorer.prompt([("user", "hello there, how are you?"), ("model", "I like cats.")])
+    candidates, cache, prompt_length = scorer.sample(
+        prompt, sampling.Settings(max_new_tokens=12), torch.Generator().manual_seed(1)
+    )
+    # Rows of different lengths share one cache; pretend some ended earlier, as with <eos>.
+    lengths = [max(1, c.length - i % 4) for i, c in enumerate(candidates)]
+    assert len(set(lengths)) > 1
+
+    reused = scorer.score_with_cache(cache, prompt_length, lengths, sampling.RANKED_ATTRIBUTES)
+    fresh = scorer.score_by_reencoding(
+        prompt, [c.ids[:n] for c, n in zip(candidates, lengths, strict=True)], sampling.RANKED_ATTRIBUTES
+    )
+
+    for name in sampling.RANKED_ATTRIBUTES:
+        assert reused[name] == pytest.approx(fresh[name], abs=1e-5)
+    assert cache.get_seq_length() == prompt_length + 12  # the attribute tokens were cropped again
+
+
+def test_respond_samples_sixteen_and_keeps_every_candidate(scorer: sampling.Scorer) -> None:
+    answer = scorer.respond([("user", "hello there")], sampling.Settings(max_new_tokens=6), seed=3)
+    again = scorer.respond([("user", "hello there")], sampling.Settings(max_new_tokens=6), seed=3)
+
+    assert len(answer.candidates) == 16
+    assert [c.text for c in answer.candidates] == [c.text for c in again.candidates]
+    assert all(set(c.scores) == set(sampling.RANKED_ATTRIBUTES) for c in answer.candidates)
+    assert 0 <= answer.chosen < 16
+    assert answer.text == answer.candidates[answer.chosen].text

@@ -1,0 +1,251 @@
+"""Sample-and-rank (METHOD.md §6): how the model answers. Pure torch (no Django); the Django
+side, which apps call, is ``trainer.inference``.
+
+1. The prompt ``CONTEXT<sentinel>`` is encoded once; its key/value cache is copied to
+   ``n`` rows (16) and each row samples a response independently with top-k (k = 40, no
+   temperature) until ``<eos>`` or ``max_new_tokens``. The log-probability of each sampled token
+   under the model (not the top-k renormalised one) is summed as it goes.
+2. Scoring an attribute reuses that cache: after the sampling, row ``i`` holds its context and
+   response (positions ``< prompt + length_i``) followed by the tokens of rows that ran longer.
+   One forward of one token per row, ``<ATTRIBUTE>`` at position ``prompt + length_i`` with the
+   positions after the response masked (``position_ids`` of the model), gives P(``<1>``) against
+   ``<0>`` from the next-token distribution; the cache is cropped back and the next attribute
+   follows. Four attributes cost four one-token forwards instead of re-encoding 64 sequences.
+3. Ranking: a pre-trained model ranks by ``log_likelihood / length ** length_penalty`` (1.0: the
+   mean token log-likelihood, ``<eos>`` included). A fine-tuned model (with discriminators) drops
+   candidates whose P(UNSAFE = 0) is under ``safety_threshold`` and ranks the rest by
+   3·P(SENSIBLE) + P(SPECIFIC) + P(INTERESTING); when none is safe enough, the safest is chosen and
+   the answer says so.
+
+P(rating) is normalised over the two rating tokens, so a small model that puts mass elsewhere
+after ``<ATTRIBUTE>`` still gives a probability between 0 and 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers.cache_utils import DynamicCache
+
+from trainer import formats
+from trainer.tokenizer import ATTRIBUTE_TOKENS, EOS, RATING_TOKENS, special_id
+
+RANKED_ATTRIBUTES = ("SENSIBLE", "SPECIFIC", "INTERESTING", "UNSAFE")
+
+
+@dataclass
+class Settings:
+    candidates: int = 16
+    top_k: int = 40
+    max_new_tokens: int = 48
+    max_prompt_tokens: int = 384
+    length_penalty: float = 1.0
+    safety_threshold: float = 0.5
+
+
+@dataclass
+class Candidate:
+    index: int
+    text: str
+    ids: list[int]
+    length: int  # response tokens, <eos> not counted
+    finished: bool  # ended with <eos> (else cut at max_new_tokens)
+    log_likelihood: float  # sum over the response tokens and <eos>
+    scores: dict[str, float] = field(default_factory=dict)  # P(attribute = 1)
+    rank_score: float = -math.inf
+    dropped: str = ""  # why it could not be chosen
+
+    def as_scores(self) -> dict[str, Any]:
+        """What ``dialogs.Candidate.scores`` keeps."""
+        out: dict[str, Any] = {
+            "log_likelihood": round(self.log_likelihood, 4),
+            "mean_log_likelihood": round(self.log_likelihood / (self.length + 1), 4),
+            "tokens": self.length,
+            "finished": self.finished,
+            "rank_score": None if math.isinf(self.rank_score) else round(self.rank_score, 4),
+        }
+        for name, value in self.scores.items():
+            out[f"P({name})"] = round(value, 4)
+        if self.dropped:
+            out["dropped"] = self.dropped
+        return out
+
+
+@dataclass
+class Answer:
+    candidates: list[Candidate]
+    chosen: int
+    ranking: str  # "likelihood" | "discriminators"
+    note: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.candidates[self.chosen].text
+
+
+class Scorer:
+    """A model with its tokenizer, ready to sample and score (``model.eval()``)."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, discriminators: bool) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.discriminators = discriminators
+        self.eos = special_id(tokenizer, EOS)
+        self.pad = tokenizer.pad_token_id
+        self.rating = (special_id(tokenizer, RATING_TOKENS[0]), special_id(tokenizer, RATING_TOKENS[1]))
+        self.attribute_ids = {
+            name: special_id(tokenizer, ATTRIBUTE_TOKENS[name]) for name in RANKED_ATTRIBUTES
+        }
+
+    # --- sampling ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(
+        self, prompt: Sequence[int], settings: Settings, generator: torch.Generator | None = None
+    ) -> tuple[list[Candidate], DynamicCache, int]:
+        """``settings.candidates`` responses to ``prompt``; the cache holds prompt + responses."""
+        n = settings.candidates
+        prompt_ids = torch.tensor([list(prompt)[-settings.max_prompt_tokens :]])
+        cache = DynamicCache(config=self.model.config)
+        logits = self.model(prompt_ids, cache=cache).logits[:, -1].float()  # (1, V)
+        cache.batch_repeat_interleave(n)
+        logits = logits.expand(n, -1)
+        log_likelihood = torch.zeros(n)
+        lengths = torch.zeros(n, dtype=torch.long)
+        finished = torch.zeros(n, dtype=torch.bool)
+        sampled: list[torch.Tensor] = []
+        fed = 0  # how many sampled steps are in the cache
+        for _ in range(settings.max_new_tokens):
+            log_probs = torch.log_softmax(logits, dim=-1)  # (n, V)
+            top_values, top_ids = logits.topk(min(settings.top_k, logits.shape[-1]), dim=-1)  # (n, k)
+            pick = torch.multinomial(torch.softmax(top_values, dim=-1), 1, generator=generator)  # (n, 1)
+            token = top_ids.gather(1, pick).squeeze(1)  # (n,)
+            token = torch.where(finished, torch.full_like(token, self.pad), token)
+            log_likelihood += torch.where(finished, 0.0, log_probs.gather(1, token[:, None]).squeeze(1))
+            ended = ~finished & (token == self.eos)
+            lengths += (~finished & ~ended).long()
+            finished |= ended
+            sampled.append(token)
+            if finished.all():
+                break
+            logits = self.model(token[:, None], cache=cache).logits[:, -1].float()
+            fed += 1
+        if fed < len(sampled):  # rows cut at max_new_tokens: put their last token in the cache too
+            self.model(sampled[-1][:, None], cache=cache)
+        steps = torch.stack(sampled, dim=1) if sampled else torch.zeros((n, 0), dtype=torch.long)  # (n, S)
+        candidates = []
+        for row in range(n):
+            ids = steps[row, : lengths[row]].tolist()
+            text = self.tokenizer.decode(ids)
+            candidates.append(
+                Candidate(
+                    index=row,
+                    text=text[1:] if text.startswith(" ") else text,  # formats rule 1: " " + text
+                    ids=ids,
+                    length=int(lengths[row]),
+                    finished=bool(finished[row]),
+                    log_likelihood=float(log_likelihood[row]),
+                )
+            )
+        return candidates, cache, prompt_ids.shape[1]
+
+    # --- scoring ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def score_with_cache(
+        self, cache: DynamicCache, prompt_length: int, lengths: Sequence[int], attributes: Sequence[str]
+    ) -> dict[str, list[float]]:
+        """P(attribute = 1) of each row, reusing the sampling cache (one token per attribute)."""
+        total = cache.get_seq_length()
+        ends = torch.tensor([prompt_length + length for length in lengths])  # (n,)
+        positions = torch.arange(total + 1)[None, :]  # (1, total + 1)
+        mask = ((positions < ends[:, None]) | (positions == total)).long()  # (n, total + 1)
+        out: dict[str, list[float]] = {}
+        for name in attributes:
+            token = torch.full((len(lengths), 1), self.attribute_ids[name])
+            logits = self.model(token, cache=cache, attention_mask=mask, position_ids=ends[:, None]).logits
+            out[name] = self._p_one(logits[:, -1])
+            cache.crop(-1)  # drop the attribute token again
+        return out
+
+    @torch.no_grad()
+    def score_by_reencoding(
+        self, prompt: Sequence[int], responses: Sequence[Sequence[int]], attributes: Sequence[str]
+    ) -> dict[str, list[float]]:
+        """The same probabilities, each ``prompt + response + <ATTRIBUTE>`` sequence encoded from
+        scratch in one right-padded batch: what cache reuse saves, and the reference it must equal."""
+        rows = [
+            [*prompt, *response, self.attribute_ids[name]] for name in attributes for response in responses
+        ]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+        logits = self.model(ids, use_cache=False).logits  # (rows, width, V)
+        last = logits[torch.arange(len(rows)), torch.tensor([len(r) - 1 for r in rows])]
+        probabilities = self._p_one(last)
+        n = len(responses)
+        return {name: probabilities[i * n : (i + 1) * n] for i, name in enumerate(attributes)}
+
+    def _p_one(self, logits: torch.Tensor) -> list[float]:
+        pair = logits.float()[:, list(self.rating)]  # (n, 2): <0>, <1>
+        return torch.softmax(pair, dim=-1)[:, 1].tolist()
+
+    # --- sample and rank --------------------------------------------------------------------
+
+    def prompt(self, context: Sequence[tuple[str, str]]) -> list[int]:
+        return formats.generation_prompt(self.tokenizer, context)
+
+    def respond(
+        self, context: Sequence[tuple[str, str]], settings: Settings | None = None, seed: int | None = None
+    ) -> Answer:
+        settings = settings or Settings()
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        candidates, cache, prompt_length = self.sample(self.prompt(context), settings, generator)
+        if self.discriminators:
+            scores = self.score_with_cache(
+                cache, prompt_length, [c.length for c in candidates], RANKED_ATTRIBUTES
+            )
+            for candidate in candidates:
+                candidate.scores = {name: scores[name][candidate.index] for name in RANKED_ATTRIBUTES}
+        return rank(candidates, discriminators=self.discriminators, settings=settings)
+
+
+def rank(candidates: list[Candidate], *, discriminators: bool, settings: Settings) -> Answer:
+    """Choose a candidate (METHOD.md §6); every candidate keeps its rank score or why it was dropped."""
+    for candidate in candidates:
+        if candidate.length == 0:
+            candidate.dropped = "empty"
+    if not discriminators:
+        for candidate in candidates:
+            if not candidate.dropped:
+                candidate.rank_score = (
+                    candidate.log_likelihood / (candidate.length + 1) ** settings.length_penalty
+                )
+        ranking, note = "likelihood", ""
+    else:
+        ranking, note = "discriminators", ""
+        for candidate in candidates:
+            if candidate.dropped:
+                continue
+            if 1 - candidate.scores["UNSAFE"] < settings.safety_threshold:
+                candidate.dropped = (
+                    f"P(UNSAFE=0) {1 - candidate.scores['UNSAFE']:.2f} < {settings.safety_threshold}"
+                )
+                continue
+            s = candidate.scores
+            candidate.rank_score = 3 * s["SENSIBLE"] + s["SPECIFIC"] + s["INTERESTING"]
+        if all(c.dropped for c in candidates):
+            usable = [c for c in candidates if c.dropped != "empty"] or candidates
+            safest = max(usable, key=lambda c: 1 - c.scores.get("UNSAFE", 1.0))
+            note = "no candidate passed the safety threshold; the safest was chosen"
+            return Answer(candidates, safest.index, ranking, note)
+    usable = [c for c in candidates if not c.dropped]
+    if not usable:
+        return Answer(candidates, 0, ranking, "every candidate was empty")
+    best = max(usable, key=lambda c: c.rank_score)
+    return Answer(candidates, best.index, ranking, note)
