@@ -191,6 +191,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a field named "kind" (and Purpose is used twice): name each choice set.
+    "ENUM_NAME_OVERRIDES": {
+        "PurposeEnum": "dialogs.models.Purpose",
+        "DatasetKindEnum": "trainer.models.DatasetVersion.Kind",
+        "TrainingJobKindEnum": "trainer.models.TrainingJob.Kind",
+    },
 }
 
 # --- Celery ---------------------------------------------------------------------------------

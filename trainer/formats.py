@@ -159,6 +159,25 @@ def research_query(tokenizer: PreTrainedTokenizerFast, context: Context, base: s
     return b.example("research_query")
 
 
+def _research(
+    tokenizer: PreTrainedTokenizerFast, context: Context, base: str, steps: Sequence[tuple[str, str]]
+) -> _Builder:
+    b = _prefix(tokenizer, context, base)
+    for query, snippet in steps:
+        b.special(TS)
+        b.text(query)
+        b.special(SNIPPET)
+        b.text(snippet)
+    return b
+
+
+def research_prefix(
+    tokenizer: PreTrainedTokenizerFast, context: Context, base: str, steps: Sequence[tuple[str, str]]
+) -> list[int]:
+    """What the model continues with ``<TS> query<eos>`` or ``<User> response<eos>`` (rule 9)."""
+    return _research(tokenizer, context, base, steps).ids
+
+
 def research_step(
     tokenizer: PreTrainedTokenizerFast,
     context: Context,
@@ -176,12 +195,7 @@ def research_step(
     who, text = outcome
     if who not in OUTCOME_TOKENS:
         raise ValueError(f"outcome must start with 'TS' or 'User', not {who!r}")
-    b = _prefix(tokenizer, context, base)
-    for query, snippet in steps:
-        b.special(TS)
-        b.text(query)
-        b.special(SNIPPET)
-        b.text(snippet)
+    b = _research(tokenizer, context, base, steps)
     b.special(OUTCOME_TOKENS[who], loss=True)
     b.text(text, loss=True)
     b.special(EOS, loss=True)

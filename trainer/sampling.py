@@ -24,7 +24,7 @@ after ``<ATTRIBUTE>`` still gives a probability between 0 and 1.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from trainer import formats
-from trainer.tokenizer import ATTRIBUTE_TOKENS, EOS, RATING_TOKENS, special_id
+from trainer.tokenizer import ATTRIBUTE_TOKENS, EOS, RATING_TOKENS, RESEARCH_USER, TS, special_id
 
 RANKED_ATTRIBUTES = ("SENSIBLE", "SPECIFIC", "INTERESTING", "UNSAFE")
 
@@ -87,6 +87,16 @@ class Answer:
         return self.candidates[self.chosen].text
 
 
+@dataclass
+class Research:
+    """The research loop's trace (METHOD.md §7): queries, what the toolset answered, the result."""
+
+    base: str
+    steps: list[dict[str, str]]  # [{"query", "snippet", "url"}]
+    response: str
+    capped: bool  # the query cap forced the answer
+
+
 class Scorer:
     """A model with its tokenizer, ready to sample and score (``model.eval()``)."""
 
@@ -100,6 +110,8 @@ class Scorer:
         self.attribute_ids = {
             name: special_id(tokenizer, ATTRIBUTE_TOKENS[name]) for name in RANKED_ATTRIBUTES
         }
+        self.ts = special_id(tokenizer, TS)
+        self.user = special_id(tokenizer, RESEARCH_USER)
 
     # --- sampling ---------------------------------------------------------------------------
 
@@ -213,6 +225,64 @@ class Scorer:
             for candidate in candidates:
                 candidate.scores = {name: scores[name][candidate.index] for name in RANKED_ATTRIBUTES}
         return rank(candidates, discriminators=self.discriminators, settings=settings)
+
+    # --- the research loop (METHOD.md §7) ----------------------------------------------------
+
+    @torch.no_grad()
+    def continue_text(
+        self, prefix: Sequence[int], settings: Settings, generator: torch.Generator | None = None
+    ) -> str:
+        """One top-k sampled continuation of ``prefix`` up to ``<eos>``, decoded (rule 1's space off)."""
+        cache = DynamicCache(config=self.model.config)
+        logits = self.model(torch.tensor([list(prefix)[-settings.max_prompt_tokens :]]), cache=cache).logits[
+            :, -1
+        ]
+        ids: list[int] = []
+        for _ in range(settings.max_new_tokens):
+            top_values, top_ids = logits.float().topk(min(settings.top_k, logits.shape[-1]), dim=-1)
+            token = int(
+                top_ids[0, torch.multinomial(torch.softmax(top_values[0], dim=-1), 1, generator=generator)]
+            )
+            if token == self.eos:
+                break
+            ids.append(token)
+            logits = self.model(torch.tensor([[token]]), cache=cache).logits[:, -1]
+        text = self.tokenizer.decode(ids)
+        return text[1:] if text.startswith(" ") else text
+
+    @torch.no_grad()
+    def research(
+        self,
+        context: Sequence[tuple[str, str]],
+        base: str,
+        ask: Callable[[str], tuple[str, str]],
+        *,
+        max_queries: int = 4,
+        settings: Settings | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Research:
+        """After the base response the model says ``<TS> query`` (``ask`` gives the toolset's
+        snippet and URL, appended for the next step) or ``<User> response`` (the end). At
+        ``max_queries`` queries it is made to answer."""
+        settings = settings or Settings()
+        steps: list[dict[str, str]] = []
+        while True:
+            prefix = formats.research_prefix(
+                self.tokenizer, context, base, [(step["query"], step["snippet"]) for step in steps]
+            )
+            capped = len(steps) >= max_queries
+            if capped:
+                speaker = self.user
+            else:
+                logits = self.model(
+                    torch.tensor([prefix[-settings.max_prompt_tokens :]]), use_cache=False
+                ).logits
+                speaker = self.ts if logits[0, -1, self.ts] > logits[0, -1, self.user] else self.user
+            text = self.continue_text([*prefix, speaker], settings, generator).strip()
+            if speaker == self.user or not text:
+                return Research(base=base, steps=steps, response=text or base, capped=capped)
+            snippet, url = ask(text)
+            steps.append({"query": text, "snippet": snippet, "url": url})
 
 
 def rank(candidates: list[Candidate], *, discriminators: bool, settings: Settings) -> Answer:

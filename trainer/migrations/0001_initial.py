@@ -6,100 +6,224 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('annotation', '0004_rewrite_candidate_labels'),
+        ("annotation", "0004_rewrite_candidate_labels"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('directory', models.CharField(help_text='Weights, config and tokenizer (save_pretrained).', max_length=300)),
-                ('config', models.JSONField(blank=True, default=dict)),
-                ('parameters', models.PositiveBigIntegerField(default=0)),
-                ('tokenizer_sha256', models.CharField(max_length=64)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('serving', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='children', to='trainer.modelversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100, unique=True)),
+                (
+                    "directory",
+                    models.CharField(
+                        help_text="Weights, config and tokenizer (save_pretrained).", max_length=300
+                    ),
+                ),
+                ("config", models.JSONField(blank=True, default=dict)),
+                ("parameters", models.PositiveBigIntegerField(default=0)),
+                ("tokenizer_sha256", models.CharField(max_length=64)),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("serving", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="children",
+                        to="trainer.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'permissions': [('serve_modelversion', 'Can choose the serving model')],
+                "ordering": ["-created_at", "-id"],
+                "permissions": [("serve_modelversion", "Can choose the serving model")],
             },
         ),
         migrations.CreateModel(
-            name='DatasetVersion',
+            name="DatasetVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('pretrain', 'Pre-training (generative, from dialogs)'), ('quality_safety', 'Quality and safety (discriminators + filtered generation)'), ('groundedness', 'Groundedness (research formats, from rewrites)')], max_length=16)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('ready', 'Ready'), ('failed', 'Failed')], default='pending', max_length=8)),
-                ('filters', models.JSONField(blank=True, default=dict)),
-                ('validation_percent', models.PositiveSmallIntegerField(default=10)),
-                ('done', models.PositiveIntegerField(default=0)),
-                ('total', models.PositiveIntegerField(default=0)),
-                ('directory', models.CharField(blank=True, max_length=300)),
-                ('files', models.JSONField(blank=True, default=dict)),
-                ('sha256', models.CharField(blank=True, help_text='sha256 of manifest.json', max_length=64)),
-                ('tokenizer_sha256', models.CharField(blank=True, max_length=64)),
-                ('counts', models.JSONField(blank=True, default=dict)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('campaigns', models.ManyToManyField(blank=True, related_name='dataset_versions', to='annotation.campaign')),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('tokenizer_source', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='trainer.modelversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("pretrain", "Pre-training (generative, from dialogs)"),
+                            ("quality_safety", "Quality and safety (discriminators + filtered generation)"),
+                            ("groundedness", "Groundedness (research formats, from rewrites)"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("ready", "Ready"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=8,
+                    ),
+                ),
+                ("filters", models.JSONField(blank=True, default=dict)),
+                ("validation_percent", models.PositiveSmallIntegerField(default=10)),
+                ("done", models.PositiveIntegerField(default=0)),
+                ("total", models.PositiveIntegerField(default=0)),
+                ("directory", models.CharField(blank=True, max_length=300)),
+                ("files", models.JSONField(blank=True, default=dict)),
+                ("sha256", models.CharField(blank=True, help_text="sha256 of manifest.json", max_length=64)),
+                ("tokenizer_sha256", models.CharField(blank=True, max_length=64)),
+                ("counts", models.JSONField(blank=True, default=dict)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "campaigns",
+                    models.ManyToManyField(
+                        blank=True, related_name="dataset_versions", to="annotation.campaign"
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "tokenizer_source",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="trainer.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'permissions': [('export_datasetversion', 'Can export datasets')],
+                "ordering": ["-created_at", "-id"],
+                "permissions": [("export_datasetversion", "Can export datasets")],
             },
         ),
         migrations.CreateModel(
-            name='TrainingJob',
+            name="TrainingJob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('pretrain', 'Pre-train (a new model)'), ('finetune_quality_safety', 'Fine-tune: quality and safety'), ('finetune_groundedness', 'Fine-tune: groundedness')], max_length=24)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], db_index=True, default='queued', max_length=9)),
-                ('hyperparameters', models.JSONField(blank=True, default=dict)),
-                ('step', models.PositiveIntegerField(default=0)),
-                ('total_steps', models.PositiveIntegerField(default=0)),
-                ('loss', models.FloatField(blank=True, null=True)),
-                ('tokens_per_second', models.FloatField(blank=True, null=True)),
-                ('history', models.JSONField(blank=True, default=list)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('log', models.TextField(blank=True)),
-                ('error', models.TextField(blank=True)),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('worker', models.CharField(blank=True, max_length=200)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('checkpoint_step', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('base_model', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='training_jobs', to='trainer.modelversion')),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('datasets', models.ManyToManyField(related_name='training_jobs', to='trainer.datasetversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("pretrain", "Pre-train (a new model)"),
+                            ("finetune_quality_safety", "Fine-tune: quality and safety"),
+                            ("finetune_groundedness", "Fine-tune: groundedness"),
+                        ],
+                        max_length=24,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        db_index=True,
+                        default="queued",
+                        max_length=9,
+                    ),
+                ),
+                ("hyperparameters", models.JSONField(blank=True, default=dict)),
+                ("step", models.PositiveIntegerField(default=0)),
+                ("total_steps", models.PositiveIntegerField(default=0)),
+                ("loss", models.FloatField(blank=True, null=True)),
+                ("tokens_per_second", models.FloatField(blank=True, null=True)),
+                ("history", models.JSONField(blank=True, default=list)),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("log", models.TextField(blank=True)),
+                ("error", models.TextField(blank=True)),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("worker", models.CharField(blank=True, max_length=200)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("checkpoint_step", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "base_model",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="training_jobs",
+                        to="trainer.modelversion",
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "datasets",
+                    models.ManyToManyField(related_name="training_jobs", to="trainer.datasetversion"),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'permissions': [('run_trainingjob', 'Can start and cancel training jobs')],
+                "ordering": ["-created_at", "-id"],
+                "permissions": [("run_trainingjob", "Can start and cancel training jobs")],
             },
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='job',
-            field=models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='model_version', to='trainer.trainingjob'),
+            model_name="modelversion",
+            name="job",
+            field=models.OneToOneField(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="model_version",
+                to="trainer.trainingjob",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(condition=models.Q(('serving', True)), fields=('serving',), name='trainer_one_serving_model'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("serving", True)), fields=("serving",), name="trainer_one_serving_model"
+            ),
         ),
     ]

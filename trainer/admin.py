@@ -1,0 +1,648 @@
+"""The trainer admin: dataset versions, training jobs, model versions.
+
+Admins may watch; only researchers trigger. Everyone with the view permissions reads the lists
+and the pages (progress polled with htmx, the loss curve, metrics, lineage, downloads); exporting
+needs ``trainer.export_datasetversion``, retraining and cancelling ``trainer.run_trainingjob``,
+choosing the serving model ``trainer.serve_modelversion``. No row is edited or deleted here:
+every write goes through ``trainer.services``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
+from django.db.models import QuerySet
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.decorators import method_decorator
+from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_POST
+
+from trainer import services
+from trainer.forms import DatasetExportForm, TrainingJobForm
+from trainer.models import DatasetVersion, ModelVersion, TrainingJob
+
+EXPORT_PERMISSION = "trainer.export_datasetversion"
+RUN_PERMISSION = "trainer.run_trainingjob"
+SERVE_PERMISSION = "trainer.serve_modelversion"
+
+DATASET_FILES = ("manifest.json", "train.jsonl", "validation.jsonl", "train.parquet", "validation.parquet")
+CURVE_POINTS = 300
+# The loss curve's drawing: the whole picture and the plot box inside it (room for the labels).
+CURVE_WIDTH, CURVE_HEIGHT = 640, 220
+CURVE_LEFT, CURVE_RIGHT, CURVE_TOP, CURVE_BOTTOM = 64, 628, 12, 190
+
+
+def _progress_bar(done: int, total: int) -> str:
+    return format_html('<progress value="{}" max="{}"></progress> {} / {}', done, max(total, 1), done, total)
+
+
+def _link(url: str, text: Any) -> str:
+    return format_html('<a href="{}">{}</a>', url, text)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def loss_curve(history: Any, *, max_points: int = CURVE_POINTS) -> dict[str, Any] | None:
+    """The SVG drawing of ``[[step, loss], ...]``: polyline points (at most ``max_points``, evenly
+    taken, the first and last kept) and the axes' labels; None when there is nothing to draw."""
+    points = [
+        (int(entry[0]), float(entry[1]))
+        for entry in (history if isinstance(history, list) else [])
+        if isinstance(entry, list | tuple) and len(entry) >= 2 and _finite(entry[0]) and _finite(entry[1])
+    ]
+    if not points:
+        return None
+    if len(points) > max_points:
+        last = len(points) - 1
+        points = [points[round(i * last / (max_points - 1))] for i in range(max_points)]
+    steps = [step for step, _ in points]
+    losses = [loss for _, loss in points]
+    first, final = min(steps), max(steps)
+    low, high = min(losses), max(losses)
+    x_span, y_span = (final - first) or 1, (high - low) or 1.0
+    width, height = CURVE_RIGHT - CURVE_LEFT, CURVE_BOTTOM - CURVE_TOP
+
+    def xy(step: int, loss: float) -> str:
+        x = CURVE_LEFT + (step - first) / x_span * width
+        y = CURVE_TOP + (high - loss) / y_span * height
+        return f"{x:.1f},{y:.1f}"
+
+    coordinates = [xy(step, loss) for step, loss in points]
+    if len(coordinates) == 1:  # one report so far: a flat dash rather than nothing
+        coordinates = [f"{CURVE_LEFT},{coordinates[0].split(',')[1]}", coordinates[0]]
+    return {
+        "points": " ".join(coordinates),
+        "count": len(points),
+        "loss_min": low,
+        "loss_max": high,
+        "step_first": first,
+        "step_last": final,
+        "width": CURVE_WIDTH,
+        "height": CURVE_HEIGHT,
+        "left": CURVE_LEFT,
+        "right": CURVE_RIGHT,
+        "top": CURVE_TOP,
+        "bottom": CURVE_BOTTOM,
+        "label_x": CURVE_LEFT - 6,
+        "label_y": CURVE_BOTTOM + 18,
+        "middle_x": (CURVE_LEFT + CURVE_RIGHT) // 2,
+        "middle_y": (CURVE_TOP + CURVE_BOTTOM) // 2,
+    }
+
+
+def metrics_table(metrics: Any) -> dict[str, Any] | None:
+    """Initial against final evaluation (validation loss, per-attribute accuracy and AUC)."""
+    if not isinstance(metrics, dict) or not metrics:
+        return None
+    initial = metrics.get("initial") or {}
+    final = metrics.get("final") or {}
+    before, after = initial.get("attributes") or {}, final.get("attributes") or {}
+    attributes = [
+        {
+            "name": name,
+            "n": (after.get(name) or before.get(name) or {}).get("n"),
+            "initial_accuracy": (before.get(name) or {}).get("accuracy"),
+            "final_accuracy": (after.get(name) or {}).get("accuracy"),
+            "initial_auc": (before.get(name) or {}).get("auc"),
+            "final_auc": (after.get(name) or {}).get("auc"),
+        }
+        for name in sorted(set(before) | set(after))
+    ]
+    return {
+        "initial_loss": initial.get("validation_loss"),
+        "final_loss": final.get("validation_loss"),
+        "examples": final.get("validation_examples", initial.get("validation_examples")),
+        "train_loss": metrics.get("train_loss"),
+        "tokens_per_second": metrics.get("tokens_per_second"),
+        "attributes": attributes,
+    }
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by the services only: viewable, never changed or deleted by hand."""
+
+    add_permission: str = ""  # the permission the add page (a request to the services) needs
+    add_label = ""  # what the list's add button says
+    change_list_template = "admin/trainer/change_list.html"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return bool(self.add_permission) and request.user.has_perm(self.add_permission)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def _visible(self, request: HttpRequest, object_id: str) -> Any:
+        """The object of a custom view: 404 when missing, 403 without the view permission."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404(f"There is no {self.opts.verbose_name} {object_id}.")
+        return obj
+
+    def _require(self, request: HttpRequest, perm: str) -> None:
+        if not request.user.has_perm(perm):
+            raise PermissionDenied
+
+    def _url(self, name: str, *args: Any) -> str:
+        return reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_{name}", args=args)
+
+    def _request_page(
+        self,
+        request: HttpRequest,
+        form: Any,
+        *,
+        title: str,
+        submit: str,
+        fieldsets: Sequence[tuple[str, str, Sequence[str]]],
+        extra_context: dict[str, Any] | None = None,
+    ) -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            **(extra_context or {}),
+            "title": title,
+            "submit_label": submit,
+            "opts": self.opts,
+            "form": form,
+            "fieldsets": [(name, note, [form[f] for f in fields]) for name, note, fields in fieldsets],
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/trainer/request_form.html", context)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        return super().changelist_view(request, {"add_label": self.add_label, **(extra_context or {})})
+
+
+# --- dataset versions ---------------------------------------------------------------------------
+
+
+@admin.register(DatasetVersion)
+class DatasetVersionAdmin(ReadOnlyAdmin):
+    add_permission = EXPORT_PERMISSION
+    add_label = "Export dataset"
+    list_display = [
+        "id",
+        "kind",
+        "status",
+        "progress",
+        "campaign_names",
+        "sha256_short",
+        "created_by",
+        "created_at",
+    ]
+    list_display_links = ["id", "kind"]
+    list_filter = ["kind", "status"]
+    list_select_related = ["created_by"]
+    date_hierarchy = "created_at"
+    fields = [
+        "kind",
+        "campaigns",
+        "tokenizer_source",
+        "filters",
+        "validation_percent",
+        "directory",
+        "sha256",
+        "tokenizer_sha256",
+        "created_by",
+        "created_at",
+        "finished_at",
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[DatasetVersion]:
+        return super().get_queryset(request).prefetch_related("campaigns")
+
+    @admin.display(description="progress (sources)")
+    def progress(self, dataset: DatasetVersion) -> str:
+        return _progress_bar(dataset.done, dataset.total)
+
+    @admin.display(description="campaigns")
+    def campaign_names(self, dataset: DatasetVersion) -> str:
+        return ", ".join(c.name for c in dataset.campaigns.all()) or "-"
+
+    @admin.display(description="sha256")
+    def sha256_short(self, dataset: DatasetVersion) -> str:
+        return dataset.sha256[:12] or "-"
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/progress/",
+                view(self.progress_view),
+                name="trainer_datasetversion_progress",
+            ),
+            path(
+                "<path:object_id>/download/<str:name>/",
+                view(self.download_view),
+                name="trainer_datasetversion_download",
+            ),
+            *super().get_urls(),
+        ]
+
+    # The add page: "Export dataset", calling services.dataset_request.
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = DatasetExportForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                dataset = services.dataset_request(**form.service_kwargs(), created_by=request.user)
+            except services.TrainerError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.log_addition(request, dataset, [{"added": {}}])
+                self.message_user(
+                    request, f"Dataset {dataset.pk} queued; its progress shows below.", messages.SUCCESS
+                )
+                return HttpResponseRedirect(self._url("change", dataset.pk))
+        return self._request_page(
+            request,
+            form,
+            title="Export dataset",
+            submit="Export dataset",
+            fieldsets=[
+                ("Dataset", "", ["kind", "campaigns", "purposes"]),
+                ("Rendering", "", ["tokenizer_source", "validation_percent"]),
+            ],
+            extra_context=extra_context,
+        )
+
+    # The change page: status polled while it builds, counts, files and manifest once ready.
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        dataset = self.get_object(request, unquote(object_id))
+        if dataset is not None and self.has_view_permission(request, dataset):
+            extra_context = {**(extra_context or {}), **self._panel_context(dataset)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _panel_context(self, dataset: DatasetVersion) -> dict[str, Any]:
+        ready = dataset.status == DatasetVersion.Status.READY
+        counts = dataset.counts or {}
+        splits: dict[str, dict[str, int]] = counts.get("splits") or {}
+        kinds = sorted({kind for per_kind in splits.values() for kind in per_kind})
+        balance = [
+            {"attribute": attribute, "zero": sides.get("0", 0), "one": sides.get("1", 0)}
+            for attribute, sides in sorted((counts.get("label_balance") or {}).items())
+        ]
+        order = {name: i for i, name in enumerate(DATASET_FILES)}
+        files = [
+            {
+                "name": name,
+                "url": self._url("download", dataset.pk, name),
+                "bytes": info.get("bytes"),
+                "rows": info.get("rows"),
+                "sha256": info.get("sha256", ""),
+            }
+            for name, info in sorted((dataset.files or {}).items(), key=lambda f: (order.get(f[0], 99), f[0]))
+        ]
+        return {
+            "dataset": dataset,
+            "live": dataset.status in (DatasetVersion.Status.PENDING, DatasetVersion.Status.RUNNING),
+            "bar": _progress_bar(dataset.done, dataset.total),
+            "progress_url": self._url("progress", dataset.pk),
+            "change_url": self._url("change", dataset.pk),
+            "split_names": list(splits),
+            "split_rows": [(kind, [splits[split].get(kind, 0) for split in splits]) for kind in kinds],
+            "split_totals": [sum(per_kind.values()) for per_kind in splits.values()],
+            "balance": balance,
+            "skipped": counts.get("skipped") or {},
+            "files": files if ready else [],
+            "manifest": self._manifest(dataset) if ready else "",
+        }
+
+    def _manifest(self, dataset: DatasetVersion) -> str:
+        try:
+            text = services.dataset_file(dataset, "manifest.json").read_text(encoding="utf-8")
+            return json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False)
+        except (services.TrainerError, OSError, ValueError):
+            return ""
+
+    def progress_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The dataset's status panel, as a fragment the change page polls while it builds."""
+        dataset = self._visible(request, object_id)
+        return TemplateResponse(
+            request, "admin/trainer/datasetversion/change_form.html#panel", self._panel_context(dataset)
+        )
+
+    def download_view(self, request: HttpRequest, object_id: str, name: str) -> FileResponse:
+        """One file of a ready dataset, as an attachment."""
+        dataset = self._visible(request, object_id)
+        try:
+            file_path = services.dataset_file(dataset, name)
+            handle = file_path.open("rb")
+        except (services.TrainerError, OSError) as exc:
+            raise Http404(str(exc)) from None
+        return FileResponse(handle, as_attachment=True, filename=f"dataset-{dataset.pk}-{name}")
+
+
+# --- training jobs ------------------------------------------------------------------------------
+
+
+@admin.register(TrainingJob)
+class TrainingJobAdmin(ReadOnlyAdmin):
+    add_permission = RUN_PERMISSION
+    add_label = "Retrain"
+    list_display = [
+        "id",
+        "kind",
+        "status",
+        "progress",
+        "loss_value",
+        "base_model",
+        "model_version_link",
+        "created_by",
+        "created_at",
+    ]
+    list_display_links = ["id", "kind"]
+    list_filter = ["kind", "status"]
+    list_select_related = ["base_model", "model_version", "created_by"]
+    date_hierarchy = "created_at"
+    fields = [
+        "kind",
+        "base_model",
+        "datasets",
+        "hyperparameters",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]
+
+    @admin.display(description="progress (steps)")
+    def progress(self, job: TrainingJob) -> str:
+        return _progress_bar(job.step, job.total_steps)
+
+    @admin.display(description="loss", ordering="loss")
+    def loss_value(self, job: TrainingJob) -> str:
+        return "-" if job.loss is None else f"{job.loss:.4f}"
+
+    @admin.display(description="model version")
+    def model_version_link(self, job: TrainingJob) -> str:
+        version = _model_version_of(job)
+        if version is None:
+            return "-"
+        return _link(reverse("admin:trainer_modelversion_change", args=[version.pk]), version.name)
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/progress/", view(self.progress_view), name="trainer_trainingjob_progress"),
+            path("<path:object_id>/cancel/", view(self.cancel_view), name="trainer_trainingjob_cancel"),
+            *super().get_urls(),
+        ]
+
+    # The add page: "Retrain", calling services.training_request.
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        # "Retrain from this version" links here with ?base_model=<pk>.
+        form = TrainingJobForm(request.POST or None, initial={"base_model": request.GET.get("base_model")})
+        if request.method == "POST" and form.is_valid():
+            try:
+                job = services.training_request(**form.service_kwargs(), created_by=request.user)
+            except services.TrainerError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.log_addition(request, job, [{"added": {}}])
+                self.message_user(
+                    request, f"Training job {job.pk} queued; its progress shows below.", messages.SUCCESS
+                )
+                return HttpResponseRedirect(self._url("change", job.pk))
+        return self._request_page(
+            request,
+            form,
+            title="Retrain",
+            submit="Start training",
+            fieldsets=[
+                ("Job", "", ["kind", "base_model", "datasets"]),
+                ("Hyperparameters", "", ["steps", "learning_rate", "batch_size", "checkpoint_every"]),
+            ],
+            extra_context=extra_context,
+        )
+
+    # The job page: progress, loss curve, metrics, log, polled while the job runs.
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        job = self.get_object(request, unquote(object_id))
+        if job is not None and self.has_view_permission(request, job):
+            extra_context = {**(extra_context or {}), **self._panel_context(request, job)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _panel_context(self, request: HttpRequest, job: TrainingJob, notice: str = "") -> dict[str, Any]:
+        version = _model_version_of(job)
+        return {
+            "job": job,
+            "live": not job.finished,
+            "curve": loss_curve(job.history),
+            "metrics": metrics_table(job.metrics),
+            "model_version": version,
+            "model_version_url": (
+                reverse("admin:trainer_modelversion_change", args=[version.pk]) if version else ""
+            ),
+            "can_run": request.user.has_perm(RUN_PERMISSION),
+            "progress_url": self._url("progress", job.pk),
+            "cancel_url": self._url("cancel", job.pk),
+            "change_url": self._url("change", job.pk),
+            "notice": notice,
+        }
+
+    def _fragment(self, request: HttpRequest, job: TrainingJob, notice: str = "") -> TemplateResponse:
+        return TemplateResponse(
+            request,
+            "admin/trainer/trainingjob/change_form.html#panel",
+            self._panel_context(request, job, notice),
+        )
+
+    def progress_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The job's progress panel, as a fragment the job page polls while it is queued or runs."""
+        return self._fragment(request, self._visible(request, object_id))
+
+    @method_decorator(require_POST)
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Cancel the job (services.training_cancel): at once when queued, soon when running."""
+        self._require(request, RUN_PERMISSION)
+        job = self._visible(request, object_id)
+        try:
+            job = services.training_cancel(job=job, by=request.user)
+        except services.TrainerError as exc:
+            notice, level = str(exc), messages.WARNING
+        else:
+            notice = (
+                f"Training job {job.pk} cancelled."
+                if job.status == TrainingJob.Status.CANCELLED
+                else f"Cancel requested: training job {job.pk} stops at its next progress report."
+            )
+            level = messages.SUCCESS
+        if getattr(request, "htmx", False):
+            return self._fragment(request, job, notice)
+        self.message_user(request, notice, level)
+        return HttpResponseRedirect(self._url("change", job.pk))
+
+
+def _model_version_of(job: TrainingJob) -> ModelVersion | None:
+    try:
+        return job.model_version
+    except ObjectDoesNotExist:
+        return None
+
+
+# --- model versions -----------------------------------------------------------------------------
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(ReadOnlyAdmin):
+    list_display = [
+        "name",
+        "serving",
+        "parent",
+        "job_link",
+        "parameters",
+        "validation_loss",
+        "created_at",
+    ]
+    list_filter = ["serving"]
+    list_select_related = ["parent", "job"]
+    search_fields = ["name"]
+    date_hierarchy = "created_at"
+    actions = ["serve_selected"]
+    fields = [
+        "name",
+        "serving",
+        "parent",
+        "job",
+        "directory",
+        "config",
+        "parameters",
+        "tokenizer_sha256",
+        "created_at",
+    ]
+
+    @admin.display(description="job")
+    def job_link(self, version: ModelVersion) -> str:
+        if version.job_id is None:
+            return "-"
+        return _link(reverse("admin:trainer_trainingjob_change", args=[version.job_id]), version.job_id)
+
+    @admin.display(description="validation loss")
+    def validation_loss(self, version: ModelVersion) -> str:
+        loss = ((version.metrics or {}).get("final") or {}).get("validation_loss")
+        return f"{loss:.4f}" if _finite(loss) else "-"
+
+    def has_serve_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(SERVE_PERMISSION)
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/serve/", view(self.serve_view), name="trainer_modelversion_serve"),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        version = self.get_object(request, unquote(object_id))
+        if version is not None and self.has_view_permission(request, version):
+            extra_context = {
+                **(extra_context or {}),
+                "version": version,
+                "lineage": self._lineage(request, version),
+                "metrics": metrics_table(version.metrics),
+                "can_serve": self.has_serve_permission(request),
+                "retrain_url": (
+                    f"{reverse('admin:trainer_trainingjob_add')}?base_model={version.pk}"
+                    if request.user.has_perm(RUN_PERMISSION)
+                    else ""
+                ),
+                "serve_url": self._url("serve", version.pk),
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _lineage(self, request: HttpRequest, version: ModelVersion) -> list[dict[str, Any]]:
+        """The version and its ancestors up to the root, each with its job, datasets and campaigns."""
+        show_campaigns = request.user.has_perm("annotation.view_campaign")
+        chain: list[dict[str, Any]] = []
+        seen: set[int] = set()
+        current: ModelVersion | None = version
+        while current is not None and current.pk not in seen:
+            seen.add(current.pk)
+            job = current.job
+            datasets = list(job.datasets.prefetch_related("campaigns").order_by("pk")) if job else []
+            chain.append(
+                {
+                    "version": current,
+                    "url": self._url("change", current.pk),
+                    "job": job,
+                    "job_url": reverse("admin:trainer_trainingjob_change", args=[job.pk]) if job else "",
+                    "datasets": [
+                        {
+                            "dataset": dataset,
+                            "url": reverse("admin:trainer_datasetversion_change", args=[dataset.pk]),
+                            "campaigns": format_html_join(
+                                ", ",
+                                '<a href="{}">{}</a>' if show_campaigns else "{1}",
+                                (
+                                    (reverse("admin:annotation_campaign_change", args=[c.pk]), c.name)
+                                    for c in dataset.campaigns.all()
+                                ),
+                            ),
+                        }
+                        for dataset in datasets
+                    ],
+                }
+            )
+            current = ModelVersion.objects.select_related("job").filter(pk=current.parent_id).first()
+        return chain
+
+    @method_decorator(require_POST)
+    def serve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Make this version the serving one (services.model_serve)."""
+        self._require(request, SERVE_PERMISSION)
+        version = self._visible(request, object_id)
+        version = services.model_serve(model=version)
+        self.message_user(request, f"{version.name} serves now.", messages.SUCCESS)
+        return HttpResponseRedirect(self._url("change", version.pk))
+
+    @admin.action(description="Serve this version", permissions=["serve"])
+    def serve_selected(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        versions = list(queryset[:2])
+        if len(versions) != 1:
+            self.message_user(request, "Choose exactly one model version to serve.", messages.WARNING)
+            return
+        version = services.model_serve(model=versions[0])
+        self.message_user(request, f"{version.name} serves now.", messages.SUCCESS)

@@ -1,0 +1,114 @@
+"""The researcher's forms: export a dataset, retrain a model. They only validate; the admin views
+hand ``service_kwargs()`` to ``trainer.services`` (``dataset_request``, ``training_request``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from annotation.models import Campaign
+from dialogs.models import Purpose
+from trainer import sources
+from trainer.models import DatasetVersion, ModelVersion, TrainingJob
+
+TRAINING_CAMPAIGN_KINDS = (*sources.QUALITY_SAFETY_CAMPAIGNS, *sources.GROUNDEDNESS_CAMPAIGNS)
+
+
+class ModelVersionChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: ModelVersion) -> str:
+        return f"{obj.name} (serving)" if obj.serving else obj.name
+
+
+class DatasetChoiceField(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj: DatasetVersion) -> str:
+        splits = (obj.counts or {}).get("splits") or {}
+        examples = sum(sum(kinds.values()) for kinds in splits.values() if isinstance(kinds, dict))
+        return (
+            f"#{obj.pk} {obj.get_kind_display()} · {examples} examples · "
+            f"tokenizer {obj.tokenizer_sha256[:8] or '?'} · {obj.created_at:%Y-%m-%d %H:%M}"
+        )
+
+
+class DatasetExportForm(forms.Form):
+    """A new dataset version: which campaigns (or dialogs, for pretrain) and how it is rendered."""
+
+    kind = forms.ChoiceField(choices=DatasetVersion.Kind.choices)
+    campaigns = forms.ModelMultipleChoiceField(
+        Campaign.objects.filter(kind__in=TRAINING_CAMPAIGN_KINDS).order_by("-created_at", "-id"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=(
+            "Quality and safety: SSI, safety and groundedness-evaluation campaigns (their consensus "
+            "labels). Groundedness: rewrite campaigns. Pre-training: none (it is made from dialogs)."
+        ),
+    )
+    tokenizer_source = ModelVersionChoiceField(
+        ModelVersion.objects.order_by("-serving", "-created_at", "-id"),
+        required=False,
+        empty_label="The serving model (pre-training: a new tokenizer trained on the dialogs)",
+        label="Tokenizer of",
+        help_text="The model version whose tokenizer renders the examples; fine-tune it with this dataset.",
+    )
+    validation_percent = forms.IntegerField(
+        min_value=0,
+        max_value=50,
+        initial=10,
+        help_text="Share of dialogs held out for validation (split by dialog).",
+    )
+    purposes = forms.MultipleChoiceField(
+        choices=Purpose.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Dialog purposes",
+        help_text="Pre-training only. None chosen: every dialog.",
+    )
+
+    def service_kwargs(self) -> dict[str, Any]:
+        """The arguments of ``services.dataset_request`` (but ``created_by``)."""
+        data = self.cleaned_data
+        return {
+            "kind": data["kind"],
+            "campaigns": list(data["campaigns"]),
+            "tokenizer_source": data["tokenizer_source"],
+            "purposes": list(data["purposes"]),
+            "validation_percent": data["validation_percent"],
+        }
+
+
+class TrainingJobForm(forms.Form):
+    """A new training job: pre-train a model, or fine-tune a base model on ready datasets."""
+
+    kind = forms.ChoiceField(choices=TrainingJob.Kind.choices)
+    base_model = ModelVersionChoiceField(
+        ModelVersion.objects.order_by("-serving", "-created_at", "-id"),
+        required=False,
+        empty_label="The serving model (pre-training: none, a new model)",
+        help_text="The version a fine-tune starts from; its tokenizer must be the datasets' tokenizer.",
+    )
+    datasets = DatasetChoiceField(
+        DatasetVersion.objects.filter(status=DatasetVersion.Status.READY).order_by("-created_at", "-id"),
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Ready datasets of the kind the job trains on, rendered with one tokenizer.",
+    )
+    steps = forms.IntegerField(min_value=1, max_value=1_000_000, initial=200)
+    learning_rate = forms.FloatField(min_value=1e-8, max_value=1.0, initial=1e-3)
+    batch_size = forms.IntegerField(min_value=1, max_value=4096, initial=16)
+    checkpoint_every = forms.IntegerField(
+        min_value=1, max_value=1_000_000, initial=50, help_text="Steps between checkpoints (resume points)."
+    )
+
+    def service_kwargs(self) -> dict[str, Any]:
+        """The arguments of ``services.training_request`` (but ``created_by``)."""
+        data = self.cleaned_data
+        return {
+            "kind": data["kind"],
+            "datasets": list(data["datasets"]),
+            "base_model": data["base_model"],
+            "hyperparameters": {
+                "steps": data["steps"],
+                "learning_rate": data["learning_rate"],
+                "batch_size": data["batch_size"],
+                "checkpoint_every": data["checkpoint_every"],
+            },
+        }
