@@ -245,3 +245,57 @@ def _sha256(path: Path) -> str:
         for block in iter(partial(stream.read, 1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# --- turns of a live chat -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    """One sampled response of a model turn, as sample-and-rank saw it."""
+
+    text: str
+    scores: dict[str, Any]
+    chosen: bool = False
+
+
+@transaction.atomic
+def turn_add(
+    *,
+    dialog: Dialog,
+    speaker: str,
+    text: str,
+    base_text: str = "",
+    research: Iterable[dict[str, str]] = (),
+    candidates: Iterable[CandidateRecord] = (),
+    model_version: str = "",
+) -> Turn:
+    """Append a turn to ``dialog`` (the next index, under a row lock so two writers cannot take
+    the same one), with the sampled candidates of a model turn. ``model_version`` names the model
+    that answered and is recorded on the dialog."""
+    from dialogs.models import Candidate, Speaker
+
+    if speaker not in Speaker.values:
+        raise ValueError(f"speaker must be one of {', '.join(Speaker.values)}, not {speaker!r}")
+    text = text.strip()
+    if not text:
+        raise ValueError("a turn needs text")
+    if len(text) > settings.TURN_MAX_CHARS:
+        raise ValueError(f"a turn has at most {settings.TURN_MAX_CHARS} characters")
+    dialog = Dialog.objects.select_for_update().get(pk=dialog.pk)
+    last = dialog.turns.order_by("-index").values_list("index", flat=True).first()
+    turn = Turn.objects.create(
+        dialog=dialog,
+        index=0 if last is None else last + 1,
+        speaker=speaker,
+        text=text,
+        base_text=base_text,
+        research=list(research),
+    )
+    Candidate.objects.bulk_create(
+        Candidate(turn=turn, index=i, text=c.text, scores=c.scores, chosen=c.chosen)
+        for i, c in enumerate(candidates)
+    )
+    if model_version and dialog.model_version != model_version:
+        Dialog.objects.filter(pk=dialog.pk).update(model_version=model_version)
+    return turn

@@ -259,3 +259,12 @@ TRAINING_MAX_ATTEMPTS: int = env.int("TRAINING_MAX_ATTEMPTS", default=3)
 TRAINING_STALE_SECONDS: int = env.int("TRAINING_STALE_SECONDS", default=120)
 # The first model (`make run`, `train_first_model`): optimizer steps on the demo dialogs.
 FIRST_MODEL_STEPS: int = env.int("FIRST_MODEL_STEPS", default=600)
+# Inference (METHOD.md §6, §7): the model that answers chats is reached through this dotted path
+# (annotation never imports trainer); sample-and-rank and research-loop settings.
+GROUNDWORK_RESPONDER: str = env.str("GROUNDWORK_RESPONDER", default="trainer.inference.respond")
+INFERENCE_CANDIDATES: int = env.int("INFERENCE_CANDIDATES", default=16)
+INFERENCE_TOP_K: int = env.int("INFERENCE_TOP_K", default=40)
+INFERENCE_MAX_NEW_TOKENS: int = env.int("INFERENCE_MAX_NEW_TOKENS", default=48)
+INFERENCE_LENGTH_PENALTY: float = env.float("INFERENCE_LENGTH_PENALTY", default=1.0)
+INFERENCE_SAFETY_THRESHOLD: float = env.float("INFERENCE_SAFETY_THRESHOLD", default=0.5)
+RESEARCH_MAX_QUERIES: int = env.int("RESEARCH_MAX_QUERIES", default=4)

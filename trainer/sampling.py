@@ -35,6 +35,14 @@ from trainer import formats
 from trainer.tokenizer import ATTRIBUTE_TOKENS, EOS, RATING_TOKENS, RESEARCH_USER, TS, special_id
 
 RANKED_ATTRIBUTES = ("SENSIBLE", "SPECIFIC", "INTERESTING", "UNSAFE")
+# Control characters (a byte-level model can sample any byte, NUL included) never reach a turn.
+_CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\n\t")
+
+
+def decode(tokenizer: Any, ids: Sequence[int]) -> str:
+    """Text of sampled ids: special tokens and control characters dropped, rule 1's space off."""
+    text = tokenizer.decode(list(ids), skip_special_tokens=True).translate(_CONTROL)
+    return text[1:] if text.startswith(" ") else text
 
 
 @dataclass
@@ -152,11 +160,10 @@ class Scorer:
         candidates = []
         for row in range(n):
             ids = steps[row, : lengths[row]].tolist()
-            text = self.tokenizer.decode(ids)
             candidates.append(
                 Candidate(
                     index=row,
-                    text=text[1:] if text.startswith(" ") else text,  # formats rule 1: " " + text
+                    text=decode(self.tokenizer, ids),
                     ids=ids,
                     length=int(lengths[row]),
                     finished=bool(finished[row]),
@@ -247,8 +254,7 @@ class Scorer:
                 break
             ids.append(token)
             logits = self.model(torch.tensor([[token]]), cache=cache).logits[:, -1]
-        text = self.tokenizer.decode(ids)
-        return text[1:] if text.startswith(" ") else text
+        return decode(self.tokenizer, ids)
 
     @torch.no_grad()
     def research(

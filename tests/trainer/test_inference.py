@@ -1,0 +1,83 @@
+"""The inference service: the serving model answers a dialog by sample-and-rank, every candidate
+is kept and the chosen one marked; the research loop asks the toolset and stops at its cap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from dialogs.models import Candidate
+from tests.factories import dialog_with_turns
+from tests.trainer.helpers import tiny_model
+from trainer import inference, sampling
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _artifacts(settings: Any, tmp_path: Any) -> None:
+    settings.ARTIFACTS_DIR = tmp_path
+
+
+def test_the_serving_model_answers_with_sixteen_candidates_kept() -> None:
+    version = tiny_model()
+    dialog = dialog_with_turns(["What do you think about tea?"], external_id="chat-1", purpose="quality")
+
+    turn = inference.respond(dialog_id=dialog.pk)
+
+    assert turn.speaker == "model"
+    assert turn.index == 1
+    candidates = list(Candidate.objects.filter(turn=turn))
+    assert len(candidates) == 16
+    chosen = [c for c in candidates if c.chosen]
+    assert len(chosen) == 1
+    assert turn.text in (chosen[0].text, inference.FALLBACK)
+    # A pre-trained model ranks by likelihood: every usable candidate has its rank score.
+    assert all(c.scores["ranking"] == "likelihood" for c in candidates)
+    assert all("mean_log_likelihood" in c.scores for c in candidates)
+    dialog.refresh_from_db()
+    assert dialog.model_version == version.name
+
+
+def test_without_a_serving_model_respond_says_so() -> None:
+    dialog = dialog_with_turns(["Hi"], external_id="chat-2", purpose="quality")
+    with pytest.raises(inference.NoModel, match="no model version serves yet"):
+        inference.respond(dialog_id=dialog.pk)
+
+
+class AlwaysAsks(torch.nn.Module):
+    """A model that always wants another query (``<TS>`` after every prefix) and never ends a query
+    before its first token: the research loop must stop at its cap."""
+
+    def __init__(self, model: Any, ts: int, eos: int) -> None:
+        super().__init__()
+        self.inner, self.ts, self.eos, self.config = model, ts, eos, model.config
+
+    def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> Any:
+        out = self.inner(input_ids, **kwargs)
+        after_ts = input_ids[:, -1] == self.ts
+        out.logits[~after_ts, -1, self.ts] += 100.0
+        out.logits[after_ts, -1, self.eos] -= 100.0
+        return out
+
+
+def test_the_research_loop_stops_at_the_query_cap() -> None:
+    version = tiny_model()
+    scorer = inference.scorer_for(version)
+    asking = sampling.Scorer(
+        AlwaysAsks(scorer.model, scorer.ts, scorer.eos), scorer.tokenizer, discriminators=False
+    )
+    asked: list[str] = []
+
+    def ask(query: str) -> tuple[str, str]:
+        asked.append(query)
+        return f"snippet {len(asked)}", f"https://example.org/{len(asked)}"
+
+    trace = asking.research([("user", "Tell me about owls.")], "Owls are birds.", ask, max_queries=3)
+
+    assert len(asked) == 3
+    assert trace.capped
+    assert [s["url"] for s in trace.steps] == [f"https://example.org/{i}" for i in (1, 2, 3)]
+    assert trace.response  # made to answer (with <User>) after the third query

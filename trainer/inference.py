@@ -1,0 +1,122 @@
+"""The model, for the other apps (DESIGN.md): ``respond`` answers a dialog with the serving model.
+
+Annotation's chat reaches it through ``settings.GROUNDWORK_RESPONDER`` (a dotted path to
+``respond``), never by importing trainer. The work itself is ``trainer.sampling`` (sample-and-rank,
+the research loop); here the serving model is loaded (once per process and version), the dialog
+read, the toolset asked, and the turn written with every candidate through ``dialogs.services``.
+
+What a model version can do follows from its lineage: discriminators once a
+``finetune_quality_safety`` job is among its ancestors (else candidates are ranked by
+likelihood), the research loop once a ``finetune_groundedness`` job is.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from django.conf import settings
+
+from dialogs import services as dialogs_services
+from dialogs.models import Dialog, Turn
+from toolset.services import toolset_query
+from trainer import sampling
+from trainer import tokenizer as tokenizers
+from trainer.models import ModelVersion, TrainingJob
+
+FALLBACK = "Sorry, I have nothing to say to that."
+
+_lock = threading.Lock()
+_loaded: dict[str, sampling.Scorer] = {}
+
+
+class NoModel(Exception):
+    """No model version serves yet."""
+
+
+def lineage_kinds(version: ModelVersion) -> set[str]:
+    """The kinds of the training jobs that made ``version`` and its ancestors."""
+    kinds: set[str] = set()
+    current: ModelVersion | None = version
+    while current is not None:
+        if current.job_id is not None:
+            kinds.add(current.job.kind)
+        current = current.parent
+    return kinds
+
+
+def scorer_for(version: ModelVersion) -> sampling.Scorer:
+    """The loaded model of ``version`` (kept for the next turn; one version at a time)."""
+    from trainer.modeling import GroundworkForCausalLM
+
+    with _lock:
+        if version.name not in _loaded:
+            model = GroundworkForCausalLM.from_pretrained(str(version.path))
+            tokenizer = tokenizers.load(version.path)
+            discriminators = TrainingJob.Kind.FINETUNE_QUALITY_SAFETY in lineage_kinds(version)
+            _loaded.clear()
+            _loaded[version.name] = sampling.Scorer(model, tokenizer, discriminators=discriminators)
+        return _loaded[version.name]
+
+
+def sampling_settings() -> sampling.Settings:
+    return sampling.Settings(
+        candidates=settings.INFERENCE_CANDIDATES,
+        top_k=settings.INFERENCE_TOP_K,
+        max_new_tokens=settings.INFERENCE_MAX_NEW_TOKENS,
+        length_penalty=settings.INFERENCE_LENGTH_PENALTY,
+        safety_threshold=settings.INFERENCE_SAFETY_THRESHOLD,
+    )
+
+
+def _context(dialog: Dialog) -> list[tuple[str, str]]:
+    turns = [(t.speaker, t.text) for t in dialog.turns.order_by("index")]
+    preamble = dialog.role.preamble if dialog.role_id else []
+    return [(str(t.get("speaker", "model")), str(t.get("text", ""))) for t in preamble] + turns
+
+
+def respond(*, dialog_id: int) -> Turn:
+    """The serving model's next turn in the dialog, chosen by sample-and-rank (and grounded by the
+    research loop when the model was trained for it), stored with all its candidates."""
+    version = ModelVersion.objects.filter(serving=True).select_related("job", "parent").first()
+    if version is None:
+        raise NoModel("no model version serves yet: train one (make run does) and serve it")
+    dialog = Dialog.objects.select_related("role").get(pk=dialog_id)
+    scorer = scorer_for(version)
+    context = _context(dialog)
+    answer = scorer.respond(context, sampling_settings())
+    text, base, research = answer.text, "", []
+    if TrainingJob.Kind.FINETUNE_GROUNDEDNESS in lineage_kinds(version) and text:
+        session = f"dialog-{dialog.pk}-turn-{len(context)}"
+        trace = scorer.research(
+            context,
+            text,
+            lambda query: _ask(session, query, version.name),
+            max_queries=settings.RESEARCH_MAX_QUERIES,
+            settings=sampling_settings(),
+        )
+        text, base, research = trace.response, trace.base, trace.steps
+    candidates = [
+        dialogs_services.CandidateRecord(
+            text=c.text, scores={**c.as_scores(), "ranking": answer.ranking}, chosen=c.index == answer.chosen
+        )
+        for c in answer.candidates
+    ]
+    return dialogs_services.turn_add(
+        dialog=dialog,
+        speaker="model",
+        text=text.strip() or FALLBACK,
+        base_text=base,
+        research=research,
+        candidates=candidates,
+        model_version=version.name,
+    )
+
+
+def _ask(session: str, query: str, model_name: str) -> tuple[str, str]:
+    """The toolset's first answer with text: (snippet, url)."""
+    results: list[Any] = toolset_query(session=session, query=query[:500], actor_model=model_name)
+    for result in results:
+        if result.snippet:
+            return result.snippet, result.url
+    return "", ""
