@@ -94,6 +94,11 @@ class DatasetRequestSerializer(serializers.Serializer):
     )
     validation_percent = serializers.IntegerField(min_value=0, max_value=50, default=10)
     purposes = serializers.ListField(child=serializers.ChoiceField(choices=Purpose.choices), required=False)
+    thresholds = serializers.DictField(
+        child=serializers.FloatField(min_value=0, max_value=1),
+        required=False,
+        help_text="filtered datasets: the least P(safe), P(sensible), P(specific), P(interesting) kept",
+    )
 
 
 class DatasetViewSet(
@@ -119,6 +124,7 @@ class DatasetViewSet(
                 tokenizer_source=data.get("tokenizer_source"),
                 purposes=data.get("purposes", []),
                 validation_percent=data["validation_percent"],
+                thresholds=data.get("thresholds"),
                 created_by=request.user,
             )
         except services.TrainerError as exc:

@@ -20,6 +20,7 @@ class DatasetVersion(models.Model):
         PRETRAIN = "pretrain", "Pre-training (generative, from dialogs)"
         QUALITY_SAFETY = "quality_safety", "Quality and safety (discriminators + filtered generation)"
         GROUNDEDNESS = "groundedness", "Groundedness (research formats, from rewrites)"
+        FILTERED = "filtered", "Filtered pre-training dialogs (generative, kept by the discriminators)"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"

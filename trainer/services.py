@@ -60,7 +60,11 @@ DATASET_CAMPAIGN_KINDS: dict[str, tuple[str, ...]] = {
     DatasetVersion.Kind.PRETRAIN: (),
     DatasetVersion.Kind.QUALITY_SAFETY: sources.QUALITY_SAFETY_CAMPAIGNS,
     DatasetVersion.Kind.GROUNDEDNESS: sources.GROUNDEDNESS_CAMPAIGNS,
+    DatasetVersion.Kind.FILTERED: (),
 }
+FROM_DIALOGS = (DatasetVersion.Kind.PRETRAIN, DatasetVersion.Kind.FILTERED)
+# METHOD.md §6: pre-training turns are kept when safe, sensible, specific and interesting enough.
+DEFAULT_THRESHOLDS = {"safe": 0.5, "sensible": 0.5, "specific": 0.5, "interesting": 0.5}
 
 
 def serving_model() -> ModelVersion | None:
@@ -76,13 +80,17 @@ def dataset_request(
     purposes: Sequence[str] = (),
     validation_percent: int = 10,
     vocab_size: int = 8192,
+    thresholds: dict[str, float] | None = None,
     created_by: Any = None,
     enqueue: bool = True,
 ) -> DatasetVersion:
     """Queue the export of a dataset; a worker builds it (``dataset_build``).
 
     ``tokenizer_source`` is the model version whose tokenizer renders the examples (default: the
-    serving model). A ``pretrain`` dataset without one trains a tokenizer on its dialogs.
+    serving model). A ``pretrain`` dataset without one trains a tokenizer on its dialogs. A
+    ``filtered`` dataset scores every turn of the dialogs (``purposes``) with that model's
+    discriminators and keeps those at or above every one of ``thresholds`` (safe, sensible,
+    specific, interesting; default 0.5 each).
     """
     if kind not in DatasetVersion.Kind.values:
         raise TrainerError(f"kind must be one of {', '.join(DatasetVersion.Kind.values)}, not {kind!r}")
@@ -90,11 +98,9 @@ def dataset_request(
         raise TrainerError("validation_percent must be between 0 and 50")
     allowed = DATASET_CAMPAIGN_KINDS[kind]
     campaigns = list(campaigns)
-    if kind == DatasetVersion.Kind.PRETRAIN:
+    if kind in FROM_DIALOGS:
         if campaigns:
-            raise TrainerError(
-                "a pretrain dataset is made from dialogs, not campaigns: leave campaigns empty"
-            )
+            raise TrainerError(f"a {kind} dataset is made from dialogs, not campaigns: leave campaigns empty")
     else:
         if not campaigns:
             raise TrainerError(f"choose at least one campaign of kind {', '.join(allowed)}")
@@ -103,13 +109,33 @@ def dataset_request(
             raise TrainerError(
                 f"a {kind} dataset takes campaigns of kind {', '.join(allowed)}; not: {', '.join(wrong)}"
             )
+    if kind != DatasetVersion.Kind.PRETRAIN:
         tokenizer_source = tokenizer_source or serving_model()
         if tokenizer_source is None:
             raise TrainerError("there is no model version yet, so no tokenizer: train the first model first")
+    filters: dict[str, Any] = {"purposes": list(purposes), "vocab_size": vocab_size}
+    if kind == DatasetVersion.Kind.FILTERED:
+        from trainer.inference import lineage_kinds
+
+        assert tokenizer_source is not None
+        if TrainingJob.Kind.FINETUNE_QUALITY_SAFETY not in lineage_kinds(tokenizer_source):
+            raise TrainerError(
+                f"{tokenizer_source.name} has no discriminators yet: filtering needs a model fine-tuned "
+                "for quality and safety (a finetune_quality_safety job in its lineage)"
+            )
+        chosen = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+        unknown = sorted(set(chosen) - set(DEFAULT_THRESHOLDS))
+        if unknown:
+            raise TrainerError(
+                f"unknown threshold(s) {', '.join(unknown)}; known: {', '.join(DEFAULT_THRESHOLDS)}"
+            )
+        if not all(isinstance(v, int | float) and 0 <= v <= 1 for v in chosen.values()):
+            raise TrainerError("thresholds are probabilities between 0 and 1")
+        filters["thresholds"] = chosen
     dataset = DatasetVersion.objects.create(
         kind=kind,
         tokenizer_source=tokenizer_source,
-        filters={"purposes": list(purposes), "vocab_size": vocab_size},
+        filters=filters,
         validation_percent=validation_percent,
         created_by=created_by,
     )
@@ -125,7 +151,7 @@ def _dataset_sources(
     dataset: DatasetVersion, campaigns: list[Campaign]
 ) -> tuple[int, Iterable[sources.Source]]:
     purposes = dataset.filters.get("purposes") or ()
-    if dataset.kind == DatasetVersion.Kind.PRETRAIN:
+    if dataset.kind in FROM_DIALOGS:
         dialogs = sources.pretrain_dialogs(purposes)
         return dialogs.count(), sources.pretrain_sources(purposes)
     if dataset.kind == DatasetVersion.Kind.QUALITY_SAFETY:
@@ -251,12 +277,13 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
     tick = _throttled(
         PROGRESS_EVERY_SECONDS, lambda: DatasetVersion.objects.filter(pk=dataset.pk).update(done=done)
     )
+    keep = _discriminator_filter(dataset, tokenizer) if dataset.kind == DatasetVersion.Kind.FILTERED else None
     with records.DatasetWriter(directory) as writer:
         for source in units:
             split = records.split_of(source.dialog, dataset.validation_percent)
             if not source.examples:
                 skipped["sources_without_examples"] += 1
-            for pending in source.examples:
+            for pending in keep(source.examples) if keep else source.examples:
                 writer.add(_row(tokenizer, pending, split, source.dialog))
                 counts[split][pending.kind] = counts[split].get(pending.kind, 0) + 1
                 if pending.attribute is not None:
@@ -289,10 +316,69 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
         "skipped": skipped,
         "files": writer.files(),
     }
+    if keep is not None:
+        manifest["filter"] = keep.report
     (directory / "manifest.json").write_text(
         json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     )
     return manifest
+
+
+class _DiscriminatorFilter:
+    """Keeps the generative examples the model's discriminators rate at or above every threshold;
+    ``report`` counts what was scored, kept and dropped (by the first threshold missed)."""
+
+    ORDER = (
+        ("safe", "UNSAFE"),
+        ("sensible", "SENSIBLE"),
+        ("specific", "SPECIFIC"),
+        ("interesting", "INTERESTING"),
+    )
+
+    def __init__(self, dataset: DatasetVersion, tokenizer: Any) -> None:
+        from trainer import sampling
+        from trainer.modeling import GroundworkForCausalLM
+
+        assert dataset.tokenizer_source is not None
+        model = GroundworkForCausalLM.from_pretrained(str(dataset.tokenizer_source.path))
+        self.scorer = sampling.Scorer(model, tokenizer, discriminators=True)
+        self.attributes = sampling.RANKED_ATTRIBUTES
+        self.thresholds = dataset.filters["thresholds"]
+        self.report: dict[str, Any] = {
+            "model": dataset.tokenizer_source.name,
+            "thresholds": self.thresholds,
+            "scored": 0,
+            "kept": 0,
+            "dropped": {name: 0 for name, _ in self.ORDER},
+        }
+
+    def __call__(self, examples: list[sources.Pending]) -> list[sources.Pending]:
+        if not examples:
+            return []
+        prefixes = [
+            formats.render_for_scoring(self.scorer.tokenizer, e.context, e.response)[-MAX_SCORED_TOKENS:]
+            for e in examples
+        ]
+        scores = self.scorer.score_by_reencoding([], prefixes, self.attributes)
+        kept = []
+        for i, example in enumerate(examples):
+            self.report["scored"] += 1
+            probability = {name: scores[attribute][i] for name, attribute in self.ORDER}
+            probability["safe"] = 1 - probability["safe"]  # P(UNSAFE = 0)
+            missed = next((name for name, _ in self.ORDER if probability[name] < self.thresholds[name]), None)
+            if missed is None:
+                self.report["kept"] += 1
+                kept.append(example)
+            else:
+                self.report["dropped"][missed] += 1
+        return kept
+
+
+MAX_SCORED_TOKENS = 512
+
+
+def _discriminator_filter(dataset: DatasetVersion, tokenizer: Any) -> _DiscriminatorFilter:
+    return _DiscriminatorFilter(dataset, tokenizer)
 
 
 def dataset_file(dataset: DatasetVersion, name: str) -> Path:
@@ -308,10 +394,14 @@ def dataset_file(dataset: DatasetVersion, name: str) -> Path:
 
 # --- training jobs ------------------------------------------------------------------------------
 
-JOB_DATASET_KIND = {
-    TrainingJob.Kind.PRETRAIN: DatasetVersion.Kind.PRETRAIN,
-    TrainingJob.Kind.FINETUNE_QUALITY_SAFETY: DatasetVersion.Kind.QUALITY_SAFETY,
-    TrainingJob.Kind.FINETUNE_GROUNDEDNESS: DatasetVersion.Kind.GROUNDEDNESS,
+# What each job trains on: FT quality-safety is the discriminators plus generation on filtered data.
+JOB_DATASET_KINDS = {
+    TrainingJob.Kind.PRETRAIN: (DatasetVersion.Kind.PRETRAIN,),
+    TrainingJob.Kind.FINETUNE_QUALITY_SAFETY: (
+        DatasetVersion.Kind.QUALITY_SAFETY,
+        DatasetVersion.Kind.FILTERED,
+    ),
+    TrainingJob.Kind.FINETUNE_GROUNDEDNESS: (DatasetVersion.Kind.GROUNDEDNESS,),
 }
 MODEL_SIZE_FIELDS = ("d_model", "n_layer", "n_head", "d_ff")
 
@@ -357,13 +447,14 @@ def training_request(
     datasets = list(datasets)
     if not datasets:
         raise TrainerError("choose at least one dataset")
-    wanted = JOB_DATASET_KIND[kind]
+    wanted = JOB_DATASET_KINDS[kind]
     for dataset in datasets:
         if dataset.status != DatasetVersion.Status.READY:
             raise TrainerError(f"dataset {dataset.pk} is {dataset.status}, not ready")
-        if dataset.kind != wanted:
+        if dataset.kind not in wanted:
             raise TrainerError(
-                f"a {kind} job trains on {wanted} datasets; dataset {dataset.pk} is {dataset.kind}"
+                f"a {kind} job trains on {' or '.join(wanted)} datasets; "
+                f"dataset {dataset.pk} is {dataset.kind}"
             )
     if kind != TrainingJob.Kind.PRETRAIN:
         base_model = base_model or serving_model()

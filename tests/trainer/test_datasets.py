@@ -171,3 +171,44 @@ def test_groundedness_export_renders_the_research_of_a_rewrite() -> None:
     assert last["research"][0] == {"query": "jaguar", "snippet": first[0].snippet}
     assert "<TS> jaguar<snippet> " in last["text"]
     assert last["text"].endswith(f"<User> {text}<eos>")
+
+
+def fine_tuned(base: Any) -> Any:
+    """A model with discriminators: the tiny model fine-tuned for a few steps on labels."""
+    ssi, safety = labelled_campaigns(items=12)
+    labels = export("quality_safety", [ssi, safety])
+    job = services.training_request(
+        kind="finetune_quality_safety",
+        datasets=[labels],
+        base_model=base,
+        hyperparameters={"steps": 3},
+        enqueue=False,
+    )
+    job = services.training_run(job_id=job.pk)
+    assert job.status == "succeeded", job.error
+    return services.model_serve(model=job.model_version)
+
+
+def test_filtering_scores_every_pretraining_turn_and_counts_what_it_keeps_and_drops() -> None:
+    base = tiny_model()
+    with pytest.raises(services.TrainerError, match="has no discriminators yet"):
+        services.dataset_request(kind="filtered", tokenizer_source=base)
+    model = fine_tuned(base)
+
+    everything = export(
+        "filtered", [], purposes=["pretrain"], thresholds={k: 0.0 for k in services.DEFAULT_THRESHOLDS}
+    )
+    nothing = export(
+        "filtered",
+        [],
+        purposes=["pretrain"],
+        thresholds={"safe": 0, "sensible": 0, "specific": 0, "interesting": 1.0},
+    )
+
+    assert everything.status == "ready", everything.error
+    report = json.loads((everything.path / "manifest.json").read_text())["filter"]
+    assert report["model"] == model.name
+    assert report["scored"] == report["kept"] == 10  # one answer in each of the 10 pretrain dialogs
+    assert all(r["kind"] == "generative" for r in rows(everything))
+    assert nothing.status == "failed"
+    assert "no examples" in nothing.error
