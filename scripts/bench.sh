@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Benchmark of the annotation engine (bench/annotation_bench.py) on a PostgreSQL database of its
+# Benchmarks: the annotation engine (bench/annotation_bench.py) on a PostgreSQL database of its
 # own, groundwork_bench: dropped and made again, migrated, measured, and dropped at the end unless
-# BENCH_KEEP_DB=1; then the search benchmark (bench/toolset_bench.py, no database). Figures: printed,
-# and merged into var/bench/results.json. Extra arguments go to both benchmarks (see `--help` of
-# `.venv/bin/python -m bench.annotation_bench` and of `bench.toolset_bench`).
+# BENCH_KEEP_DB=1; then, with no database, search (bench/toolset_bench.py), training and dataset
+# export (bench/trainer_bench.py) and sample-and-rank (bench/inference_bench.py). Figures: printed,
+# and merged into var/bench/results.json. Extra arguments go to every benchmark (`--parts` picks
+# among next, submit, aggregate, search, train, export, inference; see each module's `--help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,4 +44,8 @@ echo "== benchmark (broker: ${CELERY_BROKER_URL})"
 .venv/bin/python -m bench.annotation_bench "$@"
 # Full-text search (no database): runs unless --parts leaves out "search"; ignores the other arguments.
 .venv/bin/python -m bench.toolset_bench "$@"
+# Trainer (no database): "train" (vs GPT-2) and "export" unless --parts leaves them out; ignores the rest.
+.venv/bin/python -m bench.trainer_bench "$@"
+# Sample-and-rank (no database): "inference" (scoring with the cache vs re-encoding, one turn).
+.venv/bin/python -m bench.inference_bench "$@"
 echo "== make bench took $(( $(date +%s) - started )) s"
