@@ -58,9 +58,8 @@ def _median_ms(run: object, repeats: int) -> float:
 def bench_inference(repeats: int, turns: int) -> list[Metric]:
     scorer = _setup()
     generator = torch.Generator().manual_seed(SEED)
-    prompt = torch.randint(300, 8000, (127,), generator=generator).tolist() + [
-        tokenizers.special_id(scorer.tokenizer, tokenizers.SENTINEL)
-    ]
+    sentinel = tokenizers.special_id(scorer.tokenizer, tokenizers.SENTINEL)
+    prompt = [*torch.randint(300, 8000, (127,), generator=generator).tolist(), sentinel]
     candidates, cache, prompt_length = scorer.sample(prompt, sampling.Settings(max_new_tokens=32), generator)
     lengths = [16 + i for i in range(16)]  # 16..31 tokens: candidates end at different places
     responses = [c.ids[:n] for c, n in zip(candidates, lengths, strict=True)]
