@@ -279,10 +279,10 @@ class GroundworkForCausalLM(GroundworkPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden)  # (B, T, vocab)
         loss = None
         if labels is not None:
+            # Shift the labels, not the logits: slicing (B, T, vocab) logits would copy them twice.
+            shifted = F.pad(labels, (0, 1), value=-100)[:, 1:].to(logits.device)  # (B, T)
             loss = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                labels[:, 1:].reshape(-1).to(logits.device),
-                ignore_index=-100,
+                logits.float().view(-1, logits.shape[-1]), shifted.reshape(-1), ignore_index=-100
             )
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)
 
