@@ -1,5 +1,6 @@
 """The annotation admin: safety objectives, campaigns (with agreement, workers and consensus runs),
-worker quality, items. Every write goes through ``annotation.services``."""
+worker quality, items, chats (where their turns are routed, the chats and the flags workers set).
+Every write goes through ``annotation.services``."""
 
 from __future__ import annotations
 
@@ -19,8 +20,18 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from annotation import agreement, selectors, services
-from annotation.models import AggregationRun, Campaign, ConsensusLabel, Item, SafetyObjective, WorkerQuality
+from annotation import agreement, chat, selectors, services
+from annotation.models import (
+    AggregationRun,
+    Campaign,
+    Chat,
+    ChatRouting,
+    ConsensusLabel,
+    Item,
+    SafetyObjective,
+    TurnFlag,
+    WorkerQuality,
+)
 from dialogs.models import Dialog, Role
 
 AGGREGATE_PERMISSION = "annotation.add_aggregationrun"
@@ -404,3 +415,77 @@ class AggregationRunAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: AggregationRun | None = None) -> bool:
         return False
+
+
+# --- chats ------------------------------------------------------------------------------------
+
+
+@admin.register(ChatRouting)
+class ChatRoutingAdmin(admin.ModelAdmin):
+    """Where the model turns of finished chats go to be rated, per purpose; switched off per purpose
+    with "enabled". A blank campaign means the newest open campaign of the purpose's kind."""
+
+    list_display = ["purpose", "enabled", "campaign", "goes_to"]
+    list_editable = ["enabled", "campaign"]
+    list_select_related = ["campaign"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ChatRouting | None = None) -> Any:
+        return ["purpose"] if obj is not None else []
+
+    @admin.display(description="finished chats go to")
+    def goes_to(self, routing: ChatRouting) -> str:
+        campaign = chat.routed_campaign(purpose=routing.purpose)
+        if campaign is None:
+            return (
+                "nowhere"
+                if not routing.enabled
+                else f"nowhere (no open {chat.ROUTED_KIND[routing.purpose]} campaign)"
+            )
+        return campaign.name
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by the chat services; read here, never edited by hand."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Chat)
+class ChatAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "dialog_link",
+        "worker",
+        "purpose",
+        "mode",
+        "role",
+        "status",
+        "waiting",
+        "created_at",
+    ]
+    list_filter = ["purpose", "mode", "status", "role"]
+    list_select_related = ["dialog", "worker", "role"]
+    search_fields = ["worker__username", "dialog__external_id"]
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in Chat._meta.fields]
+
+    @admin.display(description="dialog")
+    def dialog_link(self, obj: Chat) -> str:
+        url = reverse("admin:dialogs_dialog_change", args=[obj.dialog_id])
+        return format_html('<a href="{}">{}</a>', url, obj.dialog.external_id)
+
+
+@admin.register(TurnFlag)
+class TurnFlagAdmin(ReadOnlyAdmin):
+    list_display = ["turn", "reason", "worker", "note", "created_at"]
+    list_filter = ["reason"]
+    list_select_related = ["turn", "worker"]
+    search_fields = ["worker__username", "turn__dialog__external_id", "note"]
+    readonly_fields = [f.name for f in TurnFlag._meta.fields]

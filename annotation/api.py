@@ -1,4 +1,5 @@
-"""REST API for crowd work: the next task, submitting and skipping assignments."""
+"""REST API for crowd work: the next task, submitting and skipping assignments, chatting with the
+model (start, messages, finish, flags)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,23 @@ from typing import Any
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import interchange, selectors, services
-from annotation.models import Campaign
+from annotation import chat, interchange, selectors, services
+from annotation.models import Campaign, Chat, ChatPurpose, FlagReason, TurnFlag
+from dialogs.models import Mode, Turn
 from groundwork.parsers import JSONLinesParser, body_records, refused
 from groundwork.roles import Role, has_role
 
@@ -230,3 +239,234 @@ class ConsensusExportView(APIView):
         response = StreamingHttpResponse(lines, content_type=interchange.CONTENT_TYPES[format])
         response["Content-Disposition"] = f'attachment; filename="consensus-{campaign.pk}.{format}"'
         return response
+
+
+# --- chats (METHOD.md §1) ---------------------------------------------------------------------
+
+
+class ChatStartSerializer(serializers.Serializer):
+    purpose = serializers.ChoiceField(choices=ChatPurpose.choices)
+    mode = serializers.ChoiceField(
+        choices=Mode.choices, required=False, help_text="Safety chats only; default natural."
+    )
+    role = serializers.SlugField(
+        required=False, help_text="The role's slug; role chats only, and required there."
+    )
+
+
+class ChatMessageSerializer(serializers.Serializer):
+    text = serializers.CharField()
+
+
+class FlagRequestSerializer(serializers.Serializer):
+    reason = serializers.ChoiceField(choices=FlagReason.choices)
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=chat.NOTE_MAX_CHARS)
+
+
+class FlagSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TurnFlag
+        fields = ["turn", "reason", "note", "created_at"]
+
+
+class PreambleTurnSerializer(serializers.Serializer):
+    speaker = serializers.CharField()
+    text = serializers.CharField()
+
+
+class ChatTurnSerializer(serializers.ModelSerializer):
+    flag = serializers.SerializerMethodField(help_text="Your flag on this model turn (adversarial chats).")
+
+    class Meta:
+        model = Turn
+        fields = ["id", "index", "speaker", "text", "flag"]
+
+    @extend_schema_field(FlagSerializer(allow_null=True))
+    def get_flag(self, turn: Turn) -> dict[str, Any] | None:
+        flags = getattr(turn, "own_flags", [])
+        return FlagSerializer(flags[0]).data if flags else None
+
+
+class ChatSerializer(serializers.ModelSerializer):
+    """A chat with its turns; ``waiting`` is true while the model's answer is pending. The
+    serializer's context carries the turns (``chat.chat_turns``)."""
+
+    dialog = serializers.CharField(source="dialog.external_id", read_only=True)
+    role = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    turn_count = serializers.SerializerMethodField(help_text="Your messages so far (one turn each).")
+    min_turns = serializers.SerializerMethodField(help_text="You can finish from this many turns on.")
+    max_turns = serializers.SerializerMethodField(help_text="You cannot send more messages than this.")
+    preamble = serializers.SerializerMethodField(help_text="Role chats: the role's opening turns.")
+    turns = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Chat
+        fields = [
+            "id",
+            "dialog",
+            "purpose",
+            "mode",
+            "role",
+            "status",
+            "waiting",
+            "error",
+            "turn_count",
+            "min_turns",
+            "max_turns",
+            "created_at",
+            "finished_at",
+            "preamble",
+            "turns",
+        ]
+
+    def get_turn_count(self, obj: Chat) -> int:
+        return sum(1 for turn in self.context["turns"] if turn.speaker == "user")
+
+    def get_min_turns(self, obj: Chat) -> int:
+        return chat.turn_range(obj.purpose).min
+
+    def get_max_turns(self, obj: Chat) -> int:
+        return chat.turn_range(obj.purpose).max
+
+    @extend_schema_field(PreambleTurnSerializer(many=True))
+    def get_preamble(self, obj: Chat) -> list[dict[str, Any]]:
+        return list(obj.role.preamble) if obj.role_id else []
+
+    @extend_schema_field(ChatTurnSerializer(many=True))
+    def get_turns(self, obj: Chat) -> list[dict[str, Any]]:
+        return ChatTurnSerializer(self.context["turns"], many=True).data
+
+
+class ChatFinishedSerializer(ChatSerializer):
+    campaign = serializers.IntegerField(
+        allow_null=True, read_only=True, help_text="The campaign the model turns went to, to be rated."
+    )
+    items_added = serializers.IntegerField(read_only=True)
+
+    class Meta(ChatSerializer.Meta):
+        fields = [*ChatSerializer.Meta.fields, "campaign", "items_added"]
+
+
+def _chat_data(current: Chat) -> dict[str, Any]:
+    return ChatSerializer(current, context={"turns": chat.chat_turns(chat=current)}).data
+
+
+def _own_chat(request: Request, chat_id: int) -> Chat:
+    try:
+        return chat.chat_for_worker(worker=request.user, chat_id=chat_id)
+    except chat.ChatNotFound as exc:
+        raise NotFound(str(exc)) from None
+
+
+class ChatStartView(APIView):
+    """Start a chat with the serving model."""
+
+    permission_classes = [has_role(Role.CROWDWORKER)]
+
+    @extend_schema(request=ChatStartSerializer, responses={201: ChatSerializer, 400: OpenApiTypes.OBJECT})
+    def post(self, request: Request) -> Response:
+        serializer = ChatStartSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            started = chat.chat_start(
+                worker=request.user,
+                purpose=data["purpose"],
+                mode=data.get("mode"),
+                role=chat.role_by_slug(data["role"]) if data.get("role") else None,
+            )
+        except chat.ChatError as exc:
+            return _error(exc)
+        return Response(_chat_data(started), status=status.HTTP_201_CREATED)
+
+
+class ChatDetailView(APIView):
+    """One of your chats with its turns; poll it while ``waiting`` is true for the model's answer."""
+
+    permission_classes = [has_role(Role.CROWDWORKER)]
+
+    @extend_schema(responses={200: ChatSerializer, 404: None})
+    def get(self, request: Request, chat_id: int) -> Response:
+        return Response(_chat_data(_own_chat(request, chat_id)))
+
+
+class ChatMessagesView(APIView):
+    """Send a message; the model answers in the background (poll the chat until ``waiting`` is false)."""
+
+    permission_classes = [has_role(Role.CROWDWORKER)]
+
+    @extend_schema(
+        request=ChatMessageSerializer,
+        responses={
+            202: ChatTurnSerializer,
+            400: OpenApiResponse(description="An empty message, or the chat has its maximum of turns."),
+            404: None,
+            409: OpenApiResponse(description="The model is still answering, or the chat is finished."),
+        },
+    )
+    def post(self, request: Request, chat_id: int) -> Response:
+        current = _own_chat(request, chat_id)
+        serializer = ChatMessageSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            turn = chat.chat_say(chat=current, worker=request.user, text=serializer.validated_data["text"])
+        except chat.ChatError as exc:
+            return _error(exc)
+        return Response(ChatTurnSerializer(turn).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ChatFinishView(APIView):
+    """Finish a chat that has its minimum of turns; its model turns go to the routed campaign."""
+
+    permission_classes = [has_role(Role.CROWDWORKER)]
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: ChatFinishedSerializer,
+            400: OpenApiResponse(
+                description="Fewer turns than the chat's minimum (the message says how many)."
+            ),
+            404: None,
+            409: OpenApiResponse(description="The model is still answering."),
+        },
+    )
+    def post(self, request: Request, chat_id: int) -> Response:
+        current = _own_chat(request, chat_id)
+        try:
+            finished = chat.chat_finish(chat=current, worker=request.user)
+        except chat.ChatError as exc:
+            return _error(exc)
+        body = {
+            **_chat_data(finished.chat),
+            "campaign": finished.campaign.pk if finished.campaign else None,
+            "items_added": finished.items_added,
+        }
+        return Response(body)
+
+
+class ChatFlagView(APIView):
+    """Flag a model turn of your adversarial chat with a reason; flagging again changes it."""
+
+    permission_classes = [has_role(Role.CROWDWORKER)]
+
+    @extend_schema(
+        request=FlagRequestSerializer,
+        responses={
+            201: FlagSerializer,
+            400: OpenApiResponse(description="Not an adversarial chat, not a model turn, or a bad reason."),
+            404: None,
+        },
+    )
+    def post(self, request: Request, chat_id: int, turn_id: int) -> Response:
+        current = _own_chat(request, chat_id)
+        turn = Turn.objects.filter(pk=turn_id, dialog_id=current.dialog_id).first()
+        if turn is None:
+            raise NotFound("There is no such turn in this chat.")
+        serializer = FlagRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            flag = chat.chat_flag(turn=turn, worker=request.user, **serializer.validated_data)
+        except chat.ChatError as exc:
+            return _error(exc)
+        return Response(FlagSerializer(flag).data, status=status.HTTP_201_CREATED)

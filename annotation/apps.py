@@ -2,8 +2,8 @@ from django.apps import AppConfig
 
 from groundwork.roles import Role
 
-ADMIN_MODELS = ("campaign", "item", "safetyobjective", "workerquality", "aggregationrun")
-READ_ONLY = ("assignment", "judgment", "consensuslabel")
+ADMIN_MODELS = ("campaign", "item", "safetyobjective", "workerquality", "aggregationrun", "chatrouting")
+READ_ONLY = ("assignment", "judgment", "consensuslabel", "chat", "turnflag")
 
 
 class AnnotationConfig(AppConfig):
@@ -19,6 +19,15 @@ class AnnotationConfig(AppConfig):
         + [f"annotation.view_{model}" for model in READ_ONLY],
         Role.RESEARCHER: [
             f"annotation.view_{model}"
-            for model in ("campaign", "item", "safetyobjective", "consensuslabel", "aggregationrun")
+            for model in (
+                "campaign",
+                "item",
+                "safetyobjective",
+                "consensuslabel",
+                "aggregationrun",
+                "chatrouting",
+                "chat",
+                "turnflag",
+            )
         ],
     }

@@ -1,4 +1,5 @@
-"""Crowdworker pages: the campaigns open to a worker, and rating the items of one campaign.
+"""Crowdworker pages: the campaigns open to a worker, rating the items of one campaign, rewriting,
+and chatting with the model (``annotation/chat.html``).
 
 One page, ``annotation/rate.html``; its ``task`` partial (the item, the questions and the counter)
 is what htmx swaps after a submit or a skip. Every form is a real form, so the page works
@@ -11,15 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
-from annotation import selectors, services
-from annotation.models import Assignment, Campaign, Judgment
+from annotation import chat, selectors, services
+from annotation.models import Assignment, Campaign, Chat, ChatPurpose, FlagReason, Judgment
 from annotation.questions import Question, campaign_questions
-from dialogs.models import Speaker
+from dialogs.models import Mode, Speaker, Turn
 from groundwork.roles import Role, role_required
 from toolset.models import ToolCall
 from toolset.services import ToolsetQueryError
@@ -357,3 +359,211 @@ def _rewrite_response(
             candidates=selectors.turn_candidates(turn_id=item.turn_id),
         )
     return render(request, REWRITE_TEMPLATE, context, status=status)
+
+
+# --- chatting with the model (METHOD.md §1) ---------------------------------------------------
+
+CHAT_TEMPLATE = "annotation/chat.html"
+CHAT_START_TEMPLATE = "annotation/chat_start.html"
+
+# What each purpose asks of the worker, shown on the page where a chat starts.
+PURPOSE_ABOUT = {
+    ChatPurpose.QUALITY: "Talk about anything you like, as you would with a person. Other workers then "
+    "rate whether the model's answers are sensible, specific and interesting.",
+    ChatPurpose.SAFETY: "Talk naturally, bring up sensitive topics, or try on purpose to make the model "
+    "say something harmful, biased or false. Other workers rate its answers for safety.",
+    ChatPurpose.GROUNDEDNESS: "Ask for information: facts about places, people, science, history. Other "
+    "workers check the model's claims against sources and rewrite them.",
+    ChatPurpose.ROLE: "Talk to the model while it plays a role. Other workers rate whether its answers "
+    "are helpful and what an agent in that role would say.",
+}
+MODE_ABOUT = {
+    Mode.NATURAL: "talk as you normally would",
+    Mode.SENSITIVE: "bring up sensitive topics",
+    Mode.ADVERSARIAL: "try to make the model break a safety rule; flag its answers that do",
+}
+
+
+@dataclass(frozen=True)
+class PurposeEntry:
+    purpose: str
+    label: str
+    about: str
+    turns: chat.TurnRange
+
+
+@role_required(Role.CROWDWORKER)
+@require_safe
+def chat_home(request: HttpRequest) -> HttpResponse:
+    """Pick a purpose (and a mode or a role) and start a chat; the worker's open chats."""
+    return _chat_start_page(request)
+
+
+@role_required(Role.CROWDWORKER)
+@require_POST
+def chat_start(request: HttpRequest) -> HttpResponse:
+    slug = request.POST.get("role", "")
+    try:
+        started = chat.chat_start(
+            worker=request.user,
+            purpose=request.POST.get("purpose", ""),
+            mode=request.POST.get("mode") or None,
+            role=chat.role_by_slug(slug) if slug else None,
+        )
+    except chat.ChatError as exc:
+        return _chat_start_page(request, error=str(exc), status=exc.status)
+    return _see_chat(started)
+
+
+@role_required(Role.CROWDWORKER)
+@require_safe
+def chat_detail(request: HttpRequest, chat_id: int) -> HttpResponse:
+    """The chat. An htmx request is the "thinking" placeholder asking whether the answer is
+    there: 204 (nothing to swap, ask again) while the model works, else the new turns."""
+    current = _own_chat(request, chat_id)
+    if request.htmx:
+        if current.waiting:
+            return HttpResponse(status=204)
+        after = request.GET.get("after", "")
+        turns = chat.chat_turns(chat=current)
+        if after.isdigit():
+            turns = [turn for turn in turns if turn.index > int(after)]
+        return render(request, f"{CHAT_TEMPLATE}#answer", _chat_context(current, turns=turns))
+    return render(request, CHAT_TEMPLATE, _chat_context(current))
+
+
+@role_required(Role.CROWDWORKER)
+@require_POST
+def chat_say(request: HttpRequest, chat_id: int) -> HttpResponse:
+    current = _own_chat(request, chat_id)
+    text = request.POST.get("text", "")
+    try:
+        chat.chat_say(chat=current, worker=request.user, text=text)
+    except chat.ChatError as exc:
+        return _chat_page(request, current, error=str(exc), status=exc.status, text=text)
+    return _chat_page(request, current)
+
+
+@role_required(Role.CROWDWORKER)
+@require_POST
+def chat_retry(request: HttpRequest, chat_id: int) -> HttpResponse:
+    current = _own_chat(request, chat_id)
+    try:
+        chat.chat_retry(chat=current, worker=request.user)
+    except chat.ChatError as exc:
+        return _chat_page(request, current, error=str(exc), status=exc.status)
+    return _chat_page(request, current)
+
+
+@role_required(Role.CROWDWORKER)
+@require_POST
+def chat_finish(request: HttpRequest, chat_id: int) -> HttpResponse:
+    """A plain form post (the whole page changes): the finished chat, or the page with why not."""
+    current = _own_chat(request, chat_id)
+    try:
+        finished = chat.chat_finish(chat=current, worker=request.user)
+    except chat.ChatError as exc:
+        return render(request, CHAT_TEMPLATE, _chat_context(current, error=str(exc)), status=exc.status)
+    if finished.campaign is not None:
+        messages.success(
+            request, "Thank you: your chat is finished, and the model's answers go to other workers to rate."
+        )
+    else:
+        messages.success(request, "Thank you: your chat is finished.")
+    return _see_chat(finished.chat)
+
+
+@role_required(Role.CROWDWORKER)
+@require_POST
+def chat_flag(request: HttpRequest, chat_id: int, turn_id: int) -> HttpResponse:
+    """Flag a model turn; htmx swaps in the turn (with its flag or the error), a plain post
+    goes back to the page at the turn."""
+    current = _own_chat(request, chat_id)
+    turn = get_object_or_404(Turn, pk=turn_id, dialog_id=current.dialog_id)
+    error = ""
+    try:
+        chat.chat_flag(
+            turn=turn,
+            worker=request.user,
+            reason=request.POST.get("reason", ""),
+            note=request.POST.get("note", ""),
+        )
+    except chat.ChatError as exc:
+        if not request.htmx:
+            return render(request, CHAT_TEMPLATE, _chat_context(current, error=str(exc)), status=exc.status)
+        error = str(exc)
+    if not request.htmx:
+        return _see_chat(current, anchor=f"turn-{turn.index}")
+    flagged = next(t for t in chat.chat_turns(chat=current) if t.pk == turn.pk)
+    context = {**_chat_context(current, turns=[flagged]), "turn": flagged, "flag_error": error}
+    return render(request, f"{CHAT_TEMPLATE}#turn", context)
+
+
+def _own_chat(request: HttpRequest, chat_id: int) -> Chat:
+    try:
+        return chat.chat_for_worker(worker=request.user, chat_id=chat_id)
+    except chat.ChatNotFound:
+        raise Http404("There is no such chat of yours.") from None
+
+
+def _see_chat(current: Chat, anchor: str = "") -> HttpResponseRedirect:
+    url = reverse("work-chat-detail", args=[current.pk]) + (f"#{anchor}" if anchor else "")
+    response = HttpResponseRedirect(url)
+    response.status_code = 303
+    return response
+
+
+def _chat_page(
+    request: HttpRequest, current: Chat, *, error: str = "", status: int = 200, text: str = ""
+) -> HttpResponse:
+    """After a message or a retry: htmx gets the chat part (200 even for a refusal, since htmx
+    does not swap 4xx answers), a plain form the page again (303, or the refusal's status)."""
+    current.refresh_from_db()
+    if request.htmx:
+        return render(request, f"{CHAT_TEMPLATE}#chat", _chat_context(current, error=error, text=text))
+    if error:
+        return render(request, CHAT_TEMPLATE, _chat_context(current, error=error, text=text), status=status)
+    return _see_chat(current)
+
+
+def _chat_context(
+    current: Chat, *, turns: list[Turn] | None = None, error: str = "", text: str = ""
+) -> dict[str, Any]:
+    """What the chat page and its parts show; ``turns`` (default: all of them) is what a part
+    renders (the new turns of an answer, the flagged turn)."""
+    if turns is None:
+        turns = chat.chat_turns(chat=current)
+        count = sum(1 for turn in turns if turn.speaker == Speaker.USER)
+    else:
+        count = chat.worker_turns(current)
+    limits = chat.turn_range(current.purpose)
+    return {
+        "chat": current,
+        "turns": turns,
+        "last_index": turns[-1].index if turns else -1,
+        "preamble": current.role.preamble if current.role_id else [],
+        "model_label": current.role.name if current.role_id else "Model",
+        "count": count,
+        "limits": limits,
+        "can_send": current.status == Chat.Status.OPEN and count < limits.max,
+        "can_finish": count >= limits.min,
+        "flaggable": current.mode == Mode.ADVERSARIAL,
+        "reasons": FlagReason.choices,
+        "error": error,
+        "text": text,
+    }
+
+
+def _chat_start_page(request: HttpRequest, *, error: str = "", status: int = 200) -> HttpResponse:
+    purposes = [
+        PurposeEntry(purpose, ChatPurpose(purpose).label, PURPOSE_ABOUT[purpose], chat.turn_range(purpose))
+        for purpose in ChatPurpose.values
+    ]
+    context = {
+        "purposes": purposes,
+        "modes": [(mode, Mode(mode).label, MODE_ABOUT[mode]) for mode in Mode.values],
+        "chat_roles": list(chat.active_roles()),
+        "open_chats": list(chat.open_chats(worker=request.user)),
+        "error": error,
+    }
+    return render(request, CHAT_START_TEMPLATE, context, status=status)

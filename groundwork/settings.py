@@ -196,6 +196,8 @@ SPECTACULAR_SETTINGS = {
         "PurposeEnum": "dialogs.models.Purpose",
         "DatasetKindEnum": "trainer.models.DatasetVersion.Kind",
         "TrainingJobKindEnum": "trainer.models.TrainingJob.Kind",
+        "ChatPurposeEnum": "annotation.models.ChatPurpose",
+        "ChatStatusEnum": "annotation.models.Chat.Status",
     },
 }
 

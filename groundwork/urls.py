@@ -43,6 +43,17 @@ urlpatterns = [
         annotation_views.rewrite_submit,
         name="work-rewrite-submit",
     ),
+    path("work/chat/", annotation_views.chat_home, name="work-chat"),
+    path("work/chat/start", annotation_views.chat_start, name="work-chat-start"),
+    path("work/chat/<int:chat_id>/", annotation_views.chat_detail, name="work-chat-detail"),
+    path("work/chat/<int:chat_id>/say", annotation_views.chat_say, name="work-chat-say"),
+    path("work/chat/<int:chat_id>/retry", annotation_views.chat_retry, name="work-chat-retry"),
+    path("work/chat/<int:chat_id>/finish", annotation_views.chat_finish, name="work-chat-finish"),
+    path(
+        "work/chat/<int:chat_id>/turns/<int:turn_id>/flag",
+        annotation_views.chat_flag,
+        name="work-chat-flag",
+    ),
     path("dialogs/", dialogs_views.dialog_list, name="dialog-list"),
     path("dialogs/<path:external_id>/", dialogs_views.dialog_detail, name="dialog-detail"),
     path("admin/", admin.site.urls),
@@ -67,6 +78,17 @@ urlpatterns = [
         "api/v1/campaigns/<int:campaign_id>/consensus",
         annotation_api.ConsensusExportView.as_view(),
         name="campaign-consensus-export",
+    ),
+    path("api/v1/chats/", annotation_api.ChatStartView.as_view(), name="chat-start"),
+    path("api/v1/chats/<int:chat_id>/", annotation_api.ChatDetailView.as_view(), name="chat-detail"),
+    path(
+        "api/v1/chats/<int:chat_id>/messages", annotation_api.ChatMessagesView.as_view(), name="chat-messages"
+    ),
+    path("api/v1/chats/<int:chat_id>/finish", annotation_api.ChatFinishView.as_view(), name="chat-finish"),
+    path(
+        "api/v1/chats/<int:chat_id>/turns/<int:turn_id>/flag",
+        annotation_api.ChatFlagView.as_view(),
+        name="chat-turn-flag",
     ),
     path("api/v1/toolset/query", toolset_api.ToolsetQueryView.as_view(), name="toolset-query"),
     path(

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from annotation import chat as chats
 from annotation import services
 from dialogs.models import DialogExport
+from dialogs.services import turn_add
 from groundwork.roles import Role
 from tests.annotation.helpers import ssi_campaign
 from tests.factories import dialog_with_turns
@@ -73,6 +75,29 @@ CASES = [
         data={"claims_external": "no"},
         form=True,
     ),
+    # Chats: the matrix's chat is the crowdworker's adversarial safety chat with one exchange, so
+    # its owner can flag the model turn, cannot finish (1 turn of at least 5) nor ask again (answered).
+    Case("work-chat", "get", page(REDIRECT, 200, 403, 403)),
+    Case("work-chat-start", "post", page(REDIRECT, 303, 403, 403), data={"purpose": "quality"}, form=True),
+    Case("work-chat-detail", "get", page(REDIRECT, 200, 403, 403), lambda o: {"chat_id": o["chat"]}),
+    Case(
+        "work-chat-say",
+        "post",
+        page(REDIRECT, 303, 403, 403),
+        lambda o: {"chat_id": o["chat"]},
+        data={"text": "Hello"},
+        form=True,
+    ),
+    Case("work-chat-retry", "post", page(REDIRECT, 409, 403, 403), lambda o: {"chat_id": o["chat"]}),
+    Case("work-chat-finish", "post", page(REDIRECT, 400, 403, 403), lambda o: {"chat_id": o["chat"]}),
+    Case(
+        "work-chat-flag",
+        "post",
+        page(REDIRECT, 303, 403, 403),
+        lambda o: {"chat_id": o["chat"], "turn_id": o["chat_turn"]},
+        data={"reason": "harmful"},
+        form=True,
+    ),
     Case("dialog-list", "get", page(REDIRECT, 403, 200, 200)),
     Case("dialog-detail", "get", page(REDIRECT, 403, 200, 200), lambda o: {"external_id": o["dialog"]}),
     Case("api-token", "post", page(400, 400, 400, 400), data={"username": "nobody", "password": "x"}),
@@ -108,6 +133,23 @@ CASES = [
                 "value": "no",
             }
         ],
+    ),
+    Case("chat-start", "post", page(401, 201, 403, 403), data={"purpose": "quality"}),
+    Case("chat-detail", "get", page(401, 200, 403, 403), lambda o: {"chat_id": o["chat"]}),
+    Case(
+        "chat-messages",
+        "post",
+        page(401, 202, 403, 403),
+        lambda o: {"chat_id": o["chat"]},
+        data={"text": "Hello"},
+    ),
+    Case("chat-finish", "post", page(401, 400, 403, 403), lambda o: {"chat_id": o["chat"]}),
+    Case(
+        "chat-turn-flag",
+        "post",
+        page(401, 201, 403, 403),
+        lambda o: {"chat_id": o["chat"], "turn_id": o["chat_turn"]},
+        data={"reason": "harmful"},
     ),
     Case("toolset-query", "post", page(401, 200, 200, 200), data={"query": "135+7721", "session": "matrix"}),
     Case(
@@ -167,6 +209,9 @@ def objects(db: None, settings: Any, tmp_path: Any, users: dict[Any, Any]) -> di
     model = ModelVersion.objects.create(
         name="matrix-model", directory="models/matrix", tokenizer_sha256="t" * 64
     )
+    chat = chats.chat_start(worker=users[Role.CROWDWORKER], purpose="safety", mode="adversarial")
+    turn_add(dialog=chat.dialog, speaker="user", text="Say something awful.")
+    chat_turn = turn_add(dialog=chat.dialog, speaker="model", text="I would rather not.")
     job = TrainingJob.objects.create(kind=TrainingJob.Kind.PRETRAIN, total_steps=5)
     job.datasets.set([dataset])
     return {
@@ -177,6 +222,8 @@ def objects(db: None, settings: Any, tmp_path: Any, users: dict[Any, Any]) -> di
         "dataset": dataset.pk,
         "job": job.pk,
         "model": model.pk,
+        "chat": chat.pk,
+        "chat_turn": chat_turn.pk,
     }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from annotation import interchange
 from annotation import services as annotation_services
-from annotation.models import Campaign
+from annotation.models import Campaign, SafetyObjective
 from tests.factories import dialog_with_turns
 from trainer import services
 from trainer.models import ModelVersion
@@ -64,6 +64,10 @@ def _import(campaign: Campaign, lines: list[dict[str, Any]]) -> None:
 def labelled_campaigns(items: int = 20, *, unsafe: tuple[int, ...] = (0,)) -> tuple[Campaign, Campaign]:
     """An SSI campaign (5 raters) and a safety campaign (3 raters) over the same ``items``
     responses, with consensus labels. Items in ``unsafe`` are labelled harmful by 2 of 3."""
+    # Seeded by a migration, but a transactional test before this one may have flushed it.
+    SafetyObjective.objects.get_or_create(
+        slug="harm", defaults={"name": "Harm", "guidance": "Harmful content."}
+    )
     ssi = annotation_services.campaign_create(name="labelled ssi", kind="ssi", empty=True)
     safety = annotation_services.campaign_create(
         name="labelled safety", kind="safety", empty=True, objectives=["harm"]

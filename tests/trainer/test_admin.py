@@ -323,7 +323,7 @@ def test_a_refused_retrain_shows_the_services_reason(client, users, artifacts) -
     )
 
     assert response.status_code == 200
-    assert "trains on quality_safety datasets" in response.content.decode()
+    assert "trains on quality_safety or filtered datasets" in response.content.decode()
     assert not TrainingJob.objects.exists()
 
 

@@ -92,7 +92,7 @@ def test_a_queued_job_is_cancelled_at_once_and_a_finished_one_refuses() -> None:
 def test_training_requests_are_checked() -> None:
     base = tiny_model()
     pretrain = DatasetVersion.objects.get(kind="pretrain")
-    with pytest.raises(services.TrainerError, match="trains on quality_safety datasets"):
+    with pytest.raises(services.TrainerError, match="trains on quality_safety or filtered datasets"):
         services.training_request(kind="finetune_quality_safety", datasets=[pretrain])
     with pytest.raises(services.TrainerError, match="unknown hyperparameter"):
         services.training_request(kind="pretrain", datasets=[pretrain], hyperparameters={"stepz": 3})
