@@ -11,8 +11,44 @@ from dialogs.models import Candidate, Dialog, DialogExport, Role, Turn
 class TurnInline(admin.TabularInline):
     model = Turn
     extra = 0
-    fields = ["index", "speaker", "text", "base_text"]
+    fields = ["index", "speaker", "text", "base_text", "candidates"]
+    readonly_fields = ["candidates"]
     ordering = ["index"]
+
+    @admin.display(description="sample-and-rank")
+    def candidates(self, turn: Turn) -> str:
+        """A model turn's sampled candidates (with their scores) are on the turn's page."""
+        count = turn.candidates.count() if turn.pk else 0
+        if not count:
+            return "-"
+        url = reverse("admin:dialogs_turn_change", args=[turn.pk])
+        return format_html('<a href="{}">{} candidates</a>', url, count)
+
+
+class CandidateInline(admin.TabularInline):
+    """What sample-and-rank saw: every candidate, the chosen one first, with its scores."""
+
+    model = Candidate
+    extra = 0
+    fields = ["index", "chosen", "text", "scores"]
+    readonly_fields = fields
+    ordering = ["-chosen", "index"]
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Turn)
+class TurnAdmin(admin.ModelAdmin):
+    list_display = ["dialog", "index", "speaker", "text"]
+    list_filter = ["speaker"]
+    search_fields = ["dialog__external_id", "text"]
+    readonly_fields = ["dialog", "index", "speaker", "text", "base_text", "research", "created_at"]
+    inlines = [CandidateInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # turns come from imports and chats
 
 
 @admin.register(Dialog)
@@ -27,7 +63,7 @@ class DialogAdmin(admin.ModelAdmin):
 
 @admin.register(Candidate)
 class CandidateAdmin(admin.ModelAdmin):
-    list_display = ["turn", "index", "chosen", "text"]
+    list_display = ["turn", "index", "chosen", "text", "scores"]
     list_filter = ["chosen"]
     raw_id_fields = ["turn"]
 

@@ -81,3 +81,16 @@ def test_the_research_loop_stops_at_the_query_cap() -> None:
     assert trace.capped
     assert [s["url"] for s in trace.steps] == [f"https://example.org/{i}" for i in (1, 2, 3)]
     assert trace.response  # made to answer (with <User>) after the third query
+
+
+def test_admins_see_a_model_turns_candidates_with_their_scores(client: Any, users: dict[Any, Any]) -> None:
+    tiny_model()
+    dialog = dialog_with_turns(["What do you think about rain?"], external_id="chat-3", purpose="quality")
+    turn = inference.respond(dialog_id=dialog.pk)
+    client.force_login(users["admin"])
+
+    dialog_page = client.get(f"/admin/dialogs/dialog/{dialog.pk}/change/").content.decode()
+    turn_page = client.get(f"/admin/dialogs/turn/{turn.pk}/change/").content.decode()
+
+    assert "16 candidates" in dialog_page
+    assert turn_page.count("mean_log_likelihood") == 16
