@@ -203,8 +203,9 @@ def _ask_model(chat: Chat) -> None:
     from annotation.tasks import respond_task
 
     chat.waiting = True
+    chat.asked_at = timezone.now()
     chat.error = ""
-    chat.save(update_fields=["waiting", "error"])
+    chat.save(update_fields=["waiting", "asked_at", "error"])
     # After commit: the worker must find the user's turn, and a rollback asks nothing.
     transaction.on_commit(partial(respond_task.apply_async, args=[chat.dialog_id], queue="inference"))
 
@@ -231,9 +232,12 @@ def chat_say(*, chat: Chat, worker: Any, text: str) -> Turn:
 
 @transaction.atomic
 def chat_retry(*, chat: Chat, worker: Any) -> Chat:
-    """Ask the model again for an answer that failed (the worker's last message has none)."""
+    """Ask the model again for an answer that failed or is overdue (``Chat.stalled``: no worker
+    answered in time); the worker's last message has none. Should the first request still be
+    answered, ``dialogs.services.turn_add`` keeps the second answer out."""
     chat = _locked(chat, worker)
-    _check_open(chat, "ask again")
+    if not chat.stalled:
+        _check_open(chat, "ask again")
     last = Turn.objects.filter(dialog_id=chat.dialog_id).order_by("-index").first()
     if last is None or last.speaker != Speaker.USER:
         raise ChatConflict("Your last message has its answer: there is nothing to ask again.")

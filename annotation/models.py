@@ -322,6 +322,8 @@ class Chat(models.Model):
     role = models.ForeignKey(DialogRole, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
     waiting = models.BooleanField(default=False)
+    # When the model was last asked: a wait past CHAT_ANSWER_TIMEOUT_SECONDS may be asked again.
+    asked_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -353,6 +355,16 @@ class Chat(models.Model):
 
     def __str__(self) -> str:
         return f"chat {self.pk} ({self.get_purpose_display()}, {self.status})"
+
+    @property
+    def stalled(self) -> bool:
+        """Waiting for longer than an answer should take (no inference worker, or a lost task)."""
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        limit = timedelta(seconds=settings.CHAT_ANSWER_TIMEOUT_SECONDS)
+        return self.waiting and (self.asked_at is None or self.asked_at < timezone.now() - limit)
 
 
 class FlagReason(models.TextChoices):

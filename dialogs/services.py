@@ -250,6 +250,10 @@ def _sha256(path: Path) -> str:
 # --- turns of a live chat -------------------------------------------------------------------------
 
 
+class TurnConflict(ValueError):
+    """The dialog moved on since the turn was made (another answer got there first)."""
+
+
 @dataclass(frozen=True)
 class CandidateRecord:
     """One sampled response of a model turn, as sample-and-rank saw it."""
@@ -269,10 +273,12 @@ def turn_add(
     research: Iterable[dict[str, str]] = (),
     candidates: Iterable[CandidateRecord] = (),
     model_version: str = "",
+    index: int | None = None,
 ) -> Turn:
     """Append a turn to ``dialog`` (the next index, under a row lock so two writers cannot take
     the same one), with the sampled candidates of a model turn. ``model_version`` names the model
-    that answered and is recorded on the dialog."""
+    that answered and is recorded on the dialog. ``index``, when given, is the index the turn was
+    made for (an answer to the turns before it): ``TurnConflict`` if the dialog has moved on."""
     from dialogs.models import Candidate, Speaker
 
     if speaker not in Speaker.values:
@@ -284,9 +290,12 @@ def turn_add(
         raise ValueError(f"a turn has at most {settings.TURN_MAX_CHARS} characters")
     dialog = Dialog.objects.select_for_update().get(pk=dialog.pk)
     last = dialog.turns.order_by("-index").values_list("index", flat=True).first()
+    next_index = 0 if last is None else last + 1
+    if index is not None and index != next_index:
+        raise TurnConflict(f"turn {index} of dialog {dialog.external_id} was already written")
     turn = Turn.objects.create(
         dialog=dialog,
-        index=0 if last is None else last + 1,
+        index=next_index,
         speaker=speaker,
         text=text,
         base_text=base_text,

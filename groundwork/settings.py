@@ -270,3 +270,6 @@ INFERENCE_MAX_NEW_TOKENS: int = env.int("INFERENCE_MAX_NEW_TOKENS", default=48)
 INFERENCE_LENGTH_PENALTY: float = env.float("INFERENCE_LENGTH_PENALTY", default=1.0)
 INFERENCE_SAFETY_THRESHOLD: float = env.float("INFERENCE_SAFETY_THRESHOLD", default=0.5)
 RESEARCH_MAX_QUERIES: int = env.int("RESEARCH_MAX_QUERIES", default=4)
+# A chat waiting longer than this for the model's answer offers "Ask again" (is a worker running
+# the inference queue?).
+CHAT_ANSWER_TIMEOUT_SECONDS: int = env.int("CHAT_ANSWER_TIMEOUT_SECONDS", default=60)

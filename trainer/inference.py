@@ -84,6 +84,7 @@ def respond(*, dialog_id: int) -> Turn:
     dialog = Dialog.objects.select_related("role").get(pk=dialog_id)
     scorer = scorer_for(version)
     context = _context(dialog)
+    index = dialog.turns.count()  # the answer's place: a second answer to the same turns is refused
     answer = scorer.respond(context, sampling_settings())
     text, base, research = answer.text, "", []
     if TrainingJob.Kind.FINETUNE_GROUNDEDNESS in lineage_kinds(version) and text:
@@ -110,6 +111,7 @@ def respond(*, dialog_id: int) -> Turn:
         research=research,
         candidates=candidates,
         model_version=version.name,
+        index=index,
     )
 
 

@@ -20,7 +20,7 @@ from annotation.chat import TURN_LIMITS, TurnRange
 from annotation.models import Campaign, Chat, ChatRouting, Item, TurnFlag
 from dialogs.models import Candidate, Dialog, Speaker, Turn
 from dialogs.models import Role as DialogRole
-from dialogs.services import CandidateRecord, turn_add
+from dialogs.services import CandidateRecord, TurnConflict, turn_add
 from groundwork.roles import Role
 from tests.factories import RoleFactory, UserFactory
 
@@ -817,3 +817,26 @@ def test_admins_switch_routing_off_per_purpose_and_read_chats_and_flags(client, 
         f"/admin/annotation/chatrouting/{routing.pk}/change/", {"enabled": "on", "campaign": ""}
     )
     assert denied.status_code == 403
+
+
+def test_an_overdue_answer_can_be_asked_again_and_only_one_answer_is_kept(worker, settings, client) -> None:
+    chat = chats.chat_start(worker=worker, purpose="quality")
+    chats.chat_say(chat=chat, worker=worker, text="Anyone there?")  # no worker runs the task yet
+    with pytest.raises(chats.ChatConflict, match="still answering"):
+        chats.chat_retry(chat=chat, worker=worker)
+    client.force_login(worker)
+    assert "No answer yet" not in text(client.get(f"/work/chat/{chat.pk}/"))
+
+    settings.CHAT_ANSWER_TIMEOUT_SECONDS = 0  # the answer is overdue
+    page = text(client.get(f"/work/chat/{chat.pk}/"))
+    assert "No answer yet: the model's worker may be busy or not running" in page
+    assert client.post(f"/work/chat/{chat.pk}/retry").status_code == 303
+
+    # Both requests reach a worker; the first answer is kept and the second refused.
+    tasks.respond_task(chat.dialog_id)
+    answered = model_turns(chat)
+    with pytest.raises(TurnConflict):
+        turn_add(dialog=chat.dialog, speaker=Speaker.MODEL, text="A second answer.", index=answered[0].index)
+    assert [t.text for t in model_turns(chat)] == [FIXED_ANSWER]
+    chat.refresh_from_db()
+    assert not chat.waiting
