@@ -116,3 +116,29 @@ def test_respond_samples_sixteen_and_keeps_every_candidate(scorer: sampling.Scor
     assert all(set(c.scores) == set(sampling.RANKED_ATTRIBUTES) for c in answer.candidates)
     assert 0 <= answer.chosen < 16
     assert answer.text == answer.candidates[answer.chosen].text
+
+
+class FixedScorer(sampling.Scorer):
+    """The real sampler with discriminators that answer fixed probabilities per candidate row."""
+
+    def __init__(self, base: sampling.Scorer, table: dict[str, list[float]]) -> None:
+        super().__init__(base.model, base.tokenizer, discriminators=True)
+        self.table = table
+
+    def score_with_cache(self, cache, prompt_length, lengths, attributes):  # type: ignore[override]
+        return {name: self.table[name][: len(lengths)] for name in attributes}
+
+
+def test_respond_chooses_the_candidate_the_discriminators_rank_first(scorer: sampling.Scorer) -> None:
+    table = {name: [0.1] * 16 for name in sampling.RANKED_ATTRIBUTES}
+    table["SENSIBLE"][5] = 0.99  # the best by 3·sensible + specific + interesting …
+    table["UNSAFE"][5] = 0.8  # … but unsafe: dropped
+    table["SENSIBLE"][11] = 0.9  # the best safe one
+    fixed = FixedScorer(scorer, table)
+
+    answer = fixed.respond([("user", "hello there")], sampling.Settings(max_new_tokens=4), seed=5)
+
+    assert all(c.length > 0 for c in answer.candidates)  # this seed samples no empty response
+    assert answer.chosen == 11
+    assert answer.candidates[5].dropped.startswith("P(UNSAFE=0) 0.20")
+    assert answer.candidates[11].rank_score == pytest.approx(3 * 0.9 + 0.1 + 0.1)
