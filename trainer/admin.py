@@ -279,6 +279,12 @@ class DatasetVersionAdmin(ReadOnlyAdmin):
             fieldsets=[
                 ("Dataset", "", ["kind", "campaigns", "purposes"]),
                 ("Rendering", "", ["tokenizer_source", "validation_percent"]),
+                (
+                    "Filtering",
+                    "Filtered datasets only: the dialogs' turns that the discriminators of the "
+                    "tokenizer's model rate at or above every threshold are kept.",
+                    [f"threshold_{name}" for name in DatasetExportForm.THRESHOLDS],
+                ),
             ],
             extra_context=extra_context,
         )

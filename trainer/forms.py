@@ -64,16 +64,38 @@ class DatasetExportForm(forms.Form):
         help_text="Pre-training only. None chosen: every dialog.",
     )
 
+    # Filtered datasets: the least probability a kept turn has of each (METHOD.md §6).
+    threshold_safe = forms.FloatField(
+        min_value=0, max_value=1, initial=0.5, required=False, label="Least P(safe)"
+    )
+    threshold_sensible = forms.FloatField(
+        min_value=0, max_value=1, initial=0.5, required=False, label="Least P(sensible)"
+    )
+    threshold_specific = forms.FloatField(
+        min_value=0, max_value=1, initial=0.5, required=False, label="Least P(specific)"
+    )
+    threshold_interesting = forms.FloatField(
+        min_value=0, max_value=1, initial=0.5, required=False, label="Least P(interesting)"
+    )
+    THRESHOLDS = ("safe", "sensible", "specific", "interesting")
+
     def service_kwargs(self) -> dict[str, Any]:
         """The arguments of ``services.dataset_request`` (but ``created_by``)."""
         data = self.cleaned_data
-        return {
+        kwargs = {
             "kind": data["kind"],
             "campaigns": list(data["campaigns"]),
             "tokenizer_source": data["tokenizer_source"],
             "purposes": list(data["purposes"]),
             "validation_percent": data["validation_percent"],
         }
+        if data["kind"] == DatasetVersion.Kind.FILTERED:
+            kwargs["thresholds"] = {  # a blank one keeps the service's default
+                name: data[f"threshold_{name}"]
+                for name in self.THRESHOLDS
+                if data[f"threshold_{name}"] is not None
+            }
+        return kwargs
 
 
 class TrainingJobForm(forms.Form):

@@ -517,3 +517,17 @@ def test_metrics_table_pairs_initial_and_final() -> None:
         }
     ]
     assert metrics_table({}) is None
+
+
+def test_the_export_form_passes_filtering_thresholds_for_filtered_datasets_only() -> None:
+    from trainer.forms import DatasetExportForm
+
+    filtered = DatasetExportForm(
+        {"kind": "filtered", "validation_percent": 10, "threshold_safe": "0.9", "threshold_sensible": ""}
+    )
+    labelled = DatasetExportForm({"kind": "pretrain", "validation_percent": 10, "threshold_safe": "0.9"})
+
+    assert filtered.is_valid(), filtered.errors
+    assert filtered.service_kwargs()["thresholds"] == {"safe": 0.9}
+    assert labelled.is_valid(), labelled.errors
+    assert "thresholds" not in labelled.service_kwargs()
