@@ -94,3 +94,37 @@ def test_admins_see_a_model_turns_candidates_with_their_scores(client: Any, user
 
     assert "16 candidates" in dialog_page
     assert turn_page.count("mean_log_likelihood") == 16
+
+
+def test_a_grounded_model_researches_with_the_toolset_and_the_turn_keeps_the_trace(settings: Any) -> None:
+    from tests.annotation.helpers import rewrite_corpus
+    from toolset.models import ToolCall
+    from trainer import services
+    from trainer.models import ModelVersion, TrainingJob
+
+    base = tiny_model()
+    rewrite_corpus()  # a small search corpus, indexed
+    job = TrainingJob.objects.create(kind="finetune_groundedness", status="succeeded", total_steps=1)
+    grounded = ModelVersion.objects.create(
+        name="grounded",
+        parent=base,
+        job=job,
+        directory=base.directory,
+        tokenizer_sha256=base.tokenizer_sha256,
+    )
+    services.model_serve(model=grounded)  # its lineage has a groundedness fine-tune: it researches
+    loaded = inference.scorer_for(grounded)
+    inference._loaded[grounded.name] = sampling.Scorer(
+        AlwaysAsks(loaded.model, loaded.ts, loaded.eos), loaded.tokenizer, discriminators=False
+    )
+    settings.RESEARCH_MAX_QUERIES = 2
+    dialog = dialog_with_turns(["Tell me about jaguars."], external_id="chat-4", purpose="groundedness")
+
+    turn = inference.respond(dialog_id=dialog.pk)
+
+    assert turn.base_text  # the sample-and-rank answer, before research
+    assert len(turn.research) == 2
+    assert all(set(step) == {"query", "snippet", "url"} for step in turn.research)
+    calls = ToolCall.objects.filter(actor_model="grounded")
+    assert calls.count() >= 2  # every tool that ran for each query is logged
+    assert {c.session for c in calls} == {f"dialog-{dialog.pk}-turn-1"}
