@@ -155,7 +155,7 @@ def _dataset_sources(
         dialogs = sources.pretrain_dialogs(purposes)
         return dialogs.count(), sources.pretrain_sources(purposes)
     if dataset.kind == DatasetVersion.Kind.QUALITY_SAFETY:
-        return sources._labelled_items(campaigns).count(), sources.quality_safety_sources(campaigns)
+        return sources.labelled_items(campaigns).count(), sources.quality_safety_sources(campaigns)
     return sources.groundedness_rewrites(campaigns).count(), sources.groundedness_sources(campaigns)
 
 
@@ -277,7 +277,7 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
     tick = _throttled(
         PROGRESS_EVERY_SECONDS, lambda: DatasetVersion.objects.filter(pk=dataset.pk).update(done=done)
     )
-    keep = _discriminator_filter(dataset, tokenizer) if dataset.kind == DatasetVersion.Kind.FILTERED else None
+    keep = _DiscriminatorFilter(dataset, tokenizer) if dataset.kind == DatasetVersion.Kind.FILTERED else None
     with records.DatasetWriter(directory) as writer:
         for source in units:
             split = records.split_of(source.dialog, dataset.validation_percent)
@@ -322,6 +322,9 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
         json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     )
     return manifest
+
+
+MAX_SCORED_TOKENS = 512  # a long dialog's context is cut from the left for scoring
 
 
 class _DiscriminatorFilter:
@@ -372,13 +375,6 @@ class _DiscriminatorFilter:
             else:
                 self.report["dropped"][missed] += 1
         return kept
-
-
-MAX_SCORED_TOKENS = 512
-
-
-def _discriminator_filter(dataset: DatasetVersion, tokenizer: Any) -> _DiscriminatorFilter:
-    return _DiscriminatorFilter(dataset, tokenizer)
 
 
 def dataset_file(dataset: DatasetVersion, name: str) -> Path:

@@ -119,7 +119,7 @@ def pretrain_sources(purposes: Sequence[str] = ()) -> Iterator[Source]:
 # --- quality and safety -------------------------------------------------------------------------
 
 
-def _labelled_items(campaigns: Sequence[Campaign]) -> QuerySet[Item]:
+def labelled_items(campaigns: Sequence[Campaign]) -> QuerySet[Item]:
     return (
         Item.objects.filter(campaign__in=campaigns, kind=Item.Kind.NORMAL, labels__isnull=False)
         .distinct()
@@ -140,7 +140,7 @@ def quality_safety_unsafe(campaigns: Sequence[Campaign]) -> set[str]:
 
 def quality_safety_sources(campaigns: Sequence[Campaign]) -> Iterator[Source]:
     unsafe = quality_safety_unsafe(campaigns)
-    for item in _labelled_items(campaigns).prefetch_related("labels").iterator(chunk_size=1000):
+    for item in labelled_items(campaigns).prefetch_related("labels").iterator(chunk_size=1000):
         labels = {label.attribute: label for label in item.labels.all()}
         context = _context(item.context)
         examples = [
