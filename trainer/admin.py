@@ -164,12 +164,29 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         self,
         request: HttpRequest,
         form: Any,
+        service: Any,
         *,
+        noun: str,
         title: str,
         submit: str,
         fieldsets: Sequence[tuple[str, str, Sequence[str]]],
         extra_context: dict[str, Any] | None = None,
-    ) -> TemplateResponse:
+    ) -> HttpResponse:
+        """The add page: a valid POST goes to ``service`` (``form.service_kwargs()``) and on to the
+        new row's page; a refusal is shown on the form with the service's reason."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        if request.method == "POST" and form.is_valid():
+            try:
+                obj = service(**form.service_kwargs(), created_by=request.user)
+            except services.TrainerError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.log_addition(request, obj, [{"added": {}}])
+                self.message_user(
+                    request, f"{noun} {obj.pk} queued; its progress shows below.", messages.SUCCESS
+                )
+                return HttpResponseRedirect(self._url("change", obj.pk))
         context = {
             **self.admin_site.each_context(request),
             **(extra_context or {}),
@@ -257,23 +274,11 @@ class DatasetVersionAdmin(ReadOnlyAdmin):
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise PermissionDenied
-        form = DatasetExportForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            try:
-                dataset = services.dataset_request(**form.service_kwargs(), created_by=request.user)
-            except services.TrainerError as exc:
-                form.add_error(None, str(exc))
-            else:
-                self.log_addition(request, dataset, [{"added": {}}])
-                self.message_user(
-                    request, f"Dataset {dataset.pk} queued; its progress shows below.", messages.SUCCESS
-                )
-                return HttpResponseRedirect(self._url("change", dataset.pk))
         return self._request_page(
             request,
-            form,
+            DatasetExportForm(request.POST or None),
+            services.dataset_request,
+            noun="Dataset",
             title="Export dataset",
             submit="Export dataset",
             fieldsets=[
@@ -424,24 +429,13 @@ class TrainingJobAdmin(ReadOnlyAdmin):
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise PermissionDenied
         # "Retrain from this version" links here with ?base_model=<pk>.
         form = TrainingJobForm(request.POST or None, initial={"base_model": request.GET.get("base_model")})
-        if request.method == "POST" and form.is_valid():
-            try:
-                job = services.training_request(**form.service_kwargs(), created_by=request.user)
-            except services.TrainerError as exc:
-                form.add_error(None, str(exc))
-            else:
-                self.log_addition(request, job, [{"added": {}}])
-                self.message_user(
-                    request, f"Training job {job.pk} queued; its progress shows below.", messages.SUCCESS
-                )
-                return HttpResponseRedirect(self._url("change", job.pk))
         return self._request_page(
             request,
             form,
+            services.training_request,
+            noun="Training job",
             title="Retrain",
             submit="Start training",
             fieldsets=[
