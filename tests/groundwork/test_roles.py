@@ -25,3 +25,32 @@ def test_every_role_holds_every_permission_the_apps_grant_it() -> None:
         assert wanted <= granted(role), sorted(wanted - granted(role))
     assert "dialogs.view_candidate" in granted(Role.RESEARCHER)
     assert granted(Role.CROWDWORKER) == set()
+
+
+@pytest.mark.django_db
+def test_a_token_carries_its_users_roles_and_nothing_more() -> None:
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from tests.factories import UserFactory
+
+    def answer(user: object) -> int:
+        client = APIClient()
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client.get("/api/v1/tasks/next").status_code
+
+    crowdworker = UserFactory(role=Role.CROWDWORKER)
+    admin = UserFactory(role=Role.ADMIN)
+    nobody = UserFactory()
+    superuser = UserFactory(is_superuser=True)
+    inactive = UserFactory(role=Role.CROWDWORKER, is_active=False)
+
+    assert answer(crowdworker) == 204  # a crowdworker endpoint; nothing to rate here
+    assert answer(admin) == 403
+    assert answer(nobody) == 403
+    assert answer(superuser) == 204
+    assert answer(inactive) == 401
+    wrong = APIClient()
+    wrong.credentials(HTTP_AUTHORIZATION="Token not-a-token")
+    assert wrong.get("/api/v1/tasks/next").status_code == 401
