@@ -153,6 +153,27 @@ class ReadOnlyAdmin(admin.ModelAdmin):
             raise Http404(f"There is no {self.opts.verbose_name} {object_id}.")
         return obj
 
+    def page_context(self, request: HttpRequest, obj: Any) -> dict[str, Any]:
+        """What the change page shows below the read-only fields."""
+        return {}
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        obj = self.get_object(request, unquote(object_id))
+        if obj is not None and self.has_view_permission(request, obj):
+            extra_context = {**(extra_context or {}), **self.page_context(request, obj)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _panel(self, request: HttpRequest, obj: Any, **extra: Any) -> TemplateResponse:
+        """The change page's ``panel`` partial alone: what htmx polls while the row's work runs."""
+        template = f"admin/{self.opts.app_label}/{self.opts.model_name}/change_form.html#panel"
+        return TemplateResponse(request, template, self.page_context(request, obj, **extra))
+
     def _require(self, request: HttpRequest, perm: str) -> None:
         if not request.user.has_perm(perm):
             raise PermissionDenied
@@ -296,19 +317,7 @@ class DatasetVersionAdmin(ReadOnlyAdmin):
 
     # The change page: status polled while it builds, counts, files and manifest once ready.
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        dataset = self.get_object(request, unquote(object_id))
-        if dataset is not None and self.has_view_permission(request, dataset):
-            extra_context = {**(extra_context or {}), **self._panel_context(dataset)}
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    def _panel_context(self, dataset: DatasetVersion) -> dict[str, Any]:
+    def page_context(self, request: HttpRequest, dataset: DatasetVersion) -> dict[str, Any]:
         ready = dataset.status == DatasetVersion.Status.READY
         counts = dataset.counts or {}
         splits: dict[str, dict[str, int]] = counts.get("splits") or {}
@@ -352,10 +361,7 @@ class DatasetVersionAdmin(ReadOnlyAdmin):
 
     def progress_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """The dataset's status panel, as a fragment the change page polls while it builds."""
-        dataset = self._visible(request, object_id)
-        return TemplateResponse(
-            request, "admin/trainer/datasetversion/change_form.html#panel", self._panel_context(dataset)
-        )
+        return self._panel(request, self._visible(request, object_id))
 
     def download_view(self, request: HttpRequest, object_id: str, name: str) -> FileResponse:
         """One file of a ready dataset, as an attachment."""
@@ -447,19 +453,7 @@ class TrainingJobAdmin(ReadOnlyAdmin):
 
     # The job page: progress, loss curve, metrics, log, polled while the job runs.
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        job = self.get_object(request, unquote(object_id))
-        if job is not None and self.has_view_permission(request, job):
-            extra_context = {**(extra_context or {}), **self._panel_context(request, job)}
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    def _panel_context(self, request: HttpRequest, job: TrainingJob, notice: str = "") -> dict[str, Any]:
+    def page_context(self, request: HttpRequest, job: TrainingJob, notice: str = "") -> dict[str, Any]:
         version = _model_version_of(job)
         return {
             "job": job,
@@ -477,16 +471,9 @@ class TrainingJobAdmin(ReadOnlyAdmin):
             "notice": notice,
         }
 
-    def _fragment(self, request: HttpRequest, job: TrainingJob, notice: str = "") -> TemplateResponse:
-        return TemplateResponse(
-            request,
-            "admin/trainer/trainingjob/change_form.html#panel",
-            self._panel_context(request, job, notice),
-        )
-
     def progress_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """The job's progress panel, as a fragment the job page polls while it is queued or runs."""
-        return self._fragment(request, self._visible(request, object_id))
+        return self._panel(request, self._visible(request, object_id))
 
     @method_decorator(require_POST)
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -505,7 +492,7 @@ class TrainingJobAdmin(ReadOnlyAdmin):
             )
             level = messages.SUCCESS
         if getattr(request, "htmx", False):
-            return self._fragment(request, job, notice)
+            return self._panel(request, job, notice=notice)
         self.message_user(request, notice, level)
         return HttpResponseRedirect(self._url("change", job.pk))
 
@@ -569,29 +556,19 @@ class ModelVersionAdmin(ReadOnlyAdmin):
             *super().get_urls(),
         ]
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        version = self.get_object(request, unquote(object_id))
-        if version is not None and self.has_view_permission(request, version):
-            extra_context = {
-                **(extra_context or {}),
-                "version": version,
-                "lineage": self._lineage(request, version),
-                "metrics": metrics_table(version.metrics),
-                "can_serve": self.has_serve_permission(request),
-                "retrain_url": (
-                    f"{reverse('admin:trainer_trainingjob_add')}?base_model={version.pk}"
-                    if request.user.has_perm(RUN_PERMISSION)
-                    else ""
-                ),
-                "serve_url": self._url("serve", version.pk),
-            }
-        return super().change_view(request, object_id, form_url, extra_context)
+    def page_context(self, request: HttpRequest, version: ModelVersion) -> dict[str, Any]:
+        return {
+            "version": version,
+            "lineage": self._lineage(request, version),
+            "metrics": metrics_table(version.metrics),
+            "can_serve": self.has_serve_permission(request),
+            "retrain_url": (
+                f"{reverse('admin:trainer_trainingjob_add')}?base_model={version.pk}"
+                if request.user.has_perm(RUN_PERMISSION)
+                else ""
+            ),
+            "serve_url": self._url("serve", version.pk),
+        }
 
     def _lineage(self, request: HttpRequest, version: ModelVersion) -> list[dict[str, Any]]:
         """The version and its ancestors up to the root, each with its job, datasets and campaigns."""
