@@ -234,16 +234,14 @@ def dataset_build(*, dataset_id: int) -> DatasetVersion:
         dataset.refresh_from_db()
         return dataset
     manifest_path = directory / "manifest.json"
+    manifest_sha256 = records.sha256_of(manifest_path)
     DatasetVersion.objects.filter(pk=dataset.pk).update(
         status=DatasetVersion.Status.READY,
         files={
             **manifest["files"],
-            "manifest.json": {
-                "sha256": records.sha256_of(manifest_path),
-                "bytes": manifest_path.stat().st_size,
-            },
+            "manifest.json": {"sha256": manifest_sha256, "bytes": manifest_path.stat().st_size},
         },
-        sha256=records.sha256_of(manifest_path),
+        sha256=manifest_sha256,
         tokenizer_sha256=manifest["tokenizer"]["sha256"],
         counts={
             "splits": manifest["counts"],
