@@ -240,11 +240,8 @@ def dialog_export_run(*, export_id: int) -> DialogExport:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as stream:
-        for block in iter(partial(stream.read, 1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 # --- turns of a live chat -------------------------------------------------------------------------

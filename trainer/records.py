@@ -43,7 +43,6 @@ import pyarrow.parquet as pq
 
 SPLITS = ("train", "validation")
 ROW_GROUP = 2048
-HASH_CHUNK = 1 << 20
 
 _TURN = pa.struct([("speaker", pa.string()), ("text", pa.string())])
 _STEP = pa.struct([("query", pa.string()), ("snippet", pa.string())])
@@ -76,11 +75,8 @@ def split_of(dialog: str, validation_percent: int) -> str:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class DatasetWriter:
