@@ -27,7 +27,7 @@ from django.db.models import QuerySet
 
 from annotation import rules
 from annotation.models import Campaign, ConsensusLabel, Item, Rewrite
-from dialogs.models import Dialog
+from dialogs.models import Dialog, Turn
 from toolset.models import ToolCall
 
 PRETRAIN_CONTEXT_TURNS = 8
@@ -93,8 +93,6 @@ def pretrain_dialogs(purposes: Sequence[str] = ()) -> QuerySet[Dialog]:
 
 def pretrain_texts(purposes: Sequence[str] = ()) -> Iterator[str]:
     """Every turn's text, for training a tokenizer."""
-    from dialogs.models import Turn
-
     turns = Turn.objects.filter(dialog__in=pretrain_dialogs(purposes)).order_by("dialog_id", "index")
     yield from turns.values_list("text", flat=True).iterator(chunk_size=5000)
 
