@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from annotation import rules
+from annotation import queue, rules
 from annotation.models import (
     AggregationRun,
     Assignment,
@@ -208,23 +208,27 @@ def assign_next(*, worker: Any, campaign: Campaign, now: datetime | None = None)
     item is one with a free slot that the worker has not seen and did not write, taken with
     ``SELECT … FOR UPDATE SKIP LOCKED`` through a partial index over items with free slots, so
     concurrent workers never wait for each other and the cost does not grow with the campaign.
+    Raises ``WorkerBlocked`` when the worker is blocked from the campaign.
+
+    A transaction of its own, never the submission's: the submission locks its item, and a
+    lease that waits for held items while holding another could deadlock with a second one.
     """
     now = now or timezone.now()
-    live = (
-        Assignment.objects.filter(worker=worker, item__campaign=campaign, state=Assignment.State.LEASED)
-        .filter(expires_at__gt=now)
-        .select_related("item")
-        .first()
-    )
-    if live is not None:
-        return live
+    screened = campaign.qualification_threshold is not None or campaign.gold_rate > 0
+    if campaign.status == Campaign.Status.OPEN and not screened:
+        # The common case in two statements: the take also checks that the worker holds no
+        # live lease here and is not blocked; when it finds nothing, the rest says why.
+        item = queue.take_open_item(campaign=campaign, worker_id=worker.pk, now=now, wait=False)
+        if item is not None:
+            return _lease(item=item, campaign=campaign, worker=worker, now=now)
+    here = queue.standing(worker_id=worker.pk, campaign_id=campaign.pk, now=now)
+    if here.live_assignment_id is not None:
+        return Assignment.objects.select_related("item__campaign").get(pk=here.live_assignment_id)
     if campaign.status != Campaign.Status.OPEN:
         return None
-
-    quality = WorkerQuality.objects.filter(campaign=campaign, worker=worker).first()
-    if quality is not None and quality.blocked:
-        raise WorkerBlocked(quality.blocked_reason or "You are blocked from this campaign.")
-    if campaign.qualification_threshold is not None and not (quality and quality.qualified):
+    if here.blocked:
+        raise WorkerBlocked(here.blocked_reason or "You are blocked from this campaign.")
+    if campaign.qualification_threshold is not None and not here.qualified:
         item = _next_special(campaign=campaign, worker=worker, kind=Item.Kind.QUALIFICATION)
         return _lease(item=item, campaign=campaign, worker=worker, now=now) if item else None
     if campaign.gold_rate > 0 and _gold_due(campaign=campaign, worker=worker):
@@ -232,36 +236,13 @@ def assign_next(*, worker: Any, campaign: Campaign, now: datetime | None = None)
         if item is not None:
             return _lease(item=item, campaign=campaign, worker=worker, now=now)
 
-    item = _next_open_item(campaign=campaign, worker=worker)
+    item = queue.take_open_item(campaign=campaign, worker_id=worker.pk, now=now)
     # Slots of expired leases are freed when the campaign seems full, not on every call.
     if item is None and expire_leases(campaign=campaign, now=now):
-        item = _next_open_item(campaign=campaign, worker=worker)
+        item = queue.take_open_item(campaign=campaign, worker_id=worker.pk, now=now)
     if item is None:
         return None
-    Item.objects.filter(pk=item.pk).update(open_slots=F("open_slots") - 1)
     return _lease(item=item, campaign=campaign, worker=worker, now=now)
-
-
-def _next_open_item(*, campaign: Campaign, worker: Any) -> Item | None:
-    """Lock the first item with a free slot that the worker has not seen and did not write.
-
-    Items another transaction holds are skipped (SKIP LOCKED), so raters never queue behind each
-    other. Skipped is not gone, though: when every candidate is held, wait for them, so that
-    "nothing" means nothing is left (near the end of a campaign), not "all busy right now".
-    """
-    # "Not seen" as NOT IN over the worker's own assignments (an index-only scan of the
-    # (worker, item) unique index): its cost follows the worker's history, not the table's.
-    # (A correlated NOT EXISTS lets PostgreSQL pick a merge anti-join over every assignment.)
-    candidates = (
-        Item.objects.filter(campaign=campaign, kind=Item.Kind.NORMAL, open_slots__gt=0)
-        .exclude(author=worker)
-        .exclude(pk__in=_seen_by(worker))
-        .order_by("id")
-    )
-    item = candidates.select_for_update(skip_locked=True, of=("self",)).first()
-    if item is None:
-        item = candidates.select_for_update(of=("self",)).first()
-    return item
 
 
 def _seen_by(worker: Any) -> Any:
@@ -270,7 +251,7 @@ def _seen_by(worker: Any) -> Any:
 
 def _lease(*, item: Item, campaign: Campaign, worker: Any, now: datetime) -> Assignment:
     item.campaign = campaign  # the caller has it: spares a query when the task is shown
-    return Assignment.objects.create(item=item, worker=worker, expires_at=now + lease_duration())
+    return queue.insert_lease(item=item, worker_id=worker.pk, now=now, expires_at=now + lease_duration())
 
 
 def _next_special(*, campaign: Campaign, worker: Any, kind: str) -> Item | None:
@@ -348,7 +329,7 @@ def next_assignment(
 @transaction.atomic
 def skip_assignment(*, assignment_id: int, worker: Any) -> Assignment:
     """Give the item back; it is not offered to this worker again."""
-    assignment = _locked_assignment(assignment_id, worker)
+    assignment = _locked_assignment(assignment_id, worker).assignment
     if assignment.state != Assignment.State.LEASED:
         raise AssignmentConflict(f"This assignment is {assignment.state}; only a leased item can be skipped.")
     assignment.state = Assignment.State.SKIPPED
@@ -357,18 +338,14 @@ def skip_assignment(*, assignment_id: int, worker: Any) -> Assignment:
     return assignment
 
 
-def _locked_assignment(assignment_id: int, worker: Any) -> Assignment:
-    try:
-        assignment = (
-            Assignment.objects.select_for_update(of=("self",))
-            .select_related("item__campaign")
-            .get(pk=assignment_id)
-        )
-    except Assignment.DoesNotExist:
-        raise AssignmentNotFound("There is no such assignment.") from None
-    if assignment.worker_id != worker.pk:
+def _locked_assignment(assignment_id: int, worker: Any) -> queue.Locked:
+    """The worker's assignment, its row locked, with its item and campaign."""
+    locked = queue.lock_assignment(assignment_id, now=timezone.now())
+    if locked is None:
+        raise AssignmentNotFound("There is no such assignment.")
+    if locked.assignment.worker_id != worker.pk:
         raise AssignmentForbidden("This assignment belongs to another worker.")
-    return assignment
+    return locked
 
 
 # --- submission -----------------------------------------------------------------------------
@@ -389,21 +366,22 @@ def submit_judgment(*, assignment_id: int, worker: Any, answers: Mapping[str, An
     refused with a message. The item's last judgment triggers its consensus after commit.
     """
     with transaction.atomic():
-        assignment = _locked_assignment(assignment_id, worker)
+        locked = _locked_assignment(assignment_id, worker)
+        assignment = locked.assignment
         submitted = _normalise(answers)
         if assignment.state == Assignment.State.SUBMITTED:
             if assignment.submission == submitted:
                 return Submission(assignment, list(assignment.judgments.order_by("id")), created=False)
             raise AssignmentConflict("This assignment was already submitted with other answers.")
-        _check_live(assignment)
+        _check_live(locked)
         values = judgment_values(campaign=assignment.item.campaign, answers=submitted)
         judgments = _complete(assignment=assignment, worker=worker, values=values, submission=submitted)
     return Submission(assignment, judgments, created=True)
 
 
-def _check_live(assignment: Assignment) -> None:
+def _check_live(locked: queue.Locked) -> None:
     """Refuse a submission on a lease that is not held any more (expired or skipped)."""
-    if assignment.state != Assignment.State.LEASED or assignment.expires_at <= timezone.now():
+    if locked.assignment.state != Assignment.State.LEASED or not locked.live:
         raise AssignmentConflict(
             "The lease on this item ran out and the item went back to the pool; "
             "your answers were not stored. Ask for the next item."
@@ -421,19 +399,10 @@ def _complete(
     its consensus after commit, a gold or qualification item updates the worker's record."""
     item = assignment.item
     campaign = item.campaign
-    judgments = Judgment.objects.bulk_create(
-        [
-            Judgment(assignment=assignment, item=item, attribute=attribute, value=value, raw_value=raw or "")
-            for attribute, (value, raw) in values.items()
-        ]
-    )
-    assignment.state = Assignment.State.SUBMITTED
-    assignment.submitted_at = timezone.now()
-    assignment.submission = submission
-    assignment.save(update_fields=["state", "submitted_at", "submission"])
+    judgments = queue.insert_judgments(assignment, values)
+    queue.mark_submitted(assignment, now=timezone.now(), submission=submission)
     if item.kind == Item.Kind.NORMAL:
-        Item.objects.filter(pk=item.pk).update(judgment_count=F("judgment_count") + 1)
-        if item.judgment_count + 1 >= campaign.raters_per_item:
+        if queue.count_judgment(item.pk) >= campaign.raters_per_item:
             from annotation.tasks import aggregate_item_task
 
             transaction.on_commit(partial(aggregate_item_task.delay, item.pk))
@@ -575,10 +544,11 @@ def rewrite_research(*, assignment_id: int, worker: Any, query: str) -> list[Too
     ``toolset.services.ToolsetQueryError`` for a blank or too long query.
     """
     with transaction.atomic():
-        assignment = _locked_assignment(assignment_id, worker)
+        locked = _locked_assignment(assignment_id, worker)
+        assignment = locked.assignment
         if assignment.item.campaign.kind != Campaign.Kind.GROUNDEDNESS_REWRITE:
             raise InvalidAnswers("Research is part of rewrite campaigns only.")
-        _check_live(assignment)
+        _check_live(locked)
     # Outside the assignment's lock: a search must not hold it.
     return toolset_query(
         session=research_session(assignment), query=query, actor_user=worker, tool=Tool.SEARCH
@@ -632,14 +602,15 @@ def submit_rewrite(
         "candidates": labels,
     }
     with transaction.atomic():
-        assignment = _locked_assignment(assignment_id, worker)
+        locked = _locked_assignment(assignment_id, worker)
+        assignment = locked.assignment
         if assignment.state == Assignment.State.SUBMITTED:
             if assignment.submission == submitted:
                 return RewriteSubmission(
                     assignment, assignment.rewrite, list(assignment.judgments.order_by("id")), created=False
                 )
             raise AssignmentConflict("This assignment was already submitted with other answers.")
-        _check_live(assignment)
+        _check_live(locked)
         item = assignment.item
         if item.campaign.kind != Campaign.Kind.GROUNDEDNESS_REWRITE:
             raise InvalidAnswers("This campaign is not a rewrite campaign; its items are not rewritten.")

@@ -1,0 +1,281 @@
+"""The rating hot path in hand-written SQL: lock a submitted assignment, store its judgments, take
+a slot of the next item and lease it, read the worker's standing in a campaign.
+
+Every API submit runs these statements and its next lease, so they skip the ORM: building its
+queries cost about five times the CPU the database spent answering them (README, benchmarks).
+The statements are plain SQL that PostgreSQL and SQLite both run, the same text on both; the row
+locks come from Django's own clause for the backend (``connection.ops.for_update_sql``), which
+SQLite, whose writers queue behind one another, leaves out. Rows come back as model instances
+built with ``Model.from_db``: fields a statement does not read are deferred, not defaulted.
+
+Business rules (who may submit what, the cascade, gold) stay in ``annotation.services``; these
+functions only read and write rows and must run inside its transactions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from django.db import connection
+
+from annotation.models import Assignment, Campaign, Item, Judgment
+
+CAMPAIGN_FIELDS = (
+    "id",
+    "name",
+    "kind",
+    "status",
+    "raters_per_item",
+    "gold_rate",
+    "gold_min",
+    "gold_threshold",
+    "qualification_threshold",
+)
+# What a worker is shown of an item, and what submitting needs of it.
+ITEM_FIELDS = ("id", "campaign_id", "key", "kind", "turn_id", "context", "response", "gold_answers")
+ITEM_JSON = ("context", "gold_answers")
+
+
+@dataclass(frozen=True)
+class Statements:
+    lock_assignment: str
+    take: str  # take a slot of the next open item, skipping rows other transactions hold
+    take_waiting: str  # the same, waiting for held rows
+
+
+@cache
+def _statements(vendor: str) -> Statements:
+    """The statements with this backend's lock clauses (one set per backend, built once)."""
+    features = connection.features
+
+    def lock(alias: str, *, skip_locked: bool = False) -> str:
+        if not features.has_select_for_update:
+            return ""
+        return connection.ops.for_update_sql(
+            skip_locked=skip_locked and features.has_select_for_update_skip_locked,
+            of=(alias,) if features.has_select_for_update_of else (),
+        )
+
+    campaign_columns = ", ".join(f"c.{name}" for name in CAMPAIGN_FIELDS)
+    item_columns = [Item._meta.get_field(name).column for name in ITEM_FIELDS]
+    lock_assignment = f"""
+        SELECT a.worker_id, a.state, a.expires_at > %s, a.submission,
+               {", ".join(f"i.{column}" for column in item_columns)}, i.judgment_count, {campaign_columns}
+        FROM annotation_assignment a
+        JOIN annotation_item i ON i.id = a.item_id
+        JOIN annotation_campaign c ON c.id = i.campaign_id
+        WHERE a.id = %s
+        {lock("a")}"""  # noqa: S608 - our columns and lock clause; values are parameters
+    # The next item: the first with a free slot that the worker has not seen and did not write,
+    # while the worker holds no live lease in the campaign and is not blocked from it.
+    # Its filters match the partial index item_open_idx (campaign, id) WHERE open_slots > 0 AND
+    # kind = 'normal', so the first free item is found without reading full ones. "Not seen" is
+    # NOT IN over the worker's own assignments (an index-only scan of the (worker, item) unique
+    # index): its cost follows the worker's history, not the table's. (A correlated NOT EXISTS
+    # lets PostgreSQL pick a merge anti-join over every assignment.)
+    next_item = """
+        SELECT i.id FROM annotation_item i
+        WHERE i.campaign_id = %(campaign)s AND i.kind = 'normal' AND i.open_slots > 0
+          AND (i.author_id IS NULL OR i.author_id <> %(worker)s)
+          AND i.id NOT IN (SELECT s.item_id FROM annotation_assignment s WHERE s.worker_id = %(worker)s)
+          AND NOT EXISTS (SELECT 1 FROM annotation_workerquality q
+                          WHERE q.campaign_id = %(campaign)s AND q.worker_id = %(worker)s AND q.blocked)
+          AND NOT EXISTS (SELECT 1 FROM annotation_assignment l JOIN annotation_item li ON li.id = l.item_id
+                          WHERE l.worker_id = %(worker)s AND l.state = 'leased' AND l.expires_at > %(now)s
+                            AND li.campaign_id = %(campaign)s)
+        ORDER BY i.id
+        LIMIT 1"""
+
+    def take(lock_clause: str) -> str:
+        return f"""
+            UPDATE annotation_item SET open_slots = open_slots - 1
+            WHERE id = ({next_item} {lock_clause})
+            RETURNING {", ".join(item_columns)}"""  # noqa: S608 - our SQL; values are parameters
+
+    return Statements(
+        lock_assignment=lock_assignment,
+        take=take(lock("i", skip_locked=True)),
+        take_waiting=take(lock("i")),
+    )
+
+
+def _statements_here() -> Statements:
+    return _statements(connection.vendor)
+
+
+def _db_datetime(value: datetime) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def _item(row: tuple[Any, ...]) -> Item:
+    """An Item from the ITEM_FIELDS columns of a row (JSON arrives as text on both backends)."""
+    values = list(row)
+    for name in ITEM_JSON:
+        index = ITEM_FIELDS.index(name)
+        if isinstance(values[index], str):
+            values[index] = json.loads(values[index])
+    return Item.from_db(connection.alias, ITEM_FIELDS, values)
+
+
+# --- submitting -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Locked:
+    """A submitted assignment, locked, with its item and campaign attached."""
+
+    assignment: Assignment
+    live: bool  # the lease had not run out at ``now``
+
+
+def lock_assignment(assignment_id: int, *, now: datetime) -> Locked | None:
+    """Lock the assignment's row for the rest of the transaction; None when there is none."""
+    with connection.cursor() as cursor:
+        cursor.execute(_statements_here().lock_assignment, [_db_datetime(now), assignment_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    worker_id, state, live, submission = row[:4]
+    item_end = 4 + len(ITEM_FIELDS)
+    item = _item(row[4:item_end])
+    item.judgment_count = row[item_end]
+    item.campaign = Campaign.from_db(connection.alias, CAMPAIGN_FIELDS, row[item_end + 1 :])
+    if isinstance(submission, str):
+        submission = json.loads(submission)
+    assignment = Assignment.from_db(
+        connection.alias,
+        ("id", "item_id", "worker_id", "state", "submission"),
+        (assignment_id, item.pk, worker_id, state, submission),
+    )
+    assignment.item = item
+    return Locked(assignment=assignment, live=bool(live))
+
+
+def insert_judgments(assignment: Assignment, values: dict[str, tuple[str, str | None]]) -> list[Judgment]:
+    """One row per attribute: (value counted, value answered or None when not asked)."""
+    rows = [
+        (assignment.pk, assignment.item_id, attribute, value, raw or "")
+        for attribute, (value, raw) in values.items()
+    ]
+    placeholders = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO annotation_judgment (assignment_id, item_id, attribute, value, raw_value) "  # noqa: S608
+            f"VALUES {placeholders} RETURNING id",  # placeholders only
+            [field for row in rows for field in row],
+        )
+        ids = [pk for (pk,) in cursor.fetchall()]
+    return [
+        Judgment(id=pk, assignment_id=a, item_id=i, attribute=attr, value=v, raw_value=raw)
+        for pk, (a, i, attr, v, raw) in zip(ids, rows, strict=True)
+    ]
+
+
+def mark_submitted(assignment: Assignment, *, now: datetime, submission: dict[str, Any]) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE annotation_assignment SET state = %s, submitted_at = %s, submission = %s WHERE id = %s",
+            [Assignment.State.SUBMITTED, _db_datetime(now), json.dumps(submission), assignment.pk],
+        )
+    assignment.state = Assignment.State.SUBMITTED
+    assignment.submitted_at = now
+    assignment.submission = submission
+
+
+def count_judgment(item_id: int) -> int:
+    """One more judgment on a normal item; returns its new count."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE annotation_item SET judgment_count = judgment_count + 1 WHERE id = %s "
+            "RETURNING judgment_count",
+            [item_id],
+        )
+        return int(cursor.fetchone()[0])
+
+
+# --- leasing ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A worker in a campaign: their live lease, if any, and their quality record, if any."""
+
+    live_assignment_id: int | None
+    blocked: bool
+    blocked_reason: str
+    qualified: bool | None
+
+
+def standing(*, worker_id: int, campaign_id: int, now: datetime) -> Standing:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT (SELECT a.id FROM annotation_assignment a JOIN annotation_item i ON i.id = a.item_id
+                    WHERE a.worker_id = %(worker)s AND a.state = 'leased' AND a.expires_at > %(now)s
+                      AND i.campaign_id = %(campaign)s
+                    ORDER BY a.id LIMIT 1),
+                   q.blocked, q.blocked_reason, q.qualified
+            FROM (SELECT 1 AS one) AS here
+            LEFT JOIN annotation_workerquality q ON q.campaign_id = %(campaign)s AND q.worker_id = %(worker)s
+            """,
+            {"worker": worker_id, "now": _db_datetime(now), "campaign": campaign_id},
+        )
+        live, blocked, reason, qualified = cursor.fetchone()
+    return Standing(
+        live_assignment_id=live,
+        blocked=bool(blocked),
+        blocked_reason=reason or "",
+        qualified=None if qualified is None else bool(qualified),
+    )
+
+
+def take_open_item(*, campaign: Campaign, worker_id: int, now: datetime, wait: bool = True) -> Item | None:
+    """Take a slot of the next item for the worker (see ``Statements.take``); None when there is
+    none, or when the worker holds a live lease in the campaign or is blocked from it.
+
+    Items another transaction holds are skipped (SKIP LOCKED), so raters never queue behind each
+    other. Skipped is not gone, though: with ``wait``, when every candidate is held, wait for
+    them, so that "nothing" means nothing is left (near the end of a campaign), not "all busy".
+    """
+    statements = _statements_here()
+    params = {"campaign": campaign.pk, "worker": worker_id, "now": _db_datetime(now)}
+    with connection.cursor() as cursor:
+        cursor.execute(statements.take, params)
+        row = cursor.fetchone()
+        if row is None and wait:
+            cursor.execute(statements.take_waiting, params)
+            row = cursor.fetchone()
+    if row is None:
+        return None
+    item = _item(row)
+    item.campaign = campaign
+    return item
+
+
+def insert_lease(*, item: Item, worker_id: int, now: datetime, expires_at: datetime) -> Assignment:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO annotation_assignment (item_id, worker_id, state, expires_at, created_at) "
+            "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+            [item.pk, worker_id, Assignment.State.LEASED, _db_datetime(expires_at), _db_datetime(now)],
+        )
+        (pk,) = cursor.fetchone()
+    return _leased(pk, item=item, worker_id=worker_id, now=now, expires_at=expires_at)
+
+
+def _leased(pk: int, *, item: Item, worker_id: int, now: datetime, expires_at: datetime) -> Assignment:
+    assignment = Assignment(
+        id=pk,
+        item=item,
+        worker_id=worker_id,
+        state=Assignment.State.LEASED,
+        expires_at=expires_at,
+        created_at=now,
+    )
+    assignment._state.adding = False
+    assignment._state.db = connection.alias
+    return assignment
