@@ -103,7 +103,8 @@ def _statements(vendor: str) -> Statements:
     )
 
 
-def _statements_here() -> Statements:
+def statements() -> Statements:
+    """The statements for the backend of the default connection."""
     return _statements(connection.vendor)
 
 
@@ -135,7 +136,7 @@ class Locked:
 def lock_assignment(assignment_id: int, *, now: datetime) -> Locked | None:
     """Lock the assignment's row for the rest of the transaction; None when there is none."""
     with connection.cursor() as cursor:
-        cursor.execute(_statements_here().lock_assignment, [_db_datetime(now), assignment_id])
+        cursor.execute(statements().lock_assignment, [_db_datetime(now), assignment_id])
         row = cursor.fetchone()
     if row is None:
         return None
@@ -241,13 +242,13 @@ def take_open_item(*, campaign: Campaign, worker_id: int, now: datetime, wait: b
     other. Skipped is not gone, though: with ``wait``, when every candidate is held, wait for
     them, so that "nothing" means nothing is left (near the end of a campaign), not "all busy".
     """
-    statements = _statements_here()
+    here = statements()
     params = {"campaign": campaign.pk, "worker": worker_id, "now": _db_datetime(now)}
     with connection.cursor() as cursor:
-        cursor.execute(statements.take, params)
+        cursor.execute(here.take, params)
         row = cursor.fetchone()
         if row is None and wait:
-            cursor.execute(statements.take_waiting, params)
+            cursor.execute(here.take_waiting, params)
             row = cursor.fetchone()
     if row is None:
         return None

@@ -37,9 +37,9 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.contrib.auth.models import User  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
-from annotation import services  # noqa: E402
+from annotation import queue, services  # noqa: E402
 from annotation.models import Campaign, ConsensusLabel  # noqa: E402
 from bench import cpu, sqldata  # noqa: E402
 from bench.httpload import LoadResult, Rater, ServerConfig, gunicorn, run_load  # noqa: E402
@@ -143,22 +143,13 @@ def _latency_metrics(state: str, timings: dict[str, list[float]]) -> list[Metric
 
 
 def _pick_plan(campaign: Campaign, worker: User) -> list[str]:
-    """EXPLAIN ANALYZE of the query ``assign_next`` picks the item with, for this worker (rolled back)."""
+    """EXPLAIN ANALYZE of the statement ``assign_next`` takes the next item with, for this worker
+    (rolled back)."""
+    params = {"campaign": campaign.pk, "worker": worker.pk, "now": timezone.now()}
     with transaction.atomic():
-        with CaptureQueriesContext(connection) as queries:
-            services.assign_next(worker=worker, campaign=campaign)
-        picks = [
-            q["sql"]
-            for q in queries.captured_queries
-            if q["sql"].startswith("SELECT")
-            and 'FROM "annotation_item"' in q["sql"]
-            and "FOR UPDATE" in q["sql"]
-        ]
-        plan = []
-        if picks:
-            with connection.cursor() as cursor:
-                cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + picks[-1])
-                plan = [row[0] for row in cursor.fetchall()]
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + queue.statements().take, params)
+            plan = [row[0] for row in cursor.fetchall()]
         transaction.set_rollback(True)
     return plan
 
