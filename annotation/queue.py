@@ -73,13 +73,18 @@ def _statements(vendor: str) -> Statements:
     # The next item: the first with a free slot that the worker has not seen and did not write,
     # while the worker holds no live lease in the campaign and is not blocked from it.
     # Its filters match the partial index item_open_idx (campaign, id) WHERE open_slots > 0 AND
-    # kind = 'normal', so the first free item is found without reading full ones. "Not seen" is
+    # kind = 'normal', so the first free item is found without reading full ones. The lower
+    # bound (the campaign's first open item, one probe of that index) keeps the cost when
+    # PostgreSQL walks the primary key instead, as it does for a campaign holding most of the
+    # table: without it the walk passed every item of the campaigns before it. "Not seen" is
     # NOT IN over the worker's own assignments (an index-only scan of the (worker, item) unique
     # index): its cost follows the worker's history, not the table's. (A correlated NOT EXISTS
     # lets PostgreSQL pick a merge anti-join over every assignment.)
     next_item = """
         SELECT i.id FROM annotation_item i
         WHERE i.campaign_id = %(campaign)s AND i.kind = 'normal' AND i.open_slots > 0
+          AND i.id >= (SELECT min(o.id) FROM annotation_item o
+                       WHERE o.campaign_id = %(campaign)s AND o.kind = 'normal' AND o.open_slots > 0)
           AND (i.author_id IS NULL OR i.author_id <> %(worker)s)
           AND i.id NOT IN (SELECT s.item_id FROM annotation_assignment s WHERE s.worker_id = %(worker)s)
           AND NOT EXISTS (SELECT 1 FROM annotation_workerquality q
