@@ -208,7 +208,8 @@ def count_judgment(item_id: int) -> int:
 
 @dataclass(frozen=True)
 class Standing:
-    """A worker in a campaign: their live lease, if any, and their quality record, if any."""
+    """A worker in a campaign: their live lease, if any, and what their quality record says
+    (not blocked, not yet qualified when they have none)."""
 
     live_assignment_id: int | None
     blocked: bool
@@ -217,6 +218,7 @@ class Standing:
 
 
 def standing(*, worker_id: int, campaign_id: int, now: datetime) -> Standing:
+    """The worker's standing in the campaign, in one statement."""
     with connection.cursor() as cursor:
         cursor.execute(
             """
