@@ -5,11 +5,14 @@ Every API submit runs these statements and its next lease, so they skip the ORM:
 queries cost about five times the CPU the database spent answering them (README, benchmarks).
 The statements are plain SQL that PostgreSQL and SQLite both run, the same text on both; the row
 locks come from Django's own clause for the backend (``connection.ops.for_update_sql``), which
-SQLite, whose writers queue behind one another, leaves out. Rows come back as model instances
-built with ``Model.from_db``: fields a statement does not read are deferred, not defaulted.
+SQLite, whose writers queue behind one another, leaves out. On PostgreSQL two steps run their
+statements as one (INSERT and UPDATE inside WITH, which SQLite lacks): the submission's three
+writes, and the lease's take and insert, which then needs no transaction around it. Rows come
+back as model instances built with ``Model.from_db``: fields a statement does not read are
+deferred, not defaulted.
 
-Business rules (who may submit what, the cascade, gold) stay in ``annotation.services``; these
-functions only read and write rows and must run inside its transactions.
+Business rules (who may submit what, the cascade, gold) stay in ``annotation.services``; apart
+from ``lease_open_item``, atomic on its own, these functions run inside its transactions.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 
 from annotation.models import Assignment, Campaign, Item, Judgment
 
@@ -38,6 +41,8 @@ CAMPAIGN_FIELDS = (
 # What a worker is shown of an item, and what submitting needs of it.
 ITEM_FIELDS = ("id", "campaign_id", "key", "kind", "turn_id", "context", "response", "gold_answers")
 ITEM_JSON = ("context", "gold_answers")
+INSERT_LEASE = "INSERT INTO annotation_assignment (item_id, worker_id, state, expires_at, created_at)"
+INSERT_JUDGMENTS = "INSERT INTO annotation_judgment (assignment_id, item_id, attribute, value, raw_value)"
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,11 @@ class Statements:
     lock_assignment: str
     take: str  # take a slot of the next open item, skipping rows other transactions hold
     take_waiting: str  # the same, waiting for held rows
+    # PostgreSQL: take and lease in one statement (INSERT and UPDATE inside WITH, which SQLite
+    # lacks), atomic without a transaction around it: a transaction's BEGIN and COMMIT cost
+    # more than the statements (about 1.5 ms of CPU a judgment, measured).
+    lease: str | None
+    lease_waiting: str | None
 
 
 @cache
@@ -101,10 +111,23 @@ def _statements(vendor: str) -> Statements:
             WHERE id = ({next_item} {lock_clause})
             RETURNING {", ".join(item_columns)}"""  # noqa: S608 - our SQL; values are parameters
 
+    def lease(take: str) -> str | None:
+        if vendor != "postgresql":
+            return None
+        return f"""
+            WITH taken AS ({take}),
+                 leased AS ({INSERT_LEASE} SELECT id, %(worker)s, %(state)s, %(expires)s, %(now)s FROM taken
+                            RETURNING id)
+            SELECT leased.id, {", ".join(f"taken.{column}" for column in item_columns)}
+            FROM taken, leased"""  # noqa: S608 - our SQL; values are parameters
+
+    take_skipping, take_waiting = take(lock("i", skip_locked=True)), take(lock("i"))
     return Statements(
         lock_assignment=lock_assignment,
-        take=take(lock("i", skip_locked=True)),
-        take_waiting=take(lock("i")),
+        take=take_skipping,
+        take_waiting=take_waiting,
+        lease=lease(take_skipping),
+        lease_waiting=lease(take_waiting),
     )
 
 
@@ -161,46 +184,57 @@ def lock_assignment(assignment_id: int, *, now: datetime) -> Locked | None:
     return Locked(assignment=assignment, live=bool(live))
 
 
-def insert_judgments(assignment: Assignment, values: dict[str, tuple[str, str | None]]) -> list[Judgment]:
-    """One row per attribute: (value counted, value answered or None when not asked)."""
+def store_submission(
+    assignment: Assignment,
+    values: dict[str, tuple[str, str | None]],
+    *,
+    now: datetime,
+    submission: dict[str, Any],
+) -> tuple[list[Judgment], int | None]:
+    """Insert one judgment per attribute (value counted, value answered or None when not asked),
+    mark the assignment submitted and count the judgment on a normal item. Returns the judgments
+    and the item's new judgment count (None for gold and qualification items).
+
+    One statement on PostgreSQL (INSERT and UPDATE inside WITH), three elsewhere; in the caller's
+    transaction, which holds the assignment's lock.
+    """
     rows = [
         (assignment.pk, assignment.item_id, attribute, value, raw or "")
         for attribute, (value, raw) in values.items()
     ]
-    placeholders = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
+    judged = f"{INSERT_JUDGMENTS} VALUES {', '.join(['(%s, %s, %s, %s, %s)'] * len(rows))} RETURNING id"
+    judged_params = [field for row in rows for field in row]
+    marked = "UPDATE annotation_assignment SET state = %s, submitted_at = %s, submission = %s WHERE id = %s"
+    marked_params = [Assignment.State.SUBMITTED, _db_datetime(now), json.dumps(submission), assignment.pk]
+    counted = (
+        "UPDATE annotation_item SET judgment_count = judgment_count + 1 WHERE id = %s AND kind = %s "
+        "RETURNING judgment_count"
+    )
+    counted_params = [assignment.item_id, Item.Kind.NORMAL]
     with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO annotation_judgment (assignment_id, item_id, attribute, value, raw_value) "  # noqa: S608
-            f"VALUES {placeholders} RETURNING id",  # placeholders only
-            [field for row in rows for field in row],
-        )
-        ids = [pk for (pk,) in cursor.fetchall()]
-    return [
-        Judgment(id=pk, assignment_id=a, item_id=i, attribute=attr, value=v, raw_value=raw)
-        for pk, (a, i, attr, v, raw) in zip(ids, rows, strict=True)
-    ]
-
-
-def mark_submitted(assignment: Assignment, *, now: datetime, submission: dict[str, Any]) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE annotation_assignment SET state = %s, submitted_at = %s, submission = %s WHERE id = %s",
-            [Assignment.State.SUBMITTED, _db_datetime(now), json.dumps(submission), assignment.pk],
-        )
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"""WITH judged AS ({judged}), marked AS ({marked}), counted AS ({counted})
+                    SELECT (SELECT array_agg(id ORDER BY id) FROM judged),
+                           (SELECT judgment_count FROM counted)""",  # noqa: S608 - our SQL; values are parameters
+                [*judged_params, *marked_params, *counted_params],
+            )
+            ids, count = cursor.fetchone()
+        else:
+            cursor.execute(judged, judged_params)
+            ids = sorted(pk for (pk,) in cursor.fetchall())
+            cursor.execute(marked, marked_params)
+            cursor.execute(counted, counted_params)
+            counted_row = cursor.fetchone()
+            count = counted_row[0] if counted_row else None
     assignment.state = Assignment.State.SUBMITTED
     assignment.submitted_at = now
     assignment.submission = submission
-
-
-def count_judgment(item_id: int) -> int:
-    """One more judgment on a normal item; returns its new count."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE annotation_item SET judgment_count = judgment_count + 1 WHERE id = %s "
-            "RETURNING judgment_count",
-            [item_id],
-        )
-        return int(cursor.fetchone()[0])
+    judgments = [
+        Judgment(id=pk, assignment_id=a, item_id=i, attribute=attr, value=v, raw_value=raw)
+        for pk, (a, i, attr, v, raw) in zip(ids, rows, strict=True)
+    ]
+    return judgments, count
 
 
 # --- leasing ----------------------------------------------------------------------------------
@@ -241,16 +275,45 @@ def standing(*, worker_id: int, campaign_id: int, now: datetime) -> Standing:
     )
 
 
-def take_open_item(*, campaign: Campaign, worker_id: int, now: datetime, wait: bool = True) -> Item | None:
-    """Take a slot of the next item for the worker (see ``Statements.take``); None when there is
-    none, or when the worker holds a live lease in the campaign or is blocked from it.
+def lease_open_item(
+    *, campaign: Campaign, worker_id: int, now: datetime, expires_at: datetime, wait: bool = True
+) -> Assignment | None:
+    """Take a slot of the next item for the worker (see ``Statements.take``) and lease it; None
+    when there is none, or when the worker holds a live lease in the campaign or is blocked from it.
 
     Items another transaction holds are skipped (SKIP LOCKED), so raters never queue behind each
     other. Skipped is not gone, though: with ``wait``, when every candidate is held, wait for
     them, so that "nothing" means nothing is left (near the end of a campaign), not "all busy".
+    Atomic on its own: one statement on PostgreSQL, a transaction of two elsewhere.
     """
     here = statements()
-    params = {"campaign": campaign.pk, "worker": worker_id, "now": _db_datetime(now)}
+    params = {
+        "campaign": campaign.pk,
+        "worker": worker_id,
+        "now": _db_datetime(now),
+        "expires": _db_datetime(expires_at),
+        "state": Assignment.State.LEASED,
+    }
+    if here.lease is None or here.lease_waiting is None:
+        with transaction.atomic():
+            item = _take(here, params, campaign=campaign, wait=wait)
+            return (
+                insert_lease(item=item, worker_id=worker_id, now=now, expires_at=expires_at) if item else None
+            )
+    with connection.cursor() as cursor:
+        cursor.execute(here.lease, params)
+        row = cursor.fetchone()
+        if row is None and wait:
+            cursor.execute(here.lease_waiting, params)
+            row = cursor.fetchone()
+    if row is None:
+        return None
+    item = _item(row[1:])
+    item.campaign = campaign
+    return _leased(row[0], item=item, worker_id=worker_id, now=now, expires_at=expires_at)
+
+
+def _take(here: Statements, params: dict[str, Any], *, campaign: Campaign, wait: bool) -> Item | None:
     with connection.cursor() as cursor:
         cursor.execute(here.take, params)
         row = cursor.fetchone()
@@ -267,8 +330,7 @@ def take_open_item(*, campaign: Campaign, worker_id: int, now: datetime, wait: b
 def insert_lease(*, item: Item, worker_id: int, now: datetime, expires_at: datetime) -> Assignment:
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO annotation_assignment (item_id, worker_id, state, expires_at, created_at) "
-            "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+            f"{INSERT_LEASE} VALUES (%s, %s, %s, %s, %s) RETURNING id",
             [item.pk, worker_id, Assignment.State.LEASED, _db_datetime(expires_at), _db_datetime(now)],
         )
         (pk,) = cursor.fetchone()

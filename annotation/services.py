@@ -200,7 +200,6 @@ def lease_duration() -> timedelta:
     return timedelta(minutes=settings.ANNOTATION_LEASE_MINUTES)
 
 
-@transaction.atomic
 def assign_next(*, worker: Any, campaign: Campaign, now: datetime | None = None) -> Assignment | None:
     """Lease the worker's next item of ``campaign``, or None when nothing is left for them.
 
@@ -216,11 +215,18 @@ def assign_next(*, worker: Any, campaign: Campaign, now: datetime | None = None)
     now = now or timezone.now()
     screened = campaign.qualification_threshold is not None or campaign.gold_rate > 0
     if campaign.status == Campaign.Status.OPEN and not screened:
-        # The common case in two statements: the take also checks that the worker holds no
-        # live lease here and is not blocked; when it finds nothing, the rest says why.
-        item = queue.take_open_item(campaign=campaign, worker_id=worker.pk, now=now, wait=False)
-        if item is not None:
-            return _lease(item=item, campaign=campaign, worker=worker, now=now)
+        # The common case in one statement (PostgreSQL): it also checks that the worker holds
+        # no live lease here and is not blocked; when it finds nothing, the rest says why.
+        leased = _lease_open_item(campaign=campaign, worker=worker, now=now, wait=False)
+        if leased is not None:
+            return leased
+    with transaction.atomic():
+        return _assign_from_standing(worker=worker, campaign=campaign, now=now)
+
+
+def _assign_from_standing(*, worker: Any, campaign: Campaign, now: datetime) -> Assignment | None:
+    """``assign_next`` from the worker's standing: their live lease, a block, qualification and
+    gold items first, then the next open item."""
     here = queue.standing(worker_id=worker.pk, campaign_id=campaign.pk, now=now)
     if here.live_assignment_id is not None:
         return Assignment.objects.select_related("item__campaign").get(pk=here.live_assignment_id)
@@ -236,13 +242,19 @@ def assign_next(*, worker: Any, campaign: Campaign, now: datetime | None = None)
         if item is not None:
             return _lease(item=item, campaign=campaign, worker=worker, now=now)
 
-    item = queue.take_open_item(campaign=campaign, worker_id=worker.pk, now=now)
+    leased = _lease_open_item(campaign=campaign, worker=worker, now=now)
     # Slots of expired leases are freed when the campaign seems full, not on every call.
-    if item is None and expire_leases(campaign=campaign, now=now):
-        item = queue.take_open_item(campaign=campaign, worker_id=worker.pk, now=now)
-    if item is None:
-        return None
-    return _lease(item=item, campaign=campaign, worker=worker, now=now)
+    if leased is None and expire_leases(campaign=campaign, now=now):
+        leased = _lease_open_item(campaign=campaign, worker=worker, now=now)
+    return leased
+
+
+def _lease_open_item(
+    *, campaign: Campaign, worker: Any, now: datetime, wait: bool = True
+) -> Assignment | None:
+    return queue.lease_open_item(
+        campaign=campaign, worker_id=worker.pk, now=now, expires_at=now + lease_duration(), wait=wait
+    )
 
 
 def _seen_by(worker: Any) -> Any:
@@ -399,10 +411,9 @@ def _complete(
     its consensus after commit, a gold or qualification item updates the worker's record."""
     item = assignment.item
     campaign = item.campaign
-    judgments = queue.insert_judgments(assignment, values)
-    queue.mark_submitted(assignment, now=timezone.now(), submission=submission)
+    judgments, count = queue.store_submission(assignment, values, now=timezone.now(), submission=submission)
     if item.kind == Item.Kind.NORMAL:
-        if queue.count_judgment(item.pk) >= campaign.raters_per_item:
+        if count is not None and count >= campaign.raters_per_item:
             from annotation.tasks import aggregate_item_task
 
             transaction.on_commit(partial(aggregate_item_task.delay, item.pk))
