@@ -9,7 +9,8 @@ three matrices hold as many weights, and cost as many FLOPs, as GPT-2's two of 4
 keeps its biases and learned positions (a lookup): both parameter counts are in the table. Both
 start with their own ``_init_weights`` (std 0.02), dropout 0, tied embeddings, SDPA attention,
 no key/value cache. Each step is one batch of 16 x 256 random ids (the same batches for both, the
-labels the ids), forward and loss under ``torch.autocast("cpu", dtype=torch.bfloat16)``, backward,
+labels the ids), forward and loss under ``torch.autocast("cpu", dtype=torch.bfloat16)`` where the CPU
+computes bf16 in hardware (``trainer.training.BF16_IN_HARDWARE``, as training does), backward,
 ``AdamW(lr=3e-4)`` step. Steps alternate between the models (A B B A A B ...) so that drift of the
 machine hits both alike; the warm-up steps are not counted, and the figure of each model is the
 median tokens/s of its timed steps. torch uses as many threads as this process may use CPUs, and
@@ -156,8 +157,10 @@ def _train_step(
     """One optimiser step; the seconds it took and the loss."""
     import torch
 
+    from trainer.training import BF16_IN_HARDWARE
+
     started = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16_IN_HARDWARE):
         loss = model(input_ids=ids, labels=ids, use_cache=False).loss
     loss.backward()
     optimizer.step()
@@ -168,6 +171,8 @@ def _train_step(
 
 def bench_train(plan: TrainPlan) -> list[Metric]:
     import torch
+
+    from trainer.training import BF16_IN_HARDWARE
 
     threads = _threads()
     torch.set_num_threads(threads)
@@ -181,7 +186,8 @@ def bench_train(plan: TrainPlan) -> list[Metric]:
     say(
         f"train: d_model {ours.d_model}, {ours.n_layer} layers, {ours.n_head} heads, vocabulary "
         f"{ours.vocab_size}, our d_ff {ours.d_ff} vs GPT-2's {4 * ours.d_model}; batch {BATCH} x {CONTEXT} "
-        f"tokens, bf16 autocast, AdamW lr {LEARNING_RATE}, {threads} threads, torch {torch.__version__}"
+        f"tokens, {'bf16 autocast' if BF16_IN_HARDWARE else 'fp32 (no bf16 in this CPU)'}, "
+        f"AdamW lr {LEARNING_RATE}, {threads} threads, torch {torch.__version__}"
     )
     for name, model in models.items():
         embedding = model.get_input_embeddings().weight.detach()
