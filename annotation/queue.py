@@ -40,7 +40,7 @@ CAMPAIGN_FIELDS = (
 )
 # What a worker is shown of an item, and what submitting needs of it.
 ITEM_FIELDS = ("id", "campaign_id", "key", "kind", "turn_id", "context", "response", "gold_answers")
-ITEM_JSON = ("context", "gold_answers")
+ITEM_JSON_AT = tuple(ITEM_FIELDS.index(name) for name in ("context", "gold_answers"))
 INSERT_LEASE = "INSERT INTO annotation_assignment (item_id, worker_id, state, expires_at, created_at)"
 INSERT_JUDGMENTS = "INSERT INTO annotation_judgment (assignment_id, item_id, attribute, value, raw_value)"
 
@@ -143,8 +143,7 @@ def _db_datetime(value: datetime) -> Any:
 def _item(row: tuple[Any, ...]) -> Item:
     """An Item from the ITEM_FIELDS columns of a row (JSON arrives as text on both backends)."""
     values = list(row)
-    for name in ITEM_JSON:
-        index = ITEM_FIELDS.index(name)
+    for index in ITEM_JSON_AT:
         if isinstance(values[index], str):
             values[index] = json.loads(values[index])
     return Item.from_db(connection.alias, ITEM_FIELDS, values)
@@ -296,16 +295,13 @@ def lease_open_item(
     }
     if here.lease is None or here.lease_waiting is None:
         with transaction.atomic():
-            item = _take(here, params, campaign=campaign, wait=wait)
-            return (
-                insert_lease(item=item, worker_id=worker_id, now=now, expires_at=expires_at) if item else None
-            )
-    with connection.cursor() as cursor:
-        cursor.execute(here.lease, params)
-        row = cursor.fetchone()
-        if row is None and wait:
-            cursor.execute(here.lease_waiting, params)
-            row = cursor.fetchone()
+            row = _skipping_then_waiting(here.take, here.take_waiting, params, wait=wait)
+            if row is None:
+                return None
+            item = _item(row)
+            item.campaign = campaign
+            return lease_item(item=item, worker_id=worker_id, now=now, expires_at=expires_at)
+    row = _skipping_then_waiting(here.lease, here.lease_waiting, params, wait=wait)
     if row is None:
         return None
     item = _item(row[1:])
@@ -313,21 +309,19 @@ def lease_open_item(
     return _leased(row[0], item=item, worker_id=worker_id, now=now, expires_at=expires_at)
 
 
-def _take(here: Statements, params: dict[str, Any], *, campaign: Campaign, wait: bool) -> Item | None:
+def _skipping_then_waiting(skipping: str, waiting: str, params: dict[str, Any], *, wait: bool) -> Any:
+    """The row of the SKIP LOCKED statement, or, with ``wait`` and none, of the waiting one."""
     with connection.cursor() as cursor:
-        cursor.execute(here.take, params)
+        cursor.execute(skipping, params)
         row = cursor.fetchone()
         if row is None and wait:
-            cursor.execute(here.take_waiting, params)
+            cursor.execute(waiting, params)
             row = cursor.fetchone()
-    if row is None:
-        return None
-    item = _item(row)
-    item.campaign = campaign
-    return item
+    return row
 
 
-def insert_lease(*, item: Item, worker_id: int, now: datetime, expires_at: datetime) -> Assignment:
+def lease_item(*, item: Item, worker_id: int, now: datetime, expires_at: datetime) -> Assignment:
+    """Lease the item to the worker (its slot, for a normal item, already taken)."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"{INSERT_LEASE} VALUES (%s, %s, %s, %s, %s) RETURNING id",
@@ -338,14 +332,10 @@ def insert_lease(*, item: Item, worker_id: int, now: datetime, expires_at: datet
 
 
 def _leased(pk: int, *, item: Item, worker_id: int, now: datetime, expires_at: datetime) -> Assignment:
-    assignment = Assignment(
-        id=pk,
-        item=item,
-        worker_id=worker_id,
-        state=Assignment.State.LEASED,
-        expires_at=expires_at,
-        created_at=now,
+    assignment = Assignment.from_db(
+        connection.alias,
+        ("id", "item_id", "worker_id", "state", "expires_at", "created_at", "submitted_at", "submission"),
+        (pk, item.pk, worker_id, Assignment.State.LEASED, expires_at, now, None, None),
     )
-    assignment._state.adding = False
-    assignment._state.db = connection.alias
+    assignment.item = item
     return assignment

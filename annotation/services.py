@@ -263,7 +263,7 @@ def _seen_by(worker: Any) -> Any:
 
 def _lease(*, item: Item, campaign: Campaign, worker: Any, now: datetime) -> Assignment:
     item.campaign = campaign  # the caller has it: spares a query when the task is shown
-    return queue.insert_lease(item=item, worker_id=worker.pk, now=now, expires_at=now + lease_duration())
+    return queue.lease_item(item=item, worker_id=worker.pk, now=now, expires_at=now + lease_duration())
 
 
 def _next_special(*, campaign: Campaign, worker: Any, kind: str) -> Item | None:
@@ -412,13 +412,12 @@ def _complete(
     item = assignment.item
     campaign = item.campaign
     judgments, count = queue.store_submission(assignment, values, now=timezone.now(), submission=submission)
-    if item.kind == Item.Kind.NORMAL:
-        if count is not None and count >= campaign.raters_per_item:
-            from annotation.tasks import aggregate_item_task
-
-            transaction.on_commit(partial(aggregate_item_task.delay, item.pk))
-    else:
+    if count is None:  # a gold or qualification item: no count, the worker's record instead
         _record_gold(item=item, worker=worker, values=values)
+    elif count >= campaign.raters_per_item:
+        from annotation.tasks import aggregate_item_task
+
+        transaction.on_commit(partial(aggregate_item_task.delay, item.pk))
     return judgments
 
 

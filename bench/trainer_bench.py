@@ -152,15 +152,13 @@ def _parameters(model: torch.nn.Module) -> int:
 
 
 def _train_step(
-    model: PreTrainedModel, optimizer: torch.optim.Optimizer, ids: torch.Tensor
+    model: PreTrainedModel, optimizer: torch.optim.Optimizer, ids: torch.Tensor, *, bf16: bool
 ) -> tuple[float, float]:
     """One optimiser step; the seconds it took and the loss."""
     import torch
 
-    from trainer.training import BF16_IN_HARDWARE
-
     started = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16_IN_HARDWARE):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         loss = model(input_ids=ids, labels=ids, use_cache=False).loss
     loss.backward()
     optimizer.step()
@@ -208,7 +206,7 @@ def bench_train(plan: TrainPlan) -> list[Metric]:
     busy, own, started = machine_busy_seconds(), self_seconds(), time.monotonic()
     for step, ids in enumerate(batches):
         for name in names if step % 2 == 0 else reversed(names):  # A B B A A B ...
-            seconds, loss = _train_step(models[name], optimizers[name], ids)
+            seconds, loss = _train_step(models[name], optimizers[name], ids, bf16=BF16_IN_HARDWARE)
             losses[name].append(loss)
             if step >= plan.warmup:
                 timings[name].append(seconds)
