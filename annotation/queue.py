@@ -48,6 +48,7 @@ INSERT_JUDGMENTS = "INSERT INTO annotation_judgment (assignment_id, item_id, att
 @dataclass(frozen=True)
 class Statements:
     lock_assignment: str
+    read_assignment: str  # the same without the row lock
     take: str  # take a slot of the next open item, skipping rows other transactions hold
     take_waiting: str  # the same, waiting for held rows
     # PostgreSQL: take and lease in one statement (INSERT and UPDATE inside WITH, which SQLite
@@ -72,14 +73,13 @@ def _statements(vendor: str) -> Statements:
 
     campaign_columns = ", ".join(f"c.{name}" for name in CAMPAIGN_FIELDS)
     item_columns = [Item._meta.get_field(name).column for name in ITEM_FIELDS]
-    lock_assignment = f"""
+    read_assignment = f"""
         SELECT a.worker_id, a.state, a.expires_at > %s, a.submission,
                {", ".join(f"i.{column}" for column in item_columns)}, i.judgment_count, {campaign_columns}
         FROM annotation_assignment a
         JOIN annotation_item i ON i.id = a.item_id
         JOIN annotation_campaign c ON c.id = i.campaign_id
-        WHERE a.id = %s
-        {lock("a")}"""  # noqa: S608 - our columns and lock clause; values are parameters
+        WHERE a.id = %s"""  # noqa: S608 - our columns; values are parameters
     # The next item: the first with a free slot that the worker has not seen and did not write,
     # while the worker holds no live lease in the campaign and is not blocked from it.
     # Its filters match the partial index item_open_idx (campaign, id) WHERE open_slots > 0 AND
@@ -123,7 +123,8 @@ def _statements(vendor: str) -> Statements:
 
     take_skipping, take_waiting = take(lock("i", skip_locked=True)), take(lock("i"))
     return Statements(
-        lock_assignment=lock_assignment,
+        lock_assignment=f"{read_assignment} {lock('a')}",
+        read_assignment=read_assignment,
         take=take_skipping,
         take_waiting=take_waiting,
         lease=lease(take_skipping),
@@ -153,17 +154,20 @@ def _item(row: tuple[Any, ...]) -> Item:
 
 
 @dataclass(frozen=True)
-class Locked:
-    """A submitted assignment, locked, with its item and campaign attached."""
+class Found:
+    """A submitted assignment with its item and campaign attached."""
 
     assignment: Assignment
     live: bool  # the lease had not run out at ``now``
 
 
-def lock_assignment(assignment_id: int, *, now: datetime) -> Locked | None:
-    """Lock the assignment's row for the rest of the transaction; None when there is none."""
+def find_assignment(assignment_id: int, *, now: datetime, lock: bool) -> Found | None:
+    """The assignment, its row locked for the rest of the transaction with ``lock``; None when
+    there is none."""
+    here = statements()
     with connection.cursor() as cursor:
-        cursor.execute(statements().lock_assignment, [_db_datetime(now), assignment_id])
+        statement = here.lock_assignment if lock else here.read_assignment
+        cursor.execute(statement, [_db_datetime(now), assignment_id])
         row = cursor.fetchone()
     if row is None:
         return None
@@ -180,16 +184,28 @@ def lock_assignment(assignment_id: int, *, now: datetime) -> Locked | None:
         (assignment_id, item.pk, worker_id, state, submission),
     )
     assignment.item = item
-    return Locked(assignment=assignment, live=bool(live))
+    return Found(assignment=assignment, live=bool(live))
+
+
+Values = dict[str, tuple[str, str | None]]  # attribute → (value counted, value answered or None)
+Stored = tuple[list[Judgment], int | None]  # the judgments, the item's judgment count (None: gold)
+MARK_SUBMITTED = (
+    "UPDATE annotation_assignment SET state = %s, submitted_at = %s, submission = %s WHERE id = %s"
+)
+RETURNING_JUDGED = "RETURNING attribute, id"
+JUDGED_IDS = "(SELECT json_object_agg(attribute, id) FROM judged)"  # attribute → judgment id
+COUNT_JUDGMENT = (
+    "UPDATE annotation_item SET judgment_count = judgment_count + 1 WHERE id = {item} AND kind = %s"
+)
 
 
 def store_submission(
     assignment: Assignment,
-    values: dict[str, tuple[str, str | None]],
+    values: Values,
     *,
     now: datetime,
     submission: dict[str, Any],
-) -> tuple[list[Judgment], int | None]:
+) -> Stored:
     """Insert one judgment per attribute (value counted, value answered or None when not asked),
     mark the assignment submitted and count the judgment on a normal item. Returns the judgments
     and the item's new judgment count (None for gold and qualification items).
@@ -197,41 +213,103 @@ def store_submission(
     One statement on PostgreSQL (INSERT and UPDATE inside WITH), three elsewhere; in the caller's
     transaction, which holds the assignment's lock.
     """
-    rows = [
-        (assignment.pk, assignment.item_id, attribute, value, raw or "")
-        for attribute, (value, raw) in values.items()
-    ]
-    judged = f"{INSERT_JUDGMENTS} VALUES {', '.join(['(%s, %s, %s, %s, %s)'] * len(rows))} RETURNING id"
+    rows = _judgment_rows(assignment, values)
+    judged = f"{INSERT_JUDGMENTS} VALUES {', '.join(['(%s, %s, %s, %s, %s)'] * len(rows))} {RETURNING_JUDGED}"
     judged_params = [field for row in rows for field in row]
-    marked = "UPDATE annotation_assignment SET state = %s, submitted_at = %s, submission = %s WHERE id = %s"
-    marked_params = [Assignment.State.SUBMITTED, _db_datetime(now), json.dumps(submission), assignment.pk]
-    counted = (
-        "UPDATE annotation_item SET judgment_count = judgment_count + 1 WHERE id = %s AND kind = %s "
-        "RETURNING judgment_count"
-    )
+    marked_params = _marked_params(assignment, now=now, submission=submission)
+    counted = f"{COUNT_JUDGMENT.format(item='%s')} RETURNING judgment_count"
     counted_params = [assignment.item_id, Item.Kind.NORMAL]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
-                f"""WITH judged AS ({judged}), marked AS ({marked}), counted AS ({counted})
-                    SELECT (SELECT array_agg(id ORDER BY id) FROM judged),
-                           (SELECT judgment_count FROM counted)""",  # noqa: S608 - our SQL; values are parameters
+                f"""WITH judged AS ({judged}), marked AS ({MARK_SUBMITTED}), counted AS ({counted})
+                    SELECT {JUDGED_IDS}, (SELECT judgment_count FROM counted)""",  # noqa: S608 - our SQL; values are parameters
                 [*judged_params, *marked_params, *counted_params],
             )
             ids, count = cursor.fetchone()
         else:
             cursor.execute(judged, judged_params)
-            ids = sorted(pk for (pk,) in cursor.fetchall())
-            cursor.execute(marked, marked_params)
+            ids = dict(cursor.fetchall())
+            cursor.execute(MARK_SUBMITTED, marked_params)
             cursor.execute(counted, counted_params)
             counted_row = cursor.fetchone()
             count = counted_row[0] if counted_row else None
+    return _stored(assignment, rows, ids, count, now=now, submission=submission)
+
+
+def stores_if_leased() -> bool:
+    """Whether ``store_if_leased`` runs here (it needs INSERT and UPDATE inside WITH)."""
+    return connection.vendor == "postgresql"
+
+
+def store_if_leased(
+    assignment: Assignment,
+    values: Values,
+    *,
+    now: datetime,
+    submission: dict[str, Any],
+) -> Stored | None:
+    """``store_submission`` without a lock or a transaction, on PostgreSQL: one statement that
+    marks the assignment submitted only while its lease is held and live at ``now``, and stores
+    the judgments and the count with it. None when the lease was not held any more (another
+    request submitted it, or it ran out): nothing is written then.
+
+    A concurrent writer of the assignment's row makes this statement wait and test the lease
+    again on the row it wrote (PostgreSQL's READ COMMITTED), so it is as safe as the lock.
+    """
+    rows = _judgment_rows(assignment, values)
+    answers = ", ".join(["(%s, %s, %s)"] * len(rows))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""WITH marked AS ({MARK_SUBMITTED} AND state = %s AND expires_at > %s RETURNING item_id),
+                     judged AS ({INSERT_JUDGMENTS}
+                                SELECT %s, marked.item_id, v.attribute, v.value, v.raw_value
+                                FROM marked, (VALUES {answers}) AS v (attribute, value, raw_value)
+                                {RETURNING_JUDGED}),
+                     counted AS ({COUNT_JUDGMENT.format(item="(SELECT item_id FROM marked)")}
+                                 RETURNING judgment_count)
+                SELECT EXISTS (SELECT FROM marked), {JUDGED_IDS}, (SELECT judgment_count FROM counted)""",  # noqa: S608 - our SQL; values are parameters
+            [
+                *_marked_params(assignment, now=now, submission=submission),
+                Assignment.State.LEASED,
+                _db_datetime(now),
+                assignment.pk,
+                *[field for row in rows for field in row[2:]],
+                Item.Kind.NORMAL,
+            ],
+        )
+        marked, ids, count = cursor.fetchone()
+    if not marked:
+        return None
+    return _stored(assignment, rows, ids, count, now=now, submission=submission)
+
+
+def _judgment_rows(assignment: Assignment, values: Values) -> list[tuple[Any, ...]]:
+    return [
+        (assignment.pk, assignment.item_id, attribute, value, raw or "")
+        for attribute, (value, raw) in values.items()
+    ]
+
+
+def _marked_params(assignment: Assignment, *, now: datetime, submission: dict[str, Any]) -> list[Any]:
+    return [Assignment.State.SUBMITTED, _db_datetime(now), json.dumps(submission), assignment.pk]
+
+
+def _stored(
+    assignment: Assignment,
+    rows: list[tuple[Any, ...]],
+    ids: dict[str, int],
+    count: int | None,
+    *,
+    now: datetime,
+    submission: dict[str, Any],
+) -> Stored:
     assignment.state = Assignment.State.SUBMITTED
     assignment.submitted_at = now
     assignment.submission = submission
     judgments = [
-        Judgment(id=pk, assignment_id=a, item_id=i, attribute=attr, value=v, raw_value=raw)
-        for pk, (a, i, attr, v, raw) in zip(ids, rows, strict=True)
+        Judgment(id=ids[attr], assignment_id=a, item_id=i, attribute=attr, value=v, raw_value=raw)
+        for a, i, attr, v, raw in rows
     ]
     return judgments, count
 

@@ -350,14 +350,17 @@ def skip_assignment(*, assignment_id: int, worker: Any) -> Assignment:
     return assignment
 
 
-def _locked_assignment(assignment_id: int, worker: Any) -> queue.Locked:
+def _locked_assignment(assignment_id: int, worker: Any) -> queue.Found:
     """The worker's assignment, its row locked, with its item and campaign."""
-    locked = queue.lock_assignment(assignment_id, now=timezone.now())
-    if locked is None:
+    return _owned(queue.find_assignment(assignment_id, now=timezone.now(), lock=True), worker)
+
+
+def _owned(found: queue.Found | None, worker: Any) -> queue.Found:
+    if found is None:
         raise AssignmentNotFound("There is no such assignment.")
-    if locked.assignment.worker_id != worker.pk:
+    if found.assignment.worker_id != worker.pk:
         raise AssignmentForbidden("This assignment belongs to another worker.")
-    return locked
+    return found
 
 
 # --- submission -----------------------------------------------------------------------------
@@ -376,7 +379,16 @@ def submit_judgment(*, assignment_id: int, worker: Any, answers: Mapping[str, An
     The same submission again returns the stored one (``created`` False); other answers on a
     submitted assignment, an expired or skipped lease, or another worker's assignment are
     refused with a message. The item's last judgment triggers its consensus after commit.
+
+    On PostgreSQL a live lease on a normal item is submitted without a transaction: a read, then
+    one statement that stores everything only if the lease is still held (``queue.store_if_leased``).
+    Everything else (a repeat, a lease that ran out meanwhile, gold, SQLite) takes the locked path.
     """
+    if queue.stores_if_leased():
+        found = _owned(queue.find_assignment(assignment_id, now=timezone.now(), lock=False), worker)
+        stored = _submit_if_leased(found, worker=worker, answers=answers)
+        if stored is not None:
+            return stored
     with transaction.atomic():
         locked = _locked_assignment(assignment_id, worker)
         assignment = locked.assignment
@@ -391,7 +403,24 @@ def submit_judgment(*, assignment_id: int, worker: Any, answers: Mapping[str, An
     return Submission(assignment, judgments, created=True)
 
 
-def _check_live(locked: queue.Locked) -> None:
+def _submit_if_leased(found: queue.Found, *, worker: Any, answers: Mapping[str, Any]) -> Submission | None:
+    """``submit_judgment``'s path without a lock, for a live lease on a normal item; None when it
+    does not apply or the lease was lost meanwhile (nothing written: the locked path decides)."""
+    assignment = found.assignment
+    item = assignment.item
+    if not (found.live and assignment.state == Assignment.State.LEASED and item.kind == Item.Kind.NORMAL):
+        return None
+    submitted = _normalise(answers)
+    values = judgment_values(campaign=item.campaign, answers=submitted)
+    stored = queue.store_if_leased(assignment, values, now=timezone.now(), submission=submitted)
+    if stored is None:
+        return None
+    judgments, count = stored
+    _counted(item, count)
+    return Submission(assignment, judgments, created=True)
+
+
+def _check_live(locked: queue.Found) -> None:
     """Refuse a submission on a lease that is not held any more (expired or skipped)."""
     if locked.assignment.state != Assignment.State.LEASED or not locked.live:
         raise AssignmentConflict(
@@ -410,15 +439,20 @@ def _complete(
     """Store the judgments and mark the assignment submitted; the item's last judgment triggers
     its consensus after commit, a gold or qualification item updates the worker's record."""
     item = assignment.item
-    campaign = item.campaign
     judgments, count = queue.store_submission(assignment, values, now=timezone.now(), submission=submission)
     if count is None:  # a gold or qualification item: no count, the worker's record instead
         _record_gold(item=item, worker=worker, values=values)
-    elif count >= campaign.raters_per_item:
+    else:
+        _counted(item, count)
+    return judgments
+
+
+def _counted(item: Item, count: int) -> None:
+    """An item's judgment was counted: its last one triggers its consensus after commit."""
+    if count >= item.campaign.raters_per_item:
         from annotation.tasks import aggregate_item_task
 
         transaction.on_commit(partial(aggregate_item_task.delay, item.pk))
-    return judgments
 
 
 def _normalise(answers: Mapping[str, Any]) -> dict[str, str]:

@@ -359,12 +359,26 @@ class LoadMonitor:
         return {name: sum(s[i] for s in self.samples) / len(self.samples) for i, name in enumerate(names)}
 
 
+HISTORY_ITEMS = 20_000
+
+
+def _history() -> None:
+    """A campaign rated before, closed: the load meets tables with rows and statistics, as a live
+    server's are. On empty tables PostgreSQL would plan the prepared statements of the hot path
+    for empty tables (sequential scans of the assignments) and keep those plans while they grow."""
+    campaign = _campaign("bench submit history", status=Campaign.Status.CLOSED)
+    sqldata.insert_items(campaign.pk, HISTORY_ITEMS, open_slots=0, judgment_count=RATERS)
+    sqldata.rate_every_item(campaign.pk, sqldata.create_users("bench-history-", RATERS))
+
+
 def bench_submit(
     *, clients: int, warmup_s: float, duration_s: float, configs: Sequence[ServerConfig]
 ) -> list[Metric]:
     say(f"submit: {clients} HTTP raters against gunicorn, {warmup_s:.0f} s warm-up + {duration_s:.0f} s")
     say(f"  {_machine_load()}")
     Campaign.objects.filter(status=Campaign.Status.OPEN).update(status=Campaign.Status.CLOSED)
+    with _timed(f"history: {HISTORY_ITEMS:,} items of a closed campaign rated by {RATERS} raters each"):
+        _history()
     campaign = _campaign("bench submit")
     items = 20_000
     with _timed(f"{items:,} items inserted"):

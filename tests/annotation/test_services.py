@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
-from annotation import services
+from annotation import queue, services
 from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment, WorkerQuality
 from groundwork.roles import Role
 from tests.annotation.helpers import YES3, ssi_campaign
@@ -155,6 +157,35 @@ def test_the_same_submission_twice_stores_one_judgment_other_answers_conflict() 
     assert Item.objects.get().judgment_count == 1
     with pytest.raises(services.AssignmentConflict, match="other answers"):
         services.submit_judgment(assignment_id=lease.pk, worker=worker, answers={"sensible": "no"})
+
+
+@pytest.mark.parametrize("lost_to", ["expiry", "the same submission from another request"])
+def test_a_lease_lost_between_reading_and_storing_writes_nothing(lost_to: str) -> None:
+    """PostgreSQL submits a live lease without a lock: a read, then one statement that stores only
+    while the lease is still held. What happens in between must not be overwritten or doubled."""
+    if not queue.stores_if_leased():
+        pytest.skip(f"{connection.vendor} always takes the locked path")
+    campaign = ssi_campaign(items=1)
+    (worker,) = workers(1)
+    lease = services.assign_next(worker=worker, campaign=campaign)
+    read = queue.find_assignment(lease.pk, now=timezone.now(), lock=False)
+    assert read is not None
+    assert read.live
+
+    if lost_to == "expiry":
+        Assignment.objects.filter(pk=lease.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    else:
+        services.submit_judgment(assignment_id=lease.pk, worker=worker, answers=YES3)
+    values = services.judgment_values(campaign=campaign, answers=YES3)
+    stored = queue.store_if_leased(read.assignment, values, now=timezone.now(), submission=YES3)
+
+    assert stored is None
+    expected = 0 if lost_to == "expiry" else 3
+    assert Judgment.objects.count() == expected
+    assert Item.objects.get().judgment_count == expected // 3
+    with pytest.raises(services.AssignmentConflict) if lost_to == "expiry" else nullcontext():
+        services.submit_judgment(assignment_id=lease.pk, worker=worker, answers=YES3)
+    assert Judgment.objects.count() == expected
 
 
 def test_another_workers_assignment_is_forbidden() -> None:
