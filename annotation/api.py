@@ -30,13 +30,6 @@ from groundwork.parsers import JSONLinesParser, body_records, refused
 from groundwork.roles import Role, has_role
 
 
-class RatingSubmitSerializer(serializers.Serializer):
-    """A rating task's submission alone: validated with this one-field serializer, since a
-    serializer copies its declared fields for every request and this is the hot path."""
-
-    answers = serializers.DictField(child=serializers.CharField(allow_blank=True))
-
-
 class SubmitSerializer(serializers.Serializer):
     """Rating tasks send ``answers``; rewrite tasks send ``claims_external`` and the rest."""
 
@@ -125,10 +118,13 @@ class SubmitView(APIView):
         },
     )
     def post(self, request: Request, assignment_id: int) -> Response:
-        rating = isinstance(request.data, dict) and request.data.keys() == {"answers"}
-        serializer = (RatingSubmitSerializer if rating else SubmitSerializer)(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = request.data
+        if not (isinstance(data, dict) and data.keys() == {"answers"}):
+            serializer = SubmitSerializer(data=data)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
+        # else a rating: its answers alone, which submit_judgment checks (question by question,
+        # with messages); a serializer would copy its declared fields on every request.
         try:
             if "answers" in data:
                 result = services.submit_judgment(

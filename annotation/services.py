@@ -386,7 +386,7 @@ def submit_judgment(*, assignment_id: int, worker: Any, answers: Mapping[str, An
     """
     if queue.stores_if_leased():
         found = _owned(queue.find_assignment(assignment_id, now=timezone.now(), lock=False), worker)
-        stored = _submit_if_leased(found, worker=worker, answers=answers)
+        stored = _submit_if_leased(found, answers=answers)
         if stored is not None:
             return stored
     with transaction.atomic():
@@ -403,7 +403,7 @@ def submit_judgment(*, assignment_id: int, worker: Any, answers: Mapping[str, An
     return Submission(assignment, judgments, created=True)
 
 
-def _submit_if_leased(found: queue.Found, *, worker: Any, answers: Mapping[str, Any]) -> Submission | None:
+def _submit_if_leased(found: queue.Found, *, answers: Mapping[str, Any]) -> Submission | None:
     """``submit_judgment``'s path without a lock, for a live lease on a normal item; None when it
     does not apply or the lease was lost meanwhile (nothing written: the locked path decides)."""
     assignment = found.assignment

@@ -127,6 +127,25 @@ def test_a_missing_answer_is_400_naming_the_question(worker_client) -> None:
     assert response.json()["detail"] == "Specific: please answer yes, no or maybe."
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"answers": "yes"}, "answers must be an object mapping each question to yes, no or maybe."),
+        ({"answers": {"sensible": 1}}, "sensible: 1 is not an answer (yes, no or maybe)."),
+        ({"answers": {"sensible": "yes"}, "claims_external": True}, "Send either answers"),
+    ],
+)
+def test_malformed_answers_are_400_saying_what_is_wrong(worker_client, body, message) -> None:
+    ssi_campaign(items=1)
+    task = worker_client.get(NEXT, {"kind": "ssi"}).json()
+
+    response = worker_client.post(f"/api/v1/assignments/{task['assignment_id']}/submit", body, format="json")
+
+    assert response.status_code == 400
+    assert message in str(response.json())
+    assert not Judgment.objects.exists()
+
+
 def test_an_unknown_assignment_is_404(worker_client) -> None:
     assert submit(worker_client, 999999, YES3).status_code == 404
 
