@@ -1,5 +1,5 @@
-"""The rating hot path in hand-written SQL: lock a submitted assignment, store its judgments, take
-a slot of the next item and lease it, read the worker's standing in a campaign.
+"""The rating hot path in hand-written SQL: read or lock a submitted assignment, store its
+judgments, take a slot of the next item and lease it, read the worker's standing in a campaign.
 
 Every API submit runs these statements and its next lease, so they skip the ORM: building its
 queries cost about five times the CPU the database spent answering them (README, benchmarks).
@@ -7,12 +7,13 @@ The statements are plain SQL that PostgreSQL and SQLite both run, the same text 
 locks come from Django's own clause for the backend (``connection.ops.for_update_sql``), which
 SQLite, whose writers queue behind one another, leaves out. On PostgreSQL two steps run their
 statements as one (INSERT and UPDATE inside WITH, which SQLite lacks): the submission's three
-writes, and the lease's take and insert, which then needs no transaction around it. Rows come
-back as model instances built with ``Model.from_db``: fields a statement does not read are
-deferred, not defaulted.
+writes, and the lease's take and insert, which then needs no transaction around it; a live
+lease's submission needs none either (``store_if_leased``). Rows come back as model instances
+built with ``Model.from_db``: fields a statement does not read are deferred, not defaulted.
 
-Business rules (who may submit what, the cascade, gold) stay in ``annotation.services``; apart
-from ``lease_open_item``, atomic on its own, these functions run inside its transactions.
+Business rules (who may submit what, the cascade, gold) stay in ``annotation.services``. Apart
+from ``lease_open_item`` and ``store_if_leased``, atomic on their own, and the unlocked
+``find_assignment``, these functions run inside its transactions.
 """
 
 from __future__ import annotations
