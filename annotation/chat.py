@@ -25,7 +25,7 @@ from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from annotation.models import Campaign, Chat, ChatPurpose, ChatRouting, FlagReason, TurnFlag
+from annotation.models import ROUTED_KIND, Campaign, Chat, ChatPurpose, ChatRouting, FlagReason, TurnFlag
 from annotation.services import AnnotationError, campaign_add_dialogs
 from dialogs.models import Dialog, Mode, Role, Speaker, Turn
 from dialogs.services import turn_add
@@ -50,14 +50,6 @@ TURN_LIMITS: dict[str, TurnRange] = {
     ChatPurpose.ROLE: TurnRange(5, 20),  # ours
 }
 
-# The campaign kind that rates the model turns of a finished chat of each purpose (the newest
-# open campaign of this kind, unless ChatRouting names one).
-ROUTED_KIND: dict[str, str] = {
-    ChatPurpose.QUALITY: Campaign.Kind.SSI,
-    ChatPurpose.SAFETY: Campaign.Kind.SAFETY,
-    ChatPurpose.GROUNDEDNESS: Campaign.Kind.GROUNDEDNESS_REWRITE,
-    ChatPurpose.ROLE: Campaign.Kind.HELPFULNESS,
-}
 
 NOTE_MAX_CHARS = 2000
 
@@ -129,17 +121,25 @@ def role_by_slug(slug: str) -> Role:
 def routed_campaign(*, purpose: str) -> Campaign | None:
     """The campaign the model turns of a finished ``purpose`` chat go to, or None.
 
-    The routing row's campaign when it names one (unless that campaign is closed), else the
-    newest open campaign of the purpose's kind; None when routing is switched off.
+    The routing row's campaign when it names one (unless that campaign is closed or of another
+    kind), else the newest open campaign of the purpose's kind; None when routing is switched off.
     """
     routing = ChatRouting.objects.select_related("campaign").filter(purpose=purpose).first()
     if routing is not None and not routing.enabled:
         return None
     if routing is not None and routing.campaign is not None:
-        if routing.campaign.status == Campaign.Status.CLOSED:
-            logger.warning("%s chats are routed to %s, which is closed", purpose, routing.campaign)
+        campaign = routing.campaign
+        # Another kind only in a row saved before ChatRouting.clean checked it.
+        if campaign.status == Campaign.Status.CLOSED or campaign.kind != ROUTED_KIND[purpose]:
+            logger.warning(
+                "%s chats are routed to %s, a %s %s campaign: they go nowhere",
+                purpose,
+                campaign,
+                campaign.status,
+                campaign.kind,
+            )
             return None
-        return routing.campaign
+        return campaign
     return (
         Campaign.objects.filter(kind=ROUTED_KIND[purpose], status=Campaign.Status.OPEN)
         .order_by("-created_at", "-id")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 
@@ -398,11 +399,22 @@ class TurnFlag(models.Model):
         return f"{self.turn} flagged {self.reason}"
 
 
+# The campaign kind that rates the model turns of a finished chat of each purpose (the newest
+# open campaign of this kind, unless ChatRouting names one).
+ROUTED_KIND: dict[str, str] = {
+    ChatPurpose.QUALITY: Campaign.Kind.SSI,
+    ChatPurpose.SAFETY: Campaign.Kind.SAFETY,
+    ChatPurpose.GROUNDEDNESS: Campaign.Kind.GROUNDEDNESS_REWRITE,
+    ChatPurpose.ROLE: Campaign.Kind.HELPFULNESS,
+}
+
+
 class ChatRouting(models.Model):
     """Where the model turns of finished chats of one purpose go to be rated.
 
     Without a row, or with ``campaign`` blank, a purpose's turns go to the newest open campaign
-    of its kind (``annotation.chat.ROUTED_KIND``); ``enabled`` off sends them nowhere.
+    of its kind (``ROUTED_KIND``); ``enabled`` off sends them nowhere. A campaign named here
+    must be of that kind: safety chats rated for SSI would be lost to the safety data.
     """
 
     purpose = models.CharField(max_length=16, choices=ChatPurpose.choices, unique=True)
@@ -425,3 +437,13 @@ class ChatRouting(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_purpose_display()} chats"
+
+    def clean(self) -> None:
+        kind = ROUTED_KIND.get(self.purpose)
+        if self.campaign is not None and kind is not None and self.campaign.kind != kind:
+            raise ValidationError(
+                {
+                    "campaign": f"{self.get_purpose_display()} chats are rated in a {kind} campaign; "
+                    f"{self.campaign.name} is a {self.campaign.kind} campaign."
+                }
+            )

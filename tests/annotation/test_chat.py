@@ -789,6 +789,26 @@ def test_the_chat_page_reads_a_fixed_number_of_queries(
 # --- the admin ------------------------------------------------------------------------------
 
 
+def test_the_admin_refuses_to_route_chats_to_a_campaign_of_another_kind(client, users, worker) -> None:
+    ssi = services.campaign_create(name="ssi only", kind="ssi", empty=True)
+    routing = ChatRouting.objects.get(purpose="safety")
+    client.force_login(users[Role.ADMIN])
+
+    response = client.post(
+        f"/admin/annotation/chatrouting/{routing.pk}/change/", {"enabled": "on", "campaign": ssi.pk}
+    )
+
+    assert response.status_code == 200  # the form again, with the error on the field
+    assert "Safety chats are rated in a safety campaign; ssi only is a ssi campaign." in text(response)
+    routing.refresh_from_db()
+    assert routing.campaign is None
+    # A row saved before the check (here by hand) sends the turns nowhere rather than to SSI raters.
+    ChatRouting.objects.filter(pk=routing.pk).update(campaign=ssi)
+    assert chats.routed_campaign(purpose="safety") is None
+    assert chats.chat_finish(chat=chat_with(worker, 5), worker=worker).campaign is None
+    assert not Item.objects.filter(campaign=ssi).exists()
+
+
 def test_admins_switch_routing_off_per_purpose_and_read_chats_and_flags(client, users, worker) -> None:
     chat = chat_with(worker, 1, mode="adversarial")
     chats.chat_flag(turn=model_turns(chat)[0], worker=worker, reason="harmful")
