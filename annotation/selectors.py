@@ -6,17 +6,33 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
+from django.db.models import Subquery
 from django.utils import timezone
 
 from annotation.models import Assignment, Campaign, Item, WorkerQuality
 from annotation.questions import campaign_questions
 from dialogs.models import Candidate
 
+# Items left for a worker are counted up to this many: counting all of them read every open item
+# of the campaign on each page (135 ms at 1M items); past it the counter says "1,000+".
+LEFT_COUNTED_UP_TO = 1000
+
+
+@dataclass(frozen=True)
+class Left:
+    """How many items are left for a worker, as far as they are counted."""
+
+    count: int
+    more: bool = False  # more than ``count`` are left
+
+    def __str__(self) -> str:
+        return f"{self.count:,}+" if self.more else f"{self.count:,}"
+
 
 @dataclass(frozen=True)
 class WorkerCampaign:
     campaign: Campaign
-    left: int  # items this worker could still be given
+    left: Left  # items this worker could still be given
     blocked_reason: str = ""  # set when the worker is blocked from the campaign
 
 
@@ -43,15 +59,23 @@ def done_today(*, worker: Any, campaign: Campaign | None = None) -> int:
     return done.count()
 
 
-def left_for_worker(*, worker: Any, campaign: Campaign) -> int:
-    """Items with a free slot that the worker has not seen and did not write."""
+def left_for_worker(*, worker: Any, campaign: Campaign, holding: bool = False) -> Left:
+    """Items with a free slot that the worker has not seen and did not write, counted up to
+    ``LEFT_COUNTED_UP_TO``; ``holding``: and the item the worker holds a lease on (seen, but not
+    done)."""
     seen = Assignment.objects.filter(worker=worker).values("item_id")
-    return (
-        Item.objects.filter(campaign=campaign, kind=Item.Kind.NORMAL, open_slots__gt=0)
+    open_items = Item.objects.filter(campaign=campaign, kind=Item.Kind.NORMAL, open_slots__gt=0)
+    # From the campaign's first open item on: without the bound PostgreSQL may walk the primary
+    # key through the items of every campaign before this one (as annotation.queue explains).
+    open_to_them = (
+        open_items.filter(pk__gte=Subquery(open_items.order_by("pk").values("pk")[:1]))
         .exclude(author=worker)
         .exclude(pk__in=seen)
-        .count()
     )
+    count = open_to_them[: LEFT_COUNTED_UP_TO + 1].count() + int(holding)
+    if count > LEFT_COUNTED_UP_TO:
+        return Left(LEFT_COUNTED_UP_TO, more=True)
+    return Left(count)
 
 
 def task_payload(assignment: Assignment) -> dict[str, Any]:

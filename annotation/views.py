@@ -160,8 +160,10 @@ def _task_response(
         "error": error,
         "notice": notice,
         "done_today": selectors.done_today(worker=request.user, campaign=campaign),
-        # The item on screen is still to do, though the selector counts it as seen.
-        "left": selectors.left_for_worker(worker=request.user, campaign=campaign) + (1 if assignment else 0),
+        # The item on screen is still to do, though it counts as seen.
+        "left": selectors.left_for_worker(
+            worker=request.user, campaign=campaign, holding=assignment is not None
+        ),
     }
     if assignment is not None:
         same_item = answered_assignment_id == assignment.pk
@@ -341,7 +343,9 @@ def _rewrite_response(
         "query": query,
         "notice": "Saved. Here is your next item." if request.GET.get("done") == "saved" else "",
         "done_today": selectors.done_today(worker=request.user, campaign=campaign),
-        "left": selectors.left_for_worker(worker=request.user, campaign=campaign) + (1 if assignment else 0),
+        "left": selectors.left_for_worker(
+            worker=request.user, campaign=campaign, holding=assignment is not None
+        ),
     }
     if assignment is not None:
         item = assignment.item

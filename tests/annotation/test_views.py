@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from annotation import services
+from annotation import selectors, services
 from annotation.models import Assignment, Campaign, Item, Judgment, WorkerQuality
 from annotation.questions import SSI
 from annotation.services import DialogFilters
@@ -81,6 +81,20 @@ def test_work_home_lists_open_campaigns_with_what_is_left(client, worker) -> Non
     assert f'href="{rate_url(campaign)}"' in row.group()
     assert ">Start<" in row.group()
     assert "Paused one" not in page
+
+
+def test_what_is_left_is_counted_up_to_a_limit_then_shown_with_a_plus(client, worker, monkeypatch) -> None:
+    # The limit is 1,000 (a count past it read every open item of a large campaign on each page).
+    monkeypatch.setattr(selectors, "LEFT_COUNTED_UP_TO", 3)
+    ssi_campaign("Earlier")  # items of another campaign first, with lower ids
+    campaign = ssi_campaign("Later")  # both quality dialogs: 4 items
+
+    assert "<td>3+</td>" in text(client.get("/work/"))
+    assert "Left: <strong>3+</strong>" in text(client.get(rate_url(campaign)))  # 3 unseen + the one shown
+
+    answers = {"sensible": "yes", "specific": "yes", "interesting": "yes"}
+    client.post(f"/work/assignments/{lease_of(worker).pk}/submit", answers, **HTMX)
+    assert "Left: <strong>3</strong>" in text(client.get(rate_url(campaign)))  # 2 unseen + the one shown
 
 
 def test_work_home_shows_why_a_worker_is_blocked_instead_of_a_start_link(client, worker) -> None:
