@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
@@ -31,9 +31,11 @@ from django.utils import timezone
 
 from annotation import rules
 from annotation.models import Campaign
-from trainer import formats, records, sources, training
-from trainer import tokenizer as tokenizers
+from trainer import sources
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
+
+if TYPE_CHECKING:
+    from trainer import formats, training
 
 PROGRESS_EVERY_SECONDS = 1.0
 
@@ -51,6 +53,8 @@ def _now() -> Any:
 
 
 def tokenizer_sha256(directory: Path) -> str:
+    from trainer import records
+
     return records.sha256_of(directory / "tokenizer.json")
 
 
@@ -160,6 +164,8 @@ def _dataset_sources(
 
 
 def _render(tokenizer: Any, pending: sources.Pending) -> formats.Example:
+    from trainer import formats
+
     if pending.kind == "generative":
         return formats.generative(tokenizer, pending.context, pending.response)
     if pending.kind == "discriminative":
@@ -213,6 +219,8 @@ def dataset_build(*, dataset_id: int) -> DatasetVersion:
     """Build a queued dataset (the worker's task body): stream the examples into JSONL and
     Parquet, then write the manifest. On any error the dataset is ``failed`` with the cause and
     its folder is removed; nothing half-written stays."""
+    from trainer import records
+
     with transaction.atomic():
         dataset = DatasetVersion.objects.select_for_update().get(pk=dataset_id)
         if dataset.status != DatasetVersion.Status.PENDING:
@@ -255,6 +263,9 @@ def dataset_build(*, dataset_id: int) -> DatasetVersion:
 
 
 def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
+    from trainer import formats, records
+    from trainer import tokenizer as tokenizers
+
     campaigns = list(dataset.campaigns.order_by("pk"))
     tokenizer_dir = directory / "tokenizer"
     if dataset.tokenizer_source is not None:
@@ -354,6 +365,8 @@ class _DiscriminatorFilter:
         }
 
     def __call__(self, examples: list[sources.Pending]) -> list[sources.Pending]:
+        from trainer import formats
+
         if not examples:
             return []
         prefixes = [
@@ -403,6 +416,8 @@ MODEL_SIZE_FIELDS = ("d_model", "n_layer", "n_head", "d_ff")
 def _split_hyperparameters(
     kind: str, hyperparameters: dict[str, Any]
 ) -> tuple[training.Hyperparameters, dict]:
+    from trainer import training
+
     data = dict(hyperparameters or {})
     model = data.pop("model", None) or {}
     if model and kind != TrainingJob.Kind.PRETRAIN:
@@ -556,6 +571,8 @@ def _claim(job_id: int, worker: str) -> TrainingJob | None:
 
 
 def _training_data(job: TrainingJob) -> tuple[list[training.Pair], list[training.Pair], list[training.Rated]]:
+    from trainer import records, training
+
     train: list[training.Pair] = []
     validation: list[training.Pair] = []
     rated: list[training.Rated] = []
@@ -572,6 +589,7 @@ def _training_data(job: TrainingJob) -> tuple[list[training.Pair], list[training
 
 def _base(job: TrainingJob) -> tuple[Any, Any]:
     """(model, tokenizer) to start from: the base model, or a new one for a pretrain job."""
+    from trainer import tokenizer as tokenizers
     from trainer.modeling import GroundworkConfig, GroundworkForCausalLM
 
     if job.base_model is not None:
@@ -591,6 +609,9 @@ def _base(job: TrainingJob) -> tuple[Any, Any]:
 def _evaluate(
     model: Any, tokenizer: Any, hp: training.Hyperparameters, validation: list, rated: list
 ) -> dict:
+    from trainer import tokenizer as tokenizers
+    from trainer import training
+
     return training.evaluate(
         model,
         validation,
@@ -608,6 +629,8 @@ def training_run(
     """Run a queued job (the worker's task body) to a model version, resuming from a checkpoint.
     ``on_progress`` also gets every progress report (a command prints them)."""
     import torch
+
+    from trainer import training
 
     worker = worker or this_worker()
     job = _claim(job_id, worker)
