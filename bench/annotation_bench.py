@@ -9,6 +9,7 @@ called ``*_bench``: the benchmark writes millions of rows there):
    (goal ≤ 1.5: the cost must not grow with the campaign); the plan of the item query is printed;
 2. submit: judgments per second from 64 concurrent HTTP raters against gunicorn (sync and gthread
    tried, the better one counts; goal ≥ 300/s on 2 cores), then the invariants checked in the database.
+   A closed campaign of 20k items is rated first, so the load meets tables with rows and statistics.
    The CPU that gunicorn and its PostgreSQL backends spent per judgment is measured too, and what other
    programs on the machine took meanwhile: a shared machine shows up there, not as a slow server;
 3. aggregate: ``services.aggregate_campaign`` over 1M judgments against a bare GROUP BY over the same
