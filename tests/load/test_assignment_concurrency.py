@@ -96,3 +96,33 @@ def test_parallel_raters_fill_the_campaign_exactly(live_server) -> None:
     # Every acknowledged submission is stored, with its three judgments.
     assert sorted(acknowledged) == sorted(submitted.values_list("id", flat=True))
     assert Judgment.objects.filter(assignment_id__in=acknowledged).count() == 3 * len(acknowledged)
+
+
+def test_the_same_submission_sent_at_once_many_times_is_stored_once(live_server) -> None:
+    """A client that retries while its first request is still in flight: the requests race to
+    store the same lease. One stores it (201); the others get the stored one (200)."""
+    campaign = ssi_campaign(items=1, raters=RATERS)
+    token = api_token_for(user=UserFactory(role=Role.CROWDWORKER))
+    _, task = call(live_server.url, token, "GET", f"/api/v1/tasks/next?campaign={campaign.pk}")
+    path = f"/api/v1/assignments/{task['assignment_id']}/submit"
+    answers = {"sensible": "yes", "specific": "yes", "interesting": "no"}
+    results: list[tuple[int, Any]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def send() -> None:
+        start.wait()
+        result = call(live_server.url, token, "POST", path, {"answers": answers})
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert sorted(status for status, _ in results) == [200] * 7 + [201]
+    assert all(body["judgments"] == answers for _, body in results)
+    assert Judgment.objects.filter(assignment_id=task["assignment_id"]).count() == 3
+    assert Item.objects.get(campaign=campaign).judgment_count == 1
