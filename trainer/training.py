@@ -10,9 +10,10 @@ checkpoints and a ``report`` callback that stores progress and says whether to g
 - Batch ``s`` is drawn by a generator seeded with ``(seed, s)``: a run resumed from a checkpoint
   at step ``s`` sees exactly the batches the lost run would have seen.
 - AdamW, linear warm-up then cosine decay to 10 %, gradient clipping at 1.0, bf16 autocast on CPU
-  when ``bf16`` (master weights stay fp32). Its default is on only where the CPU computes bf16 in
-  hardware (AMX made training about 1.5x faster); elsewhere PyTorch emulates it, and an AVX2-only
-  machine trained at about 30 tokens/s with it instead of thousands without.
+  when ``bf16`` (master weights stay fp32). Unset, it is on only where the CPU that trains computes
+  bf16 in hardware (AMX made training about 1.5x faster); elsewhere PyTorch emulates it, and an
+  AVX2-only machine trained at about 30 tokens/s with it instead of thousands without. It is
+  decided when training starts, on the worker, not when the web process queues the job.
 - A checkpoint (weights, optimizer, scheduler, step, loss history) is written atomically (temp
   file, then rename) every ``checkpoint_every`` steps.
 """
@@ -57,7 +58,7 @@ class Hyperparameters:
     weight_decay: float = 0.1
     checkpoint_every: int = 50
     seed: int = 0
-    bf16: bool = BF16_IN_HARDWARE
+    bf16: bool | None = None  # None: where this CPU computes bf16 in hardware (``uses_bf16``)
     # How often (seconds) progress is reported; every report also checks for cancellation.
     report_every: float = 2.0
 
@@ -70,10 +71,11 @@ class Hyperparameters:
             raise ValueError(f"unknown hyperparameter(s): {', '.join(unknown)}; known: {', '.join(known)}")
         values: dict[str, Any] = {}
         for name, value in data.items():
-            kind = type(getattr(cls, name))
+            default = getattr(cls, name)
+            kind = bool if default is None else type(default)  # bf16: a bool, or None for the default
             try:
                 if kind is bool:
-                    if not isinstance(value, bool):
+                    if not isinstance(value, bool) and not (value is None and default is None):
                         raise TypeError
                     values[name] = value
                 else:
@@ -91,6 +93,11 @@ class Hyperparameters:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def uses_bf16(self) -> bool:
+        """Whether training autocasts to bf16 here: as set, else where the CPU computes it."""
+        return BF16_IN_HARDWARE if self.bf16 is None else self.bf16
 
 
 @dataclass
@@ -189,7 +196,7 @@ def train(
         input_ids, labels = collate(
             [examples[i] for i in _batch_indices(len(examples), hp, step)], pad_id, hp.max_length
         )
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=hp.bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=hp.uses_bf16):
             loss = model(input_ids, labels=labels, use_cache=False).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -120,6 +120,16 @@ def test_hyperparameters_name_what_is_wrong() -> None:
         training.Hyperparameters.from_dict({"bf16": "yes"})
 
 
+def test_bf16_unset_is_decided_by_the_cpu_that_trains_not_by_the_one_that_queues() -> None:
+    unset = training.Hyperparameters.from_dict({})
+    assert unset.bf16 is None
+    assert unset.as_dict()["bf16"] is None  # what a queued job stores
+    assert unset.uses_bf16 == training.bf16_in_hardware()
+    assert training.Hyperparameters.from_dict({"bf16": None}).bf16 is None
+    assert training.Hyperparameters.from_dict({"bf16": False}).uses_bf16 is False
+    assert training.Hyperparameters.from_dict({"bf16": True}).uses_bf16 is True
+
+
 def test_auc_counts_ties_half_and_needs_two_classes() -> None:
     assert training.auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
     assert training.auc([0.5, 0.5], [0, 1]) == 0.5
