@@ -32,6 +32,7 @@ from django.utils import timezone
 from annotation import rules
 from annotation.models import Campaign
 from trainer import sources
+from trainer.hyperparameters import Hyperparameters
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 
 if TYPE_CHECKING:
@@ -413,11 +414,7 @@ JOB_DATASET_KINDS = {
 MODEL_SIZE_FIELDS = ("d_model", "n_layer", "n_head", "d_ff")
 
 
-def _split_hyperparameters(
-    kind: str, hyperparameters: dict[str, Any]
-) -> tuple[training.Hyperparameters, dict]:
-    from trainer import training
-
+def _split_hyperparameters(kind: str, hyperparameters: dict[str, Any]) -> tuple[Hyperparameters, dict]:
     data = dict(hyperparameters or {})
     model = data.pop("model", None) or {}
     if model and kind != TrainingJob.Kind.PRETRAIN:
@@ -432,7 +429,7 @@ def _split_hyperparameters(
     if model.get("d_model", 256) % model.get("n_head", 4):
         raise TrainerError("hyperparameters.model.d_model must be a multiple of n_head")
     try:
-        return training.Hyperparameters.from_dict(data), model
+        return Hyperparameters.from_dict(data), model
     except ValueError as exc:
         raise TrainerError(str(exc)) from None
 
@@ -606,9 +603,7 @@ def _base(job: TrainingJob) -> tuple[Any, Any]:
     return GroundworkForCausalLM(config), tokenizer
 
 
-def _evaluate(
-    model: Any, tokenizer: Any, hp: training.Hyperparameters, validation: list, rated: list
-) -> dict:
+def _evaluate(model: Any, tokenizer: Any, hp: Hyperparameters, validation: list, rated: list) -> dict:
     from trainer import tokenizer as tokenizers
     from trainer import training
 
@@ -636,7 +631,7 @@ def training_run(
     job = _claim(job_id, worker)
     if job is None:
         return TrainingJob.objects.get(pk=job_id)
-    hp = training.Hyperparameters.from_dict({k: v for k, v in job.hyperparameters.items() if k != "model"})
+    hp = Hyperparameters.from_dict({k: v for k, v in job.hyperparameters.items() if k != "model"})
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     try:
         train, validation, rated = _training_data(job)

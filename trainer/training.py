@@ -24,13 +24,15 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from trainer.hyperparameters import Hyperparameters
 
 Pair = tuple[Sequence[int], Sequence[int]]
 CHECKPOINT = "checkpoint.pt"
@@ -48,56 +50,9 @@ def bf16_in_hardware() -> bool:
 BF16_IN_HARDWARE = bf16_in_hardware()
 
 
-@dataclass(frozen=True)
-class Hyperparameters:
-    steps: int = 200
-    learning_rate: float = 1e-3
-    batch_size: int = 16
-    max_length: int = 256
-    warmup_steps: int = 20
-    weight_decay: float = 0.1
-    checkpoint_every: int = 50
-    seed: int = 0
-    bf16: bool | None = None  # None: where this CPU computes bf16 in hardware (``uses_bf16``)
-    # How often (seconds) progress is reported; every report also checks for cancellation.
-    report_every: float = 2.0
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Hyperparameters:
-        """Validated hyperparameters; an unknown name or a bad value is a ValueError naming it."""
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(f"unknown hyperparameter(s): {', '.join(unknown)}; known: {', '.join(known)}")
-        values: dict[str, Any] = {}
-        for name, value in data.items():
-            default = getattr(cls, name)
-            kind = bool if default is None else type(default)  # bf16: a bool, or None for the default
-            try:
-                if kind is bool:
-                    if not isinstance(value, bool) and not (value is None and default is None):
-                        raise TypeError
-                    values[name] = value
-                else:
-                    values[name] = kind(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"hyperparameter {name}: expected {kind.__name__}, got {value!r}") from None
-        hp = cls(**values)
-        positive = ("steps", "learning_rate", "batch_size", "max_length", "checkpoint_every", "report_every")
-        for name in positive:
-            if getattr(hp, name) <= 0:
-                raise ValueError(f"hyperparameter {name} must be positive, got {getattr(hp, name)}")
-        if hp.max_length < 8:
-            raise ValueError("hyperparameter max_length must be at least 8")
-        return hp
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def uses_bf16(self) -> bool:
-        """Whether training autocasts to bf16 here: as set, else where the CPU computes it."""
-        return BF16_IN_HARDWARE if self.bf16 is None else self.bf16
+def uses_bf16(hp: Hyperparameters) -> bool:
+    """Whether training autocasts to bf16 here: as set, else where this CPU computes it."""
+    return BF16_IN_HARDWARE if hp.bf16 is None else hp.bf16
 
 
 @dataclass
@@ -196,7 +151,7 @@ def train(
         input_ids, labels = collate(
             [examples[i] for i in _batch_indices(len(examples), hp, step)], pad_id, hp.max_length
         )
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=hp.uses_bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=uses_bf16(hp)):
             loss = model(input_ids, labels=labels, use_cache=False).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from tests.trainer.helpers import tiny_model
 from trainer import services, training
+from trainer.hyperparameters import Hyperparameters
 from trainer.models import DatasetVersion, TrainingJob
 
 pytestmark = pytest.mark.django_db
@@ -113,21 +114,21 @@ def test_training_requests_are_checked() -> None:
 
 
 def test_hyperparameters_name_what_is_wrong() -> None:
-    assert training.Hyperparameters.from_dict({"steps": "12"}).steps == 12
+    assert Hyperparameters.from_dict({"steps": "12"}).steps == 12
     with pytest.raises(ValueError, match="learning_rate: expected float, got 'fast'"):
-        training.Hyperparameters.from_dict({"learning_rate": "fast"})
+        Hyperparameters.from_dict({"learning_rate": "fast"})
     with pytest.raises(ValueError, match="bf16: expected bool"):
-        training.Hyperparameters.from_dict({"bf16": "yes"})
+        Hyperparameters.from_dict({"bf16": "yes"})
 
 
 def test_bf16_unset_is_decided_by_the_cpu_that_trains_not_by_the_one_that_queues() -> None:
-    unset = training.Hyperparameters.from_dict({})
+    unset = Hyperparameters.from_dict({})
     assert unset.bf16 is None
     assert unset.as_dict()["bf16"] is None  # what a queued job stores
-    assert unset.uses_bf16 == training.bf16_in_hardware()
-    assert training.Hyperparameters.from_dict({"bf16": None}).bf16 is None
-    assert training.Hyperparameters.from_dict({"bf16": False}).uses_bf16 is False
-    assert training.Hyperparameters.from_dict({"bf16": True}).uses_bf16 is True
+    assert training.uses_bf16(unset) == training.bf16_in_hardware()
+    assert Hyperparameters.from_dict({"bf16": None}).bf16 is None
+    assert training.uses_bf16(Hyperparameters.from_dict({"bf16": False})) is False
+    assert training.uses_bf16(Hyperparameters.from_dict({"bf16": True})) is True
 
 
 def test_auc_counts_ties_half_and_needs_two_classes() -> None:
