@@ -8,11 +8,11 @@ locks come from Django's own clause for the backend (``connection.ops.for_update
 SQLite, whose writers queue behind one another, leaves out. On PostgreSQL two steps run their
 statements as one (INSERT and UPDATE inside WITH, which SQLite lacks): the submission's three
 writes, and the lease's take and insert, which then needs no transaction around it; a live
-lease's submission needs none either (``store_if_leased``). Rows come back as model instances
+lease's submission needs none either (``store_submission``). Rows come back as model instances
 built with ``Model.from_db``: fields a statement does not read are deferred, not defaulted.
 
 Business rules (who may submit what, the cascade, gold) stay in ``annotation.services``. Apart
-from ``lease_open_item`` and ``store_if_leased``, atomic on their own, and the unlocked
+from ``lease_open_item`` and (on PostgreSQL) ``store_submission``, atomic on their own, and the unlocked
 ``find_assignment``, these functions run inside its transactions.
 """
 
@@ -200,87 +200,70 @@ COUNT_JUDGMENT = (
 )
 
 
+def stores_atomically() -> bool:
+    """Whether ``store_submission`` is one statement here, atomic without a transaction around it
+    (PostgreSQL: INSERT and UPDATE inside WITH); elsewhere it needs the caller's transaction."""
+    return connection.vendor == "postgresql"
+
+
 def store_submission(
     assignment: Assignment,
     values: Values,
     *,
     now: datetime,
     submission: dict[str, Any],
-) -> Stored:
-    """Insert one judgment per attribute (value counted, value answered or None when not asked),
-    mark the assignment submitted and count the judgment on a normal item. Returns the judgments
-    and the item's new judgment count (None for gold and qualification items).
-
-    One statement on PostgreSQL (INSERT and UPDATE inside WITH), three elsewhere; in the caller's
-    transaction, which holds the assignment's lock.
-    """
-    rows = _judgment_rows(assignment, values)
-    judged = f"{INSERT_JUDGMENTS} VALUES {', '.join(['(%s, %s, %s, %s, %s)'] * len(rows))} {RETURNING_JUDGED}"
-    judged_params = [field for row in rows for field in row]
-    marked_params = _marked_params(assignment, now=now, submission=submission)
-    counted = f"{COUNT_JUDGMENT.format(item='%s')} RETURNING judgment_count"
-    counted_params = [assignment.item_id, Item.Kind.NORMAL]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                f"""WITH judged AS ({judged}), marked AS ({MARK_SUBMITTED}), counted AS ({counted})
-                    SELECT {JUDGED_IDS}, (SELECT judgment_count FROM counted)""",  # noqa: S608 - our SQL; values are parameters
-                [*judged_params, *marked_params, *counted_params],
-            )
-            ids, count = cursor.fetchone()
-        else:
-            cursor.execute(judged, judged_params)
-            ids = dict(cursor.fetchall())
-            cursor.execute(MARK_SUBMITTED, marked_params)
-            cursor.execute(counted, counted_params)
-            counted_row = cursor.fetchone()
-            count = counted_row[0] if counted_row else None
-    return _stored(assignment, rows, ids, count, now=now, submission=submission)
-
-
-def stores_if_leased() -> bool:
-    """Whether ``store_if_leased`` runs here (it needs INSERT and UPDATE inside WITH)."""
-    return connection.vendor == "postgresql"
-
-
-def store_if_leased(
-    assignment: Assignment,
-    values: Values,
-    *,
-    now: datetime,
-    submission: dict[str, Any],
 ) -> Stored | None:
-    """``store_submission`` without a lock or a transaction, on PostgreSQL: one statement that
-    marks the assignment submitted only while its lease is held and live at ``now``, and stores
-    the judgments and the count with it. None when the lease was not held any more (another
-    request submitted it, or it ran out): nothing is written then.
+    """Mark the assignment submitted, only while its lease is held and live at ``now``; insert one
+    judgment per attribute (value counted, value answered or None when not asked) and count the
+    judgment on a normal item. Returns the judgments and the item's new judgment count (None for
+    gold and qualification items), or None when the lease was not held any more (another request
+    submitted it, or it ran out): nothing is written then.
 
-    A concurrent writer of the assignment's row makes this statement wait and test the lease
-    again on the row it wrote (PostgreSQL's READ COMMITTED), so it is as safe as the lock.
+    PostgreSQL runs it as one statement, with or without a lock on the row: a concurrent writer of
+    the assignment's row makes it wait and test the lease again on the row that writer left (READ
+    COMMITTED), so it is as safe as the lock. Elsewhere three statements, in the caller's
+    transaction.
     """
     rows = _judgment_rows(assignment, values)
+    marked = f"{MARK_SUBMITTED} AND state = %s AND expires_at > %s"
+    marked_params = [
+        Assignment.State.SUBMITTED,
+        _db_datetime(now),
+        json.dumps(submission),
+        assignment.pk,
+        Assignment.State.LEASED,
+        _db_datetime(now),
+    ]
     answers = ", ".join(["(%s, %s, %s)"] * len(rows))
+    answer_params = [field for row in rows for field in row[2:]]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"""WITH marked AS ({MARK_SUBMITTED} AND state = %s AND expires_at > %s RETURNING item_id),
-                     judged AS ({INSERT_JUDGMENTS}
-                                SELECT %s, marked.item_id, v.attribute, v.value, v.raw_value
-                                FROM marked, (VALUES {answers}) AS v (attribute, value, raw_value)
-                                {RETURNING_JUDGED}),
-                     counted AS ({COUNT_JUDGMENT.format(item="(SELECT item_id FROM marked)")}
-                                 RETURNING judgment_count)
-                SELECT EXISTS (SELECT FROM marked), {JUDGED_IDS}, (SELECT judgment_count FROM counted)""",  # noqa: S608 - our SQL; values are parameters
-            [
-                *_marked_params(assignment, now=now, submission=submission),
-                Assignment.State.LEASED,
-                _db_datetime(now),
-                assignment.pk,
-                *[field for row in rows for field in row[2:]],
-                Item.Kind.NORMAL,
-            ],
-        )
-        marked, ids, count = cursor.fetchone()
-    if not marked:
+        if stores_atomically():
+            cursor.execute(
+                f"""WITH marked AS ({marked} RETURNING item_id),
+                         judged AS ({INSERT_JUDGMENTS}
+                                    SELECT %s, marked.item_id, v.attribute, v.value, v.raw_value
+                                    FROM marked, (VALUES {answers}) AS v (attribute, value, raw_value)
+                                    {RETURNING_JUDGED}),
+                         counted AS ({COUNT_JUDGMENT.format(item="(SELECT item_id FROM marked)")}
+                                     RETURNING judgment_count)
+                    SELECT EXISTS (SELECT FROM marked), {JUDGED_IDS}, (SELECT judgment_count FROM counted)""",  # noqa: S608 - our SQL; values are parameters
+                [*marked_params, assignment.pk, *answer_params, Item.Kind.NORMAL],
+            )
+            held, ids, count = cursor.fetchone()
+        else:
+            cursor.execute(marked, marked_params)
+            held = cursor.rowcount == 1
+            if held:
+                judged = f"{INSERT_JUDGMENTS} VALUES {', '.join(['(%s, %s, %s, %s, %s)'] * len(rows))}"
+                cursor.execute(f"{judged} {RETURNING_JUDGED}", [field for row in rows for field in row])
+                ids = dict(cursor.fetchall())
+                cursor.execute(
+                    f"{COUNT_JUDGMENT.format(item='%s')} RETURNING judgment_count",
+                    [assignment.item_id, Item.Kind.NORMAL],
+                )
+                counted_row = cursor.fetchone()
+                count = counted_row[0] if counted_row else None
+    if not held:
         return None
     return _stored(assignment, rows, ids, count, now=now, submission=submission)
 
@@ -290,10 +273,6 @@ def _judgment_rows(assignment: Assignment, values: Values) -> list[tuple[Any, ..
         (assignment.pk, assignment.item_id, attribute, value, raw or "")
         for attribute, (value, raw) in values.items()
     ]
-
-
-def _marked_params(assignment: Assignment, *, now: datetime, submission: dict[str, Any]) -> list[Any]:
-    return [Assignment.State.SUBMITTED, _db_datetime(now), json.dumps(submission), assignment.pk]
 
 
 def _stored(

@@ -381,10 +381,10 @@ def submit_judgment(*, assignment_id: int, worker: Any, answers: Mapping[str, An
     refused with a message. The item's last judgment triggers its consensus after commit.
 
     On PostgreSQL a live lease on a normal item is submitted without a transaction: a read, then
-    one statement that stores everything only if the lease is still held (``queue.store_if_leased``).
+    one statement that stores everything only if the lease is still held (``queue.store_submission``).
     Everything else (a repeat, a lease that ran out meanwhile, gold, SQLite) takes the locked path.
     """
-    if queue.stores_if_leased():
+    if queue.stores_atomically():
         found = _owned(queue.find_assignment(assignment_id, now=timezone.now(), lock=False), worker)
         stored = _submit_if_leased(found, answers=answers)
         if stored is not None:
@@ -412,7 +412,7 @@ def _submit_if_leased(found: queue.Found, *, answers: Mapping[str, Any]) -> Subm
         return None
     submitted = _normalise(answers)
     values = judgment_values(campaign=item.campaign, answers=submitted)
-    stored = queue.store_if_leased(assignment, values, now=timezone.now(), submission=submitted)
+    stored = queue.store_submission(assignment, values, now=timezone.now(), submission=submitted)
     if stored is None:
         return None
     judgments, count = stored
@@ -420,13 +420,16 @@ def _submit_if_leased(found: queue.Found, *, answers: Mapping[str, Any]) -> Subm
     return Submission(assignment, judgments, created=True)
 
 
+LEASE_LOST = (
+    "The lease on this item ran out and the item went back to the pool; "
+    "your answers were not stored. Ask for the next item."
+)
+
+
 def _check_live(locked: queue.Found) -> None:
     """Refuse a submission on a lease that is not held any more (expired or skipped)."""
     if locked.assignment.state != Assignment.State.LEASED or not locked.live:
-        raise AssignmentConflict(
-            "The lease on this item ran out and the item went back to the pool; "
-            "your answers were not stored. Ask for the next item."
-        )
+        raise AssignmentConflict(LEASE_LOST)
 
 
 def _complete(
@@ -439,7 +442,10 @@ def _complete(
     """Store the judgments and mark the assignment submitted; the item's last judgment triggers
     its consensus after commit, a gold or qualification item updates the worker's record."""
     item = assignment.item
-    judgments, count = queue.store_submission(assignment, values, now=timezone.now(), submission=submission)
+    stored = queue.store_submission(assignment, values, now=timezone.now(), submission=submission)
+    if stored is None:  # the lease ran out since it was locked and checked
+        raise AssignmentConflict(LEASE_LOST)
+    judgments, count = stored
     if count is None:  # a gold or qualification item: no count, the worker's record instead
         _record_gold(item=item, worker=worker, values=values)
     else:
