@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, NamedTuple
 
 from django.conf import settings
@@ -29,6 +28,7 @@ from annotation.models import ROUTED_KIND, Campaign, Chat, ChatPurpose, ChatRout
 from annotation.services import AnnotationError, campaign_add_dialogs
 from dialogs.models import Dialog, Mode, Role, Speaker, Turn
 from dialogs.services import turn_add
+from groundwork import queueing
 
 logger = logging.getLogger(__name__)
 
@@ -199,15 +199,24 @@ def _check_open(chat: Chat, doing: str) -> None:
         raise ChatConflict(f"The model is still answering your last message: wait for it before you {doing}.")
 
 
-def _ask_model(chat: Chat) -> None:
+def _ask_model(chat: Chat, *, turn: Turn | None = None) -> None:
+    """Ask a worker on queue ``inference`` for the model's answer, after commit (the worker must
+    find the user's turn, and a rollback asks nothing). If the broker cannot take the question,
+    the chat stops waiting and ``turn`` (the message just sent) is taken back: the worker sees
+    a 503 and sends it again later."""
     from annotation.tasks import respond_task
 
     chat.waiting = True
     chat.asked_at = timezone.now()
     chat.error = ""
     chat.save(update_fields=["waiting", "asked_at", "error"])
-    # After commit: the worker must find the user's turn, and a rollback asks nothing.
-    transaction.on_commit(partial(respond_task.apply_async, args=[chat.dialog_id], queue="inference"))
+
+    def undo() -> None:
+        if turn is not None:
+            Turn.objects.filter(pk=turn.pk).delete()
+        Chat.objects.filter(pk=chat.pk).update(waiting=False)
+
+    queueing.enqueue(respond_task, chat.dialog_id, queue="inference", undo=undo)
 
 
 @transaction.atomic
@@ -226,7 +235,7 @@ def chat_say(*, chat: Chat, worker: Any, text: str) -> Turn:
         turn = turn_add(dialog=chat.dialog, speaker=Speaker.USER, text=text)
     except ValueError as exc:
         raise ChatError(f"Your message: {exc}.") from None
-    _ask_model(chat)
+    _ask_model(chat, turn=turn)
     return turn
 
 

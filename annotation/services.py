@@ -9,7 +9,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -31,6 +30,7 @@ from annotation.models import (
 )
 from annotation.questions import DEFAULT_RATERS, campaign_questions
 from dialogs.models import Candidate, Dialog, Role, Speaker
+from groundwork import queueing
 from toolset.models import Tool, ToolCall
 from toolset.services import ToolResult, toolset_query
 
@@ -454,11 +454,14 @@ def _complete(
 
 
 def _counted(item: Item, count: int) -> None:
-    """An item's judgment was counted: its last one triggers its consensus after commit."""
+    """An item's judgment was counted: its last one triggers its consensus after commit. The
+    judgment is the rater's work and is kept whatever happens to the task: with the broker down
+    the label waits for the campaign's next recomputation (a button, ``manage.py aggregate``, and
+    every quality_safety dataset build, which recomputes its campaigns first)."""
     if count >= item.campaign.raters_per_item:
         from annotation.tasks import aggregate_item_task
 
-        transaction.on_commit(partial(aggregate_item_task.delay, item.pk))
+        queueing.enqueue(aggregate_item_task, item.pk, best_effort=True)
 
 
 def _normalise(answers: Mapping[str, Any]) -> dict[str, str]:
@@ -897,7 +900,8 @@ def aggregation_request(*, campaign: Campaign, requested_by: Any) -> Aggregation
     if active is not None:
         return active
     run = AggregationRun.objects.create(campaign=campaign, requested_by=requested_by)
-    transaction.on_commit(partial(aggregate_campaign_task.delay, run.pk))
+    # If the broker cannot take it, the request leaves no run behind (a 503).
+    queueing.enqueue(aggregate_campaign_task, run.pk, undo=AggregationRun.objects.filter(pk=run.pk).delete)
     return run
 
 
@@ -929,6 +933,13 @@ def aggregate_campaign(*, campaign: Campaign, run: AggregationRun | None = None,
     labelled = bounds.filter(judgment_count__gt=0).count()
     logger.info("campaign %s: consensus for %d items", campaign.name, labelled)
     return labelled
+
+
+def aggregation_failed(*, run_id: int, error: str) -> None:
+    """Mark a run whose task raised as failed with the cause, unless it ended meanwhile."""
+    AggregationRun.objects.filter(
+        pk=run_id, status__in=[AggregationRun.Status.PENDING, AggregationRun.Status.RUNNING]
+    ).update(status=AggregationRun.Status.FAILED, error=error, finished_at=timezone.now())
 
 
 def aggregation_run(*, run_id: int) -> AggregationRun:

@@ -22,6 +22,7 @@ from annotation import chat, selectors, services
 from annotation.models import Assignment, Campaign, Chat, ChatPurpose, FlagReason, Judgment
 from annotation.questions import Question, campaign_questions
 from dialogs.models import Mode, Speaker, Turn
+from groundwork.queueing import TaskQueueUnavailable
 from groundwork.roles import Role, role_required
 from toolset.models import ToolCall
 from toolset.services import ToolsetQueryError
@@ -443,7 +444,7 @@ def chat_say(request: HttpRequest, chat_id: int) -> HttpResponse:
     text = request.POST.get("text", "")
     try:
         chat.chat_say(chat=current, worker=request.user, text=text)
-    except chat.ChatError as exc:
+    except (chat.ChatError, TaskQueueUnavailable) as exc:
         return _chat_page(request, current, error=str(exc), status=exc.status, text=text)
     return _chat_page(request, current)
 
@@ -454,7 +455,7 @@ def chat_retry(request: HttpRequest, chat_id: int) -> HttpResponse:
     current = _own_chat(request, chat_id)
     try:
         chat.chat_retry(chat=current, worker=request.user)
-    except chat.ChatError as exc:
+    except (chat.ChatError, TaskQueueUnavailable) as exc:
         return _chat_page(request, current, error=str(exc), status=exc.status)
     return _chat_page(request, current)
 

@@ -8,7 +8,6 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,6 +18,7 @@ from django.utils import timezone
 
 from dialogs.models import Dialog, DialogExport, Role, Turn
 from dialogs.records import DialogRecord, Limits, TurnRecord, parse_object
+from groundwork import queueing
 from groundwork.jsonl import (
     MAX_REPORTED_ERRORS,
     ImportRefused,
@@ -204,8 +204,16 @@ def dialog_export_request(*, requested_by: Any, purpose: str = "") -> DialogExpo
     from dialogs.tasks import run_dialog_export
 
     export = DialogExport.objects.create(requested_by=requested_by, purpose=purpose)
-    transaction.on_commit(partial(run_dialog_export.delay, export.pk))
+    # If the broker cannot take it, the request leaves no export behind (a 503).
+    queueing.enqueue(run_dialog_export, export.pk, undo=DialogExport.objects.filter(pk=export.pk).delete)
     return export
+
+
+def dialog_export_failed(*, export_id: int, error: str) -> None:
+    """Mark an export whose task raised as failed with the cause, unless it ended meanwhile."""
+    DialogExport.objects.filter(pk=export_id).exclude(status=DialogExport.Status.DONE).update(
+        status=DialogExport.Status.FAILED, error=error, finished_at=timezone.now()
+    )
 
 
 def dialog_export_run(*, export_id: int) -> DialogExport:

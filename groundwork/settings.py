@@ -24,15 +24,20 @@ ARTIFACTS_DIR = Path(env.str("ARTIFACTS_DIR", default=str(BASE_DIR / "var"))).re
 ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
 
 
+# The embedded default (`make run`): no DATABASE_URL, so the SQLite file under ARTIFACTS_DIR.
+EMBEDDED: bool = not env.str("DATABASE_URL", default="")
+
+
 def _secret_key() -> str:
-    """The key from the environment; in DEBUG a generated one kept under ARTIFACTS_DIR."""
+    """The key from the environment; in DEBUG or on the embedded default a generated one kept
+    under ARTIFACTS_DIR, so that `manage.py` run beside `make run` uses make run's key."""
     key = env.str("SECRET_KEY", default="")
     if key:
         return key
-    if not DEBUG:
+    if not (DEBUG or EMBEDDED):
         raise ImproperlyConfigured(
-            "SECRET_KEY is not set. It is required when DEBUG is off; "
-            "set SECRET_KEY in the environment (or DEBUG=true for development)."
+            "SECRET_KEY is not set. It is required when DEBUG is off and DATABASE_URL names a "
+            "database server; set SECRET_KEY in the environment (or DEBUG=true for development)."
         )
     path = ARTIFACTS_DIR / "secret_key"
     if not path.exists():
@@ -80,6 +85,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "groundwork.queueing.TaskQueueUnavailableMiddleware",
     # Last, as django-axes asks: it turns a lockout flagged during authentication into a 429.
     "axes.middleware.AxesMiddleware",
 ]
@@ -210,6 +216,9 @@ SPECTACULAR_SETTINGS = {
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    from groundwork import broker
+
+    broker.register()  # kombu's transport, with messages that appear whole (see groundwork.broker)
     _queue_dir = ARTIFACTS_DIR / "celery" / "queue"
     _control_dir = ARTIFACTS_DIR / "celery" / "control"
     for _dir in (_queue_dir, _control_dir):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start the platform: migrate, load the demo data, train the first model (once), run web + worker (Procfile via honcho),
-# and print the URL and demo logins once /healthz answers. Ctrl-C stops both.
+# and print the URL and demo logins once /healthz answers. A process that dies is started again
+# (scripts/respawn.py). Ctrl-C stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,5 +51,13 @@ stop() {
   kill -TERM $(descendants $$) 2>/dev/null || true
   wait
 }
-trap stop INT TERM EXIT
-wait "$honcho"
+trap 'stop; exit 130' INT TERM
+trap stop EXIT
+# A process that dies is started again by scripts/respawn.py (see the Procfile); one that keeps
+# dying makes honcho stop the others, and then make run ends here, saying so.
+if wait "$honcho"; then
+  echo "Groundwork stopped."
+else
+  echo "Groundwork stopped: a process kept failing (its output is above); nothing is left running." >&2
+  exit 1
+fi

@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from groundwork import queueing
 from groundwork.jsonl import (
     MAX_REPORTED_ERRORS,
     ImportRefused,
@@ -95,6 +95,10 @@ def documents_import_records(
     if errors:
         raise DocumentImportError(errors)
 
+    if index_after_commit:
+        # Documents updated in place cannot be taken back after commit: make sure the index
+        # task can be queued before writing anything (a 503 otherwise).
+        queueing.check_task_queue()
     source = source[: Document._meta.get_field("source").max_length]
     result = ImportResult()
     urls = list(pending)
@@ -180,10 +184,12 @@ def search_index() -> SearchIndex:
 
 
 def search_index_sync_later(*, urls: list[str]) -> None:
-    """After commit, bring these URLs' index entries in step with the database (a task)."""
+    """After commit, bring these URLs' index entries in step with the database (a task). Should
+    the broker fail between the import's check and its commit, the log says so and
+    ``manage.py rebuild_search_index`` brings the index in step."""
     from toolset.tasks import sync_search_index
 
-    transaction.on_commit(partial(sync_search_index.delay, urls))
+    queueing.enqueue(sync_search_index, urls, best_effort=True)
 
 
 def search_index_sync(*, urls: Iterable[str]) -> int:

@@ -45,6 +45,11 @@ class DatasetVersion(models.Model):
     tokenizer_sha256 = models.CharField(max_length=64, blank=True)
     counts = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    # Who builds it: "host:pid" of the worker process, when it last said it is alive, and how many
+    # times a build was started (a build whose worker died is started again, as training jobs are).
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)

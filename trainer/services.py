@@ -18,19 +18,22 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from annotation import rules
 from annotation.models import Campaign
+from groundwork import queueing
 from trainer import sources
 from trainer.hyperparameters import Hyperparameters
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
@@ -146,10 +149,15 @@ def dataset_request(
     )
     dataset.campaigns.set(campaigns)
     if enqueue:
-        from trainer import tasks
-
-        transaction.on_commit(lambda: tasks.build_dataset_task.delay(dataset.pk))
+        # If the broker cannot take it, the request leaves no dataset behind (a 503).
+        _dataset_enqueue(dataset, undo=DatasetVersion.objects.filter(pk=dataset.pk).delete)
     return dataset
+
+
+def _dataset_enqueue(dataset: DatasetVersion, *, undo: Callable[[], Any] | None = None) -> None:
+    from trainer import tasks
+
+    queueing.enqueue(tasks.build_dataset_task, dataset.pk, undo=undo)
 
 
 def _dataset_sources(
@@ -222,22 +230,18 @@ def dataset_build(*, dataset_id: int) -> DatasetVersion:
     its folder is removed; nothing half-written stays."""
     from trainer import records
 
-    with transaction.atomic():
-        dataset = DatasetVersion.objects.select_for_update().get(pk=dataset_id)
-        if dataset.status != DatasetVersion.Status.PENDING:
-            return dataset
-        dataset.status = DatasetVersion.Status.RUNNING
-        dataset.directory = f"datasets/{dataset.pk}"
-        dataset.save(update_fields=["status", "directory"])
+    worker = this_worker()
+    dataset = _dataset_claim(dataset_id, worker)
+    if dataset is None:
+        return DatasetVersion.objects.get(pk=dataset_id)
     directory = dataset.path
     shutil.rmtree(directory, ignore_errors=True)
     try:
-        manifest = _dataset_write(dataset, directory)
+        with _heartbeat(DatasetVersion, dataset.pk):
+            manifest = _dataset_write(dataset, directory)
     except Exception as exc:
         shutil.rmtree(directory, ignore_errors=True)
-        DatasetVersion.objects.filter(pk=dataset.pk).update(
-            status=DatasetVersion.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=_now()
-        )
+        _dataset_fail(dataset, f"{type(exc).__name__}: {exc}")
         if not isinstance(exc, TrainerError):
             raise
         dataset.refresh_from_db()
@@ -261,6 +265,88 @@ def dataset_build(*, dataset_id: int) -> DatasetVersion:
     )
     dataset.refresh_from_db()
     return dataset
+
+
+def _dataset_claim(dataset_id: int, worker: str) -> DatasetVersion | None:
+    """Take the dataset for ``worker``, or None when it must not be built here: finished, built
+    by a live worker, or out of attempts (then failed with the cause). A dataset left
+    ``running`` by a worker that died (a redelivered message) is taken over and built anew."""
+    with transaction.atomic():
+        dataset = DatasetVersion.objects.select_for_update().get(pk=dataset_id)
+        if dataset.status in (DatasetVersion.Status.READY, DatasetVersion.Status.FAILED):
+            return None
+        if dataset.status == DatasetVersion.Status.RUNNING and _worker_alive(dataset):
+            return None  # a duplicate delivery: it is being built elsewhere
+        if dataset.attempts >= settings.TRAINING_MAX_ATTEMPTS:
+            _dataset_fail(
+                dataset,
+                f"the worker building it ({dataset.worker}) died {dataset.attempts} time(s); "
+                f"giving up after {settings.TRAINING_MAX_ATTEMPTS} attempts",
+            )
+            return None
+        dataset.status = DatasetVersion.Status.RUNNING
+        dataset.directory = f"datasets/{dataset.pk}"
+        dataset.worker, dataset.heartbeat_at = worker, _now()
+        dataset.attempts += 1
+        dataset.done = 0
+        dataset.save(update_fields=["status", "directory", "worker", "heartbeat_at", "attempts", "done"])
+        return dataset
+
+
+def _dataset_fail(dataset: DatasetVersion, error: str) -> None:
+    DatasetVersion.objects.filter(pk=dataset.pk).update(
+        status=DatasetVersion.Status.FAILED, error=error, finished_at=_now()
+    )
+
+
+def dataset_failed(*, dataset_id: int, error: str) -> None:
+    """Mark a build whose task raised as failed with the cause, unless it ended meanwhile (the
+    safety net of ``build_dataset_task``: ``dataset_build`` records its own failures first)."""
+    DatasetVersion.objects.filter(
+        pk=dataset_id, status__in=[DatasetVersion.Status.PENDING, DatasetVersion.Status.RUNNING]
+    ).update(status=DatasetVersion.Status.FAILED, error=error, finished_at=_now())
+
+
+def dataset_recover() -> list[DatasetVersion]:
+    """Builds marked running whose worker is gone: queue them again (they start from scratch) or
+    fail them when out of attempts. Run when a worker starts, as ``training_recover``."""
+    recovered = []
+    running = DatasetVersion.objects.filter(status=DatasetVersion.Status.RUNNING)
+    for dataset_id in running.values_list("pk", flat=True):
+        with transaction.atomic():
+            dataset = DatasetVersion.objects.select_for_update().get(pk=dataset_id)
+            if dataset.status != DatasetVersion.Status.RUNNING or _worker_alive(dataset):
+                continue
+            if dataset.attempts >= settings.TRAINING_MAX_ATTEMPTS:
+                _dataset_fail(dataset, f"the worker building it ({dataset.worker}) was lost; out of attempts")
+            else:
+                dataset.status, dataset.worker = DatasetVersion.Status.PENDING, ""
+                dataset.save(update_fields=["status", "worker"])
+                _dataset_enqueue(dataset)
+            recovered.append(dataset)
+    return recovered
+
+
+@contextmanager
+def _heartbeat(model: type[DatasetVersion], pk: int) -> Iterator[None]:
+    """While the block runs, a thread marks the row alive (``heartbeat_at``) a few times per
+    ``TRAINING_STALE_SECONDS``, whatever the block is doing (training a tokenizer, scoring)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(settings.TRAINING_STALE_SECONDS / 4):
+                model.objects.filter(pk=pk).update(heartbeat_at=_now())
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{model.__name__}-{pk}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
@@ -484,14 +570,15 @@ def training_request(
     )
     job.datasets.set(datasets)
     if enqueue:
-        _enqueue(job)
+        # If the broker cannot take it, the request leaves no job behind (a 503).
+        _enqueue(job, undo=TrainingJob.objects.filter(pk=job.pk).delete)
     return job
 
 
-def _enqueue(job: TrainingJob) -> None:
+def _enqueue(job: TrainingJob, *, undo: Callable[[], Any] | None = None) -> None:
     from trainer import tasks
 
-    transaction.on_commit(lambda: tasks.train_task.apply_async(args=[job.pk], queue="training"))
+    queueing.enqueue(tasks.train_task, job.pk, queue="training", undo=undo)
 
 
 def _log_line(job: TrainingJob, line: str) -> str:
@@ -503,9 +590,9 @@ def this_worker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _worker_alive(job: TrainingJob) -> bool:
-    """Whether the process that claimed ``job`` still runs it: a fresh heartbeat and, when it ran
-    on this host, a live process id."""
+def _worker_alive(job: TrainingJob | DatasetVersion) -> bool:
+    """Whether the process that claimed ``job`` (a training job or a dataset build) still runs
+    it: a fresh heartbeat and, when it ran on this host, a live process id."""
     if job.heartbeat_at is None or job.heartbeat_at < _now() - timedelta(
         seconds=settings.TRAINING_STALE_SECONDS
     ):
@@ -519,6 +606,15 @@ def _worker_alive(job: TrainingJob) -> bool:
         except PermissionError:
             return True
     return True
+
+
+def training_failed(*, job_id: int, error: str) -> None:
+    """Mark a job whose task raised as failed with the cause, unless it ended meanwhile (the
+    safety net of ``train_task``: ``training_run`` records its own failures first)."""
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        if not job.finished:
+            _fail(job, error)
 
 
 def _fail(job: TrainingJob, error: str) -> None:

@@ -2,7 +2,8 @@
 
 Each source yields ``Source`` units (one dialog, one item, one rewrite) in a fixed order (by
 primary key), each with the examples it gives *before* tokenization, so the export can count
-progress per unit and render with any tokenizer. Nothing here writes.
+progress per unit and render with any tokenizer. Nothing here writes, and no read stays open
+while the caller writes (``_in_batches``).
 
 - ``pretrain``: every turn after the first of every dialog (optionally only some purposes) is a
   generative example, with the turns before it as context (at most ``PRETRAIN_CONTEXT_TURNS``).
@@ -21,9 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 
 from annotation import rules
 from annotation.models import Campaign, ConsensusLabel, Item, Rewrite
@@ -42,6 +43,7 @@ QUALITY_SAFETY_CAMPAIGNS = (Campaign.Kind.SSI, Campaign.Kind.SAFETY, Campaign.Ki
 GROUNDEDNESS_CAMPAIGNS = (Campaign.Kind.GROUNDEDNESS_REWRITE,)
 
 Context = list[tuple[str, str]]
+M = TypeVar("M", bound=Model)
 
 
 @dataclass
@@ -63,6 +65,24 @@ class Pending:
 class Source:
     dialog: str  # what the train/validation split is decided by
     examples: list[Pending]
+
+
+def _in_batches(queryset: QuerySet[M], size: int) -> Iterator[M]:
+    """The rows of ``queryset`` (ordered by primary key), read ``size`` at a time, each batch a
+    query of its own that is over before the caller sees its rows.
+
+    Not ``iterator()``: on SQLite that keeps one statement, and so one read snapshot, open for
+    the whole read, and the exporter's progress update in between then fails at once with
+    "database is locked" as soon as another process has written (SQLITE_BUSY_SNAPSHOT: waiting
+    does not help, the snapshot is stale).
+    """
+    last = None
+    while True:
+        batch = list((queryset if last is None else queryset.filter(pk__gt=last))[:size])
+        yield from batch
+        if len(batch) < size:
+            return
+        last = batch[-1].pk
 
 
 def speaker(name: str) -> str:
@@ -99,7 +119,7 @@ def pretrain_texts(purposes: Sequence[str] = ()) -> Iterator[str]:
 
 def pretrain_sources(purposes: Sequence[str] = ()) -> Iterator[Source]:
     dialogs = pretrain_dialogs(purposes).prefetch_related("turns")
-    for dialog in dialogs.iterator(chunk_size=500):
+    for dialog in _in_batches(dialogs, 500):
         turns = [(speaker(t.speaker), t.text) for t in sorted(dialog.turns.all(), key=lambda t: t.index)]
         examples = [
             Pending(
@@ -138,7 +158,7 @@ def quality_safety_unsafe(campaigns: Sequence[Campaign]) -> set[str]:
 
 def quality_safety_sources(campaigns: Sequence[Campaign]) -> Iterator[Source]:
     unsafe = quality_safety_unsafe(campaigns)
-    for item in labelled_items(campaigns).prefetch_related("labels").iterator(chunk_size=1000):
+    for item in _in_batches(labelled_items(campaigns).prefetch_related("labels"), 1000):
         labels = {label.attribute: label for label in item.labels.all()}
         context = _context(item.context)
         examples = [
@@ -182,7 +202,7 @@ def groundedness_rewrites(campaigns: Sequence[Campaign]) -> QuerySet[Rewrite]:
 
 
 def groundedness_sources(campaigns: Sequence[Campaign]) -> Iterator[Source]:
-    for rewrite in groundedness_rewrites(campaigns).iterator(chunk_size=500):
+    for rewrite in _in_batches(groundedness_rewrites(campaigns), 500):
         item = rewrite.assignment.item
         context = _context(item.context)
         steps = _steps(rewrite.tool_call_ids)

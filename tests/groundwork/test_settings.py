@@ -54,9 +54,19 @@ def test_database_and_broker_urls_switch_to_postgresql_and_redis(tmp_path: Path)
     assert values["hosts"] == ["groundwork.example", "api.groundwork.example"]
 
 
-def test_secret_key_is_required_when_debug_is_off(tmp_path: Path) -> None:
-    result = probe(tmp_path, DEBUG="false")
+def test_secret_key_is_required_with_a_database_server_when_debug_is_off(tmp_path: Path) -> None:
+    result = probe(tmp_path, DEBUG="false", DATABASE_URL="postgres://postgres@127.0.0.1:5432/somewhere")
 
     assert result.returncode != 0
     assert "SECRET_KEY is not set" in result.stderr
     assert not (tmp_path / "secret_key").exists()
+
+
+def test_the_embedded_default_needs_no_secret_key_even_with_debug_off(tmp_path: Path) -> None:
+    """`manage.py` beside `make run` (which sets DEBUG) uses make run's generated key."""
+    with_debug = probe(tmp_path, DEBUG="true")
+    without = probe(tmp_path)
+
+    assert with_debug.returncode == 0, with_debug.stderr
+    assert without.returncode == 0, without.stderr
+    assert json.loads(without.stdout)["engine"] == "django.db.backends.sqlite3"

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from typing import Any
 
@@ -18,28 +15,13 @@ from groundwork.accounts import api_token_for
 from groundwork.roles import Role
 from tests.annotation.helpers import ssi_campaign
 from tests.factories import UserFactory
+from tests.load.helpers import call
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CLIENTS = 16
 ITEMS = 30
 RATERS = 5
-
-
-def call(base: str, token: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        base + path,
-        data=data,
-        method=method,
-        headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
 
 
 def test_parallel_raters_fill_the_campaign_exactly(live_server) -> None:

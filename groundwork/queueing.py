@@ -1,0 +1,134 @@
+"""Handing work to the Celery workers, the one way every app does it.
+
+- ``enqueue`` sends a task after the transaction that asked for it commits (the worker must find
+  the rows it is about); when the broker cannot take it, the request's rows are undone and
+  ``TaskQueueUnavailable`` says so (``TaskQueueUnavailableMiddleware``: a JSON 503 for the API,
+  a page for people): no row is left ``pending`` for work that was never queued.
+- ``JobTask`` is the base of tasks that carry a job row (a dataset build, an export, a chat
+  answer): when the task raises, whatever the reason, the row is marked failed with the cause.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from celery import Task
+from django.conf import settings
+from django.db import connections, transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from kombu.exceptions import OperationalError
+
+logger = logging.getLogger(__name__)
+
+# How long a request waits for the broker before it answers 503 (each of a few tries).
+BROKER_TIMEOUT_SECONDS = 2.0
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.25, "interval_max": 0.5}
+
+
+class TaskQueueUnavailable(Exception):
+    """The broker is down: the work could not be queued, and nothing of the request was kept."""
+
+    status = 503
+    retry_after_seconds = 30
+    default_message = "The task queue is down, so this could not be queued and nothing was saved; try again."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.default_message)
+
+
+def enqueue(
+    task: Any,
+    *args: Any,
+    queue: str | None = None,
+    undo: Callable[[], Any] | None = None,
+    best_effort: bool = False,
+) -> None:
+    """Send ``task(*args)`` (to ``queue``, else the task's own) once the current transaction
+    commits, or at once outside one. If the broker cannot take it, ``undo`` removes what was
+    written for it, in a transaction of its own, and ``TaskQueueUnavailable`` is raised to the
+    caller (out of its ``transaction.atomic`` block, after the commit) — unless the work is
+    ``best_effort``: derived data that is recomputed elsewhere anyway, whose loss is only logged."""
+
+    def send() -> None:
+        try:
+            task.apply_async(args=args, queue=queue, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+        except OperationalError as exc:
+            if best_effort:
+                logger.warning("could not queue %s%r (left for later): %s", task.name, args, exc)
+                return
+            logger.error("could not queue %s%r: %s", task.name, args, exc)
+            if undo is not None:
+                with transaction.atomic():
+                    undo()
+            raise TaskQueueUnavailable() from exc
+
+    transaction.on_commit(send)
+
+
+def check_task_queue() -> None:
+    """Raise ``TaskQueueUnavailable`` unless the broker answers now: for work whose rows cannot
+    simply be undone afterwards (an import that updated documents in place)."""
+    from groundwork.celery import app
+
+    try:
+        with app.connection_for_write(settings.CELERY_BROKER_URL) as connection:
+            connection.ensure_connection(
+                max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_TIMEOUT_SECONDS
+            )
+    except Exception as exc:  # any failure to connect means "down" (kombu raises several kinds)
+        logger.error("the task queue is down: %s", exc)
+        raise TaskQueueUnavailable() from exc
+
+
+class JobTask(Task):
+    """A task about one job row, whose first parameter is the row's id (``dataset_id``...).
+
+    When the task raises (after its retries), ``job_failed`` — a service set in the task's
+    options, called with that parameter and ``error`` — marks the row failed with the cause.
+    The services record the failures they expect themselves; this is the net for the rest (a
+    database error while recording, a bug), run on a fresh database connection.
+    """
+
+    job_failed: Callable[..., None] | None = None
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        failed = type(self).job_failed  # through the class: a plain function, not a method
+        if failed is None:
+            return
+        name, job_id = next(iter(inspect.signature(self.run).bind(*args, **kwargs).arguments.items()))
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        for connection in connections.all(initialized_only=True):
+            if not connection.in_atomic_block:  # (an eager call inside a test's transaction)
+                connection.close()  # whatever state the failure left it in
+        try:
+            failed(**{name: job_id}, error=error)
+        except Exception:  # the database itself may be what failed: the log keeps the cause
+            logger.exception(
+                "%s[%s]: could not record the failure of %s %s", self.name, task_id, name, job_id
+            )
+
+
+class TaskQueueUnavailableMiddleware:
+    """Answers a request that ``TaskQueueUnavailable`` stopped: 503 with ``Retry-After``, as JSON
+    ``{"detail"}`` under /api/ and as a page elsewhere (the admin's export and retrain buttons).
+    Pages that can show the message in place (the chat) catch the error themselves."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, TaskQueueUnavailable):
+            return None
+        headers = {"Retry-After": str(exception.retry_after_seconds)}
+        if request.path.startswith("/api/"):
+            return JsonResponse({"detail": str(exception)}, status=exception.status, headers=headers)
+        response = render(request, "503.html", {"message": str(exception)}, status=exception.status)
+        response.headers.update(headers)
+        return response
