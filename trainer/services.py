@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from annotation import rules
 from annotation.models import Campaign
+from annotation.services import aggregate_campaign
 from groundwork import queueing
 from trainer import sources
 from trainer.hyperparameters import Hyperparameters
@@ -364,6 +365,11 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
         )
     tokenizers.save(tokenizer, tokenizer_dir)
 
+    if dataset.kind == DatasetVersion.Kind.QUALITY_SAFETY:
+        # The labels as the judgments stand now: an item whose consensus task was never queued
+        # (the broker was down when its last judgment came) is labelled here.
+        for campaign in campaigns:
+            aggregate_campaign(campaign=campaign)
     total, units = _dataset_sources(dataset, campaigns)
     DatasetVersion.objects.filter(pk=dataset.pk).update(total=total)
     counts: dict[str, dict[str, int]] = {split: {} for split in records.SPLITS}

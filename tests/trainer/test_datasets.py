@@ -212,3 +212,28 @@ def test_filtering_scores_every_pretraining_turn_and_counts_what_it_keeps_and_dr
     assert all(r["kind"] == "generative" for r in rows(everything))
     assert nothing.status == "failed"
     assert "no examples" in nothing.error
+
+
+def test_a_quality_safety_build_labels_what_the_raters_said_even_when_no_consensus_task_ran() -> None:
+    """A rater's last judgment queues the item's consensus after commit; with the broker down it
+    never ran. The build recomputes its campaigns' consensus first, so the item is in it."""
+    from annotation import services as annotation_services
+    from groundwork.roles import Role
+    from tests.annotation.helpers import ssi_campaign
+    from tests.factories import UserFactory
+
+    tiny_model()
+    campaign = ssi_campaign(items=1, raters=1, name="unqueued")
+    worker = UserFactory(role=Role.CROWDWORKER)
+    assignment = annotation_services.assign_next(worker=worker, campaign=campaign)
+    assert assignment is not None
+    annotation_services.submit_judgment(
+        assignment_id=assignment.pk, worker=worker, answers={"sensible": "yes", "specific": "no"}
+    )
+    assert not ConsensusLabel.objects.exists()  # this test runs no on-commit callback: no task ran
+
+    dataset = export("quality_safety", [campaign])
+
+    assert dataset.status == "ready", dataset.error
+    labels = {(r["attribute"], r["label"]) for r in rows(dataset) if r["kind"] == "discriminative"}
+    assert labels == {("SENSIBLE", 1), ("SPECIFIC", 0), ("INTERESTING", 0)}

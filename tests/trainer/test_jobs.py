@@ -142,3 +142,68 @@ def test_a_batch_is_padded_right_and_labels_only_where_the_mask_is_set() -> None
 
     assert input_ids.tolist() == [[6, 7], [8, 0]]
     assert labels.tolist() == [[6, 7], [8, -100]]
+
+
+# --- dataset builds whose worker died ------------------------------------------------------------
+
+
+def running_build(worker: str, *, attempts: int = 1) -> DatasetVersion:
+    return DatasetVersion.objects.create(
+        kind="pretrain", status="running", worker=worker, heartbeat_at=timezone.now(), attempts=attempts
+    )
+
+
+def test_a_build_whose_worker_is_gone_is_queued_again_and_a_live_one_is_left_alone(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    lost = running_build(f"{socket.gethostname()}:{dead_pid()}")
+    alive = running_build(f"{socket.gethostname()}:{os.getpid()}")
+
+    with django_capture_on_commit_callbacks() as queued:
+        recovered = services.dataset_recover()
+
+    assert recovered == [lost]
+    assert DatasetVersion.objects.get(pk=lost.pk).status == "pending"
+    assert DatasetVersion.objects.get(pk=alive.pk).status == "running"
+    assert len(queued) == 1  # its build task, after commit
+
+
+def test_a_lost_build_out_of_attempts_fails_with_the_cause(settings: Any) -> None:
+    build = running_build(f"{socket.gethostname()}:{dead_pid()}", attempts=settings.TRAINING_MAX_ATTEMPTS)
+
+    services.dataset_recover()
+
+    build.refresh_from_db()
+    assert build.status == "failed"
+    assert "was lost; out of attempts" in build.error
+    assert build.finished_at is not None
+
+
+def test_a_redelivered_build_whose_worker_died_is_built_by_the_next_worker() -> None:
+    """A worker process killed mid-build gives its message back (acks_late); the worker that gets
+    it takes the build over rather than leave it ``running`` forever."""
+    tiny_model()  # the dialogs a pretrain dataset is made of
+    build = running_build(f"{socket.gethostname()}:{dead_pid()}")
+
+    built = services.dataset_build(dataset_id=build.pk)
+
+    assert (built.status, built.attempts, built.error) == ("ready", 2, "")
+    assert built.worker == services.this_worker()
+    assert built.done == built.total > 0
+
+
+def test_a_build_whose_task_raised_outside_the_build_is_failed_with_the_cause(monkeypatch: Any) -> None:
+    """The task's safety net: whatever escapes ``dataset_build`` marks the dataset failed."""
+    from trainer import tasks
+
+    build = DatasetVersion.objects.create(kind="pretrain")
+
+    def broken(dataset_id: int, worker: str) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(services, "_dataset_claim", broken)
+    result = tasks.build_dataset_task.apply(args=[build.pk])  # as a worker runs it
+
+    assert result.failed()
+    build.refresh_from_db()
+    assert (build.status, build.error) == ("failed", "RuntimeError: the database went away")
