@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
@@ -64,6 +65,7 @@ INSTALLED_APPS = [
     "template_partials",
     "django_celery_results",
     "axes",
+    "csp",
     "groundwork",
     "dialogs",
     "toolset",
@@ -73,6 +75,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -156,7 +159,7 @@ AXES_CLIENT_IP_CALLABLE = "groundwork.views.client_ip"
 # endpoint then issues a fresh one. DELETE on the token endpoint revokes a token at once.
 API_TOKEN_LIFETIME = timedelta(hours=env.int("API_TOKEN_LIFETIME_HOURS", default=30 * 24))
 
-# --- proxies and HTTPS ----------------------------------------------------------------------
+# --- proxies, HTTPS, Content-Security-Policy ------------------------------------------------
 # How many reverse proxies in front of the web server append the address they saw to
 # X-Forwarded-For (and set X-Forwarded-Proto). 0: the client is REMOTE_ADDR and forwarded headers
 # are ignored. N: the client is the N-th address from the right, the one the outermost proxy
@@ -185,6 +188,21 @@ SECURE_HSTS_PRELOAD: bool = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SILENCED_SYSTEM_CHECKS: list[str] = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# No inline script and no inline event handler runs: every script is a file under /static/
+# (Swagger UI's too: SpectacularSwaggerSplitView). Inline styles stay allowed: the Django admin's
+# and Swagger UI's pages carry some.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 # --- cache ----------------------------------------------------------------------------------
 # Throttle counters live in the cache, so every web process must share it (a per-process cache
