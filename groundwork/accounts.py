@@ -10,7 +10,8 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser, Group, User
 from django.db import transaction
 
-from groundwork.roles import STAFF_ROLES, Role
+from groundwork.files import private_file_write
+from groundwork.roles import STAFF_ROLES, Role, api_token_expired
 
 
 @dataclass(frozen=True)
@@ -52,14 +53,25 @@ def demo_logins_ensure() -> list[Login]:
     ]
     for login in logins:
         user_set_role(username=login.username, role=Role(login.role), password=login.password)
-    path.write_text(json.dumps({login.role: login.password for login in logins}, indent=2))
-    path.chmod(0o600)
+    private_file_write(path, json.dumps({login.role: login.password for login in logins}, indent=2))
     return logins
 
 
+@transaction.atomic
 def api_token_for(*, user: AbstractUser) -> str:
-    """The user's API token, created on first use."""
+    """The user's API token: the live one, else a new one (on first use, after expiry)."""
     from rest_framework.authtoken.models import Token
 
     token, _ = Token.objects.get_or_create(user=user)
+    if api_token_expired(token.created):
+        Token.objects.filter(key=token.key).delete()
+        token, _ = Token.objects.get_or_create(user=user)
     return token.key
+
+
+@transaction.atomic
+def api_token_revoke(*, user: AbstractUser) -> None:
+    """Revoke the user's API token: it is refused from now on (idempotent)."""
+    from rest_framework.authtoken.models import Token
+
+    Token.objects.filter(user=user).delete()

@@ -11,14 +11,17 @@ Pages and API views check the role (``role_required``, ``has_role``) or a model 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from enum import StrEnum
 from functools import cache, wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission, DjangoModelPermissions
@@ -108,14 +111,23 @@ def has_role(*roles: Role) -> type[BasePermission]:
     return HasRole
 
 
+def api_token_expired(created: datetime) -> bool:
+    """Whether a token issued at ``created`` has outlived ``API_TOKEN_LIFETIME``."""
+    return created + settings.API_TOKEN_LIFETIME <= timezone.now()
+
+
 class RoleTokenAuthentication(TokenAuthentication):
     """DRF's token authentication, with the user and their roles read in one hand-written query:
     every API call checks a role, and on the rating hot path building the ORM's query cost more
-    CPU than running it (PostgreSQL; elsewhere the roles are read on first use, as for a session)."""
+    CPU than running it (PostgreSQL; elsewhere the roles are read on first use, as for a session).
+    A token past its lifetime is refused, from the ``created`` the same query reads."""
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
         if connection.vendor != "postgresql":
-            return super().authenticate_credentials(key)
+            user, token = super().authenticate_credentials(key)
+            if api_token_expired(token.created):
+                raise AuthenticationFailed("Token expired.")
+            return user, token
         token_model = self.get_model()
         sql, user_fields = _token_query(token_model)
         with connection.cursor() as cursor:
@@ -129,6 +141,8 @@ class RoleTokenAuthentication(TokenAuthentication):
         )
         if not user.is_active:
             raise AuthenticationFailed("User inactive or deleted.")
+        if api_token_expired(created):
+            raise AuthenticationFailed("Token expired.")
         user._groundwork_roles = _roles_from_names(user, role_names)
         token = token_model.from_db(connection.alias, ("key", "user_id", "created"), (key, user.pk, created))
         token.user = user

@@ -12,8 +12,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
+
+from groundwork.files import private_file_write
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -41,8 +44,7 @@ def _secret_key() -> str:
         )
     path = ARTIFACTS_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        private_file_write(path, secrets.token_urlsafe(50), replace=False)
     return path.read_text().strip()
 
 
@@ -68,6 +70,7 @@ INSTALLED_APPS = [
     "template_partials",
     "django_celery_results",
     "axes",
+    "csp",
     "groundwork",
     "dialogs",
     "toolset",
@@ -77,6 +80,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -155,11 +159,78 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "groundwork.views.lockout_response"
 AXES_VERBOSE = False
+# The client's address as DRF's throttles see it (TRUSTED_PROXIES below), not django-ipware's.
+AXES_CLIENT_IP_CALLABLE = "groundwork.views.client_ip"
+# API tokens expire this long after they were issued (401 "Token expired."); the token
+# endpoint then issues a fresh one. DELETE on the token endpoint revokes a token at once.
+API_TOKEN_LIFETIME = timedelta(hours=env.int("API_TOKEN_LIFETIME_HOURS", default=30 * 24))
 
+# --- proxies, HTTPS, Content-Security-Policy ------------------------------------------------
+# How many reverse proxies in front of the web server append the address they saw to
+# X-Forwarded-For (and set X-Forwarded-Proto). 0: the client is REMOTE_ADDR and forwarded headers
+# are ignored. N: the client is the N-th address from the right, the one the outermost proxy
+# appended; whatever a client wrote into the header itself lies further left and never counts.
+# Throttles (DRF's NUM_PROXIES) and login lockouts (django-axes) both follow it.
+TRUSTED_PROXIES: int = env.int("TRUSTED_PROXIES", default=0)
+if TRUSTED_PROXIES < 0:
+    raise ImproperlyConfigured("TRUSTED_PROXIES must be 0 or more (the number of proxies in front).")
+if TRUSTED_PROXIES:
+    # A TLS-terminating proxy says so in X-Forwarded-Proto (it must overwrite the client's).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Served over HTTPS (by default unless DEBUG): cookies only over HTTPS, plain HTTP redirected to
+# HTTPS (except /healthz, for load balancers), and HSTS. Tests and the benchmark serve plain HTTP
+# with SECURE_COOKIES=false.
+SECURE_COOKIES: bool = env.bool("SECURE_COOKIES", default=not DEBUG)
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_COOKIES
+SECURE_SSL_REDIRECT: bool = env.bool("SECURE_SSL_REDIRECT", default=SECURE_COOKIES)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS: int = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if SECURE_COOKIES else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS: bool = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+# Preloading is a commitment made to the browsers' preload list, for the operator to opt into;
+# its deploy check (security.W021) only reminds of that, so it is silenced while preload is off.
+SECURE_HSTS_PRELOAD: bool = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS: list[str] = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# No inline script and no inline event handler runs: every script is a file under /static/
+# (Swagger UI's too: SpectacularSwaggerSplitView). Inline styles stay allowed: the Django admin's
+# and Swagger UI's pages carry some.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
+# --- cache ----------------------------------------------------------------------------------
+# Throttle counters live in the cache, so every web process must share it (a per-process cache
+# let each gunicorn worker count on its own). CACHE_URL=redis://host:6379/N puts it in Redis
+# (Django's RedisCache), in a Redis database of its own: clearing the cache empties the whole
+# database, so never the broker's. Otherwise it is a table of the database, made by `migrate`.
+_cache_url = env.str("CACHE_URL", default="")
+if _cache_url:
+    _redis = _cache_url.startswith(("redis://", "rediss://"))
+    CACHES = {
+        "default": env.cache_url_config(
+            _cache_url, backend="django.core.cache.backends.redis.RedisCache" if _redis else None
+        )
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "groundwork_cache",
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
+        }
+    }
 
 # --- i18n, static ---------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -194,6 +265,7 @@ REST_FRAMEWORK = {
         "token": env.str("TOKEN_THROTTLE_RATE", default="20/min"),
         "toolset": env.str("TOOLSET_THROTTLE_RATE", default="120/min"),
     },
+    "NUM_PROXIES": TRUSTED_PROXIES,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Groundwork API",

@@ -13,6 +13,9 @@ source scripts/services-up.sh
 PG_USER="${PG_USER:-postgres}"
 export DATABASE_URL="${TEST_DATABASE_URL:-postgres://${PG_USER}@${PG_HOST}:${PG_PORT}/groundwork}"
 export CELERY_BROKER_URL="${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:${REDIS_PORT}/15}"
+# Throttle counters in Redis, shared by the tests, the worker and the processes tests start;
+# a Redis database of its own (each test clears the cache, which empties the whole database).
+export CACHE_URL="${TEST_CACHE_URL:-redis://127.0.0.1:${REDIS_PORT}/14}"
 export SECRET_KEY="test-only-not-secret"
 export DEBUG=false
 export SECURE_COOKIES=false
@@ -27,5 +30,5 @@ if [ "$#" -eq 0 ]; then
   DATABASE_URL="sqlite:///${ARTIFACTS_DIR}/test-sqlite.sqlite3" .venv/bin/pytest -q \
     tests/annotation/test_services.py tests/annotation/test_api.py tests/annotation/test_views.py
 fi
-echo "== pytest (database: ${DATABASE_URL}, broker: ${CELERY_BROKER_URL})"
+echo "== pytest (database: ${DATABASE_URL}, broker: ${CELERY_BROKER_URL}, cache: ${CACHE_URL})"
 exec .venv/bin/pytest "$@"

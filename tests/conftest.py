@@ -140,12 +140,22 @@ def training_worker(
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache() -> None:
-    """Throttle counters live in the cache; each test starts with none."""
-    from django.core.cache import cache
+def _fresh_cache(request: pytest.FixtureRequest) -> None:
+    """Throttle counters live in the cache; each test starts with none.
 
+    The cache is shared between processes: Redis under make test (CACHE_URL, a Redis database
+    of its own, which clear() empties), else a table of the test database, which only a test
+    using the database can reach (and only such a test can count a throttle).
+    """
+    from django.core.cache import cache, caches
+    from django.core.cache.backends.db import DatabaseCache
+
+    if isinstance(caches["default"], DatabaseCache) and request.node.get_closest_marker("django_db") is None:
+        used = [name for name in ("transactional_db", "live_server", "db") if name in request.fixturenames]
+        if not used:
+            return
+        request.getfixturevalue(used[0])
     cache.clear()
-    return
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -107,7 +107,8 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
     path = directory / CHECKPOINT
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    # Tensors, numbers and lists only: unpickling anything else could run code from the file.
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def train(

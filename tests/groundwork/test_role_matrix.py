@@ -101,6 +101,7 @@ CASES = [
     Case("dialog-list", "get", page(REDIRECT, 403, 200, 200)),
     Case("dialog-detail", "get", page(REDIRECT, 403, 200, 200), lambda o: {"external_id": o["dialog"]}),
     Case("api-token", "post", page(400, 400, 400, 400), data={"username": "nobody", "password": "x"}),
+    Case("api-token", "delete", page(401, 204, 204, 204)),
     Case("schema", "get", page(200, 200, 200, 200)),
     Case("swagger-ui", "get", page(200, 200, 200, 200)),
     Case("api:api-root", "get", page(401, 200, 200, 200)),

@@ -3,16 +3,21 @@ failed, hyperparameters are validated, and the evaluation's AUC is right."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
+import pathlib
+import pickle
 import socket
 import subprocess
 from datetime import timedelta
 from typing import Any
 
 import pytest
+import torch
 from django.utils import timezone
 
-from tests.trainer.helpers import tiny_model
+from tests.trainer.helpers import TINY, tiny_model
 from trainer import services, training
 from trainer.hyperparameters import Hyperparameters
 from trainer.models import DatasetVersion, TrainingJob
@@ -207,3 +212,57 @@ def test_a_build_whose_task_raised_outside_the_build_is_failed_with_the_cause(mo
     assert result.failed()
     build.refresh_from_db()
     assert (build.status, build.error) == ("failed", "RuntimeError: the database went away")
+
+
+def _tiny_causal_lm() -> Any:
+    from trainer.modeling import GroundworkConfig, GroundworkForCausalLM
+
+    torch.manual_seed(0)
+    return GroundworkForCausalLM(GroundworkConfig(vocab_size=50, **TINY))
+
+
+def test_training_resumes_from_a_checkpoint_loaded_as_weights_only(tmp_path: Any) -> None:
+    """A checkpoint holds tensors, numbers and lists only: it loads with ``weights_only=True`` and
+    a run stopped after its checkpoint ends exactly as one that never stopped."""
+    examples = [([1, 2, 3, 4, 5, 6], [0, 1, 1, 1, 1, 1]), ([7, 8, 9, 10], [0, 0, 1, 1])]
+    hp = Hyperparameters(steps=6, batch_size=2, max_length=16, warmup_steps=2, checkpoint_every=3, bf16=False)
+
+    def run(directory: Any, stop_at: int | None = None) -> Any:
+        model = _tiny_causal_lm()
+
+        def report(progress: training.Progress) -> bool:
+            return stop_at is None or progress.step < stop_at
+
+        with contextlib.suppress(training.Cancelled):
+            training.train(model, examples, hp, pad_id=0, checkpoint_dir=directory, report=report)
+        return model
+
+    uninterrupted = run(tmp_path / "a")
+    hp = dataclasses.replace(hp, report_every=0.0)
+    run(tmp_path / "b", stop_at=3)  # cancelled at its first report after the checkpoint of step 3
+    assert training.load_checkpoint(tmp_path / "b")["step"] == 3
+    resumed = run(tmp_path / "b")
+
+    assert training.load_checkpoint(tmp_path / "b")["step"] == 6
+    for name, tensor in uninterrupted.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[name]), name
+
+
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker: Any) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_would_run_code_when_loaded_is_refused(tmp_path: Any) -> None:
+    marker = tmp_path / "code-ran"
+    torch.save(
+        {"model": {}, "step": 1, "payload": _RunsCodeWhenUnpickled(marker)}, tmp_path / training.CHECKPOINT
+    )
+
+    with pytest.raises(pickle.UnpicklingError):
+        training.load_checkpoint(tmp_path)
+
+    assert not marker.exists()
