@@ -6,7 +6,7 @@ import logging
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -552,8 +552,12 @@ def worker_unblock(*, campaign: Campaign, worker: Any) -> WorkerQuality:
 
 # --- rewrites (METHOD.md §4) ------------------------------------------------------------------
 
-# A Markdown link's URL may hold one level of parentheses (Wikipedia's "Mercury_(planet)").
-_MARKDOWN_LINK = re.compile(r"\[[^\]]*\]\((https?://(?:[^\s()]|\([^\s()]*\))+)\)")
+# A Markdown link is ``[text](url)``: the text holds no "]", the URL may hold one level of
+# parentheses (Wikipedia's "Mercury_(planet)"). This is the part from the "]" on; the "[" that
+# opens the link is found by ``_markdown_links`` (a regex searching for both rescans the text
+# after every "[", quadratic in a text full of them). Possessive: what the URL took is never
+# given back, since a shorter URL cannot be followed by its closing ")".
+_LINK_TARGET = re.compile(r"\]\((https?://(?:[^\s()]|\([^\s()]*+\))++)\)")
 _BARE_URL = re.compile(r"https?://[^\s<>\[\]\"']+")
 # Sentence punctuation after a bare URL is not part of it.
 _URL_TRAILING = ".,;:!?"
@@ -568,6 +572,8 @@ class RewriteSubmission:
 
 
 CANDIDATE_LABELS = ("correct", "incorrect")
+# More than any rewrite of TURN_MAX_CHARS characters can sensibly cite.
+CITATIONS_MAX = 100
 
 
 def research_session(assignment: Assignment) -> str:
@@ -575,11 +581,37 @@ def research_session(assignment: Assignment) -> str:
     return f"assignment-{assignment.pk}"
 
 
+def _markdown_links(text: str) -> Iterator[tuple[int, int, str]]:
+    """(start, end, url) of each Markdown link, left to right, in time linear in the text.
+
+    The links ``re.finditer(r"\\[[^\\]]*\\]\\((url)\\)")`` would find, without its rescans: a link
+    opened by a "[" ends at the first "]" after it, so when that "]" is no link's, neither is any
+    "[" before it, and the search goes on after it.
+    """
+    position = 0
+    while (start := text.find("[", position)) >= 0:
+        close = text.find("]", start + 1)
+        if close < 0:
+            return
+        target = _LINK_TARGET.match(text, close)
+        if target is None:
+            position = close + 1
+            continue
+        yield start, target.end(), target.group(1)
+        position = target.end()
+
+
 def cited_urls(text: str) -> list[str]:
     """Every URL a rewrite cites, in order, once: Markdown links' targets and bare URLs."""
-    urls = [m.group(1) for m in _MARKDOWN_LINK.finditer(text)]
-    rest = _MARKDOWN_LINK.sub(" ", text)
-    for match in _BARE_URL.finditer(rest):
+    urls: list[str] = []
+    rest: list[str] = []
+    position = 0
+    for start, end, url in _markdown_links(text):
+        urls.append(url)
+        rest += [text[position:start], " "]
+        position = end
+    rest.append(text[position:])
+    for match in _BARE_URL.finditer("".join(rest)):
         url = match.group(0).rstrip(_URL_TRAILING)
         if url.endswith(")") and url.count("(") < url.count(")"):
             url = url[:-1]  # "(see https://x)": the parenthesis closes the sentence's
@@ -643,7 +675,16 @@ def submit_rewrite(
         raise InvalidAnswers(f"Candidates: {bad[0]!r} is not a label (correct or incorrect).")
     researched = claims_external and bool(common_knowledge) is False
     text = rewrite.replace("\r\n", "\n").strip() if researched else ""
+    if len(text) > settings.TURN_MAX_CHARS:
+        raise InvalidAnswers(
+            f"Rewrite: at most {settings.TURN_MAX_CHARS:,} characters, like any turn; "
+            f"yours has {len(text):,}."
+        )
     citations = [str(c).strip() for c in citations if str(c).strip()] if researched else []
+    if len(citations) > CITATIONS_MAX:
+        raise InvalidAnswers(f"Citations: at most {CITATIONS_MAX}; you sent {len(citations)}.")
+    # Parsed before the assignment's row is locked: nothing slow runs while the lock is held.
+    urls = list(dict.fromkeys([*cited_urls(text), *citations]))
     submitted: dict[str, Any] = {
         rules.CLAIMS_EXTERNAL: claims_external,
         rules.COMMON_KNOWLEDGE: bool(common_knowledge) if claims_external else None,
@@ -671,7 +712,6 @@ def submit_rewrite(
         if unknown:
             raise InvalidAnswers(f"Candidates: {unknown[0]} is not a sampled candidate of this turn.")
         calls = _research_calls(assignment)
-        urls: list[str] = []
         if researched:
             if not text:
                 raise InvalidAnswers(
@@ -683,7 +723,6 @@ def submit_rewrite(
                     "Rewrite: it is the same as the response; change what the sources do not support."
                 )
             shown = {result.get("url") for call in calls for result in call.results if result.get("url")}
-            urls = list(dict.fromkeys([*cited_urls(text), *citations]))
             for url in urls:
                 if url not in shown:
                     raise InvalidAnswers(

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
@@ -360,6 +361,7 @@ def _rewrite_response(
             claims_external=kept.get("claims_external", ""),
             common_knowledge=kept.get("common_knowledge", ""),
             rewrite_text=kept.get("rewrite") or item.response,
+            rewrite_max_chars=settings.TURN_MAX_CHARS,
             candidates=selectors.turn_candidates(turn_id=item.turn_id),
         )
     return render(request, REWRITE_TEMPLATE, context, status=status)
