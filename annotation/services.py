@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from annotation import queue, rules
+from annotation import queue, rules, selectors
 from annotation.models import (
     AggregationRun,
     Assignment,
@@ -31,8 +31,8 @@ from annotation.models import (
 )
 from annotation.questions import DEFAULT_RATERS, campaign_questions
 from dialogs.models import Candidate, Dialog, Role, Speaker
-from toolset.models import Tool, ToolCall
-from toolset.services import ToolResult, toolset_query
+from toolset.models import Tool
+from toolset.services import ToolResult, ToolsetSessionRefused, toolset_query
 
 logger = logging.getLogger(__name__)
 
@@ -576,11 +576,6 @@ CANDIDATE_LABELS = ("correct", "incorrect")
 CITATIONS_MAX = 100
 
 
-def research_session(assignment: Assignment) -> str:
-    """The toolset session of an assignment's research: its calls are what it may cite."""
-    return f"assignment-{assignment.pk}"
-
-
 def _markdown_links(text: str) -> Iterator[tuple[int, int, str]]:
     """(start, end, url) of each Markdown link, left to right, in time linear in the text.
 
@@ -626,24 +621,41 @@ def rewrite_research(*, assignment_id: int, worker: Any, query: str) -> list[Too
     ``toolset.services.ToolsetQueryError`` for a blank or too long query.
     """
     with transaction.atomic():
-        locked = _locked_assignment(assignment_id, worker)
-        assignment = locked.assignment
-        if assignment.item.campaign.kind != Campaign.Kind.GROUNDEDNESS_REWRITE:
-            raise InvalidAnswers("Research is part of rewrite campaigns only.")
-        _check_live(locked)
+        assignment = _research_assignment(_locked_assignment(assignment_id, worker))
     # Outside the assignment's lock: a search must not hold it.
     return toolset_query(
-        session=research_session(assignment), query=query, actor_user=worker, tool=Tool.SEARCH
+        session=selectors.research_session(assignment), query=query, actor_user=worker, tool=Tool.SEARCH
     )
 
 
-def _research_calls(assignment: Assignment) -> list[ToolCall]:
-    """The searches the assignment's worker made in its research session (others' do not count)."""
-    return list(
-        ToolCall.objects.filter(
-            session=research_session(assignment), tool=Tool.SEARCH, actor_user_id=assignment.worker_id
-        ).order_by("id")
-    )
+def _research_assignment(found: queue.Found) -> Assignment:
+    """The worker's assignment if research may be done on it now: a live lease on a rewrite item."""
+    if found.assignment.item.campaign.kind != Campaign.Kind.GROUNDEDNESS_REWRITE:
+        raise InvalidAnswers("Research is part of rewrite campaigns only.")
+    _check_live(found)
+    return found.assignment
+
+
+def research_session_check(*, session: str, user: Any) -> None:
+    """Who may query the toolset in ``session`` (``settings.TOOLSET_SESSION_CHECK``; toolset imports
+    no other app, so it asks through that dotted path).
+
+    A research session (``assignment-<id>``) is its assignment's worker's alone, and only while
+    they hold the lease on a rewrite item, as on the rewrite page: anyone else's queries there
+    would show on that worker's page and move their "same query again → next result" cursor.
+    Raises ``ToolsetSessionRefused`` with the status and message of the ``AnnotationError`` that
+    says why; any other session is left alone.
+    """
+    if not session.startswith(selectors.RESEARCH_SESSION_PREFIX):
+        return
+    number = session.removeprefix(selectors.RESEARCH_SESSION_PREFIX)
+    try:
+        if not (number.isascii() and number.isdigit() and len(number) <= 18):
+            raise AssignmentNotFound("There is no such assignment.")
+        found = queue.find_assignment(int(number), now=timezone.now(), lock=False)
+        _research_assignment(_owned(found, user))
+    except AnnotationError as exc:
+        raise ToolsetSessionRefused(f"{session}: {exc}", status=exc.status) from None
 
 
 def submit_rewrite(
@@ -711,7 +723,7 @@ def submit_rewrite(
         unknown = sorted(set(labels) - known) if item.turn_id else sorted(labels)
         if unknown:
             raise InvalidAnswers(f"Candidates: {unknown[0]} is not a sampled candidate of this turn.")
-        calls = _research_calls(assignment)
+        calls = selectors.research_calls(assignment)
         if researched:
             if not text:
                 raise InvalidAnswers(

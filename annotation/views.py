@@ -24,7 +24,6 @@ from annotation.models import Assignment, Campaign, Chat, ChatPurpose, FlagReaso
 from annotation.questions import Question, campaign_questions
 from dialogs.models import Mode, Speaker, Turn
 from groundwork.roles import Role, role_required
-from toolset.models import ToolCall
 from toolset.services import ToolsetQueryError
 
 RATE_TEMPLATE = "annotation/rate.html"
@@ -308,10 +307,9 @@ def _rewrite_refused(
 
 
 def _research(assignment: Assignment) -> list[dict[str, Any]]:
-    """The searches of the assignment's session, newest first, each with the results it showed."""
-    calls = ToolCall.objects.filter(
-        session=services.research_session(assignment), tool=ToolCall.Tool.SEARCH
-    ).order_by("-id")
+    """The worker's searches of the assignment's session, newest first, each with the results it
+    showed: the ones a submission may cite."""
+    calls = reversed(selectors.research_calls(assignment))
     return [{"query": call.query, "results": call.results, "rank": call.rank} for call in calls]
 
 

