@@ -24,6 +24,7 @@ from annotation.models import Assignment, Campaign, Chat, ChatPurpose, FlagReaso
 from annotation.questions import Question, campaign_questions
 from dialogs.models import Mode, Speaker, Turn
 from groundwork.roles import Role, role_required
+from groundwork.throttling import page_refusal, with_retry_after
 from toolset.services import ToolsetQueryError
 
 RATE_TEMPLATE = "annotation/rate.html"
@@ -406,6 +407,9 @@ def chat_home(request: HttpRequest) -> HttpResponse:
 @role_required(Role.CROWDWORKER)
 @require_POST
 def chat_start(request: HttpRequest) -> HttpResponse:
+    refusal = page_refusal(request, chat.ChatStartThrottle)
+    if refusal is not None:
+        return with_retry_after(_chat_start_page(request, error=refusal.message, status=429), refusal)
     slug = request.POST.get("role", "")
     try:
         started = chat.chat_start(
@@ -441,6 +445,10 @@ def chat_detail(request: HttpRequest, chat_id: int) -> HttpResponse:
 def chat_say(request: HttpRequest, chat_id: int) -> HttpResponse:
     current = _own_chat(request, chat_id)
     text = request.POST.get("text", "")
+    refusal = page_refusal(request, chat.ChatMessageThrottle)
+    if refusal is not None:
+        page = _chat_page(request, current, error=refusal.message, status=429, text=text)
+        return with_retry_after(page, refusal)
     try:
         chat.chat_say(chat=current, worker=request.user, text=text)
     except chat.ChatError as exc:
@@ -452,6 +460,9 @@ def chat_say(request: HttpRequest, chat_id: int) -> HttpResponse:
 @require_POST
 def chat_retry(request: HttpRequest, chat_id: int) -> HttpResponse:
     current = _own_chat(request, chat_id)
+    refusal = page_refusal(request, chat.ChatRetryThrottle)
+    if refusal is not None:
+        return with_retry_after(_chat_page(request, current, error=refusal.message, status=429), refusal)
     try:
         chat.chat_retry(chat=current, worker=request.user)
     except chat.ChatError as exc:

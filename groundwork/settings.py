@@ -187,6 +187,10 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "token": env.str("TOKEN_THROTTLE_RATE", default="20/min"),
         "toolset": env.str("TOOLSET_THROTTLE_RATE", default="120/min"),
+        # Per crowdworker: each message costs the model CPU on the inference queue.
+        "chat_start": env.str("CHAT_START_THROTTLE_RATE", default="10/hour"),
+        "chat_message": env.str("CHAT_MESSAGE_THROTTLE_RATE", default="12/min"),
+        "chat_retry": env.str("CHAT_RETRY_THROTTLE_RATE", default="10/hour"),
     },
 }
 SPECTACULAR_SETTINGS = {
@@ -285,3 +289,6 @@ RESEARCH_MAX_QUERIES: int = env.int("RESEARCH_MAX_QUERIES", default=4)
 # A chat waiting longer than this for the model's answer offers "Ask again" (is a worker running
 # the inference queue?).
 CHAT_ANSWER_TIMEOUT_SECONDS: int = env.int("CHAT_ANSWER_TIMEOUT_SECONDS", default=60)
+# The most open (unfinished) chats a worker may have at once; the rates of chat starts, messages
+# and "ask again" per worker are CHAT_*_THROTTLE_RATE (REST_FRAMEWORK above).
+CHAT_MAX_OPEN: int = env.int("CHAT_MAX_OPEN", default=5)
