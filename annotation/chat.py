@@ -206,10 +206,11 @@ def chat_start(*, worker: Any, purpose: str, mode: str | None = None, role: Role
         raise ChatError("Role: only role chats talk to a role.")
     # The worker's row, locked: two starts at once cannot both take the last free place.
     get_user_model().objects.select_for_update().filter(pk=worker.pk).first()
-    if open_chats(worker=worker).count() >= settings.CHAT_MAX_OPEN:
+    count = open_chats(worker=worker).count()
+    if count >= settings.CHAT_MAX_OPEN:
         raise TooManyOpenChats(
-            f"You have {settings.CHAT_MAX_OPEN} open chats, the most you can have at once: go on with "
-            "one of them, and start a new one when you have finished it."
+            f"You have {count} open chats, and {settings.CHAT_MAX_OPEN} at once is the most: go on "
+            "with one of them, and start a new one when you have finished it."
         )
     dialog = Dialog.objects.create(
         external_id=f"chat-{uuid.uuid4()}",

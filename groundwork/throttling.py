@@ -27,9 +27,7 @@ _PER = {1: "a second", 60: "a minute", 3600: "an hour", 86400: "a day"}
 
 def _duration(seconds: int) -> str:
     """``seconds`` in the largest unit that says it, rounded up: "40 seconds", "12 minutes"."""
-    unit, name = next(
-        (u, n) for u, n in ((3600, "hour"), (60, "minute"), (1, "second")) if seconds >= u or u == 1
-    )
+    unit, name = (3600, "hour") if seconds >= 3600 else (60, "minute") if seconds >= 60 else (1, "second")
     n = max(1, math.ceil(seconds / unit))
     return f"{n} {name}" if n == 1 else f"{n} {name}s"
 

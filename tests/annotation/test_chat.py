@@ -882,7 +882,7 @@ def test_api_thirty_starts_open_as_many_chats_as_the_defaults_allow(api, worker)
     assert [a.status_code for a in answers] == [201] * 5 + [429] * 25
     assert Chat.objects.filter(worker=worker).count() == 5
     assert answers[5].json() == {
-        "detail": "You have 5 open chats, the most you can have at once: go on with one of them, "
+        "detail": "You have 5 open chats, and 5 at once is the most: go on with one of them, "
         "and start a new one when you have finished it."
     }
     assert "Retry-After" not in answers[5]  # a finished chat frees a place, not the clock
@@ -928,7 +928,7 @@ def test_open_chats_are_capped_on_the_api_and_the_page(api, client, worker, sett
     page = client.post("/work/chat/start", {"purpose": "quality"})
 
     message = (
-        "You have 2 open chats, the most you can have at once: go on with one of them, "
+        "You have 2 open chats, and 2 at once is the most: go on with one of them, "
         "and start a new one when you have finished it."
     )
     assert (refused.status_code, refused.json()) == (429, {"detail": message})
