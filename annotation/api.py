@@ -28,6 +28,7 @@ from annotation.models import Campaign, Chat, ChatPurpose, FlagReason, TurnFlag
 from dialogs.models import Mode, Turn
 from groundwork.parsers import JSONLinesParser, body_records, refused
 from groundwork.roles import Role, has_role
+from groundwork.throttling import ExplainedThrottles
 
 
 class SubmitSerializer(serializers.Serializer):
@@ -362,12 +363,22 @@ def _own_chat(request: Request, chat_id: int) -> Chat:
         raise NotFound(str(exc)) from None
 
 
-class ChatStartView(APIView):
-    """Start a chat with the serving model."""
+RATE_LIMITED = OpenApiResponse(
+    description="Too many requests: `detail` says when you can go on, `Retry-After` in how many seconds."
+)
+
+
+class ChatStartView(ExplainedThrottles, APIView):
+    """Start a chat with the serving model. Starts are rate-limited per worker, and a worker has
+    at most ``CHAT_MAX_OPEN`` open chats (429 until they finish one)."""
 
     permission_classes = [has_role(Role.CROWDWORKER)]
+    throttle_classes = [chat.ChatStartThrottle]
 
-    @extend_schema(request=ChatStartSerializer, responses={201: ChatSerializer, 400: OpenApiTypes.OBJECT})
+    @extend_schema(
+        request=ChatStartSerializer,
+        responses={201: ChatSerializer, 400: OpenApiTypes.OBJECT, 429: RATE_LIMITED},
+    )
     def post(self, request: Request) -> Response:
         serializer = ChatStartSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -394,10 +405,12 @@ class ChatDetailView(APIView):
         return Response(_chat_data(_own_chat(request, chat_id)))
 
 
-class ChatMessagesView(APIView):
-    """Send a message; the model answers in the background (poll the chat until ``waiting`` is false)."""
+class ChatMessagesView(ExplainedThrottles, APIView):
+    """Send a message; the model answers in the background (poll the chat until ``waiting`` is false).
+    Messages are rate-limited per worker."""
 
     permission_classes = [has_role(Role.CROWDWORKER)]
+    throttle_classes = [chat.ChatMessageThrottle]
 
     @extend_schema(
         request=ChatMessageSerializer,
@@ -406,6 +419,7 @@ class ChatMessagesView(APIView):
             400: OpenApiResponse(description="An empty message, or the chat has its maximum of turns."),
             404: None,
             409: OpenApiResponse(description="The model is still answering, or the chat is finished."),
+            429: RATE_LIMITED,
         },
     )
     def post(self, request: Request, chat_id: int) -> Response:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
@@ -29,6 +30,7 @@ from annotation.services import AnnotationError, campaign_add_dialogs
 from dialogs.models import Dialog, Mode, Role, Speaker, Turn
 from dialogs.services import turn_add
 from groundwork import queueing
+from groundwork.throttling import UserThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,28 @@ TURN_LIMITS: dict[str, TurnRange] = {
 NOTE_MAX_CHARS = 2000
 
 
+# Every message costs the model seconds of CPU on the inference queue, so one worker must not
+# take it all: each worker's chat starts, messages and "ask again"s are rate-limited (the rates
+# are REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]'s), on the API and on the pages alike, and a
+# worker has at most CHAT_MAX_OPEN open chats (``chat_start``).
+class ChatStartThrottle(UserThrottle):
+    scope = "chat_start"
+    limited = "chat starts"
+    action = "start a chat"
+
+
+class ChatMessageThrottle(UserThrottle):
+    scope = "chat_message"
+    limited = "messages"
+    action = "send a message"
+
+
+class ChatRetryThrottle(UserThrottle):
+    scope = "chat_retry"
+    limited = "requests to ask the model again"
+    action = "ask the model"
+
+
 # --- errors, each with the HTTP status an API view answers with ------------------------------
 
 
@@ -71,6 +95,12 @@ class ChatConflict(ChatError):
     """The chat is not in a state for this: the model is answering, or it is finished."""
 
     status = 409
+
+
+class TooManyOpenChats(ChatError):
+    """The worker has ``CHAT_MAX_OPEN`` open chats: they go on in one of those first."""
+
+    status = 429
 
 
 # --- reads ----------------------------------------------------------------------------------
@@ -158,7 +188,8 @@ def _turns(n: int) -> str:
 def chat_start(*, worker: Any, purpose: str, mode: str | None = None, role: Role | None = None) -> Chat:
     """A new chat and its dialog. Safety chats have a mode (natural by default); role chats talk
     to an active role, whose preamble turns precondition the model (the responder prepends them:
-    they are not turns of the dialog)."""
+    they are not turns of the dialog). A worker with ``CHAT_MAX_OPEN`` open chats is refused
+    (``TooManyOpenChats``) until they finish one."""
     if purpose not in ChatPurpose.values:
         raise ChatError(f"Purpose: choose one of {', '.join(ChatPurpose.values)}, not {purpose!r}.")
     mode = mode or Mode.NATURAL
@@ -173,6 +204,14 @@ def chat_start(*, worker: Any, purpose: str, mode: str | None = None, role: Role
             raise ChatError(f"Role: {role.name} is not available any more; choose another.")
     elif role is not None:
         raise ChatError("Role: only role chats talk to a role.")
+    # The worker's row, locked: two starts at once cannot both take the last free place.
+    get_user_model().objects.select_for_update().filter(pk=worker.pk).first()
+    count = open_chats(worker=worker).count()
+    if count >= settings.CHAT_MAX_OPEN:
+        raise TooManyOpenChats(
+            f"You have {count} open chats, and {settings.CHAT_MAX_OPEN} at once is the most: go on "
+            "with one of them, and start a new one when you have finished it."
+        )
     dialog = Dialog.objects.create(
         external_id=f"chat-{uuid.uuid4()}",
         purpose=purpose,

@@ -12,6 +12,7 @@ from django.utils import timezone
 from annotation.models import Assignment, Campaign, Item, WorkerQuality
 from annotation.questions import campaign_questions
 from dialogs.models import Candidate
+from toolset.models import Tool, ToolCall
 
 # Items left for a worker are counted up to this many: counting all of them read every open item
 # of the campaign on each page (135 ms at 1M items); past it the counter says "1,000+".
@@ -93,7 +94,7 @@ def task_payload(assignment: Assignment) -> dict[str, Any]:
         },
         "questions": [q.as_dict() for q in campaign_questions(campaign)],
         # Rewrite tasks: the toolset session whose search results may be cited.
-        "research_session": f"assignment-{assignment.pk}"
+        "research_session": research_session(assignment)
         if campaign.kind == Campaign.Kind.GROUNDEDNESS_REWRITE
         else None,
     }
@@ -114,3 +115,24 @@ def campaign_progress(*, campaign: Campaign) -> dict[str, int]:
 def turn_candidates(*, turn_id: int | None) -> list[Candidate]:
     """The sampled candidates of a model turn (none for imported items without a turn)."""
     return list(Candidate.objects.filter(turn_id=turn_id)) if turn_id else []
+
+
+# --- research (rewrite tasks) -----------------------------------------------------------------
+
+RESEARCH_SESSION_PREFIX = "assignment-"
+
+
+def research_session(assignment: Assignment) -> str:
+    """The toolset session of an assignment's research: its worker's searches there are what the
+    rewrite may cite (``annotation.services.research_session_check`` keeps everyone else out)."""
+    return f"{RESEARCH_SESSION_PREFIX}{assignment.pk}"
+
+
+def research_calls(assignment: Assignment) -> list[ToolCall]:
+    """The searches the assignment's worker made in its research session, oldest first: what the
+    rewrite page shows and what a submission may cite (anyone else's calls count for neither)."""
+    return list(
+        ToolCall.objects.filter(
+            session=research_session(assignment), tool=Tool.SEARCH, actor_user_id=assignment.worker_id
+        ).order_by("id")
+    )

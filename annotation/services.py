@@ -6,7 +6,7 @@ import logging
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from annotation import queue, rules
+from annotation import queue, rules, selectors
 from annotation.models import (
     AggregationRun,
     Assignment,
@@ -31,8 +31,8 @@ from annotation.models import (
 from annotation.questions import DEFAULT_RATERS, campaign_questions
 from dialogs.models import Candidate, Dialog, Role, Speaker
 from groundwork import queueing
-from toolset.models import Tool, ToolCall
-from toolset.services import ToolResult, toolset_query
+from toolset.models import Tool
+from toolset.services import ToolResult, ToolsetSessionRefused, toolset_query
 
 logger = logging.getLogger(__name__)
 
@@ -555,8 +555,12 @@ def worker_unblock(*, campaign: Campaign, worker: Any) -> WorkerQuality:
 
 # --- rewrites (METHOD.md §4) ------------------------------------------------------------------
 
-# A Markdown link's URL may hold one level of parentheses (Wikipedia's "Mercury_(planet)").
-_MARKDOWN_LINK = re.compile(r"\[[^\]]*\]\((https?://(?:[^\s()]|\([^\s()]*\))+)\)")
+# A Markdown link is ``[text](url)``: the text holds no "]", the URL may hold one level of
+# parentheses (Wikipedia's "Mercury_(planet)"). This is the part from the "]" on; the "[" that
+# opens the link is found by ``_markdown_links`` (a regex searching for both rescans the text
+# after every "[", quadratic in a text full of them). Possessive: what the URL took is never
+# given back, since a shorter URL cannot be followed by its closing ")".
+_LINK_TARGET = re.compile(r"\]\((https?://(?:[^\s()]|\([^\s()]*+\))++)\)")
 _BARE_URL = re.compile(r"https?://[^\s<>\[\]\"']+")
 # Sentence punctuation after a bare URL is not part of it.
 _URL_TRAILING = ".,;:!?"
@@ -571,18 +575,41 @@ class RewriteSubmission:
 
 
 CANDIDATE_LABELS = ("correct", "incorrect")
+# More than any rewrite of TURN_MAX_CHARS characters can sensibly cite.
+CITATIONS_MAX = 100
 
 
-def research_session(assignment: Assignment) -> str:
-    """The toolset session of an assignment's research: its calls are what it may cite."""
-    return f"assignment-{assignment.pk}"
+def _markdown_links(text: str) -> Iterator[tuple[int, int, str]]:
+    """(start, end, url) of each Markdown link, left to right, in time linear in the text.
+
+    The links ``re.finditer(r"\\[[^\\]]*\\]\\((url)\\)")`` would find, without its rescans: a link
+    opened by a "[" ends at the first "]" after it, so when that "]" is no link's, neither is any
+    "[" before it, and the search goes on after it.
+    """
+    position = 0
+    while (start := text.find("[", position)) >= 0:
+        close = text.find("]", start + 1)
+        if close < 0:
+            return
+        target = _LINK_TARGET.match(text, close)
+        if target is None:
+            position = close + 1
+            continue
+        yield start, target.end(), target.group(1)
+        position = target.end()
 
 
 def cited_urls(text: str) -> list[str]:
     """Every URL a rewrite cites, in order, once: Markdown links' targets and bare URLs."""
-    urls = [m.group(1) for m in _MARKDOWN_LINK.finditer(text)]
-    rest = _MARKDOWN_LINK.sub(" ", text)
-    for match in _BARE_URL.finditer(rest):
+    urls: list[str] = []
+    rest: list[str] = []
+    position = 0
+    for start, end, url in _markdown_links(text):
+        urls.append(url)
+        rest += [text[position:start], " "]
+        position = end
+    rest.append(text[position:])
+    for match in _BARE_URL.finditer("".join(rest)):
         url = match.group(0).rstrip(_URL_TRAILING)
         if url.endswith(")") and url.count("(") < url.count(")"):
             url = url[:-1]  # "(see https://x)": the parenthesis closes the sentence's
@@ -597,24 +624,41 @@ def rewrite_research(*, assignment_id: int, worker: Any, query: str) -> list[Too
     ``toolset.services.ToolsetQueryError`` for a blank or too long query.
     """
     with transaction.atomic():
-        locked = _locked_assignment(assignment_id, worker)
-        assignment = locked.assignment
-        if assignment.item.campaign.kind != Campaign.Kind.GROUNDEDNESS_REWRITE:
-            raise InvalidAnswers("Research is part of rewrite campaigns only.")
-        _check_live(locked)
+        assignment = _research_assignment(_locked_assignment(assignment_id, worker))
     # Outside the assignment's lock: a search must not hold it.
     return toolset_query(
-        session=research_session(assignment), query=query, actor_user=worker, tool=Tool.SEARCH
+        session=selectors.research_session(assignment), query=query, actor_user=worker, tool=Tool.SEARCH
     )
 
 
-def _research_calls(assignment: Assignment) -> list[ToolCall]:
-    """The searches the assignment's worker made in its research session (others' do not count)."""
-    return list(
-        ToolCall.objects.filter(
-            session=research_session(assignment), tool=Tool.SEARCH, actor_user_id=assignment.worker_id
-        ).order_by("id")
-    )
+def _research_assignment(found: queue.Found) -> Assignment:
+    """The worker's assignment if research may be done on it now: a live lease on a rewrite item."""
+    if found.assignment.item.campaign.kind != Campaign.Kind.GROUNDEDNESS_REWRITE:
+        raise InvalidAnswers("Research is part of rewrite campaigns only.")
+    _check_live(found)
+    return found.assignment
+
+
+def research_session_check(*, session: str, user: Any) -> None:
+    """Who may query the toolset in ``session`` (``settings.TOOLSET_SESSION_CHECK``; toolset imports
+    no other app, so it asks through that dotted path).
+
+    A research session (``assignment-<id>``) is its assignment's worker's alone, and only while
+    they hold the lease on a rewrite item, as on the rewrite page: anyone else's queries there
+    would show on that worker's page and move their "same query again → next result" cursor.
+    Raises ``ToolsetSessionRefused`` with the status and message of the ``AnnotationError`` that
+    says why; any other session is left alone.
+    """
+    if not session.startswith(selectors.RESEARCH_SESSION_PREFIX):
+        return
+    number = session.removeprefix(selectors.RESEARCH_SESSION_PREFIX)
+    try:
+        if not (number.isascii() and number.isdigit() and len(number) <= 18):
+            raise AssignmentNotFound("There is no such assignment.")
+        found = queue.find_assignment(int(number), now=timezone.now(), lock=False)
+        _research_assignment(_owned(found, user))
+    except AnnotationError as exc:
+        raise ToolsetSessionRefused(f"{session}: {exc}", status=exc.status) from None
 
 
 def submit_rewrite(
@@ -646,7 +690,16 @@ def submit_rewrite(
         raise InvalidAnswers(f"Candidates: {bad[0]!r} is not a label (correct or incorrect).")
     researched = claims_external and bool(common_knowledge) is False
     text = rewrite.replace("\r\n", "\n").strip() if researched else ""
+    if len(text) > settings.TURN_MAX_CHARS:
+        raise InvalidAnswers(
+            f"Rewrite: at most {settings.TURN_MAX_CHARS:,} characters, like any turn; "
+            f"yours has {len(text):,}."
+        )
     citations = [str(c).strip() for c in citations if str(c).strip()] if researched else []
+    if len(citations) > CITATIONS_MAX:
+        raise InvalidAnswers(f"Citations: at most {CITATIONS_MAX}; you sent {len(citations)}.")
+    # Parsed before the assignment's row is locked: nothing slow runs while the lock is held.
+    urls = list(dict.fromkeys([*cited_urls(text), *citations]))
     submitted: dict[str, Any] = {
         rules.CLAIMS_EXTERNAL: claims_external,
         rules.COMMON_KNOWLEDGE: bool(common_knowledge) if claims_external else None,
@@ -673,8 +726,7 @@ def submit_rewrite(
         unknown = sorted(set(labels) - known) if item.turn_id else sorted(labels)
         if unknown:
             raise InvalidAnswers(f"Candidates: {unknown[0]} is not a sampled candidate of this turn.")
-        calls = _research_calls(assignment)
-        urls: list[str] = []
+        calls = selectors.research_calls(assignment)
         if researched:
             if not text:
                 raise InvalidAnswers(
@@ -686,7 +738,6 @@ def submit_rewrite(
                     "Rewrite: it is the same as the response; change what the sources do not support."
                 )
             shown = {result.get("url") for call in calls for result in call.results if result.get("url")}
-            urls = list(dict.fromkeys([*cited_urls(text), *citations]))
             for url in urls:
                 if url not in shown:
                     raise InvalidAnswers(

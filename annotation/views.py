@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
@@ -24,7 +25,7 @@ from annotation.questions import Question, campaign_questions
 from dialogs.models import Mode, Speaker, Turn
 from groundwork.queueing import TaskQueueUnavailable
 from groundwork.roles import Role, role_required
-from toolset.models import ToolCall
+from groundwork.throttling import page_refusal, with_retry_after
 from toolset.services import ToolsetQueryError
 
 RATE_TEMPLATE = "annotation/rate.html"
@@ -308,10 +309,9 @@ def _rewrite_refused(
 
 
 def _research(assignment: Assignment) -> list[dict[str, Any]]:
-    """The searches of the assignment's session, newest first, each with the results it showed."""
-    calls = ToolCall.objects.filter(
-        session=services.research_session(assignment), tool=ToolCall.Tool.SEARCH
-    ).order_by("-id")
+    """The worker's searches of the assignment's session, newest first, each with the results it
+    showed: the ones a submission may cite."""
+    calls = reversed(selectors.research_calls(assignment))
     return [{"query": call.query, "results": call.results, "rank": call.rank} for call in calls]
 
 
@@ -361,6 +361,7 @@ def _rewrite_response(
             claims_external=kept.get("claims_external", ""),
             common_knowledge=kept.get("common_knowledge", ""),
             rewrite_text=kept.get("rewrite") or item.response,
+            rewrite_max_chars=settings.TURN_MAX_CHARS,
             candidates=selectors.turn_candidates(turn_id=item.turn_id),
         )
     return render(request, REWRITE_TEMPLATE, context, status=status)
@@ -407,6 +408,9 @@ def chat_home(request: HttpRequest) -> HttpResponse:
 @role_required(Role.CROWDWORKER)
 @require_POST
 def chat_start(request: HttpRequest) -> HttpResponse:
+    refusal = page_refusal(request, chat.ChatStartThrottle)
+    if refusal is not None:
+        return with_retry_after(_chat_start_page(request, error=refusal.message, status=429), refusal)
     slug = request.POST.get("role", "")
     try:
         started = chat.chat_start(
@@ -442,6 +446,10 @@ def chat_detail(request: HttpRequest, chat_id: int) -> HttpResponse:
 def chat_say(request: HttpRequest, chat_id: int) -> HttpResponse:
     current = _own_chat(request, chat_id)
     text = request.POST.get("text", "")
+    refusal = page_refusal(request, chat.ChatMessageThrottle)
+    if refusal is not None:
+        page = _chat_page(request, current, error=refusal.message, status=429, text=text)
+        return with_retry_after(page, refusal)
     try:
         chat.chat_say(chat=current, worker=request.user, text=text)
     except (chat.ChatError, TaskQueueUnavailable) as exc:
@@ -453,6 +461,9 @@ def chat_say(request: HttpRequest, chat_id: int) -> HttpResponse:
 @require_POST
 def chat_retry(request: HttpRequest, chat_id: int) -> HttpResponse:
     current = _own_chat(request, chat_id)
+    refusal = page_refusal(request, chat.ChatRetryThrottle)
+    if refusal is not None:
+        return with_retry_after(_chat_page(request, current, error=refusal.message, status=429), refusal)
     try:
         chat.chat_retry(chat=current, worker=request.user)
     except (chat.ChatError, TaskQueueUnavailable) as exc:

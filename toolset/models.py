@@ -42,7 +42,7 @@ class Document(models.Model):
 
 class ToolCall(models.Model):
     """One call of one tool: who asked (a worker or a model version), in which session, what came
-    back. Counting the earlier calls of a session+tool+query gives the next rank to serve."""
+    back. Counting the actor's earlier calls of a session+tool+query gives the next rank to serve."""
 
     Tool = Tool
 
@@ -55,7 +55,7 @@ class ToolCall(models.Model):
     query = models.TextField()
     # [{"rank", "title", "url", "snippet"}] as served.
     results = models.JSONField(default=list, blank=True)
-    # The rank served: for search the n-th repeat of a query in a session serves rank n.
+    # The rank served: for search the n-th repeat of a query in a session by one actor serves rank n.
     rank = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -63,11 +63,17 @@ class ToolCall(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["session", "tool", "query"], name="toolset_call_session_query")]
         constraints = [
-            # Two concurrent repeats of one query in one session cannot both serve the same rank.
+            # The rank cursor is an actor's own (a user, else a model version): two concurrent
+            # repeats of one query in one session by one actor cannot both serve the same rank.
             models.UniqueConstraint(
-                fields=["session", "tool", "query", "rank"],
-                condition=Q(tool="search"),
-                name="toolset_call_search_rank_unique",
+                fields=["session", "tool", "query", "actor_user", "rank"],
+                condition=Q(tool="search", actor_user__isnull=False),
+                name="toolset_call_user_search_rank_unique",
+            ),
+            models.UniqueConstraint(
+                fields=["session", "tool", "query", "actor_model", "rank"],
+                condition=Q(tool="search", actor_user__isnull=True) & ~Q(actor_model=""),
+                name="toolset_call_model_search_rank_unique",
             ),
             models.CheckConstraint(condition=~Q(session=""), name="toolset_call_session_not_empty"),
         ]

@@ -11,6 +11,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+from django.utils.module_loading import import_string
 
 from groundwork import queueing
 from groundwork.jsonl import (
@@ -219,6 +221,28 @@ class ToolsetQueryError(ValueError):
         self.message = message
 
 
+class ToolsetSessionRefused(Exception):
+    """The user may not query in this session (``TOOLSET_SESSION_CHECK`` said why); ``status`` is
+    the HTTP answer (403: someone else's session)."""
+
+    def __init__(self, message: str, *, status: int = 403) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def check_session(*, session: str, user: Any) -> None:
+    """Raise ``ToolsetSessionRefused`` unless ``user`` may query in ``session``.
+
+    A session can belong to another app's work: annotation's research session of an assignment
+    is its worker's alone. Toolset imports no other app (DESIGN.md), so the rule is reached
+    through ``settings.TOOLSET_SESSION_CHECK``, a dotted path to ``check(*, session, user)``
+    resolved at run time (empty: every session is open to everyone).
+    """
+    if settings.TOOLSET_SESSION_CHECK:
+        import_string(settings.TOOLSET_SESSION_CHECK)(session=session, user=user)
+
+
 @dataclass(frozen=True)
 class ToolResult:
     tool: str
@@ -234,6 +258,14 @@ class _Call:
     query: str
     actor_user: Any
     actor_model: str
+
+    def earlier_searches(self) -> QuerySet[ToolCall]:
+        """This actor's searches for the query in the session: the rank cursor counts them, so
+        nobody else's searches move it."""
+        searches = ToolCall.objects.filter(session=self.session, tool=Tool.SEARCH, query=self.query)
+        if self.actor_user is not None:
+            return searches.filter(actor_user=self.actor_user)
+        return searches.filter(actor_user__isnull=True, actor_model=self.actor_model)
 
     def log(self, tool: Tool, results: list[ToolResult], rank: int = 1) -> ToolCall:
         return ToolCall.objects.create(
@@ -258,8 +290,9 @@ def toolset_query(
     """The TS (METHOD.md §5): every tool (or only ``tool``) gets the query; their outputs come
     back concatenated in the order calculator, translator, search. A tool that cannot parse the
     query contributes nothing. Search serves one snippet: the n-th asking of the same query in
-    the same session gets the n-th ranked document. Every tool that ran is logged as a
-    ``ToolCall``."""
+    the same session by the same actor gets the n-th ranked document. Every tool that ran is
+    logged as a ``ToolCall``. A user's query is refused (``ToolsetSessionRefused``) in a session
+    that is not theirs to query in (``check_session``)."""
     session = session.strip()
     query = " ".join(query.split())
     if not session:
@@ -274,6 +307,8 @@ def toolset_query(
         raise ToolsetQueryError("query", f"Ensure this field has no more than {QUERY_MAX_CHARS} characters.")
     if tool is not None and tool not in Tool.values:
         raise ToolsetQueryError("tool", f"{tool!r} is not a tool (expected one of {', '.join(Tool.values)}).")
+    if actor_user is not None:
+        check_session(session=session, user=actor_user)
     call = _Call(session=session, query=query, actor_user=actor_user, actor_model=actor_model[:100])
     results: list[ToolResult] = []
     for name in Tool:  # the TS order
@@ -298,7 +333,7 @@ def _answers(tool: Tool, answer: Callable[[str], list[str]]) -> Callable[[_Call]
 
 def _search(call: _Call) -> list[ToolResult]:
     for _attempt in range(RANK_ATTEMPTS):
-        rank = ToolCall.objects.filter(session=call.session, tool=Tool.SEARCH, query=call.query).count() + 1
+        rank = call.earlier_searches().count() + 1
         hits = search_index().search(call.query, limit=rank)
         results = [
             ToolResult(tool=Tool.SEARCH, rank=hit.rank, title=hit.title, url=hit.url, snippet=hit.snippet)

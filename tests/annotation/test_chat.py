@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 
 from annotation import chat as chats
@@ -862,3 +863,118 @@ def test_an_overdue_answer_can_be_asked_again_and_only_one_answer_is_kept(worker
     assert [t.text for t in model_turns(chat)] == [FIXED_ANSWER]
     chat.refresh_from_db()
     assert not chat.waiting
+
+
+# --- limits: one worker cannot take the model's time from everyone else (issue 12) -------------
+
+
+def set_rates(settings: Any, **rates: str) -> None:
+    """Throttle rates for this test (read per request, so they apply at once)."""
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], **rates},
+    }
+
+
+def test_api_thirty_starts_open_as_many_chats_as_the_defaults_allow(api, worker) -> None:
+    """Each chat's messages cost the model CPU: with the default limits, thirty starts open five
+    chats (CHAT_MAX_OPEN) and the starts past ten an hour are refused with when to try again."""
+    answers = [api.post("/api/v1/chats/", {"purpose": "quality"}, format="json") for _ in range(30)]
+
+    assert [a.status_code for a in answers] == [201] * 5 + [429] * 25
+    assert Chat.objects.filter(worker=worker).count() == 5
+    assert answers[5].json() == {
+        "detail": "You have 5 open chats, and 5 at once is the most: go on with one of them, "
+        "and start a new one when you have finished it."
+    }
+    assert "Retry-After" not in answers[5]  # a finished chat frees a place, not the clock
+    throttled = answers[10]
+    assert throttled.json() == {
+        "detail": "You have reached your limit of chat starts (10 an hour). "
+        "You can start a chat again in 1 hour."
+    }
+    assert 3500 < int(throttled["Retry-After"]) <= 3600
+
+
+def test_api_messages_are_rate_limited_per_worker_in_the_cache(api, worker, other, settings) -> None:
+    set_rates(settings, chat_message="2/min")
+    url = f"/api/v1/chats/{chats.chat_start(worker=worker, purpose='safety').pk}/messages"
+    for i in range(2):
+        assert api.post(url, {"text": f"Message {i}"}, format="json").status_code == 202
+        tasks.respond_task(Chat.objects.get(worker=worker).dialog_id)
+
+    refused = api.post(url, {"text": "One more"}, format="json")
+
+    assert refused.status_code == 429
+    assert refused.json() == {
+        "detail": "You have reached your limit of messages (2 a minute). "
+        "You can send a message again in 1 minute."
+    }
+    assert 0 < int(refused["Retry-After"]) <= 60
+    assert not Turn.objects.filter(text="One more").exists()
+    theirs = chats.chat_start(worker=other, purpose="safety")
+    api.force_authenticate(other)  # another worker has limits of their own
+    assert api.post(f"/api/v1/chats/{theirs.pk}/messages", {"text": "Hi"}, format="json").status_code == 202
+    api.force_authenticate(worker)
+    cache.clear()  # the counts are kept in Django's cache, which every web process shares
+    assert api.post(url, {"text": "One more"}, format="json").status_code == 202
+
+
+def test_open_chats_are_capped_on_the_api_and_the_page(api, client, worker, settings) -> None:
+    settings.CHAT_MAX_OPEN = 2
+    first = chat_with(worker, 5)
+    chats.chat_start(worker=worker, purpose="quality")
+    client.force_login(worker)
+
+    refused = api.post("/api/v1/chats/", {"purpose": "quality"}, format="json")
+    page = client.post("/work/chat/start", {"purpose": "quality"})
+
+    message = (
+        "You have 2 open chats, and 2 at once is the most: go on with one of them, "
+        "and start a new one when you have finished it."
+    )
+    assert (refused.status_code, refused.json()) == (429, {"detail": message})
+    assert page.status_code == 429
+    assert message in text(page).replace("&#x27;", "'")
+    assert f'href="/work/chat/{first.pk}/"' in text(page)  # the open chats to go on with
+    assert Chat.objects.filter(worker=worker).count() == 2
+
+    chats.chat_finish(chat=first, worker=worker)
+    assert api.post("/api/v1/chats/", {"purpose": "quality"}, format="json").status_code == 201
+
+
+def test_the_pages_say_when_the_worker_may_go_on(client, page_worker, settings) -> None:
+    set_rates(settings, chat_start="2/hour", chat_message="2/min", chat_retry="2/hour")
+    for _ in range(2):
+        assert client.post("/work/chat/start", {"purpose": "safety"}).status_code == 303
+    started = client.post("/work/chat/start", {"purpose": "safety"})
+    chat = Chat.objects.filter(worker=page_worker).first()
+    for i in range(2):
+        assert client.post(f"/work/chat/{chat.pk}/say", {"text": f"Message {i}"}, **HTMX).status_code == 200
+        tasks.respond_task(chat.dialog_id)
+    said = client.post(f"/work/chat/{chat.pk}/say", {"text": "Still there?"}, **HTMX)
+    said_plain = client.post(f"/work/chat/{chat.pk}/say", {"text": "Still there?"})
+
+    assert started.status_code == 429
+    assert (
+        "You have reached your limit of chat starts (2 an hour). You can start a chat again in 1 hour."
+        in text(started)
+    )
+    assert started["Retry-After"]
+    assert said.status_code == 200  # htmx swaps only 2xx answers: the refusal shows in the chat
+    assert (
+        "You have reached your limit of messages (2 a minute). You can send a message again in 1 minute."
+        in text(said)
+    )
+    assert ">Still there?</textarea>" in text(said)  # what the worker wrote is kept
+    assert said_plain.status_code == 429
+    assert "You can send a message again in 1 minute." in text(said_plain)
+    assert chats.worker_turns(chat) == 2
+
+    settings.CHAT_ANSWER_TIMEOUT_SECONDS = 0  # every answer is overdue: "Ask again" is offered
+    chats.chat_say(chat=chat, worker=page_worker, text="Third")
+    for _ in range(2):
+        assert client.post(f"/work/chat/{chat.pk}/retry").status_code == 303
+    retried = client.post(f"/work/chat/{chat.pk}/retry")
+    assert retried.status_code == 429
+    assert "You can ask the model again in 1 hour." in text(retried)

@@ -193,3 +193,19 @@ def test_only_admins_import_documents(users: Any, api_client: Any, role: Role | 
     response = api_client.post(IMPORT_URL, [wiki_line(1)], format="json")
     assert response.status_code == code
     assert Document.objects.count() == 0
+
+
+def test_the_repeat_cursor_is_each_users_own(corpus: Any, users: Any, api_client: Any) -> None:
+    """Another user's repeats of a query in the session do not move this user's next rank."""
+    body = {"query": "cat", "session": "shared", "tool": "search"}
+
+    def ranks(role: Role, times: int) -> list[int]:
+        api_client.force_login(users[role])
+        return [api_client.post(URL, body, format="json").json()["results"][0]["rank"] for _ in range(times)]
+
+    assert ranks(Role.ADMIN, 2) == [1, 2]
+    assert ranks(Role.RESEARCHER, 1) == [1]
+    assert ranks(Role.ADMIN, 1) == [3]
+    assert sorted(ToolCall.objects.values_list("actor_user__username", "rank")) == sorted(
+        [(users[Role.ADMIN].username, r) for r in (1, 2, 3)] + [(users[Role.RESEARCHER].username, 1)]
+    )

@@ -16,6 +16,7 @@ from toolset.services import (
     DocumentImportError,
     ToolResult,
     ToolsetQueryError,
+    ToolsetSessionRefused,
     documents_import,
     search_index,
     toolset_query,
@@ -182,3 +183,35 @@ def test_bad_queries_are_refused_and_not_logged(kwargs: dict[str, Any], field: s
         toolset_query(**kwargs)
     assert caught.value.field == field
     assert ToolCall.objects.count() == 0
+
+
+def test_the_model_has_a_repeat_cursor_of_its_own(corpus: Any) -> None:
+    user = UserFactory(role=Role.CROWDWORKER)
+
+    def ask(**actor: Any) -> int:
+        return toolset_query(session="s1", query="large cat", tool="search", **actor)[0].rank
+
+    assert [ask(actor_user=user), ask(actor_model="m1"), ask(actor_model="m1"), ask(actor_model="m2")] == [
+        1,
+        1,
+        2,
+        1,
+    ]
+
+
+def test_the_session_check_decides_who_may_query_in_a_session(corpus: Any, settings: Any) -> None:
+    """toolset asks ``TOOLSET_SESSION_CHECK`` (a dotted path: it imports no other app) about each
+    user's query; a model's queries are not asked about."""
+    settings.TOOLSET_SESSION_CHECK = "tests.toolset.test_services.only_in_open_sessions"
+    user = UserFactory(role=Role.CROWDWORKER)
+
+    with pytest.raises(ToolsetSessionRefused, match="closed-1 is closed"):
+        toolset_query(session="closed-1", query="large cat", actor_user=user)
+    assert toolset_query(session="open-1", query="large cat", actor_user=user)
+    assert toolset_query(session="closed-1", query="large cat", actor_model="m1")
+    assert not ToolCall.objects.filter(actor_user=user, session="closed-1").exists()
+
+
+def only_in_open_sessions(*, session: str, user: Any) -> None:
+    if session.startswith("closed-"):
+        raise ToolsetSessionRefused(f"{session} is closed", status=403)
