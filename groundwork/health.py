@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import logging
 
-from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from groundwork.celery import app as celery_app
+from groundwork.queueing import broker_up
 
 logger = logging.getLogger(__name__)
-
-BROKER_TIMEOUT_S = 2.0
 
 
 def database_up() -> bool:
@@ -28,17 +25,6 @@ def database_up() -> bool:
             cursor.fetchone()
     except Exception:  # any failure means "down"; the cause is logged
         logger.warning("health check: the database (%s) is down", connection.vendor, exc_info=True)
-        return False
-    return True
-
-
-def broker_up() -> bool:
-    try:
-        with celery_app.connection_for_write(settings.CELERY_BROKER_URL) as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_TIMEOUT_S)
-    except Exception:
-        transport = settings.CELERY_BROKER_URL.split(":", 1)[0]
-        logger.warning("health check: the broker (%s) is down", transport, exc_info=True)
         return False
     return True
 

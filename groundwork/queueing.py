@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Task
@@ -40,6 +41,32 @@ class TaskQueueUnavailable(Exception):
         super().__init__(message or self.default_message)
 
 
+@dataclass(frozen=True)
+class Queued:
+    """What ``enqueue`` registers to run after commit: sends ``task(*args)`` to the broker."""
+
+    task: Any
+    args: tuple[Any, ...]
+    queue: str | None = None
+    undo: Callable[[], Any] | None = None
+    best_effort: bool = False
+
+    def __call__(self) -> None:
+        try:
+            self.task.apply_async(
+                args=self.args, queue=self.queue, retry=True, retry_policy=PUBLISH_RETRY_POLICY
+            )
+        except OperationalError as exc:
+            if self.best_effort:
+                logger.warning("could not queue %s%r (left for later): %s", self.task.name, self.args, exc)
+                return
+            logger.error("could not queue %s%r: %s", self.task.name, self.args, exc)
+            if self.undo is not None:
+                with transaction.atomic():
+                    self.undo()
+            raise TaskQueueUnavailable() from exc
+
+
 def enqueue(
     task: Any,
     *args: Any,
@@ -52,26 +79,12 @@ def enqueue(
     written for it, in a transaction of its own, and ``TaskQueueUnavailable`` is raised to the
     caller (out of its ``transaction.atomic`` block, after the commit) — unless the work is
     ``best_effort``: derived data that is recomputed elsewhere anyway, whose loss is only logged."""
-
-    def send() -> None:
-        try:
-            task.apply_async(args=args, queue=queue, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
-        except OperationalError as exc:
-            if best_effort:
-                logger.warning("could not queue %s%r (left for later): %s", task.name, args, exc)
-                return
-            logger.error("could not queue %s%r: %s", task.name, args, exc)
-            if undo is not None:
-                with transaction.atomic():
-                    undo()
-            raise TaskQueueUnavailable() from exc
-
-    transaction.on_commit(send)
+    transaction.on_commit(Queued(task, args, queue=queue, undo=undo, best_effort=best_effort))
 
 
-def check_task_queue() -> None:
-    """Raise ``TaskQueueUnavailable`` unless the broker answers now: for work whose rows cannot
-    simply be undone afterwards (an import that updated documents in place)."""
+def broker_up() -> bool:
+    """Whether the broker takes a connection now; the cause of a failure (it names hosts and
+    users) goes to the log only."""
     from groundwork.celery import app
 
     try:
@@ -79,9 +92,18 @@ def check_task_queue() -> None:
             connection.ensure_connection(
                 max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_TIMEOUT_SECONDS
             )
-    except Exception as exc:  # any failure to connect means "down" (kombu raises several kinds)
-        logger.error("the task queue is down: %s", exc)
-        raise TaskQueueUnavailable() from exc
+    except Exception:  # any failure to connect means "down" (kombu raises several kinds)
+        transport = settings.CELERY_BROKER_URL.split(":", 1)[0]
+        logger.warning("the broker (%s) is down", transport, exc_info=True)
+        return False
+    return True
+
+
+def check_task_queue() -> None:
+    """Raise ``TaskQueueUnavailable`` unless the broker answers now: for work whose rows cannot
+    simply be undone afterwards (an import that updated documents in place)."""
+    if not broker_up():
+        raise TaskQueueUnavailable()
 
 
 class JobTask(Task):

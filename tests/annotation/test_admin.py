@@ -147,7 +147,7 @@ def test_compute_consensus_now_queues_a_run_for_a_worker(
     assert response["Location"] == change_url(campaign)
     assert (run.campaign, run.requested_by, run.status) == (campaign, users[Role.ADMIN], "pending")
     assert len(callbacks) == 1
-    assert callbacks[0].func.__self__.name == "annotation.tasks.aggregate_campaign_task"
+    assert callbacks[0].task.name == "annotation.tasks.aggregate_campaign_task"
     assert callbacks[0].args == (run.pk,)
     page = client.get(change_url(campaign)).content.decode()
     assert f'hx-get="{progress_url(campaign)}" hx-trigger="every 1s"' in page

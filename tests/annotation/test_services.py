@@ -239,7 +239,7 @@ def test_the_last_judgment_queues_the_consensus_after_commit(django_capture_on_c
     with django_capture_on_commit_callbacks() as callbacks:
         item = rate(campaign, [YES3, YES3, YES3, maybe, no])
     assert len(callbacks) == 1  # only the fifth judgment queues it (tests/annotation/test_worker.py runs it)
-    assert callbacks[0].func.__self__.name == "annotation.tasks.aggregate_item_task"
+    assert callbacks[0].task.name == "annotation.tasks.aggregate_item_task"
     assert callbacks[0].args == (item.pk,)
 
     services.aggregate_item(item_id=item.pk)
