@@ -142,7 +142,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return drf_exception_handler(exc, context)
 
 
-# --- ids ----------------------------------------------------------------------------------------
+# --- ids and query strings ----------------------------------------------------------------------
 
 _DIGITS = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
 # Text in a URL or a query string with no control character (U+0000–U+001F, U+007F–U+009F).
