@@ -18,7 +18,6 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -26,9 +25,11 @@ from rest_framework.views import APIView
 from annotation import chat, interchange, selectors, services
 from annotation.models import Campaign, Chat, ChatPurpose, FlagReason, TurnFlag
 from dialogs.models import Mode, Turn
-from groundwork.parsers import JSONLinesParser, body_records, refused
+from groundwork.parsers import IMPORT_PARSERS, DatabaseIdField, body_records, query_number, refused
 from groundwork.roles import Role, has_role
 from groundwork.throttling import ExplainedThrottles
+
+TOOL_CALL_IDS_MAX = 1000
 
 
 class SubmitSerializer(serializers.Serializer):
@@ -43,7 +44,9 @@ class SubmitSerializer(serializers.Serializer):
         child=serializers.ChoiceField(choices=["correct", "incorrect"]), required=False, default=dict
     )
     # Accepted for clients that track them; the stored ones are the session's own searches.
-    tool_call_ids = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
+    tool_call_ids = serializers.ListField(
+        child=DatabaseIdField(), required=False, default=list, max_length=TOOL_CALL_IDS_MAX
+    )
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
         if ("answers" in data) == ("claims_external" in data):
@@ -86,15 +89,9 @@ class NextTaskView(APIView):
                 {"detail": f"kind: unknown campaign kind {kind!r} (one of {kinds})."},
                 status=status.HTTP_400_BAD_REQUEST,
             )
-        campaign = request.query_params.get("campaign")
-        if campaign is not None and not campaign.isdigit():
-            return Response(
-                {"detail": "campaign: expected a campaign id."}, status=status.HTTP_400_BAD_REQUEST
-            )
+        campaign_id = query_number(request.query_params, "campaign", minimum=1)
         try:
-            assignment = services.next_assignment(
-                worker=request.user, kind=kind, campaign_id=int(campaign) if campaign else None
-            )
+            assignment = services.next_assignment(worker=request.user, kind=kind, campaign_id=campaign_id)
         except services.WorkerBlocked as exc:
             return _error(exc)
         if assignment is None:
@@ -191,7 +188,7 @@ class ImportJudgmentsView(APIView):
     """Import judgments made elsewhere into a campaign, all or nothing; its consensus is recomputed."""
 
     permission_classes = [has_role(Role.ADMIN)]
-    parser_classes = [JSONParser, JSONLinesParser]
+    parser_classes = IMPORT_PARSERS
 
     @extend_schema(
         request={"application/json": OpenApiTypes.OBJECT, "application/x-ndjson": OpenApiTypes.STR},

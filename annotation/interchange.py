@@ -45,6 +45,7 @@ from groundwork.jsonl import (
     MAX_REPORTED_ERRORS,
     ImportRefused,
     RecordError,
+    check_printable,
     json_kind,
     parse_each_line,
     parse_each_object,
@@ -58,7 +59,7 @@ SAFETY_ATTRIBUTE = "violates"  # the attribute of a safety line; the objective s
 EXTERNAL_PREFIX = "ext:"
 MAX_KEY_CHARS = Item._meta.get_field("key").max_length
 MAX_RATER_CHARS = 140  # a username holds 150 characters, with the prefix
-RATER_PATTERN = re.compile(r"^[\w.@+-]+$")  # the characters Django allows in usernames
+RATER_PATTERN = re.compile(r"[\w.@+-]+")  # the characters Django allows in usernames (fullmatch)
 LINE_KEYS = frozenset({"item", "rater", "attribute", "value", "objective"})
 ITEM_KEYS = frozenset({"key", "context", "response"})
 
@@ -114,7 +115,7 @@ def parse_object(obj: Any, line: int, limits: Limits) -> JudgmentRecord:
         raise RecordError(
             line, f"item.{unknown[0]}", f"unknown field (known: {', '.join(sorted(ITEM_KEYS))})"
         )
-    key = required_string(item, "key", line, where="item.key")
+    key = check_printable(required_string(item, "key", line, where="item.key"), line, "item.key")
     if len(key) > MAX_KEY_CHARS:
         raise RecordError(line, "item.key", f"is {len(key)} characters, over {MAX_KEY_CHARS}")
     response = required_string(item, "response", line, where="item.response")
@@ -127,7 +128,7 @@ def parse_object(obj: Any, line: int, limits: Limits) -> JudgmentRecord:
     rater = required_string(obj, "rater", line)
     if len(rater) > MAX_RATER_CHARS:
         raise RecordError(line, "rater", f"is {len(rater)} characters, over {MAX_RATER_CHARS}")
-    if not RATER_PATTERN.match(rater):
+    if not RATER_PATTERN.fullmatch(rater):
         raise RecordError(line, "rater", "only letters, digits and @ . + - _ (no spaces)")
     attribute = required_string(obj, "attribute", line)
     value = obj.get("value")

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
@@ -23,6 +23,7 @@ from annotation import chat, selectors, services
 from annotation.models import Assignment, Campaign, Chat, ChatPurpose, FlagReason, Judgment
 from annotation.questions import Question, campaign_questions
 from dialogs.models import Mode, Speaker, Turn
+from groundwork.parsers import ParameterError, query_number
 from groundwork.queueing import TaskQueueUnavailable
 from groundwork.roles import Role, role_required
 from groundwork.throttling import page_refusal, with_retry_after
@@ -433,10 +434,13 @@ def chat_detail(request: HttpRequest, chat_id: int) -> HttpResponse:
     if request.htmx:
         if current.waiting:
             return HttpResponse(status=204)
-        after = request.GET.get("after", "")
+        try:
+            after = query_number(request.GET, "after")
+        except ParameterError as exc:
+            return JsonResponse({exc.name: [exc.message]}, status=400)
         turns = chat.chat_turns(chat=current)
-        if after.isdigit():
-            turns = [turn for turn in turns if turn.index > int(after)]
+        if after is not None:
+            turns = [turn for turn in turns if turn.index > after]
         return render(request, f"{CHAT_TEMPLATE}#answer", _chat_context(current, turns=turns))
     return render(request, CHAT_TEMPLATE, _chat_context(current))
 

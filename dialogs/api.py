@@ -11,13 +11,12 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from dialogs import selectors, services
 from dialogs.models import Dialog, DialogExport, Turn
-from groundwork.parsers import JSONLinesParser, body_records, refused
+from groundwork.parsers import IMPORT_PARSERS, PRINTABLE_PATTERN, body_records, query_text, refused
 from groundwork.roles import ModelPermissions
 
 
@@ -52,16 +51,17 @@ class DialogViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
 
     serializer_class = DialogSerializer
     permission_classes = [ModelPermissions]
-    parser_classes = [JSONParser, JSONLinesParser]
+    parser_classes = IMPORT_PARSERS
     lookup_field = "external_id"
     lookup_url_kwarg = "id"
-    lookup_value_regex = ".+"
+    lookup_value_regex = PRINTABLE_PATTERN  # any id the importers take, slashes included
     queryset = Dialog.objects.none()  # for ModelPermissions; get_queryset serves the rows
 
     def get_queryset(self) -> Any:
+        params = self.request.query_params
         return selectors.dialog_list(
-            purpose=self.request.query_params.get("purpose"),
-            source=self.request.query_params.get("source"),
+            purpose=query_text(params, "purpose", choices=Dialog.Purpose.values),
+            source=query_text(params, "source"),
         ).prefetch_related(Prefetch("turns", queryset=Turn.objects.order_by("index")))
 
     @extend_schema(

@@ -15,7 +15,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from groundwork.jsonl import NUL_MESSAGE, RecordError, json_kind, load_line, required_string
+from groundwork.jsonl import (
+    NUL_MESSAGE,
+    SURROGATE_MESSAGE,
+    RecordError,
+    check_printable,
+    json_kind,
+    load_line,
+    required_string,
+)
 
 PURPOSES = ("quality", "safety", "groundedness", "role", "pretrain")
 MODES = ("natural", "sensitive", "adversarial")
@@ -77,7 +85,7 @@ def parse_object(obj: Any, line: int, limits: Limits = Limits()) -> DialogRecord
     if unknown:
         raise RecordError(line, unknown[0], f"unknown field (known: {', '.join(sorted(KNOWN_KEYS))})")
 
-    dialog_id = required_string(obj, "id", line)
+    dialog_id = check_printable(required_string(obj, "id", line), line, "id")
     if len(dialog_id) > MAX_ID_CHARS:
         raise RecordError(line, "id", f"is {len(dialog_id)} characters, over {MAX_ID_CHARS}")
     purpose = _choice(obj, "purpose", PURPOSES, line, required=True)
@@ -94,7 +102,9 @@ def parse_object(obj: Any, line: int, limits: Limits = Limits()) -> DialogRecord
     if not isinstance(meta, dict):
         raise RecordError(line, "meta", f"expected an object, got {json_kind(meta)}")
     try:
-        _check_storable(json.dumps(meta, allow_nan=False))
+        _check_storable(json.dumps(meta, allow_nan=False, ensure_ascii=False))
+    except UnicodeEncodeError:
+        raise RecordError(line, "meta", SURROGATE_MESSAGE) from None
     except ValueError as exc:
         raise RecordError(line, "meta", str(exc)) from None
 
@@ -147,7 +157,7 @@ def _optional_string(obj: dict[str, Any], key: str, line: int) -> str | None:
         raise RecordError(line, key, f"expected a string, got {json_kind(value)}")
     if "\x00" in value:
         raise RecordError(line, key, NUL_MESSAGE)
-    return value
+    return check_printable(value, line, key)
 
 
 def _choice(
@@ -163,6 +173,8 @@ def _choice(
 
 
 def _check_storable(encoded: str) -> None:
-    """Refuse what PostgreSQL's jsonb cannot hold (NaN and Infinity are refused by dumps)."""
-    if "\\u0000" in encoded:
+    """Refuse what PostgreSQL's jsonb cannot hold (NaN and Infinity are refused by dumps): a NUL,
+    or an unpaired surrogate (which encoding the text as UTF-8 finds)."""
+    if "\\u0000" in encoded:  # dumps escapes a NUL even with ensure_ascii=False
         raise ValueError(NUL_MESSAGE)
+    encoded.encode()

@@ -8,6 +8,7 @@ errors of every line.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
@@ -16,6 +17,10 @@ NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
 SURROGATE_MESSAGE = "contains an unpaired surrogate (like \\ud800), which is not text"
 # An import stops collecting after this many errors: enough to fix a file in one pass.
 MAX_REPORTED_ERRORS = 50
+# Arrays and objects nested deeper than this are refused, in request bodies and JSONL lines alike:
+# no record of ours is nested more than a few levels, and a deeper one would exhaust Python's
+# recursion limit (json.loads, json.dumps, the database adapter) somewhere later.
+MAX_JSON_DEPTH = 64
 
 T = TypeVar("T")
 
@@ -58,9 +63,45 @@ def load_line(raw: str | bytes, line: int, limits: LineLimits) -> Any:
     if size > limits.max_line_bytes:
         raise RecordError(line, "(line)", f"line is {size} bytes, over the limit of {limits.max_line_bytes}")
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+        return decode_json(raw)
+    except ValueError as exc:
         raise RecordError(line, "(json)", f"not valid JSON: {exc}") from None
+
+
+def decode_json(raw: str | bytes) -> Any:
+    """``raw`` decoded as strict JSON (no NaN or Infinity, at most ``MAX_JSON_DEPTH`` levels of
+    arrays and objects), or ``ValueError`` saying what is wrong. Every JSON request body and
+    every JSONL line is decoded here."""
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError(_too_deep()) from None
+    # JSONDecodeError and UnicodeDecodeError are ValueErrors and say where they stopped.
+    if _nested_deeper_than(value, MAX_JSON_DEPTH):
+        raise ValueError(_too_deep())
+    return value
+
+
+def _too_deep() -> str:
+    return f"arrays and objects are nested more than {MAX_JSON_DEPTH} levels deep"
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` has more than ``limit`` levels of lists and dicts (walked level by level,
+    not recursively, so that any depth is measured)."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        level = [
+            child
+            for container in level
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, (dict, list))
+        ]
+    return False
 
 
 def parse_each_line(
@@ -101,6 +142,24 @@ def required_string(obj: dict[str, Any], key: str, line: int, *, where: str | No
         raise RecordError(line, where, NUL_MESSAGE)
     if not _encodable(value):
         raise RecordError(line, where, SURROGATE_MESSAGE)
+    return value
+
+
+def check_printable(value: str, line: int, where: str) -> str:
+    """``value`` when it holds no control character (U+0000–U+001F, U+007F–U+009F: line breaks,
+    tabs, escapes) and no line or paragraph separator, else ``RecordError`` at ``where``. For ids,
+    keys and URLs: they end up in URLs, links and one-line logs, where such a character breaks them
+    (a dialog id with a line break cannot be linked to)."""
+    if value.isprintable():  # the common case; it also refuses what is checked below
+        return value
+    for position, char in enumerate(value, start=1):
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            raise RecordError(
+                line,
+                where,
+                f"contains a control character (U+{ord(char):04X}) at character {position}; "
+                "it must be one line of printable text",
+            )
     return value
 
 

@@ -258,6 +258,13 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON bodies: size cap, strict JSON and a nesting bound, each refused with a JSON 4xx.
+    "DEFAULT_PARSER_CLASSES": [
+        "groundwork.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "EXCEPTION_HANDLER": "groundwork.parsers.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
@@ -276,6 +283,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Crowdsourced dialog annotation and training data, the LaMDA way.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "PATH_CONVERTER_OVERRIDES": {"id": int},  # groundwork.parsers.DatabaseIdConverter
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -327,6 +335,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 DIALOG_MAX_TURNS: int = env.int("DIALOG_MAX_TURNS", default=200)
 TURN_MAX_CHARS: int = env.int("TURN_MAX_CHARS", default=10_000)
 DIALOG_IMPORT_MAX_LINE_BYTES: int = env.int("DIALOG_IMPORT_MAX_LINE_BYTES", default=1_000_000)
+# The largest body of an import request (dialogs, judgments, documents), JSON or JSONL; other
+# request bodies keep Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB). Larger files: the commands.
+IMPORT_MAX_BODY_BYTES: int = env.int("IMPORT_MAX_BODY_BYTES", default=32_000_000)
 # How long a worker holds a slot of an item before it goes back to the pool.
 ANNOTATION_LEASE_MINUTES: int = env.int("ANNOTATION_LEASE_MINUTES", default=15)
 # Toolset: the largest line of a document import (one WikiExtractor article), and the class

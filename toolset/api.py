@@ -6,13 +6,12 @@ from __future__ import annotations
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from groundwork.parsers import JSONLinesParser, body_records, refused
+from groundwork.parsers import IMPORT_PARSERS, body_records, refused
 from groundwork.roles import Role, has_role
 from toolset import services
 from toolset.models import QUERY_MAX_CHARS, SESSION_MAX_CHARS, Tool
@@ -85,7 +84,7 @@ class DocumentImportView(APIView):
     """Import search documents, all or nothing; the search index follows in a task after commit."""
 
     permission_classes = [has_role(Role.ADMIN)]
-    parser_classes = [JSONParser, JSONLinesParser]
+    parser_classes = IMPORT_PARSERS
 
     @extend_schema(
         request={"application/json": OpenApiTypes.OBJECT, "application/x-ndjson": OpenApiTypes.STR},

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from groundwork.jsonl import LineLimits, RecordError, json_kind, required_string
+from groundwork.jsonl import LineLimits, RecordError, check_printable, json_kind, required_string
 
 URL_MAX_CHARS = 2000
 TITLE_MAX_CHARS = 500
@@ -30,7 +30,7 @@ def parse_document(obj: Any, line: int, limits: LineLimits) -> DocumentRecord:
     """Check one decoded WikiExtractor object, or raise ``RecordError``."""
     if not isinstance(obj, dict):
         raise RecordError(line, "(json)", f"expected an object, got {json_kind(obj)}")
-    url = required_string(obj, "url", line).strip()
+    url = check_printable(required_string(obj, "url", line).strip(), line, "url")
     if len(url) > URL_MAX_CHARS:
         raise RecordError(line, "url", f"is {len(url)} characters, over {URL_MAX_CHARS}")
     parts = urlsplit(url)

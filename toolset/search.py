@@ -125,8 +125,9 @@ class SearchIndex:
         return self.path.is_dir() and tantivy.Index.exists(str(self.path))
 
     # --- reading ---------------------------------------------------------------------------
-    def search(self, query: str, limit: int = 10) -> list[SearchHit]:
-        """The best ``limit`` documents for ``query`` by BM25, best first, with snippets."""
+    def search(self, query: str, limit: int = 10, offset: int = 0) -> list[SearchHit]:
+        """The best ``limit`` documents for ``query`` by BM25 after the first ``offset``, best
+        first, with snippets (``rank`` counts from the best, offset included)."""
         words = query_words(query)
         if not words or limit < 1 or not self.exists():
             return []
@@ -140,7 +141,8 @@ class SearchIndex:
         snippets = tantivy.SnippetGenerator.create(searcher, parsed, index.schema, "body")
         snippets.set_max_num_chars(SNIPPET_MAX_CHARS)
         hits = []
-        for rank, (_score, address) in enumerate(searcher.search(parsed, limit).hits, start=1):
+        found = searcher.search(parsed, limit, count=False, offset=offset).hits
+        for rank, (_score, address) in enumerate(found, start=offset + 1):
             stored = searcher.doc(address)
             body = stored.get_first("body") or ""
             hits.append(

@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 1000
 # Concurrent repeats of one query in one session race for the same rank; the loser retries.
 RANK_ATTEMPTS = 5
+# Search serves the n-th ranked document to the n-th repeat of a query in a session; beyond this
+# rank it answers no result without searching (no one reads further, and each repeat would make
+# the index rank one document more).
+SEARCH_MAX_RANK = 100
 
 
 # --- documents --------------------------------------------------------------------------------
@@ -334,10 +338,10 @@ def _answers(tool: Tool, answer: Callable[[str], list[str]]) -> Callable[[_Call]
 def _search(call: _Call) -> list[ToolResult]:
     for _attempt in range(RANK_ATTEMPTS):
         rank = call.earlier_searches().count() + 1
-        hits = search_index().search(call.query, limit=rank)
+        hits = search_index().search(call.query, limit=1, offset=rank - 1) if rank <= SEARCH_MAX_RANK else []
         results = [
             ToolResult(tool=Tool.SEARCH, rank=hit.rank, title=hit.title, url=hit.url, snippet=hit.snippet)
-            for hit in hits[rank - 1 : rank]
+            for hit in hits
         ]
         try:
             with transaction.atomic():

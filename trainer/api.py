@@ -23,8 +23,11 @@ from rest_framework.response import Response
 
 from annotation.models import Campaign
 from dialogs.models import Purpose
+from groundwork.parsers import RowsField
 from trainer import services
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
+
+NAME_MAX_CHARS = ModelVersion._meta.get_field("name").max_length
 
 
 def permissions(*, read: str, write: str) -> type[BasePermission]:
@@ -41,7 +44,23 @@ def permissions(*, read: str, write: str) -> type[BasePermission]:
 
 
 def _refused(exc: services.TrainerError) -> ValidationError:
+    """400 naming the request's field at fault (``{"hyperparameters": [...]}``), else ``detail``."""
+    if exc.field:
+        return ValidationError({exc.field: [str(exc)]})
     return ValidationError({"detail": str(exc)})
+
+
+class ModelVersionNameField(serializers.SlugRelatedField):
+    """A model version by its name; a name no version can have (a NUL, which PostgreSQL cannot
+    even compare, or too long) is refused before it is looked up."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(slug_field="name", queryset=ModelVersion.objects.all(), **kwargs)
+
+    def to_internal_value(self, data: Any) -> ModelVersion:
+        if not isinstance(data, str) or "\x00" in data or len(data) > NAME_MAX_CHARS:
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 # --- datasets -----------------------------------------------------------------------------------
@@ -88,12 +107,12 @@ class DatasetVersionSerializer(serializers.ModelSerializer):
 
 class DatasetRequestSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=DatasetVersion.Kind.choices)
-    campaigns = serializers.PrimaryKeyRelatedField(queryset=Campaign.objects.all(), many=True, required=False)
-    tokenizer_source = serializers.SlugRelatedField(
-        slug_field="name", queryset=ModelVersion.objects.all(), required=False, allow_null=True
-    )
+    campaigns = RowsField(queryset=Campaign.objects.all(), required=False)
+    tokenizer_source = ModelVersionNameField(required=False, allow_null=True)
     validation_percent = serializers.IntegerField(min_value=0, max_value=50, default=10)
-    purposes = serializers.ListField(child=serializers.ChoiceField(choices=Purpose.choices), required=False)
+    purposes = serializers.ListField(
+        child=serializers.ChoiceField(choices=Purpose.choices), required=False, max_length=len(Purpose)
+    )
     thresholds = serializers.DictField(
         child=serializers.FloatField(min_value=0, max_value=1),
         required=False,
@@ -131,8 +150,9 @@ class DatasetViewSet(
             raise _refused(exc) from None
         return Response(self.get_serializer(dataset).data, status=status.HTTP_202_ACCEPTED)
 
+    # Routed in groundwork/urls.py (api:dataset-file), not by the router: the documented URL has
+    # no trailing slash, and a router route needs one.
     @extend_schema(responses={200: OpenApiTypes.BINARY})
-    @action(detail=True, methods=["get"], url_path=r"files/(?P<name>[\w.]+)", url_name="file")
     def file(self, request: Request, pk: str | None = None, name: str = "") -> FileResponse:
         dataset = self.get_object()
         try:
@@ -183,10 +203,8 @@ class TrainingJobSerializer(serializers.ModelSerializer):
 
 class TrainingRequestSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=TrainingJob.Kind.choices)
-    datasets = serializers.PrimaryKeyRelatedField(queryset=DatasetVersion.objects.all(), many=True)
-    base_model = serializers.SlugRelatedField(
-        slug_field="name", queryset=ModelVersion.objects.all(), required=False, allow_null=True
-    )
+    datasets = RowsField(queryset=DatasetVersion.objects.all())
+    base_model = ModelVersionNameField(required=False, allow_null=True)
     hyperparameters = serializers.DictField(required=False, default=dict)
 
 

@@ -10,6 +10,7 @@ from django import forms
 from annotation.models import Campaign
 from dialogs.models import Purpose
 from trainer import sources
+from trainer.hyperparameters import BOUNDS
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 
 TRAINING_CAMPAIGN_KINDS = (*sources.QUALITY_SAFETY_CAMPAIGNS, *sources.GROUNDEDNESS_CAMPAIGNS)
@@ -113,11 +114,19 @@ class TrainingJobForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text="Ready datasets of the kind the job trains on, rendered with one tokenizer.",
     )
-    steps = forms.IntegerField(min_value=1, max_value=1_000_000, initial=200)
-    learning_rate = forms.FloatField(min_value=1e-8, max_value=1.0, initial=1e-3)
-    batch_size = forms.IntegerField(min_value=1, max_value=4096, initial=16)
+    # The bounds every training job has (trainer.hyperparameters.BOUNDS).
+    steps = forms.IntegerField(min_value=BOUNDS["steps"][0], max_value=BOUNDS["steps"][1], initial=200)
+    learning_rate = forms.FloatField(
+        min_value=BOUNDS["learning_rate"][0], max_value=BOUNDS["learning_rate"][1], initial=1e-3
+    )
+    batch_size = forms.IntegerField(
+        min_value=BOUNDS["batch_size"][0], max_value=BOUNDS["batch_size"][1], initial=16
+    )
     checkpoint_every = forms.IntegerField(
-        min_value=1, max_value=1_000_000, initial=50, help_text="Steps between checkpoints (resume points)."
+        min_value=BOUNDS["checkpoint_every"][0],
+        max_value=BOUNDS["checkpoint_every"][1],
+        initial=50,
+        help_text="Steps between checkpoints (resume points).",
     )
 
     def service_kwargs(self) -> dict[str, Any]:

@@ -1,10 +1,51 @@
-"""Training hyperparameters: validated where a job is queued (the web process), used where it
-trains (a Celery worker). No torch here, so queueing a job does not load it."""
+"""Training hyperparameters and model sizes: validated where a job is queued (the web process),
+used where it trains (a Celery worker). No torch here, so queueing a job does not load it.
+
+Every number a person sets has bounds (``BOUNDS``, ``MODEL_SIZE_BOUNDS``), so that no request can
+queue a job that runs for years, allocates more memory than a machine has, or trains on NaN.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+# (least, most) of each hyperparameter; both ends allowed.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "steps": (1, 1_000_000),
+    "learning_rate": (1e-8, 1.0),
+    "batch_size": (1, 1024),
+    "max_length": (8, 4096),
+    "warmup_steps": (0, 1_000_000),
+    "weight_decay": (0.0, 1.0),
+    "checkpoint_every": (1, 1_000_000),
+    "seed": (0, 2**32 - 1),  # what numpy's and every other generator's seed takes
+    "report_every": (0.1, 3600.0),
+}
+# Tokens in one optimizer step (batch_size × max_length): what a step's activations grow with.
+MAX_TOKENS_PER_STEP = 262_144  # 64 × the default 16 × 256
+
+# Model sizes of a pretrain job (``hyperparameters.model``): (least, most) of each.
+MODEL_SIZE_BOUNDS: dict[str, tuple[int, int]] = {
+    "d_model": (8, 4096),
+    "n_layer": (1, 64),
+    "n_head": (1, 64),
+    "d_ff": (8, 16_384),
+}
+
+# Vocabulary size of a new tokenizer (``train_first_model --vocab-size``): at least the 256 bytes
+# and the special tokens, at most what an embedding row per token keeps reasonable.
+VOCAB_SIZE_BOUNDS = (300, 65_536)
+
+
+class HyperparameterError(ValueError):
+    """A bad hyperparameter: ``field`` names it (``steps``, ``model.d_model``), ``message`` says why."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"hyperparameter {field}: {message}")
+        self.field = field
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -23,32 +64,78 @@ class Hyperparameters:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Hyperparameters:
-        """Validated hyperparameters; an unknown name or a bad value is a ValueError naming it."""
+        """Validated hyperparameters; an unknown name or a bad value is a ``HyperparameterError``
+        (a ValueError) naming it."""
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ValueError(f"unknown hyperparameter(s): {', '.join(unknown)}; known: {', '.join(known)}")
+            raise HyperparameterError(unknown[0], f"unknown hyperparameter; known: {', '.join(known)}")
         values: dict[str, Any] = {}
         for name, value in data.items():
             default = getattr(cls, name)
-            kind = bool if default is None else type(default)  # bf16: a bool, or None for the default
-            try:
-                if kind is bool:
-                    if not isinstance(value, bool) and not (value is None and default is None):
-                        raise TypeError
-                    values[name] = value
-                else:
-                    values[name] = kind(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"hyperparameter {name}: expected {kind.__name__}, got {value!r}") from None
+            if default is None:  # bf16: a bool, or None for the default
+                if not isinstance(value, bool) and value is not None:
+                    raise HyperparameterError(name, f"expected bool, got {value!r}")
+                values[name] = value
+            else:
+                values[name] = _number(name, value, type(default), *BOUNDS[name])
         hp = cls(**values)
-        positive = ("steps", "learning_rate", "batch_size", "max_length", "checkpoint_every", "report_every")
-        for name in positive:
-            if getattr(hp, name) <= 0:
-                raise ValueError(f"hyperparameter {name} must be positive, got {getattr(hp, name)}")
-        if hp.max_length < 8:
-            raise ValueError("hyperparameter max_length must be at least 8")
+        if hp.batch_size * hp.max_length > MAX_TOKENS_PER_STEP:
+            raise HyperparameterError(
+                "batch_size",
+                f"batch_size × max_length must be at most {MAX_TOKENS_PER_STEP} tokens a step, "
+                f"got {hp.batch_size} × {hp.max_length}",
+            )
         return hp
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def model_sizes_from_dict(data: Any) -> dict[str, int]:
+    """The model sizes of a pretrain job, checked: integers within ``MODEL_SIZE_BOUNDS``, and
+    ``d_model`` a multiple of ``n_head``; else ``HyperparameterError`` naming ``model.<size>``."""
+    if not isinstance(data, dict):
+        raise HyperparameterError("model", f"must be an object of {', '.join(MODEL_SIZE_BOUNDS)}")
+    unknown = sorted(set(data) - set(MODEL_SIZE_BOUNDS))
+    if unknown:
+        raise HyperparameterError(
+            f"model.{unknown[0]}", f"unknown model size; known: {', '.join(MODEL_SIZE_BOUNDS)}"
+        )
+    sizes = {
+        name: _number(f"model.{name}", value, int, *MODEL_SIZE_BOUNDS[name]) for name, value in data.items()
+    }
+    if sizes.get("d_model", 256) % sizes.get("n_head", 4):
+        raise HyperparameterError("model.d_model", "must be a multiple of n_head")
+    return sizes
+
+
+def _number(field: str, value: Any, kind: type, least: float, most: float) -> Any:
+    """``value`` as an int or a float within [least, most]; a numeric string is taken (forms send
+    them), a bool, a fraction for an int, NaN or infinity are not."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value) if kind is float else _integer(value)
+    except (TypeError, ValueError, OverflowError):
+        raise HyperparameterError(field, f"expected {kind.__name__}, got {str(value)[:40]!r}") from None
+    if not math.isfinite(number):
+        raise HyperparameterError(field, f"must be a finite number, got {value!r}")
+    if not least <= number <= most:
+        raise HyperparameterError(field, f"must be between {least} and {most}, got {str(number)[:40]}")
+    return number
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, str):
+        value = value.strip()
+        if len(value) > 30:
+            raise ValueError
+        value = float(value) if any(c in value for c in ".eE") else int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise ValueError
+        return int(value)
+    if isinstance(value, int):
+        return value
+    raise TypeError

@@ -36,7 +36,13 @@ from annotation.models import Campaign
 from annotation.services import aggregate_campaign
 from groundwork import queueing
 from trainer import sources
-from trainer.hyperparameters import Hyperparameters
+from trainer.hyperparameters import (
+    MODEL_SIZE_BOUNDS,
+    VOCAB_SIZE_BOUNDS,
+    HyperparameterError,
+    Hyperparameters,
+    model_sizes_from_dict,
+)
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 
 if TYPE_CHECKING:
@@ -46,7 +52,12 @@ PROGRESS_EVERY_SECONDS = 1.0
 
 
 class TrainerError(Exception):
-    """A request the trainer refuses; the message says why, for the person who asked."""
+    """A request the trainer refuses; the message says why, for the person who asked, and
+    ``field`` names the request's field at fault when one is (``hyperparameters``)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _relative(path: Path) -> str:
@@ -104,7 +115,12 @@ def dataset_request(
     if kind not in DatasetVersion.Kind.values:
         raise TrainerError(f"kind must be one of {', '.join(DatasetVersion.Kind.values)}, not {kind!r}")
     if not 0 <= validation_percent <= 50:
-        raise TrainerError("validation_percent must be between 0 and 50")
+        raise TrainerError("validation_percent must be between 0 and 50", field="validation_percent")
+    least, most = VOCAB_SIZE_BOUNDS
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not least <= vocab_size <= most:
+        raise TrainerError(
+            f"vocab_size must be between {least} and {most}, got {vocab_size!r}", field="vocab_size"
+        )
     allowed = DATASET_CAMPAIGN_KINDS[kind]
     campaigns = list(campaigns)
     if kind in FROM_DIALOGS:
@@ -503,7 +519,7 @@ JOB_DATASET_KINDS = {
     ),
     TrainingJob.Kind.FINETUNE_GROUNDEDNESS: (DatasetVersion.Kind.GROUNDEDNESS,),
 }
-MODEL_SIZE_FIELDS = ("d_model", "n_layer", "n_head", "d_ff")
+MODEL_SIZE_FIELDS = tuple(MODEL_SIZE_BOUNDS)  # d_model, n_layer, n_head, d_ff
 
 
 def _split_hyperparameters(kind: str, hyperparameters: dict[str, Any]) -> tuple[Hyperparameters, dict]:
@@ -511,19 +527,13 @@ def _split_hyperparameters(kind: str, hyperparameters: dict[str, Any]) -> tuple[
     model = data.pop("model", None) or {}
     if model and kind != TrainingJob.Kind.PRETRAIN:
         raise TrainerError(
-            "model sizes (hyperparameters.model) are for pretrain jobs; a fine-tune keeps its base"
+            "model sizes (hyperparameters.model) are for pretrain jobs; a fine-tune keeps its base",
+            field="hyperparameters",
         )
-    if not isinstance(model, dict) or set(model) - set(MODEL_SIZE_FIELDS):
-        raise TrainerError(f"hyperparameters.model takes {', '.join(MODEL_SIZE_FIELDS)}")
-    for name, value in model.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise TrainerError(f"hyperparameters.model.{name} must be a positive integer, got {value!r}")
-    if model.get("d_model", 256) % model.get("n_head", 4):
-        raise TrainerError("hyperparameters.model.d_model must be a multiple of n_head")
     try:
-        return Hyperparameters.from_dict(data), model
-    except ValueError as exc:
-        raise TrainerError(str(exc)) from None
+        return Hyperparameters.from_dict(data), model_sizes_from_dict(model)
+    except HyperparameterError as exc:
+        raise TrainerError(str(exc), field="hyperparameters") from None
 
 
 @transaction.atomic
@@ -896,6 +906,12 @@ def first_model_ensure(
             current = model_serve(model=current)
         say(f"model {current.name} is there (in {current.path}); not training")
         return current
+    hyperparameters = {
+        "steps": steps or settings.FIRST_MODEL_STEPS,
+        "checkpoint_every": 100,
+        **({"model": model} if model else {}),
+    }
+    _split_hyperparameters(TrainingJob.Kind.PRETRAIN, hyperparameters)  # refused before any work
     say("exporting the pretrain dataset and training a tokenizer on the dialogs…")
     dataset = dataset_request(
         kind=DatasetVersion.Kind.PRETRAIN, purposes=purposes, vocab_size=vocab_size, enqueue=False
@@ -907,11 +923,7 @@ def first_model_ensure(
     job = training_request(
         kind=TrainingJob.Kind.PRETRAIN,
         datasets=[dataset],
-        hyperparameters={
-            "steps": steps or settings.FIRST_MODEL_STEPS,
-            "checkpoint_every": 100,
-            **({"model": model} if model else {}),
-        },
+        hyperparameters=hyperparameters,
         enqueue=False,
     )
     say(f"training job {job.pk}: {job.total_steps} steps…")

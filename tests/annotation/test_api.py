@@ -191,3 +191,59 @@ def test_submit_and_next_make_a_fixed_number_of_queries(worker_client) -> None:
         assignment_id = body["next"]["assignment_id"]
     assert counts[1] == counts[2] == counts[3], counts
     assert counts[1] <= 25, [q["sql"] for q in queries.captured_queries]
+
+
+# --- bad input: a JSON 4xx that names the field, never a 500 --------------------------------
+
+
+@pytest.mark.parametrize("value", ["²", "١", "abc", "-1", "0", "1.5", "99999999999999999999"])
+def test_a_campaign_parameter_that_is_no_campaign_id_is_a_400_naming_it(worker_client, value: str) -> None:
+    """``str.isdigit`` takes "²", which ``int`` refuses (a 500); ids are ASCII digits only."""
+    ssi_campaign(items=1)
+
+    response = worker_client.get(NEXT, {"campaign": value})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "campaign": [f"expected a whole number from 1 to 9223372036854775807, got {value!r}"]
+    }
+
+
+def test_a_campaign_parameter_that_is_a_campaign_id_leases_from_it(worker_client) -> None:
+    campaign = ssi_campaign(items=1)
+
+    response = worker_client.get(NEXT, {"campaign": str(campaign.pk)})
+
+    assert response.status_code == 200
+    assert response.json()["campaign"]["id"] == campaign.pk
+
+
+@pytest.mark.parametrize("action", ["skip", "submit"])
+@pytest.mark.parametrize("assignment_id", ["99999999999999999999", "9223372036854775808"])
+def test_an_assignment_id_beyond_64_bits_is_a_json_404(
+    worker_client, action: str, assignment_id: str
+) -> None:
+    """The hand-written SQL of the hot path took any number (SQLite: OverflowError, a 500)."""
+    ssi_campaign(items=1)
+
+    response = worker_client.post(
+        f"/api/v1/assignments/{assignment_id}/{action}", {"answers": {"sensible": "no"}}, format="json"
+    )
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+
+
+def test_tool_call_ids_beyond_64_bits_are_a_400_naming_the_field(worker_client) -> None:
+    ssi_campaign(items=1)
+    lease = worker_client.get(NEXT).json()["assignment_id"]
+
+    response = worker_client.post(
+        f"/api/v1/assignments/{lease}/submit",
+        {"answers": {"sensible": "no"}, "tool_call_ids": [2**63]},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert "less than or equal to 9223372036854775807" in str(response.json()["tool_call_ids"])
+    assert not Judgment.objects.exists()

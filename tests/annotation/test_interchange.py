@@ -548,3 +548,18 @@ def test_an_unknown_format_is_400_and_a_missing_campaign_404(ssi, users, api_cli
     assert bad.status_code == 400
     assert "not an export format" in bad.json()["detail"]
     assert missing.status_code == 404
+
+
+def test_an_item_key_or_rater_with_a_control_character_is_refused_over_http(ssi, users, api_client) -> None:
+    """Keys and raters are ids: a line break in one cannot be linked to or logged on one line."""
+    api_client.force_login(users[Role.ADMIN])
+    bad_key = line("a", "r1", "sensible", "yes")
+    bad_key["item"]["key"] = "a\nb"
+
+    response = post_ndjson(api_client, import_url(ssi), [bad_key, line("c", "r1\n", "sensible", "yes")])
+
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert [(e["line"], e["field"]) for e in errors] == [(1, "item.key"), (2, "rater")]
+    assert "contains a control character (U+000A)" in errors[0]["message"]
+    assert nothing_written()

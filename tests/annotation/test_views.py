@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from annotation import selectors, services
+from annotation import chat, selectors, services, tasks
 from annotation.models import Assignment, Campaign, Item, Judgment, WorkerQuality
 from annotation.questions import SSI
 from annotation.services import DialogFilters
@@ -426,3 +426,32 @@ def test_anonymous_visitors_are_sent_to_log_in(client) -> None:
 
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/")
+
+
+# --- the chat page's query string -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("after", ["²", "x", "-1", "99999999999999999999"])
+def test_a_chat_poll_after_no_turn_index_is_a_400_naming_it(client, worker, after: str) -> None:
+    """``after`` is the last turn the page shows; "²" passed ``isdigit`` and broke ``int`` (500)."""
+    started = chat.chat_start(worker=worker, purpose="quality")
+
+    response = client.get(f"/work/chat/{started.pk}/", {"after": after}, **HTMX)
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "after": [f"expected a whole number from 0 to 9223372036854775807, got {after!r}"]
+    }
+
+
+def test_a_chat_poll_after_a_turn_shows_only_the_later_turns(client, worker, settings) -> None:
+    settings.GROUNDWORK_RESPONDER = "tests.annotation.test_chat.fixed_responder"
+    started = chat.chat_start(worker=worker, purpose="quality")
+    chat.chat_say(chat=started, worker=worker, text="First message")
+    tasks.respond_task(started.dialog_id)
+
+    response = client.get(f"/work/chat/{started.pk}/", {"after": "0"}, **HTMX)
+
+    assert response.status_code == 200
+    assert "First message" not in text(response)
+    assert "That is a fine question" in text(response)

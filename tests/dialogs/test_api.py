@@ -331,3 +331,95 @@ def test_an_export_of_an_unknown_purpose_is_refused(
     assert "purpose" in response.json()
     assert DialogExport.objects.count() == 0
     assert callbacks == []
+
+
+# --- ids that could not be linked to ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bad_id", "codepoint"),
+    [
+        ("a\nb", "U+000A"),
+        ("tab\there", "U+0009"),
+        ("bell\x07", "U+0007"),
+        ("c1\x85", "U+0085"),
+        ("ls\u2028", "U+2028"),
+    ],
+)
+def test_an_id_with_a_control_character_is_refused_and_the_dialog_pages_keep_working(
+    admin_client: APIClient, client: Any, users: dict[Role, Any], bad_id: str, codepoint: str
+) -> None:
+    """A line break in an id was stored, and then /dialogs/ could not link to it: a 500 for all."""
+    response = admin_client.post(DIALOGS, [dialog("fine", "Hi"), dialog(bad_id, "Hi")], format="json")
+
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert (error["line"], error["field"]) == (2, "id")
+    assert f"contains a control character ({codepoint})" in error["message"]
+    assert not Dialog.objects.exists()
+    client.force_login(users[Role.ADMIN])
+    assert client.get("/dialogs/").status_code == 200
+
+
+def test_role_and_model_version_with_a_control_character_are_refused(admin_client: APIClient) -> None:
+    lines = [
+        json.dumps({**dialog("a", "Hi"), "model_version": "v1\r\n"}),
+        json.dumps({**dialog("b", "Hi"), "role": "everest\t"}),
+    ]
+
+    response = admin_client.post(DIALOGS, "\n".join(lines), content_type="application/x-ndjson")
+
+    assert response.status_code == 400
+    assert [(e["line"], e["field"]) for e in response.json()["errors"]] == [(1, "model_version"), (2, "role")]
+
+
+def test_an_id_with_dots_is_not_read_as_a_format_suffix(admin_client: APIClient) -> None:
+    """DRF's router took /dialogs/d.json as the dialog "d" in the format json."""
+    dialog_with_turns(["Hi"], external_id="d")
+    dialog_with_turns(["Hello"], external_id="d.json")
+
+    response = admin_client.get(f"{DIALOGS}d.json", follow=True)
+
+    assert response.status_code == 200
+    assert response.json()["id"] == "d.json"
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "message"),
+    [
+        ("source=a%00b", "source", "contains a control character"),
+        (
+            "purpose=chitchat",
+            "purpose",
+            "expected one of quality, safety, groundedness, role, pretrain, got 'chitchat'",
+        ),
+    ],
+)
+def test_a_list_filter_that_can_match_nothing_is_a_400_naming_it(
+    admin_client: APIClient, query: str, field: str, message: str
+) -> None:
+    """A NUL in ?source= reached PostgreSQL, which cannot compare it: a 500."""
+    response = admin_client.get(f"{DIALOGS}?{query}")
+
+    assert response.status_code == 400
+    assert response.json() == {field: [message]}
+
+
+def test_a_dialog_id_with_a_nul_is_a_json_404(admin_client: APIClient) -> None:
+    response = admin_client.get(f"{DIALOGS}a%00b/")
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+
+
+def test_meta_that_postgresql_cannot_store_is_refused_naming_it(admin_client: APIClient) -> None:
+    """A key with an unpaired surrogate passed the check (dumps escaped it) and failed the insert."""
+    body = json.dumps({**dialog("m", "Hi"), "meta": {"\ud800": 1}})  # JSON escapes it: "\\ud800"
+
+    response = admin_client.post(DIALOGS, body, content_type="application/json")
+
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert (error["line"], error["field"]) == (1, "meta")
+    assert "unpaired surrogate" in error["message"]
+    assert not Dialog.objects.exists()

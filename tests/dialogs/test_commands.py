@@ -156,3 +156,29 @@ def test_load_demo_dialogs_imports_chatterbot_conversations_once() -> None:
     assert "0 imported" in again.getvalue()
     assert f"{total} already present" in again.getvalue()
     assert (Dialog.objects.count(), Turn.objects.count()) == (total, turns)
+
+
+def test_import_dialogs_reports_a_too_deeply_nested_line_and_writes_nothing(tmp_path: Path) -> None:
+    """json.loads hit Python's recursion limit: a RecursionError and a traceback, not a message."""
+    path = tmp_path / "deep.jsonl"
+    path.write_text(json.dumps(dialog("d1", "Hi")) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
+    stderr = io.StringIO()
+
+    with pytest.raises(CommandError, match="1 bad line"):
+        call_command("import_dialogs", str(path), stdout=io.StringIO(), stderr=stderr)
+
+    assert f"{path}:2: (json): not valid JSON: arrays and objects are nested more than 64 levels deep" in (
+        stderr.getvalue()
+    )
+    assert Dialog.objects.count() == 0
+
+
+def test_import_dialogs_refuses_an_id_with_a_control_character(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "ids.jsonl", dialog("d1", "Hi"), dialog("d\n2", "Hi"))
+    stderr = io.StringIO()
+
+    with pytest.raises(CommandError, match="nothing was imported"):
+        call_command("import_dialogs", str(path), stdout=io.StringIO(), stderr=stderr)
+
+    assert f"{path}:2: id: contains a control character (U+000A) at character 2" in stderr.getvalue()
+    assert Dialog.objects.count() == 0

@@ -114,6 +114,16 @@ def test_an_unknown_dialog_is_404(users: dict[Role, Any], transcript: Dialog) ->
     assert client.get("/dialogs/city:tour/").status_code == 404
 
 
+@pytest.mark.parametrize("path", ["/dialogs/a%00b/", "/dialogs/a%0Ab/"])
+def test_a_dialog_id_with_a_control_character_is_404_not_a_database_error(
+    users: dict[Role, Any], transcript: Dialog, path: str
+) -> None:
+    """PostgreSQL cannot even compare a NUL: the lookup was a 500. No id holds one."""
+    client = logged_in(users[Role.ADMIN])
+
+    assert client.get(path).status_code == 404
+
+
 def test_a_crowdworker_is_refused(users: dict[Role, Any], transcript: Dialog) -> None:
     client = logged_in(users[Role.CROWDWORKER])
 

@@ -10,7 +10,8 @@ from django.urls import reverse
 
 from groundwork.roles import Role
 from toolset.models import Document, ToolCall
-from toolset.services import search_index
+from toolset.search import SearchIndex
+from toolset.services import SEARCH_MAX_RANK, search_index
 from toolset.tasks import sync_search_index
 
 pytestmark = pytest.mark.django_db
@@ -209,3 +210,40 @@ def test_the_repeat_cursor_is_each_users_own(corpus: Any, users: Any, api_client
     assert sorted(ToolCall.objects.values_list("actor_user__username", "rank")) == sorted(
         [(users[Role.ADMIN].username, r) for r in (1, 2, 3)] + [(users[Role.RESEARCHER].username, 1)]
     )
+
+
+def test_a_url_with_a_control_character_is_refused_naming_line_and_field(users: Any, api_client: Any) -> None:
+    api_client.force_login(users[Role.ADMIN])
+
+    response = api_client.post(
+        IMPORT_URL, [wiki_line(1), wiki_line(2, url="https://example.org/a\x07b")], format="json"
+    )
+
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert (error["line"], error["field"]) == (2, "url")
+    assert "contains a control character (U+0007)" in error["message"]
+    assert Document.objects.count() == 0
+
+
+def test_the_repeat_cursor_answers_nothing_past_the_last_rank_without_searching(
+    corpus: Any, users: Any, api_client: Any, monkeypatch: Any
+) -> None:
+    """The n-th repeat of a query ranked n documents: unbounded work for a client that repeats."""
+    worker = users[Role.CROWDWORKER]
+    ToolCall.objects.bulk_create(
+        ToolCall(session="s", query="cat", tool="search", rank=rank, actor_user=worker)
+        for rank in range(1, SEARCH_MAX_RANK + 1)
+    )
+
+    def no_search(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("searched past the last rank")
+
+    monkeypatch.setattr(SearchIndex, "search", no_search)
+    api_client.force_login(worker)
+
+    response = api_client.post(URL, {"query": "cat", "session": "s", "tool": "search"}, format="json")
+
+    assert response.status_code == 200, response.content
+    assert response.json() == {"results": []}
+    assert ToolCall.objects.filter(session="s", rank=SEARCH_MAX_RANK + 1, results=[]).exists()

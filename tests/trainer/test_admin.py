@@ -327,6 +327,28 @@ def test_a_refused_retrain_shows_the_services_reason(client, users, artifacts) -
     assert not TrainingJob.objects.exists()
 
 
+def test_a_retrain_beyond_the_bounds_of_every_job_is_refused_on_the_form(client, users, artifacts) -> None:
+    """The form's bounds are the jobs' (trainer.hyperparameters.BOUNDS): 2048 passed it before."""
+    dataset = ready_dataset(artifacts)
+    client.force_login(users[Role.RESEARCHER])
+
+    response = client.post(
+        url("trainingjob_add"),
+        {
+            "kind": "pretrain",
+            "datasets": [dataset.pk],
+            "steps": 200,
+            "learning_rate": 0.001,
+            "batch_size": 2048,
+            "checkpoint_every": 50,
+        },
+    )
+
+    assert response.status_code == 200
+    assert "Ensure this value is less than or equal to 1024." in response.content.decode()
+    assert not TrainingJob.objects.exists()
+
+
 def test_the_job_page_draws_the_loss_curve_and_polls_while_running(client, users) -> None:
     job = job_with_history(points=1000)
     client.force_login(users[Role.RESEARCHER])

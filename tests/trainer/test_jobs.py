@@ -102,7 +102,7 @@ def test_training_requests_are_checked() -> None:
         services.training_request(kind="finetune_quality_safety", datasets=[pretrain])
     with pytest.raises(services.TrainerError, match="unknown hyperparameter"):
         services.training_request(kind="pretrain", datasets=[pretrain], hyperparameters={"stepz": 3})
-    with pytest.raises(services.TrainerError, match="steps must be positive"):
+    with pytest.raises(services.TrainerError, match="steps: must be between 1 and 1000000, got 0"):
         services.training_request(kind="pretrain", datasets=[pretrain], hyperparameters={"steps": 0})
     with pytest.raises(services.TrainerError, match="for pretrain jobs"):
         services.training_request(
