@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
-from django.db.models import Subquery
+from django.db.models import QuerySet, Subquery
 from django.utils import timezone
 
-from annotation.models import Assignment, Campaign, Item, WorkerQuality
+from annotation import rules
+from annotation.models import Assignment, Campaign, Item, Rewrite, WorkerQuality
 from annotation.questions import campaign_questions
 from dialogs.models import Candidate
 from toolset.models import Tool, ToolCall
@@ -136,3 +138,47 @@ def research_calls(assignment: Assignment) -> list[ToolCall]:
             session=research_session(assignment), tool=Tool.SEARCH, actor_user_id=assignment.worker_id
         ).order_by("id")
     )
+
+
+# --- what the trainer reads: consensus labels and researched rewrites ----------------------------
+
+
+def labelled_items(*, campaigns: Sequence[Campaign]) -> QuerySet[Item]:
+    """The normal items of ``campaigns`` that have consensus labels, by id, each with its
+    campaign, turn and dialog (none for imported items) and its labels."""
+    return (
+        Item.objects.filter(campaign__in=campaigns, kind=Item.Kind.NORMAL, labels__isnull=False)
+        .distinct()
+        .select_related("turn__dialog", "campaign")
+        .prefetch_related("labels")
+        .order_by("pk")
+    )
+
+
+def unsafe_items(*, campaigns: Sequence[Campaign]) -> QuerySet[Item]:
+    """The items of the safety campaigns among ``campaigns`` whose consensus says unsafe, by id."""
+    return Item.objects.filter(
+        campaign__in=[c for c in campaigns if c.kind == Campaign.Kind.SAFETY],
+        labels__attribute=rules.UNSAFE,
+        labels__label=1,
+    ).order_by("pk")
+
+
+def researched_rewrites(*, campaigns: Sequence[Campaign]) -> QuerySet[Rewrite]:
+    """The rewrites of ``campaigns`` that came from research: the response claims something about
+    the world that is not common knowledge, and the rater rewrote it; by id, each with its item,
+    turn and dialog."""
+    return (
+        Rewrite.objects.filter(
+            assignment__item__campaign__in=campaigns, claims_external=True, common_knowledge=False
+        )
+        .exclude(text="")
+        .select_related("assignment__item__turn__dialog")
+        .order_by("pk")
+    )
+
+
+def rewrite_searches(rewrite: Rewrite) -> list[ToolCall]:
+    """The searches of a rewrite's research (its tool calls), in the order they were made."""
+    calls = ToolCall.objects.filter(pk__in=rewrite.tool_call_ids, tool=Tool.SEARCH)
+    return list(calls.order_by("created_at", "pk"))

@@ -201,11 +201,11 @@ def dialogs_export_file(*, path: Path, purpose: str = "") -> int:
 
 def dialog_export_request(*, requested_by: Any, purpose: str = "") -> DialogExport:
     """Queue an export of the dialogs (of one purpose, or all) for a Celery worker."""
-    from dialogs.tasks import run_dialog_export
-
     export = DialogExport.objects.create(requested_by=requested_by, purpose=purpose)
     # If the broker cannot take it, the request leaves no export behind (a 503).
-    queueing.enqueue(run_dialog_export, export.pk, undo=DialogExport.objects.filter(pk=export.pk).delete)
+    queueing.enqueue(
+        "dialogs.tasks.run_dialog_export", export.pk, undo=DialogExport.objects.filter(pk=export.pk).delete
+    )
     return export
 
 

@@ -1,7 +1,9 @@
 """Handing work to the Celery workers, the one way every app does it.
 
 - ``enqueue`` sends a task after the transaction that asked for it commits (the worker must find
-  the rows it is about); when the broker cannot take it, the request's rows are undone and
+  the rows it is about). The task is named by its registered name (``"trainer.tasks.train_task"``),
+  so a service never imports its app's ``tasks`` module, which imports the service (a task object
+  works too). When the broker cannot take it, the request's rows are undone and
   ``TaskQueueUnavailable`` says so (``TaskQueueUnavailableMiddleware``: a JSON 503 for the API,
   a page for people): no row is left ``pending`` for work that was never queued.
 - ``JobTask`` is the base of tasks that carry a job row (a dataset build, an export, a chat
@@ -45,40 +47,56 @@ class TaskQueueUnavailable(Exception):
 class Queued:
     """What ``enqueue`` registers to run after commit: sends ``task(*args)`` to the broker."""
 
-    task: Any
+    task: Any  # the task's registered name, or the task itself
     args: tuple[Any, ...]
     queue: str | None = None
     undo: Callable[[], Any] | None = None
     best_effort: bool = False
 
+    @property
+    def task_name(self) -> str:
+        return self.task if isinstance(self.task, str) else self.task.name
+
     def __call__(self) -> None:
         try:
-            self.task.apply_async(
+            self._signature().apply_async(
                 args=self.args, queue=self.queue, retry=True, retry_policy=PUBLISH_RETRY_POLICY
             )
         except OperationalError as exc:
             if self.best_effort:
-                logger.warning("could not queue %s%r (left for later): %s", self.task.name, self.args, exc)
+                logger.warning("could not queue %s%r (left for later): %s", self.task_name, self.args, exc)
                 return
-            logger.error("could not queue %s%r: %s", self.task.name, self.args, exc)
+            logger.error("could not queue %s%r: %s", self.task_name, self.args, exc)
             if self.undo is not None:
                 with transaction.atomic():
                     self.undo()
             raise TaskQueueUnavailable() from exc
 
+    def _signature(self) -> Any:
+        """A name becomes the app's signature of that task: the task itself where this process
+        registered it (its options and ``task_always_eager`` hold), else a message sent by name
+        (a web process, which never imports the workers' task modules)."""
+        if not isinstance(self.task, str):
+            return self.task
+        from groundwork.celery import app
+
+        return app.signature(self.task)
+
 
 def enqueue(
-    task: Any,
+    task: str | Task,
     *args: Any,
     queue: str | None = None,
     undo: Callable[[], Any] | None = None,
     best_effort: bool = False,
 ) -> None:
     """Send ``task(*args)`` (to ``queue``, else the task's own) once the current transaction
-    commits, or at once outside one. If the broker cannot take it, ``undo`` removes what was
-    written for it, in a transaction of its own, and ``TaskQueueUnavailable`` is raised to the
-    caller (out of its ``transaction.atomic`` block, after the commit) — unless the work is
-    ``best_effort``: derived data that is recomputed elsewhere anyway, whose loss is only logged."""
+    commits, or at once outside one. ``task`` is its registered name, ``"<app>.tasks.<function>"``
+    (``tests/groundwork/test_queueing.py`` checks that every name enqueued is a task). If the
+    broker cannot take it, ``undo`` removes what was written for it, in a transaction of its own,
+    and ``TaskQueueUnavailable`` is raised to the caller (out of its ``transaction.atomic`` block,
+    after the commit) — unless the work is ``best_effort``: derived data that is recomputed
+    elsewhere anyway, whose loss is only logged."""
     transaction.on_commit(Queued(task, args, queue=queue, undo=undo, best_effort=best_effort))
 
 

@@ -193,9 +193,7 @@ def search_index_sync_later(*, urls: list[str]) -> None:
     """After commit, bring these URLs' index entries in step with the database (a task). Should
     the broker fail between the import's check and its commit, the log says so and
     ``manage.py rebuild_search_index`` brings the index in step."""
-    from toolset.tasks import sync_search_index
-
-    queueing.enqueue(sync_search_index, urls, best_effort=True)
+    queueing.enqueue("toolset.tasks.sync_search_index", urls, best_effort=True)
 
 
 def search_index_sync(*, urls: Iterable[str]) -> int:

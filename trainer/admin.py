@@ -4,7 +4,7 @@ Admins may watch; only researchers trigger. Everyone with the view permissions r
 and the pages (progress polled with htmx, the loss curve, metrics, lineage, downloads); exporting
 needs ``trainer.export_datasetversion``, retraining and cancelling ``trainer.run_trainingjob``,
 choosing the serving model ``trainer.serve_modelversion``. No row is edited or deleted here:
-every write goes through ``trainer.services``.
+every write goes through ``trainer.services.requests``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from trainer import services
+from trainer import selectors
 from trainer.forms import DatasetExportForm, TrainingJobForm
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
+from trainer.services import requests
 
 EXPORT_PERMISSION = "trainer.export_datasetversion"
 RUN_PERMISSION = "trainer.run_trainingjob"
@@ -200,7 +201,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 obj = service(**form.service_kwargs(), created_by=request.user)
-            except services.TrainerError as exc:
+            except requests.TrainerError as exc:
                 form.add_error(None, str(exc))
             else:
                 self.log_addition(request, obj, [{"added": {}}])
@@ -290,7 +291,7 @@ class DatasetVersionAdmin(ReadOnlyAdmin):
             *super().get_urls(),
         ]
 
-    # The add page: "Export dataset", calling services.dataset_request.
+    # The add page: "Export dataset", calling requests.dataset_request.
 
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
@@ -298,7 +299,7 @@ class DatasetVersionAdmin(ReadOnlyAdmin):
         return self._request_page(
             request,
             DatasetExportForm(request.POST or None),
-            services.dataset_request,
+            requests.dataset_request,
             noun="Dataset",
             title="Export dataset",
             submit="Export dataset",
@@ -354,9 +355,9 @@ class DatasetVersionAdmin(ReadOnlyAdmin):
 
     def _manifest(self, dataset: DatasetVersion) -> str:
         try:
-            text = services.dataset_file(dataset, "manifest.json").read_text(encoding="utf-8")
+            text = requests.dataset_file(dataset, "manifest.json").read_text(encoding="utf-8")
             return json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False)
-        except (services.TrainerError, OSError, ValueError):
+        except (requests.TrainerError, OSError, ValueError):
             return ""
 
     def progress_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -367,9 +368,9 @@ class DatasetVersionAdmin(ReadOnlyAdmin):
         """One file of a ready dataset, as an attachment."""
         dataset = self._visible(request, object_id)
         try:
-            file_path = services.dataset_file(dataset, name)
+            file_path = requests.dataset_file(dataset, name)
             handle = file_path.open("rb")
-        except (services.TrainerError, OSError) as exc:
+        except (requests.TrainerError, OSError) as exc:
             raise Http404(str(exc)) from None
         return FileResponse(handle, as_attachment=True, filename=f"dataset-{dataset.pk}-{name}")
 
@@ -430,7 +431,7 @@ class TrainingJobAdmin(ReadOnlyAdmin):
             *super().get_urls(),
         ]
 
-    # The add page: "Retrain", calling services.training_request.
+    # The add page: "Retrain", calling requests.training_request.
 
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
@@ -440,7 +441,7 @@ class TrainingJobAdmin(ReadOnlyAdmin):
         return self._request_page(
             request,
             form,
-            services.training_request,
+            requests.training_request,
             noun="Training job",
             title="Retrain",
             submit="Start training",
@@ -477,12 +478,12 @@ class TrainingJobAdmin(ReadOnlyAdmin):
 
     @method_decorator(require_POST)
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """Cancel the job (services.training_cancel): at once when queued, soon when running."""
+        """Cancel the job (requests.training_cancel): at once when queued, soon when running."""
         self._require(request, RUN_PERMISSION)
         job = self._visible(request, object_id)
         try:
-            job = services.training_cancel(job=job, by=request.user)
-        except services.TrainerError as exc:
+            job = requests.training_cancel(job=job, by=request.user)
+        except requests.TrainerError as exc:
             notice, level = str(exc), messages.WARNING
         else:
             notice = (
@@ -535,6 +536,9 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         "created_at",
     ]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ModelVersion]:
+        return super().get_queryset(request).select_related("parent", "job")
+
     @admin.display(description="job")
     def job_link(self, version: ModelVersion) -> str:
         if version.job_id is None:
@@ -573,45 +577,39 @@ class ModelVersionAdmin(ReadOnlyAdmin):
     def _lineage(self, request: HttpRequest, version: ModelVersion) -> list[dict[str, Any]]:
         """The version and its ancestors up to the root, each with its job, datasets and campaigns."""
         show_campaigns = request.user.has_perm("annotation.view_campaign")
-        chain: list[dict[str, Any]] = []
-        seen: set[int] = set()
-        current: ModelVersion | None = version
-        while current is not None and current.pk not in seen:
-            seen.add(current.pk)
-            job = current.job
-            datasets = list(job.datasets.prefetch_related("campaigns").order_by("pk")) if job else []
-            chain.append(
-                {
-                    "version": current,
-                    "url": self._url("change", current.pk),
-                    "job": job,
-                    "job_url": reverse("admin:trainer_trainingjob_change", args=[job.pk]) if job else "",
-                    "datasets": [
-                        {
-                            "dataset": dataset,
-                            "url": reverse("admin:trainer_datasetversion_change", args=[dataset.pk]),
-                            "campaigns": format_html_join(
-                                ", ",
-                                '<a href="{}">{}</a>' if show_campaigns else "{1}",
-                                (
-                                    (reverse("admin:annotation_campaign_change", args=[c.pk]), c.name)
-                                    for c in dataset.campaigns.all()
-                                ),
+        return [
+            {
+                "version": current,
+                "url": self._url("change", current.pk),
+                "job": current.job,
+                "job_url": reverse("admin:trainer_trainingjob_change", args=[current.job_id])
+                if current.job_id
+                else "",
+                "datasets": [
+                    {
+                        "dataset": dataset,
+                        "url": reverse("admin:trainer_datasetversion_change", args=[dataset.pk]),
+                        "campaigns": format_html_join(
+                            ", ",
+                            '<a href="{}">{}</a>' if show_campaigns else "{1}",
+                            (
+                                (reverse("admin:annotation_campaign_change", args=[c.pk]), c.name)
+                                for c in dataset.campaigns.all()
                             ),
-                        }
-                        for dataset in datasets
-                    ],
-                }
-            )
-            current = ModelVersion.objects.select_related("job").filter(pk=current.parent_id).first()
-        return chain
+                        ),
+                    }
+                    for dataset in (current.job.datasets.all() if current.job_id else [])
+                ],
+            }
+            for current in selectors.lineage(version)
+        ]
 
     @method_decorator(require_POST)
     def serve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """Make this version the serving one (services.model_serve)."""
+        """Make this version the serving one (requests.model_serve)."""
         self._require(request, SERVE_PERMISSION)
         version = self._visible(request, object_id)
-        version = services.model_serve(model=version)
+        version = requests.model_serve(model=version)
         self.message_user(request, f"{version.name} serves now.", messages.SUCCESS)
         return HttpResponseRedirect(self._url("change", version.pk))
 
@@ -621,5 +619,5 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         if len(versions) != 1:
             self.message_user(request, "Choose exactly one model version to serve.", messages.WARNING)
             return
-        version = services.model_serve(model=versions[0])
+        version = requests.model_serve(model=versions[0])
         self.message_user(request, f"{version.name} serves now.", messages.SUCCESS)

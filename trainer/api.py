@@ -24,8 +24,9 @@ from rest_framework.response import Response
 from annotation.models import Campaign
 from dialogs.models import Purpose
 from groundwork.parsers import RowsField
-from trainer import services
+from trainer import selectors
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
+from trainer.services import requests
 
 NAME_MAX_CHARS = ModelVersion._meta.get_field("name").max_length
 
@@ -43,7 +44,7 @@ def permissions(*, read: str, write: str) -> type[BasePermission]:
     return TrainerPermission
 
 
-def _refused(exc: services.TrainerError) -> ValidationError:
+def _refused(exc: requests.TrainerError) -> ValidationError:
     """400 naming the request's field at fault (``{"hyperparameters": [...]}``), else ``detail``."""
     if exc.field:
         return ValidationError({exc.field: [str(exc)]})
@@ -137,7 +138,7 @@ class DatasetViewSet(
         form.is_valid(raise_exception=True)
         data = form.validated_data
         try:
-            dataset = services.dataset_request(
+            dataset = requests.dataset_request(
                 kind=data["kind"],
                 campaigns=data.get("campaigns", []),
                 tokenizer_source=data.get("tokenizer_source"),
@@ -146,7 +147,7 @@ class DatasetViewSet(
                 thresholds=data.get("thresholds"),
                 created_by=request.user,
             )
-        except services.TrainerError as exc:
+        except requests.TrainerError as exc:
             raise _refused(exc) from None
         return Response(self.get_serializer(dataset).data, status=status.HTTP_202_ACCEPTED)
 
@@ -156,8 +157,8 @@ class DatasetViewSet(
     def file(self, request: Request, pk: str | None = None, name: str = "") -> FileResponse:
         dataset = self.get_object()
         try:
-            path = services.dataset_file(dataset, name)
-        except services.TrainerError as exc:
+            path = requests.dataset_file(dataset, name)
+        except requests.TrainerError as exc:
             raise Http404(str(exc)) from None
         return FileResponse(open(path, "rb"), as_attachment=True, filename=f"dataset-{dataset.pk}-{name}")
 
@@ -223,14 +224,14 @@ class TrainingJobViewSet(
         form.is_valid(raise_exception=True)
         data = form.validated_data
         try:
-            job = services.training_request(
+            job = requests.training_request(
                 kind=data["kind"],
                 datasets=data["datasets"],
                 base_model=data.get("base_model"),
                 hyperparameters=data["hyperparameters"],
                 created_by=request.user,
             )
-        except services.TrainerError as exc:
+        except requests.TrainerError as exc:
             raise _refused(exc) from None
         return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
 
@@ -238,13 +239,22 @@ class TrainingJobViewSet(
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         try:
-            job = services.training_cancel(job=self.get_object(), by=request.user)
-        except services.TrainerError as exc:
+            job = requests.training_cancel(job=self.get_object(), by=request.user)
+        except requests.TrainerError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(self.get_serializer(job).data)
 
 
 # --- model versions -----------------------------------------------------------------------------
+
+
+class ModelVersionListSerializer(serializers.ListSerializer):
+    """A list of model versions, whose ancestors are read once for the whole list."""
+
+    def to_representation(self, data: Any) -> list[dict[str, Any]]:
+        versions = list(data.all() if hasattr(data, "all") else data)
+        self.context["ancestors"] = selectors.ancestors(versions)
+        return super().to_representation(versions)
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
@@ -253,6 +263,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ModelVersion
+        list_serializer_class = ModelVersionListSerializer
         fields = [
             "id",
             "name",
@@ -271,16 +282,14 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         """The job that made it, its datasets and their campaigns, and the chain of parents."""
         job = version.job
         datasets = list(job.datasets.all()) if job else []
-        ancestors, parent = [], version.parent
-        while parent is not None:
-            ancestors.append(parent.name)
-            parent = parent.parent
+        known = self.context.get("ancestors") or {}
+        ancestors = known[version.pk] if version.pk in known else selectors.ancestors([version])[version.pk]
         return {
             "job": job.pk if job else None,
             "job_kind": job.kind if job else None,
             "datasets": [d.pk for d in datasets],
             "campaigns": sorted({c.pk for d in datasets for c in d.campaigns.all()}),
-            "ancestors": ancestors,
+            "ancestors": [ancestor.name for ancestor in ancestors],
         }
 
 
@@ -296,5 +305,5 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
     @extend_schema(request=None, responses={200: ModelVersionSerializer})
     @action(detail=True, methods=["post"])
     def serve(self, request: Request, pk: str | None = None) -> Response:
-        version = services.model_serve(model=self.get_object())
+        version = requests.model_serve(model=self.get_object())
         return Response(self.get_serializer(version).data)

@@ -1,5 +1,5 @@
 """The researcher's forms: export a dataset, retrain a model. They only validate; the admin views
-hand ``service_kwargs()`` to ``trainer.services`` (``dataset_request``, ``training_request``)."""
+hand ``service_kwargs()`` to ``trainer.services.requests`` (``dataset_request``, ``training_request``)."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ class DatasetExportForm(forms.Form):
     THRESHOLDS = ("safe", "sensible", "specific", "interesting")
 
     def service_kwargs(self) -> dict[str, Any]:
-        """The arguments of ``services.dataset_request`` (but ``created_by``)."""
+        """The arguments of ``requests.dataset_request`` (but ``created_by``)."""
         data = self.cleaned_data
         kwargs = {
             "kind": data["kind"],
@@ -130,7 +130,7 @@ class TrainingJobForm(forms.Form):
     )
 
     def service_kwargs(self) -> dict[str, Any]:
-        """The arguments of ``services.training_request`` (but ``created_by``)."""
+        """The arguments of ``requests.training_request`` (but ``created_by``)."""
         data = self.cleaned_data
         return {
             "kind": data["kind"],

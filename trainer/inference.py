@@ -5,9 +5,9 @@ Annotation's chat reaches it through ``settings.GROUNDWORK_RESPONDER`` (a dotted
 the research loop); here the serving model is loaded (once per process and version), the dialog
 read, the toolset asked, and the turn written with every candidate through ``dialogs.services``.
 
-What a model version can do follows from its lineage: discriminators once a
-``finetune_quality_safety`` job is among its ancestors (else candidates are ranked by
-likelihood), the research loop once a ``finetune_groundedness`` job is.
+What a model version can do follows from its lineage (``trainer.selectors.lineage_kinds``):
+discriminators once a ``finetune_quality_safety`` job is among its ancestors (else candidates are
+ranked by likelihood), the research loop once a ``finetune_groundedness`` job is.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from django.conf import settings
 from dialogs import services as dialogs_services
 from dialogs.models import Dialog, Turn
 from toolset.services import toolset_query
-from trainer import sampling
+from trainer import sampling, selectors
 from trainer import tokenizer as tokenizers
 from trainer.models import ModelVersion, TrainingJob
 
@@ -34,17 +34,6 @@ class NoModel(Exception):
     """No model version serves yet."""
 
 
-def lineage_kinds(version: ModelVersion) -> set[str]:
-    """The kinds of the training jobs that made ``version`` and its ancestors."""
-    kinds: set[str] = set()
-    current: ModelVersion | None = version
-    while current is not None:
-        if current.job_id is not None:
-            kinds.add(current.job.kind)
-        current = current.parent
-    return kinds
-
-
 def scorer_for(version: ModelVersion) -> sampling.Scorer:
     """The loaded model of ``version`` (kept for the next turn; one version at a time)."""
     from trainer.modeling import GroundworkForCausalLM
@@ -53,7 +42,7 @@ def scorer_for(version: ModelVersion) -> sampling.Scorer:
         if version.name not in _loaded:
             model = GroundworkForCausalLM.from_pretrained(str(version.path))
             tokenizer = tokenizers.load(version.path)
-            discriminators = TrainingJob.Kind.FINETUNE_QUALITY_SAFETY in lineage_kinds(version)
+            discriminators = TrainingJob.Kind.FINETUNE_QUALITY_SAFETY in selectors.lineage_kinds(version)
             _loaded.clear()
             _loaded[version.name] = sampling.Scorer(model, tokenizer, discriminators=discriminators)
         return _loaded[version.name]
@@ -87,7 +76,7 @@ def respond(*, dialog_id: int) -> Turn:
     index = dialog.turns.count()  # the answer's place: a second answer to the same turns is refused
     answer = scorer.respond(context, sampling_settings())
     text, base, research = answer.text, "", []
-    if TrainingJob.Kind.FINETUNE_GROUNDEDNESS in lineage_kinds(version) and text:
+    if TrainingJob.Kind.FINETUNE_GROUNDEDNESS in selectors.lineage_kinds(version) and text:
         session = f"dialog-{dialog.pk}-turn-{len(context)}"
         trace = scorer.research(
             context,

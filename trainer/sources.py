@@ -1,5 +1,9 @@
 """Where dataset examples come from: dialogs, consensus labels and rewrites, read as a stream.
 
+Labels and rewrites are annotation's: they are read through ``annotation.selectors``
+(``labelled_items``, ``unsafe_items``, ``researched_rewrites``, ``rewrite_searches``), never from
+annotation's tables directly.
+
 Each source yields ``Source`` units (one dialog, one item, one rewrite) in a fixed order (by
 primary key), each with the examples it gives *before* tokenization, so the export can count
 progress per unit and render with any tokenizer. Nothing here writes, and no read stays open
@@ -26,10 +30,9 @@ from typing import Any, TypeVar
 
 from django.db.models import Model, QuerySet
 
-from annotation import rules
-from annotation.models import Campaign, ConsensusLabel, Item, Rewrite
+from annotation import rules, selectors
+from annotation.models import Campaign, Item
 from dialogs.models import Dialog, Turn
-from toolset.models import ToolCall
 
 PRETRAIN_CONTEXT_TURNS = 8
 DISCRIMINATOR_ATTRIBUTES = {
@@ -137,28 +140,15 @@ def pretrain_sources(purposes: Sequence[str] = ()) -> Iterator[Source]:
 # --- quality and safety -------------------------------------------------------------------------
 
 
-def labelled_items(campaigns: Sequence[Campaign]) -> QuerySet[Item]:
-    return (
-        Item.objects.filter(campaign__in=campaigns, kind=Item.Kind.NORMAL, labels__isnull=False)
-        .distinct()
-        .select_related("turn__dialog", "campaign")
-        .order_by("pk")
-    )
-
-
 def quality_safety_unsafe(campaigns: Sequence[Campaign]) -> set[str]:
     """Responses (``_response_key``) some chosen safety campaign labelled unsafe."""
-    labels = ConsensusLabel.objects.filter(
-        item__campaign__in=[c for c in campaigns if c.kind == Campaign.Kind.SAFETY],
-        attribute=rules.UNSAFE,
-        label=1,
-    ).select_related("item")
-    return {_response_key(label.item) for label in labels.iterator(chunk_size=5000)}
+    items = selectors.unsafe_items(campaigns=campaigns).only("pk", "turn_id", "key")
+    return {_response_key(item) for item in items.iterator(chunk_size=5000)}
 
 
 def quality_safety_sources(campaigns: Sequence[Campaign]) -> Iterator[Source]:
     unsafe = quality_safety_unsafe(campaigns)
-    for item in _in_batches(labelled_items(campaigns).prefetch_related("labels"), 1000):
+    for item in _in_batches(selectors.labelled_items(campaigns=campaigns), 1000):
         labels = {label.attribute: label for label in item.labels.all()}
         context = _context(item.context)
         examples = [
@@ -185,27 +175,14 @@ def quality_safety_sources(campaigns: Sequence[Campaign]) -> Iterator[Source]:
 # --- groundedness -------------------------------------------------------------------------------
 
 
-def _steps(call_ids: Sequence[int]) -> list[tuple[str, str]]:
-    calls = ToolCall.objects.filter(pk__in=call_ids, tool=ToolCall.Tool.SEARCH).order_by("created_at", "pk")
-    return [(call.query, call.results[0]["snippet"] if call.results else "") for call in calls]
-
-
-def groundedness_rewrites(campaigns: Sequence[Campaign]) -> QuerySet[Rewrite]:
-    return (
-        Rewrite.objects.filter(
-            assignment__item__campaign__in=campaigns, claims_external=True, common_knowledge=False
-        )
-        .exclude(text="")
-        .select_related("assignment__item__turn__dialog")
-        .order_by("pk")
-    )
-
-
 def groundedness_sources(campaigns: Sequence[Campaign]) -> Iterator[Source]:
-    for rewrite in _in_batches(groundedness_rewrites(campaigns), 500):
+    for rewrite in _in_batches(selectors.researched_rewrites(campaigns=campaigns), 500):
         item = rewrite.assignment.item
         context = _context(item.context)
-        steps = _steps(rewrite.tool_call_ids)
+        steps = [
+            (call.query, call.results[0]["snippet"] if call.results else "")
+            for call in selectors.rewrite_searches(rewrite)
+        ]
         examples: list[Pending] = []
         if steps:
             key = f"rewrite-{rewrite.pk}"

@@ -1,3 +1,6 @@
+"""The trainer's Celery tasks: thin, each calls one worker-side service. The services queue them
+by name (``trainer.services.requests``), so nothing here is imported by the web process."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -6,24 +9,26 @@ from celery import shared_task
 from celery.signals import worker_ready
 
 from groundwork.queueing import JobTask
-from trainer import services
+from trainer.services import dataset_builds, training_jobs
 
 
-@shared_task(base=JobTask, job_failed=services.dataset_failed, acks_late=True)
+@shared_task(base=JobTask, job_failed=dataset_builds.dataset_failed, acks_late=True)
 def build_dataset_task(dataset_id: int) -> None:
-    services.dataset_build(dataset_id=dataset_id)
+    dataset_builds.dataset_build(dataset_id=dataset_id)
 
 
 # acks_late + reject_on_worker_lost (settings): a worker process killed mid-run gives the message
-# back, and the redelivered task resumes the job from its checkpoint (see trainer.services).
-@shared_task(base=JobTask, job_failed=services.training_failed, acks_late=True, reject_on_worker_lost=True)
+# back, and the redelivered task resumes the job from its checkpoint (see training_jobs).
+@shared_task(
+    base=JobTask, job_failed=training_jobs.training_failed, acks_late=True, reject_on_worker_lost=True
+)
 def train_task(job_id: int) -> None:
-    services.training_run(job_id=job_id)
+    training_jobs.training_run(job_id=job_id)
 
 
 @worker_ready.connect
 def _recover(**kwargs: Any) -> None:
     """A worker that starts takes up the builds and jobs whose worker died (kill -9 of a whole
     worker): queued again, or failed when out of attempts."""
-    services.dataset_recover()
-    services.training_recover()
+    dataset_builds.dataset_recover()
+    training_jobs.training_recover()

@@ -1,7 +1,7 @@
 """The training loop and the evaluation, nanoGPT-plain: a loop over steps, no Trainer framework.
 
-Pure torch (no Django): the Celery task in ``trainer.services`` gives it examples, a place for
-checkpoints and a ``report`` callback that stores progress and says whether to go on.
+Pure torch (no Django): the Celery task in ``trainer.services.training_jobs`` gives it examples, a
+place for checkpoints and a ``report`` callback that stores progress and says whether to go on.
 
 - Examples are ``(ids, loss_mask)`` pairs (``trainer.formats``). A batch is padded on the right
   with ``<pad>`` and labels are ``-100`` wherever the mask is 0, so padding costs no loss; a causal

@@ -19,8 +19,8 @@ from django.core.wsgi import get_wsgi_application
 get_wsgi_application()
 from django.urls import get_resolver
 get_resolver().url_patterns  # every view module, the admin included
-from trainer import services
-services._split_hyperparameters("pretrain", dict(steps=10))  # how queueing a job checks them
+from trainer.services import requests
+requests.split_hyperparameters("pretrain", dict(steps=10))  # how queueing a job checks them
 print(json.dumps(sorted(name for name in {heavy!r} if name in sys.modules)))
 """
 

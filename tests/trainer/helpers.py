@@ -11,8 +11,8 @@ from annotation import interchange
 from annotation import services as annotation_services
 from annotation.models import Campaign, SafetyObjective
 from tests.factories import dialog_with_turns
-from trainer import services
 from trainer.models import ModelVersion
+from trainer.services import training_jobs
 
 TINY = {"d_model": 32, "n_layer": 2, "n_head": 2, "d_ff": 64}
 TOPICS = ["cats", "rain", "music", "tea", "chess", "boats", "maps", "bread", "owls", "snow"]
@@ -26,7 +26,7 @@ def tiny_model(*, steps: int = 5) -> ModelVersion:
             external_id=f"pretrain-{i}",
             purpose="pretrain",
         )
-    return services.first_model_ensure(steps=steps, model=TINY, vocab_size=400, say=lambda _: None)
+    return training_jobs.first_model_ensure(steps=steps, model=TINY, vocab_size=400, say=lambda _: None)
 
 
 def _answers(index: int) -> list[dict[str, str]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.contenttypes.models import ContentType
 from django.contrib.messages import get_messages
 from django.urls import reverse
 
@@ -505,6 +506,33 @@ def test_the_model_page_shows_its_lineage_and_metrics(client, users, artifacts) 
     assert "?base_model=" not in page  # nor retrain
     listing = client.get(url("modelversion_changelist")).content.decode()
     assert "2.5000" in listing
+
+
+# The session and the user (2), the user's permissions (2) and groups, the content type, the version
+# with its parent and job (twice: the page and the form), the ancestors, the jobs' datasets and
+# their campaigns.
+MODEL_PAGE_QUERIES = 11
+
+
+@pytest.mark.parametrize("length", [2, 8])
+def test_the_model_page_costs_the_same_queries_however_deep_its_lineage(
+    client, users, length: int, django_assert_num_queries: Any
+) -> None:
+    """The lineage was walked one query per ancestor, and two more for its job's datasets."""
+    from tests.trainer.test_api import model_chains
+
+    *ancestors, last = model_chains(versions=length, length=length)
+    client.force_login(users[Role.RESEARCHER])
+    ContentType.objects.clear_cache()  # whichever test runs first would fill it
+
+    with django_assert_num_queries(MODEL_PAGE_QUERIES):
+        page = client.get(url("modelversion_change", last.pk))
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    for ancestor in ancestors:
+        assert f'<a href="{url("modelversion_change", ancestor.pk)}">{ancestor.name}</a>' in html
+    assert html.count(f"chains of {length}</a>") == length  # every job's dataset names its campaign
 
 
 # --- the drawings ---------------------------------------------------------------------------

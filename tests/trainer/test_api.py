@@ -1,6 +1,6 @@
 """``/api/v1/datasets/`` and ``/api/v1/training-jobs/`` refuse what no job could do: numbers out
-of bounds, NaN and infinity, lists of ids without end; and serve a dataset's files at the
-documented URL."""
+of bounds, NaN and infinity, lists of ids without end; serve a dataset's files at the documented
+URL; ``/api/v1/models/`` lists model versions with their lineage in a fixed number of queries."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 from rest_framework.test import APIClient
 
 from groundwork.roles import Role
+from tests.annotation.helpers import ssi_campaign
 from tests.trainer.test_admin import ready_dataset
-from trainer.models import DatasetVersion, TrainingJob
+from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 
 pytestmark = pytest.mark.django_db
 
@@ -190,3 +191,49 @@ def test_a_model_name_with_a_nul_is_a_400_naming_the_field(
 
     assert response.status_code == 400
     assert response.json()[field] == ["Invalid value."]
+
+
+# --- model versions -------------------------------------------------------------------------
+
+
+def model_chains(*, versions: int, length: int) -> list[ModelVersion]:
+    """``versions`` model versions in chains of ``length``: each one's parent is the one before,
+    each made by a job that trained on a dataset of a campaign."""
+    campaign = ssi_campaign(items=1, name=f"chains of {length}")
+    made = []
+    for index in range(versions):
+        dataset = DatasetVersion.objects.create(kind="quality_safety", status="ready")
+        dataset.campaigns.set([campaign])
+        parent = made[-1] if index % length else None
+        job = TrainingJob.objects.create(
+            kind="finetune_quality_safety", status="succeeded", base_model=parent
+        )
+        job.datasets.set([dataset])
+        made.append(
+            ModelVersion.objects.create(
+                name=f"gw-{index}", directory=f"models/{index}", parent=parent, job=job
+            )
+        )
+    return made
+
+
+# The user's permissions (2), the count, the page, the jobs' datasets and their campaigns, and the
+# ancestors of every version on the page.
+MODEL_LIST_QUERIES = 7
+
+
+@pytest.mark.parametrize("length", [2, 8])
+def test_listing_models_costs_the_same_queries_however_deep_their_lineage(
+    researcher: APIClient, length: int, django_assert_num_queries: Any
+) -> None:
+    """The lineage was walked one query per ancestor for every listed model."""
+    made = model_chains(versions=8, length=length)
+
+    with django_assert_num_queries(MODEL_LIST_QUERIES):
+        response = researcher.get("/api/v1/models/")
+
+    assert response.status_code == 200
+    lineage = {row["name"]: row["lineage"]["ancestors"] for row in response.json()["results"]}
+    last = made[length - 1]
+    assert lineage[last.name] == [f"gw-{index}" for index in reversed(range(length - 1))]
+    assert lineage["gw-0"] == []

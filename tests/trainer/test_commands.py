@@ -11,8 +11,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from tests.factories import dialog_with_turns
-from trainer import services
 from trainer.models import DatasetVersion, TrainingJob
+from trainer.services import dataset_builds
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +35,7 @@ def test_options_out_of_bounds_are_refused_before_any_work(
     def no_work(**kwargs: Any) -> Any:  # else a refused size would only show after the export
         raise AssertionError("the dataset was built before the options were checked")
 
-    monkeypatch.setattr(services, "dataset_build", no_work)
+    monkeypatch.setattr(dataset_builds, "dataset_build", no_work)
 
     with pytest.raises(CommandError, match=message):
         call_command("train_first_model", *options, stdout=io.StringIO())

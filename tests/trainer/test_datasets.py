@@ -12,9 +12,10 @@ import pytest
 
 from annotation.models import ConsensusLabel
 from tests.trainer.helpers import labelled_campaigns, tiny_model
-from trainer import records, services
+from trainer import records
 from trainer import tokenizer as tokenizers
 from trainer.models import DatasetVersion
+from trainer.services import dataset_builds, requests, training_jobs
 
 pytestmark = pytest.mark.django_db
 
@@ -26,8 +27,8 @@ def _artifacts(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def export(kind: str, campaigns: list[Any], **kwargs: Any) -> DatasetVersion:
-    dataset = services.dataset_request(kind=kind, campaigns=campaigns, enqueue=False, **kwargs)
-    return services.dataset_build(dataset_id=dataset.pk)
+    dataset = requests.dataset_request(kind=kind, campaigns=campaigns, enqueue=False, **kwargs)
+    return dataset_builds.dataset_build(dataset_id=dataset.pk)
 
 
 def rows(dataset: DatasetVersion) -> list[dict[str, Any]]:
@@ -128,15 +129,15 @@ def test_requests_are_checked_before_anything_is_queued() -> None:
     from annotation import services as annotation_services
 
     rewrite = annotation_services.campaign_create(name="rw", kind="groundedness_rewrite", empty=True)
-    with pytest.raises(services.TrainerError, match="no model version yet"):
-        services.dataset_request(kind="groundedness", campaigns=[rewrite])
+    with pytest.raises(requests.TrainerError, match="no model version yet"):
+        requests.dataset_request(kind="groundedness", campaigns=[rewrite])
     tiny_model()
-    with pytest.raises(services.TrainerError, match="takes campaigns of kind ssi, safety, groundedness_eval"):
-        services.dataset_request(kind="quality_safety", campaigns=[rewrite])
-    with pytest.raises(services.TrainerError, match="choose at least one campaign"):
-        services.dataset_request(kind="groundedness", campaigns=[])
-    with pytest.raises(services.TrainerError, match="kind must be one of"):
-        services.dataset_request(kind="everything", campaigns=[])
+    with pytest.raises(requests.TrainerError, match="takes campaigns of kind ssi, safety, groundedness_eval"):
+        requests.dataset_request(kind="quality_safety", campaigns=[rewrite])
+    with pytest.raises(requests.TrainerError, match="choose at least one campaign"):
+        requests.dataset_request(kind="groundedness", campaigns=[])
+    with pytest.raises(requests.TrainerError, match="kind must be one of"):
+        requests.dataset_request(kind="everything", campaigns=[])
     assert DatasetVersion.objects.count() == 1  # the tiny model's pretrain dataset
 
 
@@ -177,26 +178,26 @@ def fine_tuned(base: Any) -> Any:
     """A model with discriminators: the tiny model fine-tuned for a few steps on labels."""
     ssi, safety = labelled_campaigns(items=12)
     labels = export("quality_safety", [ssi, safety])
-    job = services.training_request(
+    job = requests.training_request(
         kind="finetune_quality_safety",
         datasets=[labels],
         base_model=base,
         hyperparameters={"steps": 3},
         enqueue=False,
     )
-    job = services.training_run(job_id=job.pk)
+    job = training_jobs.training_run(job_id=job.pk)
     assert job.status == "succeeded", job.error
-    return services.model_serve(model=job.model_version)
+    return requests.model_serve(model=job.model_version)
 
 
 def test_filtering_scores_every_pretraining_turn_and_counts_what_it_keeps_and_drops() -> None:
     base = tiny_model()
-    with pytest.raises(services.TrainerError, match="has no discriminators yet"):
-        services.dataset_request(kind="filtered", tokenizer_source=base)
+    with pytest.raises(requests.TrainerError, match="has no discriminators yet"):
+        requests.dataset_request(kind="filtered", tokenizer_source=base)
     model = fine_tuned(base)
 
     everything = export(
-        "filtered", [], purposes=["pretrain"], thresholds={k: 0.0 for k in services.DEFAULT_THRESHOLDS}
+        "filtered", [], purposes=["pretrain"], thresholds={k: 0.0 for k in requests.DEFAULT_THRESHOLDS}
     )
     nothing = export(
         "filtered",

@@ -99,8 +99,8 @@ def test_admins_see_a_model_turns_candidates_with_their_scores(client: Any, user
 def test_a_grounded_model_researches_with_the_toolset_and_the_turn_keeps_the_trace(settings: Any) -> None:
     from tests.annotation.helpers import rewrite_corpus
     from toolset.models import ToolCall
-    from trainer import services
     from trainer.models import ModelVersion, TrainingJob
+    from trainer.services import requests
 
     base = tiny_model()
     rewrite_corpus()  # a small search corpus, indexed
@@ -112,7 +112,7 @@ def test_a_grounded_model_researches_with_the_toolset_and_the_turn_keeps_the_tra
         directory=base.directory,
         tokenizer_sha256=base.tokenizer_sha256,
     )
-    services.model_serve(model=grounded)  # its lineage has a groundedness fine-tune: it researches
+    requests.model_serve(model=grounded)  # its lineage has a groundedness fine-tune: it researches
     loaded = inference.scorer_for(grounded)
     inference._loaded[grounded.name] = sampling.Scorer(
         AlwaysAsks(loaded.model, loaded.ts, loaded.eos), loaded.tokenizer, discriminators=False

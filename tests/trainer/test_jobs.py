@@ -18,9 +18,10 @@ import torch
 from django.utils import timezone
 
 from tests.trainer.helpers import TINY, tiny_model
-from trainer import services, training
+from trainer import training
 from trainer.hyperparameters import Hyperparameters
 from trainer.models import DatasetVersion, TrainingJob
+from trainer.services import dataset_builds, requests, training_jobs, workers
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +52,7 @@ def running_job(worker: str, *, heartbeat_age: float = 0, attempts: int = 1) -> 
 def test_a_job_whose_process_is_gone_is_queued_again() -> None:
     job = running_job(f"{socket.gethostname()}:{dead_pid()}")
 
-    recovered = services.training_recover()
+    recovered = training_jobs.training_recover()
 
     job.refresh_from_db()
     assert recovered == [job]
@@ -65,7 +66,7 @@ def test_a_job_of_another_host_is_lost_only_when_its_heartbeat_is_stale(settings
     stale = running_job("elsewhere:456", heartbeat_age=settings.TRAINING_STALE_SECONDS + 1)
     alive = running_job(f"{socket.gethostname()}:{os.getpid()}")
 
-    services.training_recover()
+    training_jobs.training_recover()
 
     assert TrainingJob.objects.get(pk=fresh.pk).status == "running"
     assert TrainingJob.objects.get(pk=alive.pk).status == "running"
@@ -75,7 +76,7 @@ def test_a_job_of_another_host_is_lost_only_when_its_heartbeat_is_stale(settings
 def test_a_lost_job_out_of_attempts_fails_with_the_cause(settings: Any) -> None:
     job = running_job(f"{socket.gethostname()}:{dead_pid()}", attempts=settings.TRAINING_MAX_ATTEMPTS)
 
-    services.training_recover()
+    training_jobs.training_recover()
 
     job.refresh_from_db()
     assert job.status == "failed"
@@ -86,36 +87,36 @@ def test_a_lost_job_out_of_attempts_fails_with_the_cause(settings: Any) -> None:
 def test_a_queued_job_is_cancelled_at_once_and_a_finished_one_refuses() -> None:
     job = TrainingJob.objects.create(kind="pretrain", total_steps=10)
 
-    services.training_cancel(job=job, by="ada")
+    requests.training_cancel(job=job, by="ada")
 
     job.refresh_from_db()
     assert job.status == "cancelled"
     assert "cancelled by ada before it started" in job.log
-    with pytest.raises(services.TrainerError, match="already ended"):
-        services.training_cancel(job=job)
+    with pytest.raises(requests.TrainerError, match="already ended"):
+        requests.training_cancel(job=job)
 
 
 def test_training_requests_are_checked() -> None:
     base = tiny_model()
     pretrain = DatasetVersion.objects.get(kind="pretrain")
-    with pytest.raises(services.TrainerError, match="trains on quality_safety or filtered datasets"):
-        services.training_request(kind="finetune_quality_safety", datasets=[pretrain])
-    with pytest.raises(services.TrainerError, match="unknown hyperparameter"):
-        services.training_request(kind="pretrain", datasets=[pretrain], hyperparameters={"stepz": 3})
-    with pytest.raises(services.TrainerError, match="steps: must be between 1 and 1000000, got 0"):
-        services.training_request(kind="pretrain", datasets=[pretrain], hyperparameters={"steps": 0})
-    with pytest.raises(services.TrainerError, match="for pretrain jobs"):
-        services.training_request(
+    with pytest.raises(requests.TrainerError, match="trains on quality_safety or filtered datasets"):
+        requests.training_request(kind="finetune_quality_safety", datasets=[pretrain])
+    with pytest.raises(requests.TrainerError, match="unknown hyperparameter"):
+        requests.training_request(kind="pretrain", datasets=[pretrain], hyperparameters={"stepz": 3})
+    with pytest.raises(requests.TrainerError, match="steps: must be between 1 and 1000000, got 0"):
+        requests.training_request(kind="pretrain", datasets=[pretrain], hyperparameters={"steps": 0})
+    with pytest.raises(requests.TrainerError, match="for pretrain jobs"):
+        requests.training_request(
             kind="finetune_quality_safety", datasets=[pretrain], hyperparameters={"model": {"d_model": 64}}
         )
     other = DatasetVersion.objects.create(
         kind="quality_safety", status="ready", directory="datasets/x", tokenizer_sha256="other"
     )
-    with pytest.raises(services.TrainerError, match="another tokenizer than"):
-        services.training_request(kind="finetune_quality_safety", datasets=[other], base_model=base)
+    with pytest.raises(requests.TrainerError, match="another tokenizer than"):
+        requests.training_request(kind="finetune_quality_safety", datasets=[other], base_model=base)
     pending = DatasetVersion.objects.create(kind="pretrain")
-    with pytest.raises(services.TrainerError, match="not ready"):
-        services.training_request(kind="pretrain", datasets=[pending])
+    with pytest.raises(requests.TrainerError, match="not ready"):
+        requests.training_request(kind="pretrain", datasets=[pending])
 
 
 def test_hyperparameters_name_what_is_wrong() -> None:
@@ -165,7 +166,7 @@ def test_a_build_whose_worker_is_gone_is_queued_again_and_a_live_one_is_left_alo
     alive = running_build(f"{socket.gethostname()}:{os.getpid()}")
 
     with django_capture_on_commit_callbacks() as queued:
-        recovered = services.dataset_recover()
+        recovered = dataset_builds.dataset_recover()
 
     assert recovered == [lost]
     assert DatasetVersion.objects.get(pk=lost.pk).status == "pending"
@@ -176,7 +177,7 @@ def test_a_build_whose_worker_is_gone_is_queued_again_and_a_live_one_is_left_alo
 def test_a_lost_build_out_of_attempts_fails_with_the_cause(settings: Any) -> None:
     build = running_build(f"{socket.gethostname()}:{dead_pid()}", attempts=settings.TRAINING_MAX_ATTEMPTS)
 
-    services.dataset_recover()
+    dataset_builds.dataset_recover()
 
     build.refresh_from_db()
     assert build.status == "failed"
@@ -190,10 +191,10 @@ def test_a_redelivered_build_whose_worker_died_is_built_by_the_next_worker() -> 
     tiny_model()  # the dialogs a pretrain dataset is made of
     build = running_build(f"{socket.gethostname()}:{dead_pid()}")
 
-    built = services.dataset_build(dataset_id=build.pk)
+    built = dataset_builds.dataset_build(dataset_id=build.pk)
 
     assert (built.status, built.attempts, built.error) == ("ready", 2, "")
-    assert built.worker == services.this_worker()
+    assert built.worker == workers.this_worker()
     assert built.done == built.total > 0
 
 
@@ -206,7 +207,7 @@ def test_a_build_whose_task_raised_outside_the_build_is_failed_with_the_cause(mo
     def broken(dataset_id: int, worker: str) -> None:
         raise RuntimeError("the database went away")
 
-    monkeypatch.setattr(services, "_dataset_claim", broken)
+    monkeypatch.setattr(dataset_builds, "_dataset_claim", broken)
     result = tasks.build_dataset_task.apply(args=[build.pk])  # as a worker runs it
 
     assert result.failed()

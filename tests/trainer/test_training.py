@@ -15,8 +15,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from tests.trainer.helpers import TINY, labelled_campaigns, tiny_model
-from trainer import services
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
+from trainer.services import requests
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,7 +45,7 @@ def researcher(users: dict[Any, Any]) -> APIClient:
 
 def pretrain_job(steps: int, checkpoint_every: int) -> TrainingJob:
     dataset = DatasetVersion.objects.filter(kind="pretrain", status="ready").first()
-    return services.training_request(
+    return requests.training_request(
         kind="pretrain",
         datasets=[dataset],
         hyperparameters={
@@ -164,7 +164,7 @@ def test_a_running_job_is_cancelled_at_its_next_report(training_worker: subproce
     job = pretrain_job(steps=5000, checkpoint_every=1000)
     wait_for(lambda: TrainingJob.objects.get(pk=job.pk).step > 0, what="the job to start")
 
-    services.training_cancel(job=job, by=users["researcher"])
+    requests.training_cancel(job=job, by=users["researcher"])
     job = wait_for(lambda: job_ended(job.pk), timeout=60, what="the job to stop")
 
     assert job.status == "cancelled"

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dialogs.models import Purpose
-from trainer import services
+from trainer.services import requests, training_jobs
 
 
 class Command(BaseCommand):
@@ -27,14 +27,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--vocab-size", type=int, default=8192, help="BPE vocabulary size (default 8192)."
         )
-        for name in services.MODEL_SIZE_FIELDS:
+        for name in requests.MODEL_SIZE_FIELDS:
             parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"Model size {name}.")
         parser.add_argument("--force", action="store_true", help="Train even when a model version exists.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        sizes = {name: options[name] for name in services.MODEL_SIZE_FIELDS if options[name] is not None}
+        sizes = {name: options[name] for name in requests.MODEL_SIZE_FIELDS if options[name] is not None}
         try:
-            version = services.first_model_ensure(
+            version = training_jobs.first_model_ensure(
                 steps=options["steps"],
                 purposes=options["purpose"],
                 model=sizes or None,
@@ -42,6 +42,6 @@ class Command(BaseCommand):
                 force=options["force"],
                 say=lambda line: self.stdout.write(line),
             )
-        except services.TrainerError as exc:
+        except requests.TrainerError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(self.style.SUCCESS(f"serving model: {version.name}"))

@@ -1,0 +1,75 @@
+"""Reads of the trainer used by more than one caller: the serving model and model lineage.
+
+A model version's lineage is its chain of parents up to the root. The model loader (what a
+version can do follows from the jobs in its lineage), the admin's model page and the API's model
+list all read it here, in a number of queries that does not grow with the chain's length: the
+ancestors come in one recursive query (``WITH RECURSIVE``, on PostgreSQL and SQLite alike).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import connection
+from django.db.models import Prefetch, prefetch_related_objects
+from django.db.models.expressions import RawSQL
+
+from trainer.models import DatasetVersion, ModelVersion
+
+
+def serving_model() -> ModelVersion | None:
+    return ModelVersion.objects.filter(serving=True).first()
+
+
+def _ancestor_ids_sql(count: int) -> str:
+    """The ids of the given versions (``count`` parameters) and of all their ancestors."""
+    table = connection.ops.quote_name(ModelVersion._meta.db_table)
+    placeholders = ", ".join(["%s"] * count)
+    # UNION (not UNION ALL) keeps each id once, so even a cycle of parents would end.
+    return f"""
+        WITH RECURSIVE lineage(id) AS (
+            SELECT id FROM {table} WHERE id IN ({placeholders})
+            UNION
+            SELECT version.parent_id FROM {table} version JOIN lineage ON version.id = lineage.id
+            WHERE version.parent_id IS NOT NULL
+        )
+        SELECT id FROM lineage"""  # noqa: S608 - the table's name from the model; ids are parameters
+
+
+def ancestors(versions: Iterable[ModelVersion]) -> dict[int, list[ModelVersion]]:
+    """Each version's ancestors, its parent first and the root last, each with its job: one
+    query for any number of versions and any depth (none when no version has a parent)."""
+    versions = list(versions)
+    parents = sorted({v.parent_id for v in versions if v.parent_id is not None})
+    found: dict[int, ModelVersion] = {}
+    if parents:
+        ids = RawSQL(_ancestor_ids_sql(len(parents)), parents)  # noqa: S611 - ids are parameters
+        found = {v.pk: v for v in ModelVersion.objects.filter(pk__in=ids).select_related("job").order_by()}
+    chains: dict[int, list[ModelVersion]] = {}
+    for version in versions:
+        chain: list[ModelVersion] = []
+        seen = {version.pk}
+        parent = found.get(version.parent_id) if version.parent_id is not None else None
+        while parent is not None and parent.pk not in seen:
+            seen.add(parent.pk)
+            chain.append(parent)
+            parent = found.get(parent.parent_id) if parent.parent_id is not None else None
+        chains[version.pk] = chain
+    return chains
+
+
+def lineage(version: ModelVersion) -> list[ModelVersion]:
+    """The version and its ancestors up to the root, each with its job, the job's datasets (by
+    id) and their campaigns: the same few queries whatever the depth."""
+    chain = [version, *ancestors([version])[version.pk]]
+    jobs = [v.job for v in chain if v.job_id is not None]
+    datasets = DatasetVersion.objects.order_by("pk").prefetch_related("campaigns")
+    prefetch_related_objects(jobs, Prefetch("datasets", queryset=datasets))
+    return chain
+
+
+def lineage_kinds(version: ModelVersion) -> set[str]:
+    """The kinds of the training jobs that made ``version`` and its ancestors: what it can do
+    (discriminators after ``finetune_quality_safety``, research after ``finetune_groundedness``)."""
+    chain = [version, *ancestors([version])[version.pk]]
+    return {v.job.kind for v in chain if v.job_id is not None}

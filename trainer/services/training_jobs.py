@@ -1,0 +1,323 @@
+"""Training a model, in a Celery worker (queue ``training``, ``trainer.tasks.train_task``), and
+the first model, in the foreground (``first_model_ensure``).
+
+Training jobs survive their worker: the task is ``acks_late`` with ``reject_on_worker_lost``, so a
+worker process killed mid-run (kill -9, OOM) gets its message redelivered; ``training_run`` then
+claims the job again, counts the attempt and resumes from the last checkpoint, or ends the job
+``failed`` with the cause once ``TRAINING_MAX_ATTEMPTS`` are used. A job whose whole worker died is
+found by ``training_recover`` (run when a worker starts): its heartbeat is stale or its process is
+gone, so it is queued again or failed. A running job is therefore never left ``running``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from trainer import records, selectors, training
+from trainer import tokenizer as tokenizers
+from trainer.hyperparameters import Hyperparameters
+from trainer.modeling import GroundworkConfig, GroundworkForCausalLM
+from trainer.models import DatasetVersion, ModelVersion, TrainingJob
+from trainer.services import dataset_builds
+from trainer.services.requests import (
+    MODEL_SIZE_FIELDS,
+    TrainerError,
+    dataset_request,
+    job_log,
+    model_serve,
+    split_hyperparameters,
+    training_enqueue,
+    training_request,
+)
+from trainer.services.workers import this_worker, worker_alive
+
+
+def training_failed(*, job_id: int, error: str) -> None:
+    """Mark a job whose task raised as failed with the cause, unless it ended meanwhile (the
+    safety net of ``train_task``: ``training_run`` records its own failures first)."""
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        if not job.finished:
+            _fail(job, error)
+
+
+def _fail(job: TrainingJob, error: str) -> None:
+    job.status = TrainingJob.Status.FAILED
+    job.error = error
+    job.finished_at = timezone.now()
+    job.log = job_log(job, f"failed: {error}")
+    job.save(update_fields=["status", "error", "finished_at", "log"])
+
+
+def _claim(job_id: int, worker: str) -> TrainingJob | None:
+    """Take the job for ``worker``, or None when it must not run here (finished, cancelled, run
+    by a live worker, or out of attempts — then it is failed with the cause)."""
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        if job.finished:
+            return None
+        if job.status == TrainingJob.Status.RUNNING and job.worker != worker and worker_alive(job):
+            return None  # a duplicate delivery: the job runs elsewhere
+        if job.cancel_requested:
+            job.status, job.finished_at = TrainingJob.Status.CANCELLED, timezone.now()
+            job.log = job_log(job, "cancelled before it started")
+            job.save(update_fields=["status", "finished_at", "log"])
+            return None
+        lost = job.status == TrainingJob.Status.RUNNING
+        if lost:
+            job.log = job_log(job, f"worker {job.worker} was lost at step {job.step}")
+        if job.attempts >= settings.TRAINING_MAX_ATTEMPTS:
+            _fail(
+                job,
+                f"the worker running this job died {job.attempts} time(s), last at step {job.step} "
+                f"(checkpoint at step {job.checkpoint_step}); "
+                f"giving up after {settings.TRAINING_MAX_ATTEMPTS} attempts",
+            )
+            return None
+        job.attempts += 1
+        job.status = TrainingJob.Status.RUNNING
+        job.worker = worker
+        job.heartbeat_at = timezone.now()
+        job.started_at = job.started_at or timezone.now()
+        resume = (
+            f", resuming from the checkpoint at step {job.checkpoint_step}" if job.checkpoint_step else ""
+        )
+        job.log = job_log(job, f"attempt {job.attempts} on {worker}{resume}")
+        job.save()
+        return job
+
+
+def _training_data(job: TrainingJob) -> tuple[list[training.Pair], list[training.Pair], list[training.Rated]]:
+    train: list[training.Pair] = []
+    validation: list[training.Pair] = []
+    rated: list[training.Rated] = []
+    columns = ("input_ids", "loss_mask", "kind", "attribute", "label")
+    for dataset in job.datasets.order_by("pk"):
+        for row in records.read_rows(dataset.path, "train", columns):
+            train.append((row["input_ids"], row["loss_mask"]))
+        for row in records.read_rows(dataset.path, "validation", columns):
+            validation.append((row["input_ids"], row["loss_mask"]))
+            if row["kind"] == "discriminative":
+                rated.append(training.Rated(row["attribute"], row["label"], row["input_ids"]))
+    return train, validation, rated
+
+
+def _base(job: TrainingJob) -> tuple[Any, Any]:
+    """(model, tokenizer) to start from: the base model, or a new one for a pretrain job."""
+    if job.base_model is not None:
+        model = GroundworkForCausalLM.from_pretrained(str(job.base_model.path))
+        return model, tokenizers.load(job.base_model.path)
+    dataset = job.datasets.order_by("pk").first()
+    tokenizer = tokenizers.load(dataset.path / "tokenizer")
+    config = GroundworkConfig(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **job.hyperparameters.get("model", {}),
+    )
+    return GroundworkForCausalLM(config), tokenizer
+
+
+def _evaluate(model: Any, tokenizer: Any, hp: Hyperparameters, validation: list, rated: list) -> dict:
+    return training.evaluate(
+        model,
+        validation,
+        rated,
+        pad_id=tokenizer.pad_token_id,
+        zero_id=tokenizers.special_id(tokenizer, tokenizers.RATING_TOKENS[0]),
+        one_id=tokenizers.special_id(tokenizer, tokenizers.RATING_TOKENS[1]),
+        max_length=hp.max_length,
+    )
+
+
+def training_run(
+    *, job_id: int, worker: str | None = None, on_progress: Callable[[training.Progress], None] | None = None
+) -> TrainingJob:
+    """Run a queued job (the worker's task body) to a model version, resuming from a checkpoint.
+    ``on_progress`` also gets every progress report (a command prints them)."""
+    worker = worker or this_worker()
+    job = _claim(job_id, worker)
+    if job is None:
+        return TrainingJob.objects.get(pk=job_id)
+    hp = Hyperparameters.from_dict({k: v for k, v in job.hyperparameters.items() if k != "model"})
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    try:
+        train, validation, rated = _training_data(job)
+        model, tokenizer = _base(job)
+        metrics = dict(job.metrics)
+        if "initial" not in metrics:
+            metrics["initial"] = _evaluate(model, tokenizer, hp, validation, rated)
+            TrainingJob.objects.filter(pk=job.pk).update(metrics=metrics, heartbeat_at=timezone.now())
+
+        def report(progress: training.Progress) -> bool:
+            if on_progress is not None:
+                on_progress(progress)
+            return bool(
+                TrainingJob.objects.filter(
+                    pk=job.pk, worker=worker, status=TrainingJob.Status.RUNNING, cancel_requested=False
+                ).update(
+                    step=progress.step,
+                    loss=progress.loss,
+                    tokens_per_second=round(progress.tokens_per_second, 1),
+                    history=progress.history,
+                    heartbeat_at=timezone.now(),
+                )
+            )
+
+        def checkpointed(step: int) -> None:
+            TrainingJob.objects.filter(pk=job.pk, worker=worker).update(
+                checkpoint_step=step, heartbeat_at=timezone.now()
+            )
+
+        progress = training.train(
+            model,
+            train,
+            hp,
+            pad_id=tokenizer.pad_token_id,
+            checkpoint_dir=job.checkpoint_dir,
+            report=report,
+            on_checkpoint=checkpointed,
+        )
+        TrainingJob.objects.filter(pk=job.pk, worker=worker).update(heartbeat_at=timezone.now())
+        metrics["final"] = _evaluate(model, tokenizer, hp, validation, rated)
+        metrics["train_loss"] = progress.loss
+        metrics["tokens_per_second"] = round(progress.tokens_per_second, 1)
+        return _finish(job, worker, model, tokenizer, metrics)
+    except training.Cancelled:
+        with transaction.atomic():
+            job = TrainingJob.objects.select_for_update().get(pk=job_id)
+            if job.worker == worker and job.cancel_requested:
+                job.status, job.finished_at = TrainingJob.Status.CANCELLED, timezone.now()
+                job.log = job_log(job, f"cancelled at step {job.step}")
+                job.save(update_fields=["status", "finished_at", "log"])
+        return job
+    except Exception as exc:
+        with transaction.atomic():
+            job = TrainingJob.objects.select_for_update().get(pk=job_id)
+            if job.worker == worker and not job.finished:
+                _fail(job, f"{type(exc).__name__}: {exc}")
+                job.log += traceback.format_exc()
+                job.save(update_fields=["log"])
+        return job
+
+
+def _finish(job: TrainingJob, worker: str, model: Any, tokenizer: Any, metrics: dict) -> TrainingJob:
+    name = f"gw-{job.pk}-{job.kind.replace('finetune_', 'ft-').replace('_', '-')}"
+    directory = settings.ARTIFACTS_DIR / "models" / name
+    staging = directory.with_name(f".{name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(str(staging))
+    tokenizer.save_pretrained(str(staging))
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(staging, directory)
+    config = {field: getattr(model.config, field) for field in ("vocab_size", *MODEL_SIZE_FIELDS)}
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().get(pk=job.pk)
+        if job.worker != worker or job.finished:
+            return job
+        version = ModelVersion.objects.create(
+            name=name,
+            parent=job.base_model,
+            job=job,
+            directory=str(directory.relative_to(settings.ARTIFACTS_DIR)),
+            config=config,
+            parameters=sum(p.numel() for p in model.parameters()),
+            tokenizer_sha256=dataset_builds.tokenizer_sha256(directory),
+            metrics=metrics,
+        )
+        job.status, job.finished_at, job.metrics = TrainingJob.Status.SUCCEEDED, timezone.now(), metrics
+        job.log = job_log(job, f"done: model version {version.name}")
+        job.save(update_fields=["status", "finished_at", "metrics", "log"])
+    shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
+    return job
+
+
+def training_recover() -> list[TrainingJob]:
+    """Jobs marked running whose worker is gone: queue them again (they resume from their
+    checkpoint) or fail them when out of attempts. Run when a worker starts."""
+    recovered = []
+    for job_id in TrainingJob.objects.filter(status=TrainingJob.Status.RUNNING).values_list("pk", flat=True):
+        with transaction.atomic():
+            job = TrainingJob.objects.select_for_update().get(pk=job_id)
+            if job.status != TrainingJob.Status.RUNNING or worker_alive(job):
+                continue
+            if job.attempts >= settings.TRAINING_MAX_ATTEMPTS:
+                _fail(
+                    job,
+                    f"the worker running this job ({job.worker}) was lost at step {job.step}; "
+                    "out of attempts",
+                )
+            else:
+                job.log = job_log(job, f"worker {job.worker} was lost at step {job.step}; queued again")
+                job.status, job.worker = TrainingJob.Status.QUEUED, ""
+                job.save(update_fields=["status", "worker", "log"])
+                training_enqueue(job)
+            recovered.append(job)
+    return recovered
+
+
+# --- the first model ----------------------------------------------------------------------------
+
+
+def first_model_ensure(
+    *,
+    steps: int | None = None,
+    purposes: Sequence[str] = (),
+    model: dict[str, int] | None = None,
+    vocab_size: int = 8192,
+    force: bool = False,
+    say: Callable[[str], None] = print,
+) -> ModelVersion:
+    """The serving model, or a new one: a tokenizer and a pre-trained model on the dialogs,
+    trained here in the foreground (``make run``, ``train_first_model``)."""
+    current = selectors.serving_model() or ModelVersion.objects.first()
+    if current is not None and not force:
+        if not current.serving:
+            current = model_serve(model=current)
+        say(f"model {current.name} is there (in {current.path}); not training")
+        return current
+    hyperparameters = {
+        "steps": steps or settings.FIRST_MODEL_STEPS,
+        "checkpoint_every": 100,
+        **({"model": model} if model else {}),
+    }
+    split_hyperparameters(TrainingJob.Kind.PRETRAIN, hyperparameters)  # refused before any work
+    say("exporting the pretrain dataset and training a tokenizer on the dialogs…")
+    dataset = dataset_request(
+        kind=DatasetVersion.Kind.PRETRAIN, purposes=purposes, vocab_size=vocab_size, enqueue=False
+    )
+    dataset = dataset_builds.dataset_build(dataset_id=dataset.pk)
+    if dataset.status != DatasetVersion.Status.READY:
+        raise TrainerError(f"dataset {dataset.pk} failed: {dataset.error}")
+    say(f"dataset {dataset.pk}: {dataset.counts['splits']}")
+    job = training_request(
+        kind=TrainingJob.Kind.PRETRAIN,
+        datasets=[dataset],
+        hyperparameters=hyperparameters,
+        enqueue=False,
+    )
+    say(f"training job {job.pk}: {job.total_steps} steps…")
+    last = [0.0]
+
+    def progress(p: training.Progress) -> None:
+        if time.monotonic() - last[0] >= 10 or p.step == p.total_steps:
+            last[0] = time.monotonic()
+            say(f"  step {p.step}/{p.total_steps}  loss {p.loss:.3f}  {p.tokens_per_second:,.0f} tokens/s")
+
+    job = training_run(job_id=job.pk, on_progress=progress)
+    if job.status != TrainingJob.Status.SUCCEEDED:
+        raise TrainerError(f"training job {job.pk} {job.status}: {job.error}")
+    version = model_serve(model=job.model_version)
+    final = version.metrics.get("final", {})
+    say(f"model {version.name} serves (validation loss {final.get('validation_loss')})")
+    return version
