@@ -33,12 +33,9 @@ from annotation.models import (
     WorkerQuality,
 )
 from dialogs.models import Dialog, Role
+from groundwork.admin import ReadOnlyAdmin, ServiceAddMixin, progress_bar
 
 AGGREGATE_PERMISSION = "annotation.add_aggregationrun"
-
-
-def _progress_bar(done: int, total: int) -> str:
-    return format_html('<progress value="{}" max="{}"></progress> {} / {}', done, max(total, 1), done, total)
 
 
 # --- safety objectives ------------------------------------------------------------------------
@@ -118,6 +115,19 @@ class CampaignCreateForm(forms.Form):
             self.add_error("created_to", "This is before the first day.")
         return data
 
+    def service_kwargs(self) -> dict[str, Any]:
+        """The arguments of ``services.campaign_create`` (but ``created_by``)."""
+        data = self.cleaned_data
+        return {
+            "name": data["name"],
+            "kind": data["kind"],
+            "filters": self.filters(),
+            "raters_per_item": data["raters_per_item"],
+            "objectives": [o.slug for o in data["objectives"]] or None,
+            "instructions": data["instructions"],
+            "empty": data["empty"],
+        }
+
     def filters(self) -> services.DialogFilters:
         data = self.cleaned_data
         last: date | None = data["created_to"]
@@ -135,7 +145,7 @@ def _start_of(day: date) -> datetime:
 
 
 @admin.register(Campaign)
-class CampaignAdmin(admin.ModelAdmin):
+class CampaignAdmin(ServiceAddMixin, admin.ModelAdmin):
     list_display = ["name", "kind", "status", "raters_per_item", "progress", "created_at"]
     list_filter = ["kind", "status"]
     search_fields = ["name"]
@@ -173,7 +183,7 @@ class CampaignAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress (items complete)")
     def progress(self, campaign: Campaign) -> str:
-        return _progress_bar(campaign.item_complete, campaign.item_total)
+        return progress_bar(campaign.item_complete, campaign.item_total)
 
     @admin.display(description="objectives")
     def objective_names(self, campaign: Campaign) -> str:
@@ -196,45 +206,23 @@ class CampaignAdmin(admin.ModelAdmin):
         ]
 
     # The add page: a form of filters that calls services.campaign_create.
+    add_form = CampaignCreateForm
+    add_service = staticmethod(services.campaign_create)
+    add_refused = services.AnnotationError
+    add_title = "Add campaign"
+    add_submit = "Create campaign"
+    add_fieldsets = [
+        ("Campaign", "", ["name", "kind", "raters_per_item", "instructions"]),
+        (
+            "Items: the model turns of these dialogs",
+            "A blank filter takes every dialog.",
+            ["purpose", "role", "model_version", "created_from", "created_to", "empty"],
+        ),
+        ("Safety", "", ["objectives"]),
+    ]
 
-    def add_view(
-        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise PermissionDenied
-        form = CampaignCreateForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
-            try:
-                campaign = services.campaign_create(
-                    name=data["name"],
-                    kind=data["kind"],
-                    filters=form.filters(),
-                    raters_per_item=data["raters_per_item"],
-                    objectives=[o.slug for o in data["objectives"]] or None,
-                    instructions=data["instructions"],
-                    empty=data["empty"],
-                    created_by=request.user,
-                )
-            except services.AnnotationError as exc:
-                form.add_error(None, str(exc))
-            else:
-                self.log_addition(request, campaign, [{"added": {}}])
-                self.message_user(
-                    request,
-                    f"Campaign “{campaign}” created with {campaign.items.count()} items.",
-                    messages.SUCCESS,
-                )
-                return HttpResponseRedirect(reverse("admin:annotation_campaign_change", args=[campaign.pk]))
-        context = {
-            **self.admin_site.each_context(request),
-            **(extra_context or {}),
-            "title": "Add campaign",
-            "opts": self.opts,
-            "form": form,
-            "media": self.media + form.media,
-        }
-        return TemplateResponse(request, "admin/annotation/campaign/add_form.html", context)
+    def added_message(self, campaign: Campaign) -> str:
+        return f"Campaign “{campaign}” created with {campaign.items.count()} items."
 
     # The change page: agreement, workers, the latest consensus run and its buttons.
 
@@ -253,7 +241,7 @@ class CampaignAdmin(admin.ModelAdmin):
                 **(extra_context or {}),
                 **self._run_context(request, campaign),
                 "progress": progress,
-                "progress_bar": _progress_bar(progress["complete"], progress["total"]),
+                "progress_bar": progress_bar(progress["complete"], progress["total"]),
                 "alphas": agreement.campaign_alpha(campaign=campaign),
                 "workers": workers,
                 "worker_total": worker_total,
@@ -274,7 +262,7 @@ class CampaignAdmin(admin.ModelAdmin):
             "run": run,
             "run_live": run is not None
             and run.status in (AggregationRun.Status.PENDING, AggregationRun.Status.RUNNING),
-            "run_bar": _progress_bar(run.done, run.total) if run else "",
+            "run_bar": progress_bar(run.done, run.total) if run else "",
             "can_aggregate": request.user.has_perm(AGGREGATE_PERMISSION),
             "run_url": reverse("admin:annotation_campaign_consensus_run", args=[campaign.pk]),
             "progress_url": reverse("admin:annotation_campaign_consensus_progress", args=[campaign.pk]),
@@ -371,7 +359,7 @@ class ConsensusLabelInline(admin.TabularInline):
 
 
 @admin.register(Item)
-class ItemAdmin(admin.ModelAdmin):
+class ItemAdmin(ReadOnlyAdmin):
     """Items are made by campaigns and imports; here they are read, with their consensus labels."""
 
     list_display = ["key", "campaign", "kind", "open_slots", "judgment_count"]
@@ -390,15 +378,6 @@ class ItemAdmin(admin.ModelAdmin):
     ]
     readonly_fields = fields
     inlines = [ConsensusLabelInline]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Item | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Item | None = None) -> bool:
-        return False
 
 
 @admin.register(AggregationRun)
@@ -442,19 +421,6 @@ class ChatRoutingAdmin(admin.ModelAdmin):
                 else f"nowhere (no open {chat.ROUTED_KIND[routing.purpose]} campaign)"
             )
         return campaign.name
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written by the chat services; read here, never edited by hand."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Chat)

@@ -10,8 +10,6 @@ every write goes through ``trainer.services.requests``.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Sequence
 from typing import Any
 
 from django.contrib import admin, messages
@@ -25,7 +23,9 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
+from groundwork.admin import ReadOnlyAdmin, ServiceAddMixin, progress_bar
 from trainer import selectors
+from trainer.charts import finite, loss_curve, metrics_table
 from trainer.forms import DatasetExportForm, TrainingJobForm
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 from trainer.services import requests
@@ -35,115 +35,21 @@ RUN_PERMISSION = "trainer.run_trainingjob"
 SERVE_PERMISSION = "trainer.serve_modelversion"
 
 DATASET_FILES = ("manifest.json", "train.jsonl", "validation.jsonl", "train.parquet", "validation.parquet")
-CURVE_POINTS = 300
-# The loss curve's drawing: the whole picture and the plot box inside it (room for the labels).
-CURVE_WIDTH, CURVE_HEIGHT = 640, 220
-CURVE_LEFT, CURVE_RIGHT, CURVE_TOP, CURVE_BOTTOM = 64, 628, 12, 190
-
-
-def _progress_bar(done: int, total: int) -> str:
-    return format_html('<progress value="{}" max="{}"></progress> {} / {}', done, max(total, 1), done, total)
 
 
 def _link(url: str, text: Any) -> str:
     return format_html('<a href="{}">{}</a>', url, text)
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+class TrainerAdmin(ServiceAddMixin, ReadOnlyAdmin):
+    """A trainer row's pages: the list (its add button says what it asks for), the add page (a
+    request to ``trainer.services.requests``) and the change page, whose read-only fields are
+    followed by what ``page_context`` gives (progress, curves, lineage), polled as a panel."""
 
-
-def loss_curve(history: Any, *, max_points: int = CURVE_POINTS) -> dict[str, Any] | None:
-    """The SVG drawing of ``[[step, loss], ...]``: polyline points (at most ``max_points``, evenly
-    taken, the first and last kept) and the axes' labels; None when there is nothing to draw."""
-    points = [
-        (int(entry[0]), float(entry[1]))
-        for entry in (history if isinstance(history, list) else [])
-        if isinstance(entry, list | tuple) and len(entry) >= 2 and _finite(entry[0]) and _finite(entry[1])
-    ]
-    if not points:
-        return None
-    if len(points) > max_points:
-        last = len(points) - 1
-        points = [points[round(i * last / (max_points - 1))] for i in range(max_points)]
-    steps = [step for step, _ in points]
-    losses = [loss for _, loss in points]
-    first, final = min(steps), max(steps)
-    low, high = min(losses), max(losses)
-    x_span, y_span = (final - first) or 1, (high - low) or 1.0
-    width, height = CURVE_RIGHT - CURVE_LEFT, CURVE_BOTTOM - CURVE_TOP
-
-    def xy(step: int, loss: float) -> str:
-        x = CURVE_LEFT + (step - first) / x_span * width
-        y = CURVE_TOP + (high - loss) / y_span * height
-        return f"{x:.1f},{y:.1f}"
-
-    coordinates = [xy(step, loss) for step, loss in points]
-    if len(coordinates) == 1:  # one report so far: a flat dash rather than nothing
-        coordinates = [f"{CURVE_LEFT},{coordinates[0].split(',')[1]}", coordinates[0]]
-    return {
-        "points": " ".join(coordinates),
-        "count": len(points),
-        "loss_min": low,
-        "loss_max": high,
-        "step_first": first,
-        "step_last": final,
-        "width": CURVE_WIDTH,
-        "height": CURVE_HEIGHT,
-        "left": CURVE_LEFT,
-        "right": CURVE_RIGHT,
-        "top": CURVE_TOP,
-        "bottom": CURVE_BOTTOM,
-        "label_x": CURVE_LEFT - 6,
-        "label_y": CURVE_BOTTOM + 18,
-        "middle_x": (CURVE_LEFT + CURVE_RIGHT) // 2,
-        "middle_y": (CURVE_TOP + CURVE_BOTTOM) // 2,
-    }
-
-
-def metrics_table(metrics: Any) -> dict[str, Any] | None:
-    """Initial against final evaluation (validation loss, per-attribute accuracy and AUC)."""
-    if not isinstance(metrics, dict) or not metrics:
-        return None
-    initial = metrics.get("initial") or {}
-    final = metrics.get("final") or {}
-    before, after = initial.get("attributes") or {}, final.get("attributes") or {}
-    attributes = [
-        {
-            "name": name,
-            "n": (after.get(name) or before.get(name) or {}).get("n"),
-            "initial_accuracy": (before.get(name) or {}).get("accuracy"),
-            "final_accuracy": (after.get(name) or {}).get("accuracy"),
-            "initial_auc": (before.get(name) or {}).get("auc"),
-            "final_auc": (after.get(name) or {}).get("auc"),
-        }
-        for name in sorted(set(before) | set(after))
-    ]
-    return {
-        "initial_loss": initial.get("validation_loss"),
-        "final_loss": final.get("validation_loss"),
-        "examples": final.get("validation_examples", initial.get("validation_examples")),
-        "train_loss": metrics.get("train_loss"),
-        "tokens_per_second": metrics.get("tokens_per_second"),
-        "attributes": attributes,
-    }
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written by the services only: viewable, never changed or deleted by hand."""
-
-    add_permission: str = ""  # the permission the add page (a request to the services) needs
     add_label = ""  # what the list's add button says
+    added_noun = ""  # "Dataset 7 queued"
+    add_refused = requests.TrainerError
     change_list_template = "admin/trainer/change_list.html"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return bool(self.add_permission) and request.user.has_perm(self.add_permission)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def _visible(self, request: HttpRequest, object_id: str) -> Any:
         """The object of a custom view: 404 when missing, 403 without the view permission."""
@@ -182,44 +88,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def _url(self, name: str, *args: Any) -> str:
         return reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_{name}", args=args)
 
-    def _request_page(
-        self,
-        request: HttpRequest,
-        form: Any,
-        service: Any,
-        *,
-        noun: str,
-        title: str,
-        submit: str,
-        fieldsets: Sequence[tuple[str, str, Sequence[str]]],
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        """The add page: a valid POST goes to ``service`` (``form.service_kwargs()``) and on to the
-        new row's page; a refusal is shown on the form with the service's reason."""
-        if not self.has_add_permission(request):
-            raise PermissionDenied
-        if request.method == "POST" and form.is_valid():
-            try:
-                obj = service(**form.service_kwargs(), created_by=request.user)
-            except requests.TrainerError as exc:
-                form.add_error(None, str(exc))
-            else:
-                self.log_addition(request, obj, [{"added": {}}])
-                self.message_user(
-                    request, f"{noun} {obj.pk} queued; its progress shows below.", messages.SUCCESS
-                )
-                return HttpResponseRedirect(self._url("change", obj.pk))
-        context = {
-            **self.admin_site.each_context(request),
-            **(extra_context or {}),
-            "title": title,
-            "submit_label": submit,
-            "opts": self.opts,
-            "form": form,
-            "fieldsets": [(name, note, [form[f] for f in fields]) for name, note, fields in fieldsets],
-            "media": self.media + form.media,
-        }
-        return TemplateResponse(request, "admin/trainer/request_form.html", context)
+    def added_message(self, obj: Any) -> str:
+        return f"{self.added_noun} {obj.pk} queued; its progress shows below."
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
         return super().changelist_view(request, {"add_label": self.add_label, **(extra_context or {})})
@@ -229,7 +99,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(DatasetVersion)
-class DatasetVersionAdmin(ReadOnlyAdmin):
+class DatasetVersionAdmin(TrainerAdmin):
     add_permission = EXPORT_PERMISSION
     add_label = "Export dataset"
     list_display = [
@@ -265,7 +135,7 @@ class DatasetVersionAdmin(ReadOnlyAdmin):
 
     @admin.display(description="progress (sources)")
     def progress(self, dataset: DatasetVersion) -> str:
-        return _progress_bar(dataset.done, dataset.total)
+        return progress_bar(dataset.done, dataset.total)
 
     @admin.display(description="campaigns")
     def campaign_names(self, dataset: DatasetVersion) -> str:
@@ -292,29 +162,20 @@ class DatasetVersionAdmin(ReadOnlyAdmin):
         ]
 
     # The add page: "Export dataset", calling requests.dataset_request.
-
-    def add_view(
-        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        return self._request_page(
-            request,
-            DatasetExportForm(request.POST or None),
-            requests.dataset_request,
-            noun="Dataset",
-            title="Export dataset",
-            submit="Export dataset",
-            fieldsets=[
-                ("Dataset", "", ["kind", "campaigns", "purposes"]),
-                ("Rendering", "", ["tokenizer_source", "validation_percent"]),
-                (
-                    "Filtering",
-                    "Filtered datasets only: the dialogs' turns that the discriminators of the "
-                    "tokenizer's model rate at or above every threshold are kept.",
-                    [f"threshold_{name}" for name in DatasetExportForm.THRESHOLDS],
-                ),
-            ],
-            extra_context=extra_context,
-        )
+    add_form = DatasetExportForm
+    add_service = staticmethod(requests.dataset_request)
+    added_noun = "Dataset"
+    add_title = add_submit = "Export dataset"
+    add_fieldsets = [
+        ("Dataset", "", ["kind", "campaigns", "purposes"]),
+        ("Rendering", "", ["tokenizer_source", "validation_percent"]),
+        (
+            "Filtering",
+            "Filtered datasets only: the dialogs' turns that the discriminators of the "
+            "tokenizer's model rate at or above every threshold are kept.",
+            [f"threshold_{name}" for name in DatasetExportForm.THRESHOLDS],
+        ),
+    ]
 
     # The change page: status polled while it builds, counts, files and manifest once ready.
 
@@ -341,7 +202,7 @@ class DatasetVersionAdmin(ReadOnlyAdmin):
         return {
             "dataset": dataset,
             "live": dataset.status in (DatasetVersion.Status.PENDING, DatasetVersion.Status.RUNNING),
-            "bar": _progress_bar(dataset.done, dataset.total),
+            "bar": progress_bar(dataset.done, dataset.total),
             "progress_url": self._url("progress", dataset.pk),
             "change_url": self._url("change", dataset.pk),
             "split_names": list(splits),
@@ -379,7 +240,7 @@ class DatasetVersionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(TrainingJob)
-class TrainingJobAdmin(ReadOnlyAdmin):
+class TrainingJobAdmin(TrainerAdmin):
     add_permission = RUN_PERMISSION
     add_label = "Retrain"
     list_display = [
@@ -410,7 +271,7 @@ class TrainingJobAdmin(ReadOnlyAdmin):
 
     @admin.display(description="progress (steps)")
     def progress(self, job: TrainingJob) -> str:
-        return _progress_bar(job.step, job.total_steps)
+        return progress_bar(job.step, job.total_steps)
 
     @admin.display(description="loss", ordering="loss")
     def loss_value(self, job: TrainingJob) -> str:
@@ -432,25 +293,18 @@ class TrainingJobAdmin(ReadOnlyAdmin):
         ]
 
     # The add page: "Retrain", calling requests.training_request.
+    add_service = staticmethod(requests.training_request)
+    added_noun = "Training job"
+    add_title = "Retrain"
+    add_submit = "Start training"
+    add_fieldsets = [
+        ("Job", "", ["kind", "base_model", "datasets"]),
+        ("Hyperparameters", "", ["steps", "learning_rate", "batch_size", "checkpoint_every"]),
+    ]
 
-    def add_view(
-        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
+    def get_add_form(self, request: HttpRequest) -> TrainingJobForm:
         # "Retrain from this version" links here with ?base_model=<pk>.
-        form = TrainingJobForm(request.POST or None, initial={"base_model": request.GET.get("base_model")})
-        return self._request_page(
-            request,
-            form,
-            requests.training_request,
-            noun="Training job",
-            title="Retrain",
-            submit="Start training",
-            fieldsets=[
-                ("Job", "", ["kind", "base_model", "datasets"]),
-                ("Hyperparameters", "", ["steps", "learning_rate", "batch_size", "checkpoint_every"]),
-            ],
-            extra_context=extra_context,
-        )
+        return TrainingJobForm(request.POST or None, initial={"base_model": request.GET.get("base_model")})
 
     # The job page: progress, loss curve, metrics, log, polled while the job runs.
 
@@ -509,7 +363,7 @@ def _model_version_of(job: TrainingJob) -> ModelVersion | None:
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(ReadOnlyAdmin):
+class ModelVersionAdmin(TrainerAdmin):
     list_display = [
         "name",
         "serving",
@@ -548,7 +402,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
     @admin.display(description="validation loss")
     def validation_loss(self, version: ModelVersion) -> str:
         loss = ((version.metrics or {}).get("final") or {}).get("validation_loss")
-        return f"{loss:.4f}" if _finite(loss) else "-"
+        return f"{loss:.4f}" if finite(loss) else "-"
 
     def has_serve_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(SERVE_PERMISSION)

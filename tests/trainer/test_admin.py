@@ -19,7 +19,6 @@ from django.urls import reverse
 
 from groundwork.roles import Role
 from tests.annotation.helpers import ssi_campaign
-from trainer.admin import loss_curve, metrics_table
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 
 pytestmark = pytest.mark.django_db
@@ -533,40 +532,6 @@ def test_the_model_page_costs_the_same_queries_however_deep_its_lineage(
     for ancestor in ancestors:
         assert f'<a href="{url("modelversion_change", ancestor.pk)}">{ancestor.name}</a>' in html
     assert html.count(f"chains of {length}</a>") == length  # every job's dataset names its campaign
-
-
-# --- the drawings ---------------------------------------------------------------------------
-
-
-def test_the_loss_curve_keeps_at_most_300_points_with_both_ends() -> None:
-    curve = loss_curve([[step, 10.0 / step] for step in range(1, 5001)])
-
-    assert curve is not None
-    assert curve["count"] == 300
-    assert (curve["step_first"], curve["step_last"]) == (1, 5000)
-    assert curve["loss_max"] == 10.0
-    assert len(curve["points"].split()) == 300
-    assert loss_curve([]) is None
-    assert loss_curve([[1, float("nan")], ["x", 2]]) is None
-    assert len(loss_curve([[3, 1.0]])["points"].split()) == 2
-
-
-def test_metrics_table_pairs_initial_and_final() -> None:
-    table = metrics_table({"initial": INITIAL, "final": FINAL})
-
-    assert table is not None
-    assert (table["initial_loss"], table["final_loss"]) == (6.25, 2.5)
-    assert table["attributes"] == [
-        {
-            "name": "sensible",
-            "n": 12,
-            "initial_accuracy": 0.5,
-            "final_accuracy": 0.75,
-            "initial_auc": 0.5,
-            "final_auc": 0.8125,
-        }
-    ]
-    assert metrics_table({}) is None
 
 
 def test_the_export_form_passes_filtering_thresholds_for_filtered_datasets_only() -> None:
