@@ -42,7 +42,7 @@ from annotation.questions import campaign_questions
 from dialogs.records import Limits, parse_turn
 from dialogs.services import import_limits
 from groundwork.jsonl import (
-    MAX_REPORTED_ERRORS,
+    ImportErrors,
     ImportRefused,
     RecordError,
     check_printable,
@@ -185,16 +185,6 @@ class _Rating:
     answers: dict[str, tuple[str, int]] = field(default_factory=dict)  # attribute -> (value, line)
 
 
-class _Errors(list[RecordError]):
-    def add(self, error: RecordError) -> None:
-        self.append(error)
-        if len(self) >= MAX_REPORTED_ERRORS:
-            raise JudgmentImportError(self.sorted())
-
-    def sorted(self) -> list[RecordError]:
-        return sorted(self, key=lambda e: e.line)[:MAX_REPORTED_ERRORS]
-
-
 @transaction.atomic
 def judgments_import(
     *, campaign: Campaign, lines: Iterable[JudgmentRecord | RecordError], source: str
@@ -216,7 +206,7 @@ def judgments_import(
             "to import judgments into."
         )
     safety = campaign.kind == Campaign.Kind.SAFETY
-    errors = _Errors()
+    errors = ImportErrors(JudgmentImportError)
     items: dict[str, JudgmentRecord] = {}  # key -> its first line
     ratings: dict[tuple[str, str], _Rating] = {}  # (key, rater) -> answers
     for record in lines:
@@ -315,8 +305,7 @@ def judgments_import(
                     f"{raters_by_key[key]} more do not fit",
                 )
             )
-    if errors:
-        raise JudgmentImportError(errors.sorted())
+    errors.refuse_if_any()
 
     result = ImportResult(items_existing=len(existing), ratings=len(ratings))
     result.raters_created = _create_external_users(users, {rater for _, rater in ratings})
@@ -341,7 +330,9 @@ def judgments_import_file(*, campaign: Campaign, path: Path, source: str | None 
         return judgments_import(campaign=campaign, lines=parse_jsonl(stream), source=source or path.name)
 
 
-def _attribute(record: JudgmentRecord, *, questions: list[str], safety: bool, errors: _Errors) -> str | None:
+def _attribute(
+    record: JudgmentRecord, *, questions: list[str], safety: bool, errors: ImportErrors
+) -> str | None:
     """The attribute the record's judgment is stored under, or None after reporting an error."""
     if safety:
         if record.attribute != SAFETY_ATTRIBUTE:
@@ -379,7 +370,7 @@ def _attribute(record: JudgmentRecord, *, questions: list[str], safety: bool, er
 
 
 def _existing_items(
-    campaign: Campaign, items: Mapping[str, JudgmentRecord], errors: _Errors
+    campaign: Campaign, items: Mapping[str, JudgmentRecord], errors: ImportErrors
 ) -> dict[str, Item]:
     """The items of the file already in the campaign, locked; reports those that do not match."""
     found: dict[str, Item] = {}

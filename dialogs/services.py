@@ -20,11 +20,12 @@ from dialogs.models import Dialog, DialogExport, Role, Turn
 from dialogs.records import DialogRecord, Limits, TurnRecord, parse_object
 from groundwork import queueing
 from groundwork.jsonl import (
-    MAX_REPORTED_ERRORS,
+    ImportErrors,
     ImportRefused,
     RecordError,
     parse_each_line,
     parse_each_object,
+    unique_records,
 )
 
 logger = logging.getLogger(__name__)
@@ -74,27 +75,15 @@ def dialogs_import(
     at its turns. Raises ``DialogImportError`` with every problem found (up to
     ``MAX_REPORTED_ERRORS``) and writes nothing then.
     """
-    errors: list[RecordError] = []
-    pending: dict[str, tuple[int, DialogRecord]] = {}
-    for item in records:
-        if isinstance(item, RecordError):
-            errors.append(item)
-        else:
-            line = item.line
-            if item.id in pending:
-                first = pending[item.id][0]
-                errors.append(RecordError(line, "id", f"duplicate id {item.id!r} (also line {first})"))
-            else:
-                pending[item.id] = (line, item)
-        if len(errors) >= MAX_REPORTED_ERRORS:
-            raise DialogImportError(errors)
+    errors = ImportErrors(DialogImportError)
+    pending = unique_records(records, key=lambda record: record.id, field="id", errors=errors)
 
     roles = {
-        r.slug: r for r in Role.objects.filter(slug__in={rec.role for _, rec in pending.values() if rec.role})
+        r.slug: r for r in Role.objects.filter(slug__in={rec.role for rec in pending.values() if rec.role})
     }
-    for line, record in pending.values():
+    for record in pending.values():
         if record.role and record.role not in roles:
-            errors.append(RecordError(line, "role", f"no role with slug {record.role!r}"))
+            errors.append(RecordError(record.line, "role", f"no role with slug {record.role!r}"))
 
     result = ImportResult()
     existing: set[str] = set()
@@ -103,21 +92,20 @@ def dialogs_import(
         chunk = ids[start : start + BATCH_SIZE]
         stored = Dialog.objects.filter(external_id__in=chunk).select_related("role").prefetch_related("turns")
         for dialog in stored:
-            line, record = pending[dialog.external_id]
+            record = pending[dialog.external_id]
             existing.add(dialog.external_id)
             if dialog_to_record(dialog) != record:
                 errors.append(
                     RecordError(
-                        line,
+                        record.line,
                         "id",
                         f"dialog {dialog.external_id!r} already exists with other content; "
                         "ids are immutable, give the changed dialog a new id",
                     )
                 )
-    if errors:
-        raise DialogImportError(sorted(errors, key=lambda e: e.line)[:MAX_REPORTED_ERRORS])
+    errors.refuse_if_any()
 
-    new = [record for _, record in pending.values() if record.id not in existing]
+    new = [record for record in pending.values() if record.id not in existing]
     source = source[: Dialog._meta.get_field("source").max_length]
     result.unchanged = len(existing)
     with transaction.atomic():

@@ -85,7 +85,9 @@ class ServiceAddMixin:
             "submit_label": self.add_submit,
             "opts": self.opts,
             "form": form,
-            "fieldsets": [(name, note, [form[f] for f in fields]) for name, note, fields in self.add_fieldsets],
+            "fieldsets": [
+                (name, note, [form[f] for f in fields]) for name, note, fields in self.add_fieldsets
+            ],
             "media": self.media + form.media,
         }
         return TemplateResponse(request, "admin/service_add_form.html", context)

@@ -2,7 +2,7 @@
 
 Shared by every importer (dialogs, judgments, documents): each app parses one decoded object
 into its own record; this module does the rest — size limit, JSON decoding, collecting the
-errors of every line.
+errors of every line (``ImportErrors``), refusing a key given twice (``unique_records``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,13 @@ class LineLimits(Protocol):
 L = TypeVar("L", bound=LineLimits)
 
 
+class Numbered(Protocol):
+    line: int
+
+
+R = TypeVar("R", bound=Numbered)
+
+
 class RecordError(ValueError):
     """A bad line: where (line, field) and what is wrong."""
 
@@ -52,6 +59,48 @@ class ImportRefused(Exception):
         self.errors = errors
         more = "" if len(errors) < MAX_REPORTED_ERRORS else " (stopped counting)"
         super().__init__(f"{len(errors)} bad line(s){more}; first: {errors[0]}")
+
+
+class ImportErrors(list[RecordError]):
+    """The errors of one import. ``add`` stops the import with the app's ``refused`` (an
+    ``ImportRefused``) once ``MAX_REPORTED_ERRORS`` are in, so a huge bad file is not read to its
+    end; ``refuse_if_any`` stops it with whatever was found. Either way the errors go out sorted
+    by line, at most ``MAX_REPORTED_ERRORS`` of them."""
+
+    def __init__(self, refused: type[ImportRefused]) -> None:
+        super().__init__()
+        self.refused = refused
+
+    def add(self, error: RecordError) -> None:
+        self.append(error)
+        if len(self) >= MAX_REPORTED_ERRORS:
+            raise self.refused(self.by_line())
+
+    def by_line(self) -> list[RecordError]:
+        return sorted(self, key=lambda e: e.line)[:MAX_REPORTED_ERRORS]
+
+    def refuse_if_any(self) -> None:
+        if self:
+            raise self.refused(self.by_line())
+
+
+def unique_records(
+    records: Iterable[R | RecordError], *, key: Callable[[R], str], field: str, errors: ImportErrors
+) -> dict[str, R]:
+    """The parsed records by ``key``, in file order. A bad line's error goes to ``errors``, and so
+    does a record whose key an earlier line has (``field``: ``duplicate id 'd-1' (also line 3)``)."""
+    found: dict[str, R] = {}
+    for record in records:
+        if isinstance(record, RecordError):
+            errors.add(record)
+            continue
+        value = key(record)
+        if value in found:
+            message = f"duplicate {field} {value!r} (also line {found[value].line})"
+            errors.add(RecordError(record.line, field, message))
+        else:
+            found[value] = record
+    return found
 
 
 def load_line(raw: str | bytes, line: int, limits: LineLimits) -> Any:

@@ -16,11 +16,12 @@ from django.utils.module_loading import import_string
 
 from groundwork import queueing
 from groundwork.jsonl import (
-    MAX_REPORTED_ERRORS,
+    ImportErrors,
     ImportRefused,
     RecordError,
     parse_each_line,
     parse_each_object,
+    unique_records,
 )
 from toolset import calculator, translator
 from toolset.models import QUERY_MAX_CHARS, SESSION_MAX_CHARS, Document, Tool, ToolCall
@@ -86,20 +87,9 @@ def documents_import_records(
     a newer dump. Raises ``DocumentImportError`` with every problem found (up to
     ``MAX_REPORTED_ERRORS``) and writes nothing then.
     """
-    errors: list[RecordError] = []
-    pending: dict[str, DocumentRecord] = {}
-    for item in records:
-        if isinstance(item, RecordError):
-            errors.append(item)
-        elif item.url in pending:
-            first = pending[item.url].line
-            errors.append(RecordError(item.line, "url", f"duplicate url {item.url!r} (also line {first})"))
-        else:
-            pending[item.url] = item
-        if len(errors) >= MAX_REPORTED_ERRORS:
-            raise DocumentImportError(errors)
-    if errors:
-        raise DocumentImportError(errors)
+    errors = ImportErrors(DocumentImportError)
+    pending = unique_records(records, key=lambda record: record.url, field="url", errors=errors)
+    errors.refuse_if_any()
 
     if index_after_commit:
         # Documents updated in place cannot be taken back after commit: make sure the index
