@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from annotation import rules, services
 from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment
+from tests.annotation.test_rules import counted
 
 pytestmark = pytest.mark.django_db
 
@@ -47,7 +48,7 @@ def test_sql_consensus_equals_the_rules(kind: str, raters: int) -> None:
             {a: v for a, (v, _) in services.judgment_values(campaign=campaign, answers=r).items()}
             for r in ratings[: len(workers)]
         ]
-        counts = rules.count_ratings(cascaded, attributes=list(cascaded[0]))
+        counts = counted(cascaded, list(cascaded[0]))
         expected[item.key] = rules.labels_from_counts(
             counts, attributes=list(counts), raters=max(raters, len(cascaded))
         )

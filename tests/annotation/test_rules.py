@@ -24,17 +24,13 @@ from annotation.rules import (
     YES,
     Counts,
     Label,
-    count_ratings,
     groundedness_metrics,
     labels_from_counts,
     majority_label,
-    majority_labels,
     quality_score,
-    safety_labels,
     safety_labels_from_counts,
     ssi_asked,
     ssi_cascade,
-    ssi_labels,
     ssi_labels_from_counts,
     ssi_rates,
 )
@@ -78,6 +74,39 @@ def ssi(sensible: str | None, specific: str | None = None, interesting: str | No
 def label_of(labels: Mapping[str, Label], attribute: str) -> tuple[int, int, int, int, float]:
     found = labels[attribute]
     return found.label, found.yes, found.no, found.maybe, found.yes_fraction
+
+
+# The rules take counts, as the services count stored judgments; the paper's examples are raters'
+# answers, counted here the same way.
+
+
+def counted(ratings: Sequence[Mapping[str, str | None]], attributes: Sequence[str]) -> dict[str, Counts]:
+    """Each attribute's ``Counts`` over the raters' answers (a GROUP BY over their judgments)."""
+    counts = {attribute: Counts() for attribute in attributes}
+    for rating in ratings:
+        for attribute in attributes:
+            counts[attribute] = counts[attribute].add(rating[attribute])
+    return counts
+
+
+def ssi_from_answers(ratings: Sequence[Mapping[str, str | None]], *, raters: int = 5) -> dict[str, Label]:
+    """SSI labels of raters' raw answers: the cascade per rater (as a submission is stored), counted."""
+    cascaded = [ssi_cascade(answers) for answers in ratings]
+    return ssi_labels_from_counts(counted(cascaded, SSI_ATTRIBUTES), raters=raters)
+
+
+def safety_from_answers(
+    ratings: Sequence[Mapping[str, str]], *, objectives: Sequence[str], raters: int = 3
+) -> dict[str, Label]:
+    all_no = sum(all(rating[objective] == NO for objective in objectives) for rating in ratings)
+    counts = counted(ratings, objectives)
+    return safety_labels_from_counts(counts, objectives=objectives, raters=raters, all_no_raters=all_no)
+
+
+def majority_from_answers(
+    ratings: Sequence[Mapping[str, str]], *, attributes: Sequence[str], raters: int = 3
+) -> dict[str, Label]:
+    return labels_from_counts(counted(ratings, attributes), attributes=attributes, raters=raters)
 
 
 # --- constants and Counts ------------------------------------------------------------------------
@@ -190,7 +219,7 @@ def test_ssi_asked_follows_the_cascade() -> None:
     assert ssi_asked(ssi(YES, YES)) == SSI_ATTRIBUTES
 
 
-def test_ssi_labels_the_papers_example() -> None:
+def test_ssi_the_papers_example() -> None:
     ratings = [
         ssi(YES, YES, YES),
         ssi(YES, YES, NO),
@@ -199,17 +228,17 @@ def test_ssi_labels_the_papers_example() -> None:
         ssi(MAYBE),
     ]
 
-    labels = ssi_labels(ratings)
+    labels = ssi_from_answers(ratings)
 
     assert label_of(labels, "sensible") == (1, 3, 1, 1, 0.6)
     assert label_of(labels, "specific") == (0, 2, 3, 0, 0.4)
     assert label_of(labels, "interesting") == (0, 1, 4, 0, 0.2)
 
 
-def test_ssi_labels_two_yes_three_maybe() -> None:
+def test_ssi_two_yes_three_maybe() -> None:
     ratings = [ssi(YES, YES, YES)] * 2 + [ssi(MAYBE)] * 3
 
-    labels = ssi_labels(ratings)
+    labels = ssi_from_answers(ratings)
 
     assert {attribute: label.label for attribute, label in labels.items()} == dict.fromkeys(SSI_ATTRIBUTES, 0)
     assert labels["sensible"].maybe == 3
@@ -219,12 +248,12 @@ def test_a_sensible_no_with_specific_yes_counts_no_downstream() -> None:
     # Two raters say yes to everything; the third says sensible=no but specific=interesting=yes.
     ratings = [ssi(YES, YES, YES), ssi(YES, YES, YES), ssi(NO, YES, YES)]
 
-    labels = ssi_labels(ratings, raters=3)
+    labels = ssi_from_answers(ratings, raters=3)
 
     assert label_of(labels, "specific") == (1, 2, 1, 0, 2 / 3)
     assert label_of(labels, "interesting") == (1, 2, 1, 0, 2 / 3)
     # With five raters the same three answers are no majority.
-    assert ssi_labels(ratings)["specific"].label == 0
+    assert ssi_from_answers(ratings)["specific"].label == 0
 
 
 def test_ssi_labels_from_counts_of_a_group_by() -> None:
@@ -258,8 +287,6 @@ def test_an_unknown_ssi_value_is_refused_and_named(attribute: str) -> None:
 
     with pytest.raises(ValueError, match=rf"^{attribute}: 'Yes' is not one of"):
         ssi_cascade(answers)
-    with pytest.raises(ValueError, match=rf"^{attribute}: "):
-        ssi_labels([ssi(YES, YES, YES), answers])
 
 
 def test_ssi_asked_refuses_an_unknown_value() -> None:
@@ -267,9 +294,9 @@ def test_ssi_asked_refuses_an_unknown_value() -> None:
         ssi_asked(ssi("y"))
 
 
-def test_ssi_labels_refuse_more_ratings_than_raters() -> None:
+def test_ssi_refuses_more_ratings_than_raters() -> None:
     with pytest.raises(ValueError, match="6 answers but only 5 raters"):
-        ssi_labels([ssi(YES, YES, YES)] * 6)
+        ssi_from_answers([ssi(YES, YES, YES)] * 6)
 
 
 # --- Safety, by hand (METHOD.md §3) --------------------------------------------------------------
@@ -282,7 +309,7 @@ def test_two_no_on_every_objective_is_safe() -> None:
         {"harm": MAYBE, "unfair-bias": NO, "misinformation": YES},
     ]
 
-    labels = safety_labels(ratings, objectives=OBJECTIVES)
+    labels = safety_from_answers(ratings, objectives=OBJECTIVES)
 
     assert set(labels) == {*OBJECTIVES, SAFETY_SCORE, UNSAFE}
     assert [labels[objective].label for objective in OBJECTIVES] == [0, 0, 0]
@@ -298,7 +325,7 @@ def test_one_objective_with_only_one_no_is_unsafe() -> None:
         {"harm": NO, "unfair-bias": NO, "misinformation": YES},
     ]
 
-    labels = safety_labels(ratings, objectives=OBJECTIVES)
+    labels = safety_from_answers(ratings, objectives=OBJECTIVES)
 
     # misinformation: one yes, so it is not violated by majority; but only one no, so not safe.
     assert label_of(labels, "misinformation") == (0, 1, 1, 1, 1 / 3)
@@ -309,7 +336,7 @@ def test_one_objective_with_only_one_no_is_unsafe() -> None:
 def test_maybe_is_never_yes_and_never_no() -> None:
     all_maybe = [dict.fromkeys(OBJECTIVES, MAYBE)] * 3
 
-    labels = safety_labels(all_maybe, objectives=OBJECTIVES)
+    labels = safety_from_answers(all_maybe, objectives=OBJECTIVES)
 
     assert all(labels[objective].label == 0 for objective in OBJECTIVES)  # not a violation
     assert labels[SAFETY_SCORE].label == 0  # and not safe
@@ -322,7 +349,7 @@ def test_maybe_is_never_yes_and_never_no() -> None:
 def test_a_violation_by_majority() -> None:
     ratings = [{"harm": YES}, {"harm": YES}, {"harm": NO}]
 
-    labels = safety_labels(ratings, objectives=["harm"])
+    labels = safety_from_answers(ratings, objectives=["harm"])
 
     assert labels["harm"].label == 1
     assert labels[SAFETY_SCORE].label == 0
@@ -331,7 +358,7 @@ def test_a_violation_by_majority() -> None:
 
 def test_safety_with_missing_raters_is_not_safe() -> None:
     # One rater of three said no everywhere: no majority of "no" yet.
-    labels = safety_labels([dict.fromkeys(OBJECTIVES, NO)], objectives=OBJECTIVES)
+    labels = safety_from_answers([dict.fromkeys(OBJECTIVES, NO)], objectives=OBJECTIVES)
 
     assert labels[SAFETY_SCORE].label == 0
     assert labels[SAFETY_SCORE].yes_fraction == 1.0
@@ -340,7 +367,7 @@ def test_safety_with_missing_raters_is_not_safe() -> None:
 def test_safety_ignores_answers_to_objectives_not_listed() -> None:
     ratings = [{"harm": NO, "retired": YES}] * 2
 
-    labels = safety_labels(ratings, objectives=["harm"])
+    labels = safety_from_answers(ratings, objectives=["harm"])
 
     assert "retired" not in labels
     assert labels[SAFETY_SCORE].label == 1
@@ -362,18 +389,6 @@ def test_safety_from_counts() -> None:
 # --- Safety errors -------------------------------------------------------------------------------
 
 
-def test_a_rating_missing_an_objective_is_refused_and_named() -> None:
-    ratings = [dict.fromkeys(OBJECTIVES, NO), {"harm": NO, "unfair-bias": NO}]
-
-    with pytest.raises(ValueError, match=r"^misinformation: "):
-        safety_labels(ratings, objectives=OBJECTIVES)
-
-
-def test_an_unknown_safety_value_is_refused_and_named() -> None:
-    with pytest.raises(ValueError, match=r"^harm: 'safe' is not one of"):
-        safety_labels([{"harm": "safe"}], objectives=["harm"])
-
-
 @pytest.mark.parametrize(
     ("objectives", "message"),
     [
@@ -385,7 +400,7 @@ def test_an_unknown_safety_value_is_refused_and_named() -> None:
 )
 def test_objectives_are_checked(objectives: Sequence[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        safety_labels([], objectives=objectives)
+        safety_labels_from_counts({}, objectives=objectives, all_no_raters=0)
 
 
 def test_all_no_raters_cannot_exceed_any_no_count() -> None:
@@ -407,7 +422,7 @@ def test_groundedness_eval_by_majority_of_three() -> None:
         {"understandable": NO, "claims_external": MAYBE, "factually_correct": MAYBE, "cites_source": YES},
     ]
 
-    labels = majority_labels(ratings, attributes=GROUNDEDNESS_EVAL_ATTRIBUTES)
+    labels = majority_from_answers(ratings, attributes=GROUNDEDNESS_EVAL_ATTRIBUTES)
 
     # factually_correct: "not sure" twice is not a majority of yes.
     assert {attribute: labels[attribute].label for attribute in GROUNDEDNESS_EVAL_ATTRIBUTES} == {
@@ -422,15 +437,10 @@ def test_groundedness_eval_by_majority_of_three() -> None:
 def test_helpfulness_by_majority() -> None:
     ratings = [{"helpful": YES, "role_consistent": YES}, {"helpful": NO, "role_consistent": YES}]
 
-    labels = majority_labels(ratings, attributes=HELPFULNESS_ATTRIBUTES)
+    labels = majority_from_answers(ratings, attributes=HELPFULNESS_ATTRIBUTES)
 
     assert labels["helpful"].label == 0
     assert labels["role_consistent"].label == 1
-
-
-def test_majority_labels_refuse_a_missing_attribute() -> None:
-    with pytest.raises(ValueError, match=r"^role_consistent: "):
-        majority_labels([{"helpful": YES}], attributes=HELPFULNESS_ATTRIBUTES)
 
 
 def test_labels_from_counts_missing_attribute_counts_zero() -> None:
@@ -492,10 +502,10 @@ def test_groundedness_metrics_refuse_an_item_without_a_label() -> None:
 
 def test_quality_score_is_the_mean_of_the_three_rates() -> None:
     items = [
-        ssi_labels([ssi(YES, YES, YES)] * 3, raters=3),
-        ssi_labels([ssi(YES, YES, NO)] * 3, raters=3),
-        ssi_labels([ssi(YES, NO)] * 3, raters=3),
-        ssi_labels([ssi(NO)] * 3, raters=3),
+        ssi_from_answers([ssi(YES, YES, YES)] * 3, raters=3),
+        ssi_from_answers([ssi(YES, YES, NO)] * 3, raters=3),
+        ssi_from_answers([ssi(YES, NO)] * 3, raters=3),
+        ssi_from_answers([ssi(NO)] * 3, raters=3),
     ]
 
     assert ssi_rates(items) == {"sensible": 3 / 4, "specific": 2 / 4, "interesting": 1 / 4}
@@ -529,17 +539,6 @@ def test_property_cascade_is_monotone(answers: dict[str, str | None]) -> None:
         assert after[attribute] == answers[attribute]
 
 
-@given(ssi_panel())
-def test_property_ssi_labels_equal_labels_from_counts(panel: tuple[list[dict], int]) -> None:
-    ratings, raters = panel
-    counts = {attribute: Counts() for attribute in SSI_ATTRIBUTES}
-    for answers in ratings:
-        for attribute, value in ssi_cascade(answers).items():
-            counts[attribute] = counts[attribute].add(value)
-
-    assert ssi_labels(ratings, raters=raters) == ssi_labels_from_counts(counts, raters=raters)
-
-
 @given(
     st.integers(min_value=0, max_value=9),
     st.integers(min_value=0, max_value=9),
@@ -565,7 +564,7 @@ def test_property_label_is_a_strict_majority_of_raters(yes: int, no: int, maybe:
 def test_property_safe_means_no_objective_violated(panel: tuple[list[dict], tuple[str, ...], int]) -> None:
     ratings, objectives, raters = panel
 
-    labels = safety_labels(ratings, objectives=objectives, raters=raters)
+    labels = safety_from_answers(ratings, objectives=objectives, raters=raters)
 
     if labels[SAFETY_SCORE].label == 1:
         assert all(labels[objective].label == 0 for objective in objectives)
@@ -587,25 +586,12 @@ def test_property_a_yes_never_raises_safety(
     worse = [dict(rating) for rating in ratings]
     worse[rater][objective] = YES
 
-    before = safety_labels(ratings, objectives=objectives, raters=raters)
-    after = safety_labels(worse, objectives=objectives, raters=raters)
+    before = safety_from_answers(ratings, objectives=objectives, raters=raters)
+    after = safety_from_answers(worse, objectives=objectives, raters=raters)
 
     assert after[SAFETY_SCORE].label <= before[SAFETY_SCORE].label
     assert after[SAFETY_SCORE].yes_fraction <= before[SAFETY_SCORE].yes_fraction
     assert after[objective].label >= before[objective].label
-
-
-@given(safety_panel())
-def test_property_safety_labels_equal_labels_from_counts(
-    panel: tuple[list[dict], tuple[str, ...], int],
-) -> None:
-    ratings, objectives, raters = panel
-    counts = count_ratings(ratings, attributes=objectives)
-    all_no = sum(all(rating[objective] == NO for objective in objectives) for rating in ratings)
-
-    assert safety_labels(ratings, objectives=objectives, raters=raters) == safety_labels_from_counts(
-        counts, objectives=objectives, raters=raters, all_no_raters=all_no
-    )
 
 
 @given(ssi_panel(), st.data())
@@ -615,7 +601,7 @@ def test_property_permuting_raters_keeps_ssi_labels(
     ratings, raters = panel
     shuffled = data.draw(st.permutations(ratings))
 
-    assert ssi_labels(shuffled, raters=raters) == ssi_labels(ratings, raters=raters)
+    assert ssi_from_answers(shuffled, raters=raters) == ssi_from_answers(ratings, raters=raters)
 
 
 @given(safety_panel(), st.data())
@@ -625,7 +611,7 @@ def test_property_permuting_raters_keeps_safety_labels(
     ratings, objectives, raters = panel
     shuffled = data.draw(st.permutations(ratings))
 
-    assert safety_labels(shuffled, objectives=objectives, raters=raters) == safety_labels(
+    assert safety_from_answers(shuffled, objectives=objectives, raters=raters) == safety_from_answers(
         ratings, objectives=objectives, raters=raters
     )
 
@@ -637,7 +623,7 @@ def test_property_permuting_raters_keeps_safety_labels(
 def test_property_permuting_raters_keeps_majority_labels(ratings: list[dict], data: st.DataObject) -> None:
     shuffled = data.draw(st.permutations(ratings))
 
-    assert majority_labels(shuffled, attributes=GROUNDEDNESS_EVAL_ATTRIBUTES) == majority_labels(
+    assert majority_from_answers(shuffled, attributes=GROUNDEDNESS_EVAL_ATTRIBUTES) == majority_from_answers(
         ratings, attributes=GROUNDEDNESS_EVAL_ATTRIBUTES
     )
 

@@ -238,3 +238,41 @@ def test_a_quality_safety_build_labels_what_the_raters_said_even_when_no_consens
     assert dataset.status == "ready", dataset.error
     labels = {(r["attribute"], r["label"]) for r in rows(dataset) if r["kind"] == "discriminative"}
     assert labels == {("SENSIBLE", 1), ("SPECIFIC", 0), ("INTERESTING", 0)}
+
+
+def test_crowd_ratings_of_dialog_turns_become_a_dataset_split_by_dialog_without_unsafe_answers() -> None:
+    """From crowdworkers' submissions on turn-bound items of an SSI and a safety campaign made from
+    dialogs, through consensus, to the rows: the SSI items and the safety items of one turn are
+    different items, matched by their turn; every row of a dialog lies in that dialog's split."""
+    from tests.trainer.helpers import CROWD_DIALOGS, CROWD_UNSAFE, crowd_answer, crowd_rated_campaigns
+
+    tiny_model()
+    ssi, safety = crowd_rated_campaigns()
+
+    dataset = export("quality_safety", [ssi, safety], validation_percent=50)
+
+    assert dataset.status == "ready", dataset.error
+    exported = rows(dataset)
+    # Consensus was computed from the submissions: 3 SSI labels and UNSAFE for each of 12 turns.
+    discriminative = {
+        (r["response"], r["attribute"]): r["label"] for r in exported if r["kind"] == "discriminative"
+    }
+    assert len(discriminative) == 2 * CROWD_DIALOGS * 4
+    for i in range(CROWD_DIALOGS):
+        good, purple = crowd_answer(i), f"Purple {i}."
+        assert [discriminative[(good, a)] for a in ("SENSIBLE", "SPECIFIC", "INTERESTING")] == [1, 1, 1]
+        assert [discriminative[(purple, a)] for a in ("SENSIBLE", "SPECIFIC", "INTERESTING")] == [0, 0, 0]
+        assert discriminative[(good, "UNSAFE")] == int(i in CROWD_UNSAFE)
+        assert discriminative[(purple, "UNSAFE")] == 0
+    # Generation data: the good answers, less those the safety campaign found unsafe.
+    generative = sorted(r["response"] for r in exported if r["kind"] == "generative")
+    assert generative == sorted(crowd_answer(i) for i in range(CROWD_DIALOGS) if i not in CROWD_UNSAFE)
+    # Split by dialog: a turn-bound item's row names its dialog, and a dialog's rows share its split.
+    by_dialog: dict[str, set[str]] = {}
+    for row in exported:
+        by_dialog.setdefault(row["dialog"], set()).add(row["split"])
+    assert by_dialog == {
+        f"dialog:crowd-{i}": {records.split_of(f"dialog:crowd-{i}", 50)} for i in range(CROWD_DIALOGS)
+    }
+    assert {row["split"] for row in exported} == {"train", "validation"}
+    assert ConsensusLabel.objects.filter(item__campaign=safety, attribute="unsafe", label=1).count() == 2
