@@ -29,7 +29,7 @@ class TurnSerializer(serializers.ModelSerializer):
 
 class DialogSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="external_id")
-    role = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    role = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
     turns = TurnSerializer(many=True, read_only=True)
 
     class Meta:
