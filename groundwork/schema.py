@@ -20,7 +20,7 @@ from rest_framework import permissions, serializers
 
 
 class ErrorSerializer(serializers.Serializer):
-    """What every API error answers: ``{"detail": "..."}``."""
+    """What every API error answers: `{"detail": "..."}`."""
 
     detail = serializers.CharField(help_text="What is wrong, in words.")
 
