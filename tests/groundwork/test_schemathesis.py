@@ -4,7 +4,7 @@ of each role, and checks every answer: never a 5xx, and the status code, content
 as the schema documents them.
 
 Each operation gets schemathesis's examples and coverage phases (boundary values, missing and
-wrong-typed fields, unexpected methods) and ``FUZZ_MAX_EXAMPLES`` generated requests (default 20,
+wrong-typed fields, unexpected methods) and ``FUZZ_MAX_EXAMPLES`` generated requests (default 10,
 so that ``make test`` stays fast; ``make fuzz`` runs this module alone with many more).
 ``FUZZ_SEED`` (default 1) fixes what is generated, so a run repeats exactly; ``FUZZ_MAX_SECONDS``
 (default: none) stops starting new operations once a role has fuzzed that long.
@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -48,7 +49,7 @@ from tests.factories import UserFactory
 from tests.trainer.helpers import tiny_model
 from trainer.models import DatasetVersion, TrainingJob
 
-MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "20"))
+MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "10"))
 SEED = int(os.environ.get("FUZZ_SEED", "1"))
 MAX_SECONDS = float(os.environ.get("FUZZ_MAX_SECONDS", "0"))  # per role; 0: no limit
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -57,7 +58,13 @@ ROLES = [Role.CROWDWORKER, Role.ADMIN, Role.RESEARCHER]
 # The imports' application/x-ndjson bodies are strings in the schema: sent as they are.
 schemathesis.serializer.alias("application/x-ndjson", "text/plain")
 
-PathParameters = dict[str, list[dict[str, Any]]]  # path template -> real values of its parameters
+
+@dataclass
+class RealObjects:
+    """Values that name real objects, for the parameters of each operation (by its path template)."""
+
+    path: dict[str, list[dict[str, Any]]]
+    query: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def fixed_answer(*, dialog_id: int) -> Turn:
@@ -67,7 +74,7 @@ def fixed_answer(*, dialog_id: int) -> Turn:
     )
 
 
-def crowd_work(worker: Any, settings: Any) -> PathParameters:
+def crowd_work(worker: Any, settings: Any) -> RealObjects:
     """A campaign with items, the worker's leased assignment, and an adversarial chat of theirs
     with one exchange (so there is a model turn to flag)."""
     campaign = ssi_campaign(items=3, name="fuzz")
@@ -78,20 +85,23 @@ def crowd_work(worker: Any, settings: Any) -> PathParameters:
     chats.chat_say(chat=chat, worker=worker, text="Hello there")
     annotation_tasks.respond_task(chat.dialog_id)  # the task's body, here
     model_turn = Turn.objects.get(dialog_id=chat.dialog_id, speaker=Speaker.MODEL)
-    return {
-        "/api/v1/campaigns/{campaign_id}/consensus": [{"campaign_id": campaign.pk}],
-        "/api/v1/campaigns/{campaign_id}/judgments": [{"campaign_id": campaign.pk}],
-        "/api/v1/dialogs/{id}/": [{"id": "fuzz-d0"}],
-        "/api/v1/assignments/{assignment_id}/submit": [{"assignment_id": assignment.pk}],
-        "/api/v1/assignments/{assignment_id}/skip": [{"assignment_id": assignment.pk}],
-        "/api/v1/chats/{chat_id}/": [{"chat_id": chat.pk}],
-        "/api/v1/chats/{chat_id}/messages": [{"chat_id": chat.pk}],
-        "/api/v1/chats/{chat_id}/finish": [{"chat_id": chat.pk}],
-        "/api/v1/chats/{chat_id}/turns/{turn_id}/flag": [{"chat_id": chat.pk, "turn_id": model_turn.pk}],
-    }
+    return RealObjects(
+        path={
+            "/api/v1/campaigns/{campaign_id}/consensus": [{"campaign_id": campaign.pk}],
+            "/api/v1/campaigns/{campaign_id}/judgments": [{"campaign_id": campaign.pk}],
+            "/api/v1/dialogs/{id}/": [{"id": "fuzz-d0"}],
+            "/api/v1/assignments/{assignment_id}/submit": [{"assignment_id": assignment.pk}],
+            "/api/v1/assignments/{assignment_id}/skip": [{"assignment_id": assignment.pk}],
+            "/api/v1/chats/{chat_id}/": [{"chat_id": chat.pk}],
+            "/api/v1/chats/{chat_id}/messages": [{"chat_id": chat.pk}],
+            "/api/v1/chats/{chat_id}/finish": [{"chat_id": chat.pk}],
+            "/api/v1/chats/{chat_id}/turns/{turn_id}/flag": [{"chat_id": chat.pk, "turn_id": model_turn.pk}],
+        },
+        query={"/api/v1/tasks/next": [{"campaign": campaign.pk}, {"kind": "ssi"}]},
+    )
 
 
-def staff_data(user: Any) -> PathParameters:
+def staff_data(user: Any) -> RealObjects:
     """A campaign with items and the trainer's objects: a tiny model trained on a pretrain
     dataset (its dataset, job and model version), and a finished dialog export."""
     campaign = ssi_campaign(items=3, name="fuzz")
@@ -100,21 +110,31 @@ def staff_data(user: Any) -> PathParameters:
     job = TrainingJob.objects.get()
     export = dialog_services.dialog_export_request(requested_by=user)
     dialog_services.dialog_export_run(export_id=export.pk)
-    return {
-        "/api/v1/campaigns/{campaign_id}/consensus": [{"campaign_id": campaign.pk}],
-        "/api/v1/campaigns/{campaign_id}/judgments": [{"campaign_id": campaign.pk}],
-        "/api/v1/dialogs/{id}/": [{"id": "fuzz-d0"}, {"id": "pretrain-0"}],
-        "/api/v1/dialog-exports/{id}/": [{"id": export.pk}],
-        "/api/v1/dialog-exports/{id}/download/": [{"id": export.pk}],
-        "/api/v1/datasets/{id}/": [{"id": dataset.pk}],
-        "/api/v1/datasets/{id}/files/{name}/": [
-            {"id": dataset.pk, "name": name} for name in sorted(dataset.files)
-        ],
-        "/api/v1/training-jobs/{id}/": [{"id": job.pk}],
-        "/api/v1/training-jobs/{id}/cancel/": [{"id": job.pk}],
-        "/api/v1/models/{id}/": [{"id": model.pk}],
-        "/api/v1/models/{id}/serve/": [{"id": model.pk}],
-    }
+    return RealObjects(
+        path={
+            "/api/v1/campaigns/{campaign_id}/consensus": [{"campaign_id": campaign.pk}],
+            "/api/v1/campaigns/{campaign_id}/judgments": [{"campaign_id": campaign.pk}],
+            "/api/v1/dialogs/{id}/": [{"id": "fuzz-d0"}, {"id": "pretrain-0"}],
+            "/api/v1/dialog-exports/{id}/": [{"id": export.pk}],
+            "/api/v1/dialog-exports/{id}/download/": [{"id": export.pk}],
+            "/api/v1/datasets/{id}/": [{"id": dataset.pk}],
+            "/api/v1/datasets/{id}/files/{name}/": [
+                {"id": dataset.pk, "name": name} for name in sorted(dataset.files)
+            ],
+            "/api/v1/training-jobs/{id}/": [{"id": job.pk}],
+            "/api/v1/training-jobs/{id}/cancel/": [{"id": job.pk}],
+            "/api/v1/models/{id}/": [{"id": model.pk}],
+            "/api/v1/models/{id}/serve/": [{"id": model.pk}],
+        },
+        query={"/api/v1/dialogs/": [{"purpose": "pretrain"}, {"source": "factory"}]},
+    )
+
+
+def sometimes_real(generated: dict[str, Any] | None, real: list[dict[str, Any]] | None) -> Any:
+    """The generated parameters, or (as often) the same with the values of a real object."""
+    if not real or not isinstance(generated, dict | None):
+        return st.just(generated)
+    return st.one_of(st.just(generated), st.sampled_from([{**(generated or {}), **r} for r in real]))
 
 
 @dataclass
@@ -163,13 +183,15 @@ def fuzz_run(request: pytest.FixtureRequest) -> Iterator[FuzzRun]:
 
 @pytest.fixture
 def api_schema(
-    fuzz_run: FuzzRun, live_server: Any, django_db_reset_sequences: None, settings: Any
+    fuzz_run: FuzzRun, live_server: Any, django_db_reset_sequences: None, settings: Any, tmp_path: Path
 ) -> schemathesis.BaseSchema:
     """The schema as the live server serves it, with a token of the run's role; ids start at 1 in
     every run (reset sequences), so that a run repeats exactly."""
+    settings.ARTIFACTS_DIR = tmp_path
     user = UserFactory(role=fuzz_run.role)
     objects = crowd_work(user, settings) if fuzz_run.role == Role.CROWDWORKER else staff_data(user)
     fuzz_run.tasks.clear()  # queued while seeding
+    fuzz_run.started = time.monotonic()
     # The server listens on IPv4: asking for localhost would try ::1 first, ~10 ms a request.
     base_url = live_server.url.replace("://localhost:", "://127.0.0.1:")
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "127.0.0.1"]
@@ -192,10 +214,11 @@ def api_schema(
 
     @schema.hook
     def flatmap_path_parameters(context: Any, parameters: dict[str, Any] | None) -> Any:
-        real = objects.get(context.operation.path)
-        if not real or parameters is None:
-            return st.just(parameters)
-        return st.one_of(st.just(parameters), st.sampled_from([{**parameters, **r} for r in real]))
+        return sometimes_real(parameters, objects.path.get(context.operation.path))
+
+    @schema.hook
+    def flatmap_query(context: Any, query: dict[str, Any] | None) -> Any:
+        return sometimes_real(query, objects.query.get(context.operation.path))
 
     @schema.hook
     def after_call(context: Any, case: Any, response: Any) -> None:
