@@ -9,9 +9,10 @@ so that ``make test`` stays fast; ``make fuzz`` runs this module alone with many
 ``FUZZ_SEED`` (default 1) fixes what is generated, so a run repeats exactly; ``FUZZ_MAX_SECONDS``
 (default: none) stops starting new operations once a role has fuzzed that long.
 
-Path parameters are drawn half the time from real objects made here (a campaign with items, the
-crowdworker's assignment and chat, a dialog, a dialog export, a dataset, a training job, a model
-version), so that requests reach them and not only 404s.
+Path parameters (and the filters of tasks/next and the dialog list) are drawn half the time from
+real objects made here (a campaign with items, the crowdworker's assignment and chat, a dialog, a
+dialog export, a dataset, a training job, a model version), so that requests reach them and not
+only 404s. Tasks the requests queue are recorded, not sent.
 """
 
 from __future__ import annotations
