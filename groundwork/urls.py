@@ -19,8 +19,6 @@ router.register("datasets", trainer_api.DatasetViewSet, basename="dataset")
 router.register("training-jobs", trainer_api.TrainingJobViewSet, basename="training-job")
 router.register("models", trainer_api.ModelVersionViewSet, basename="model-version")
 
-handler404 = "groundwork.views.page_not_found"
-
 admin.site.site_header = "Groundwork"
 admin.site.site_title = "Groundwork admin"
 admin.site.index_title = "Campaigns, data and models"

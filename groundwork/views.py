@@ -9,7 +9,6 @@ from django.contrib.auth import authenticate
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views import defaults
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
@@ -30,14 +29,6 @@ def home(request: HttpRequest) -> HttpResponse:
     if user_has_role(request.user, *STAFF_ROLES):
         return redirect("admin:index")
     return redirect("work")  # no role yet: /work/ explains that
-
-
-def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
-    """A URL that names nothing (``handler404``): JSON under /api/, as the API's own 404s are,
-    and the page elsewhere."""
-    if request.path.startswith("/api/"):
-        return JsonResponse({"detail": "Not found."}, status=404)
-    return defaults.page_not_found(request, exception)
 
 
 class TokenRequestSerializer(serializers.Serializer):

@@ -44,19 +44,6 @@ def _refused(exc: services.TrainerError) -> ValidationError:
     return ValidationError({"detail": str(exc)})
 
 
-class ModelVersionNameField(serializers.SlugRelatedField):
-    """A model version by name. A name with a NUL character names none (PostgreSQL cannot even
-    compare it, so it is refused before the query)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(slug_field="name", queryset=ModelVersion.objects.all(), **kwargs)
-
-    def to_internal_value(self, data: Any) -> ModelVersion:
-        if isinstance(data, str) and "\x00" in data:
-            self.fail("does_not_exist", slug_name=self.slug_field, value=data)
-        return super().to_internal_value(data)
-
-
 # --- datasets -----------------------------------------------------------------------------------
 
 
@@ -102,7 +89,9 @@ class DatasetVersionSerializer(serializers.ModelSerializer):
 class DatasetRequestSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=DatasetVersion.Kind.choices)
     campaigns = serializers.PrimaryKeyRelatedField(queryset=Campaign.objects.all(), many=True, required=False)
-    tokenizer_source = ModelVersionNameField(required=False, allow_null=True)
+    tokenizer_source = serializers.SlugRelatedField(
+        slug_field="name", queryset=ModelVersion.objects.all(), required=False, allow_null=True
+    )
     validation_percent = serializers.IntegerField(min_value=0, max_value=50, default=10)
     purposes = serializers.ListField(child=serializers.ChoiceField(choices=Purpose.choices), required=False)
     thresholds = serializers.DictField(
@@ -200,7 +189,9 @@ class TrainingJobSerializer(serializers.ModelSerializer):
 class TrainingRequestSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=TrainingJob.Kind.choices)
     datasets = serializers.PrimaryKeyRelatedField(queryset=DatasetVersion.objects.all(), many=True)
-    base_model = ModelVersionNameField(required=False, allow_null=True)
+    base_model = serializers.SlugRelatedField(
+        slug_field="name", queryset=ModelVersion.objects.all(), required=False, allow_null=True
+    )
     hyperparameters = serializers.DictField(required=False, default=dict)
 
 

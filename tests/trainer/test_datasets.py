@@ -9,10 +9,8 @@ from typing import Any
 
 import datasets as hf_datasets
 import pytest
-from rest_framework.test import APIClient
 
 from annotation.models import ConsensusLabel
-from groundwork.roles import Role
 from tests.trainer.helpers import labelled_campaigns, tiny_model
 from trainer import records, services
 from trainer import tokenizer as tokenizers
@@ -214,16 +212,3 @@ def test_filtering_scores_every_pretraining_turn_and_counts_what_it_keeps_and_dr
     assert all(r["kind"] == "generative" for r in rows(everything))
     assert nothing.status == "failed"
     assert "no examples" in nothing.error
-
-
-def test_a_tokenizer_source_with_a_nul_character_names_no_model(users: dict[Role, Any]) -> None:
-    client = APIClient()
-    client.force_authenticate(users[Role.RESEARCHER])
-
-    response = client.post(
-        "/api/v1/datasets/", {"kind": "quality_safety", "tokenizer_source": "v\x001"}, format="json"
-    )
-
-    assert response.status_code == 400
-    assert "does not exist" in response.json()["tokenizer_source"][0]
-    assert not DatasetVersion.objects.exists()

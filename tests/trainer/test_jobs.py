@@ -11,9 +11,7 @@ from typing import Any
 
 import pytest
 from django.utils import timezone
-from rest_framework.test import APIClient
 
-from groundwork.roles import Role
 from tests.trainer.helpers import tiny_model
 from trainer import services, training
 from trainer.hyperparameters import Hyperparameters
@@ -144,16 +142,3 @@ def test_a_batch_is_padded_right_and_labels_only_where_the_mask_is_set() -> None
 
     assert input_ids.tolist() == [[6, 7], [8, 0]]
     assert labels.tolist() == [[6, 7], [8, -100]]
-
-
-def test_a_base_model_with_a_nul_character_names_no_model(users: dict[Role, Any]) -> None:
-    client = APIClient()
-    client.force_authenticate(users[Role.RESEARCHER])
-
-    response = client.post(
-        "/api/v1/training-jobs/", {"kind": "pretrain", "datasets": [], "base_model": "v\x001"}, format="json"
-    )
-
-    assert response.status_code == 400
-    assert "does not exist" in response.json()["base_model"][0]
-    assert not TrainingJob.objects.exists()
