@@ -136,6 +136,10 @@ def staff_data(user: Any) -> RealObjects:
             "/api/v1/dialog-exports/{id}/": [{"id": export.pk}],
             "/api/v1/dialog-exports/{id}/download/": [{"id": export.pk}],
             "/api/v1/datasets/{id}/": [{"id": dataset.pk}],
+            # the documented URL, and the router's one with a slash (before main's route)
+            "/api/v1/datasets/{id}/files/{name}": [
+                {"id": dataset.pk, "name": name} for name in sorted(dataset.files)
+            ],
             "/api/v1/datasets/{id}/files/{name}/": [
                 {"id": dataset.pk, "name": name} for name in sorted(dataset.files)
             ],
