@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
 
-.PHONY: setup setup-python setup-debian run test lint format bench clean
+.PHONY: setup setup-python setup-debian run test fuzz lint format bench clean
 
 ## setup: install everything (virtualenv in .venv, pinned packages, Debian packages for tests)
 setup: setup-python setup-debian
@@ -30,6 +30,15 @@ run: setup
 ## test: install, make sure PostgreSQL and Redis are up, run lint and the whole suite
 test: setup
 	@scripts/test.sh $(ARGS)
+
+## fuzz: schemathesis against the API alone, with many more generated requests than make test
+## (FUZZ_MAX_EXAMPLES per operation, at most FUZZ_MAX_SECONDS per role, FUZZ_SEED)
+FUZZ_MAX_EXAMPLES ?= 200
+FUZZ_MAX_SECONDS ?= 300
+FUZZ_SEED ?= 1
+fuzz: setup-python
+	@FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) FUZZ_MAX_SECONDS=$(FUZZ_MAX_SECONDS) FUZZ_SEED=$(FUZZ_SEED) \
+		scripts/test.sh tests/groundwork/test_schemathesis.py $(ARGS)
 
 ## bench: benchmark the annotation engine on its own database (figures in var/bench/results.json)
 bench: setup-python

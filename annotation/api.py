@@ -79,7 +79,12 @@ class NextTaskView(APIView):
             OpenApiParameter("kind", OpenApiTypes.STR, enum=Campaign.Kind.values),
             OpenApiParameter("campaign", OpenApiTypes.INT, description="Only this campaign."),
         ],
-        responses={200: OpenApiTypes.OBJECT, 204: OpenApiResponse(description="Nothing left for you.")},
+        responses={
+            200: OpenApiTypes.OBJECT,
+            204: OpenApiResponse(description="Nothing left for you."),
+            400: OpenApiResponse(description="An unknown kind, or a campaign that is not an id."),
+            403: OpenApiResponse(description="Not a crowdworker, or blocked from the campaign."),
+        },
     )
     def get(self, request: Request) -> Response:
         kind = request.query_params.get("kind")
@@ -109,7 +114,9 @@ class SubmitView(APIView):
         request=SubmitSerializer,
         responses={
             201: OpenApiTypes.OBJECT,
-            200: OpenApiResponse(description="The same submission again: the stored one."),
+            200: OpenApiResponse(
+                OpenApiTypes.OBJECT, description="The same submission again: the stored one."
+            ),
             400: OpenApiResponse(description="Missing or unknown answers."),
             403: OpenApiResponse(description="Another worker's assignment."),
             409: OpenApiResponse(description="The lease ran out, or other answers were already stored."),
@@ -294,7 +301,7 @@ class ChatSerializer(serializers.ModelSerializer):
     serializer's context carries the turns (``chat.chat_turns``)."""
 
     dialog = serializers.CharField(source="dialog.external_id", read_only=True)
-    role = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    role = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
     turn_count = serializers.SerializerMethodField(help_text="Your messages so far (one turn each).")
     min_turns = serializers.SerializerMethodField(help_text="You can finish from this many turns on.")
     max_turns = serializers.SerializerMethodField(help_text="You cannot send more messages than this.")

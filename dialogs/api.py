@@ -8,7 +8,7 @@ from django.db.models import Prefetch
 from django.http import FileResponse, Http404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -28,7 +28,7 @@ class TurnSerializer(serializers.ModelSerializer):
 
 class DialogSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="external_id")
-    role = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    role = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
     turns = TurnSerializer(many=True, read_only=True)
 
     class Meta:
@@ -68,7 +68,11 @@ class DialogViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         parameters=[
             OpenApiParameter("purpose", OpenApiTypes.STR, enum=Dialog.Purpose.values),
             OpenApiParameter("source", OpenApiTypes.STR),
-        ]
+        ],
+        responses={
+            200: DialogSerializer(many=True),
+            400: OpenApiResponse(description="A filter the database cannot compare."),
+        },
     )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)

@@ -13,7 +13,7 @@ from typing import Any
 from django.http import FileResponse, Http404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -68,7 +68,7 @@ class ModelVersionNameField(serializers.SlugRelatedField):
 
 
 class DatasetVersionSerializer(serializers.ModelSerializer):
-    tokenizer_source = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    tokenizer_source = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     downloads = serializers.SerializerMethodField()
 
     class Meta:
@@ -153,7 +153,12 @@ class DatasetViewSet(
 
     # Routed in groundwork/urls.py (api:dataset-file), not by the router: the documented URL has
     # no trailing slash, and a router route needs one.
-    @extend_schema(responses={200: OpenApiTypes.BINARY})
+    @extend_schema(
+        responses={
+            (200, "application/json"): OpenApiTypes.OBJECT,  # manifest.json
+            (200, "application/octet-stream"): OpenApiTypes.BINARY,  # the JSONL and Parquet splits
+        }
+    )
     def file(self, request: Request, pk: str | None = None, name: str = "") -> FileResponse:
         dataset = self.get_object()
         try:
@@ -167,7 +172,7 @@ class DatasetViewSet(
 
 
 class TrainingJobSerializer(serializers.ModelSerializer):
-    base_model = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    base_model = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     model_version = serializers.SerializerMethodField()
 
     class Meta:
@@ -235,7 +240,13 @@ class TrainingJobViewSet(
             raise _refused(exc) from None
         return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=None, responses={200: TrainingJobSerializer})
+    @extend_schema(
+        request=None,
+        responses={
+            200: TrainingJobSerializer,
+            409: OpenApiResponse(description="The job has already ended."),
+        },
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         try:
@@ -258,7 +269,7 @@ class ModelVersionListSerializer(serializers.ListSerializer):
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
-    parent = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    parent = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     lineage = serializers.SerializerMethodField()
 
     class Meta:
