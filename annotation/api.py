@@ -413,6 +413,8 @@ class ChatMessagesView(ExplainedThrottles, APIView):
     """Send a message; the model answers in the background (poll the chat until ``waiting`` is false).
     Messages are rate-limited per worker."""
 
+    queues_work = True  # its POST answers 503 when the broker is down (groundwork.schema)
+
     permission_classes = [has_role(Role.CROWDWORKER)]
     throttle_classes = [chat.ChatMessageThrottle]
 

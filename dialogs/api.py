@@ -130,6 +130,8 @@ class DialogExportViewSet(
 ):
     """Exports of dialogs as JSONL, written by a worker: POST returns 202 and the job to poll."""
 
+    queues_work = True  # its POST answers 503 when the broker is down (groundwork.schema)
+
     serializer_class = DialogExportSerializer
     permission_classes = [ModelPermissions]
     queryset = DialogExport.objects.none()

@@ -4,9 +4,10 @@ checks every response against it).
 
 A view's ``@extend_schema(responses=...)`` names its own statuses; this adds the ones that come
 from the framework: 400 for a body that does not parse, 401 without valid credentials, 403 for a
-role that may not, 404 for an id that names nothing (or a page past the last), 415 for a body of
-another media type, 429 when throttled. An error status a view declares without a body gets the
-body our errors have.
+role that may not, 404 for an id that names nothing (or a page past the last), 413 for a body
+over its cap, 415 for a body of another media type, 429 when throttled, and 503 for a POST that
+queues work (a view with ``queues_work = True``) while the broker is down. An error status a
+view declares without a body gets the body our errors have.
 """
 
 from __future__ import annotations
@@ -38,8 +39,13 @@ ERRORS = {
     "403": OpenApiResponse(ErrorSerializer, description="Your role may not do this."),
     "404": OpenApiResponse(ErrorSerializer, description="There is no such object (or page)."),
     "409": OpenApiResponse(ErrorSerializer, description="The object is not in a state that allows this."),
+    "413": OpenApiResponse(ErrorSerializer, description="The body is larger than this endpoint takes."),
     "415": OpenApiResponse(ErrorSerializer, description="The body is of a media type not accepted here."),
     "429": OpenApiResponse(ErrorSerializer, description="Too many requests: try again later."),
+    "503": OpenApiResponse(
+        ErrorSerializer,
+        description="The task queue is down: the work was not queued and nothing was kept; try again.",
+    ),
 }
 BODY_METHODS = {"POST", "PUT", "PATCH"}  # whose body DRF parses, when the view reads it
 NO_BODY = "No response body"  # what drf-spectacular writes for a status declared as None
@@ -50,7 +56,7 @@ class AutoSchema(openapi.AutoSchema):
         """The error statuses DRF itself can answer for this operation."""
         codes = []
         if self.method in BODY_METHODS and self.get_request_serializer() is not None:
-            codes += ["400", "415"]
+            codes += ["400", "413", "415"]
         allowed = [p.__class__ for p in self.view.get_permissions()]
         if permissions.AllowAny not in allowed:
             codes += ["401", "403"]
@@ -58,6 +64,8 @@ class AutoSchema(openapi.AutoSchema):
             codes.append("404")
         if self.view.get_throttles():
             codes.append("429")
+        if self.method == "POST" and getattr(self.view, "queues_work", False):
+            codes.append("503")
         return codes
 
     def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:

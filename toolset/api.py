@@ -83,6 +83,8 @@ DocumentImportResultSerializer = inline_serializer(
 class DocumentImportView(APIView):
     """Import search documents, all or nothing; the search index follows in a task after commit."""
 
+    queues_work = True  # its POST answers 503 when the broker is down (groundwork.schema)
+
     permission_classes = [has_role(Role.ADMIN)]
     parser_classes = IMPORT_PARSERS
 

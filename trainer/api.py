@@ -126,6 +126,8 @@ class DatasetViewSet(
 ):
     """Dataset versions: POST ``{kind, campaigns}`` returns 202 and the dataset a worker builds."""
 
+    queues_work = True  # its POST answers 503 when the broker is down (groundwork.schema)
+
     serializer_class = DatasetVersionSerializer
     permission_classes = [
         permissions(read="trainer.view_datasetversion", write="trainer.export_datasetversion")
@@ -218,6 +220,8 @@ class TrainingJobViewSet(
     mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
     """Training jobs: POST returns 202 and the job; GET it for status, progress and metrics."""
+
+    queues_work = True  # its POST answers 503 when the broker is down (groundwork.schema)
 
     serializer_class = TrainingJobSerializer
     permission_classes = [permissions(read="trainer.view_trainingjob", write="trainer.run_trainingjob")]
