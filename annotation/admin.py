@@ -20,7 +20,8 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from annotation import agreement, chat, selectors, services
+from annotation import agreement, selectors
+from annotation.errors import AnnotationError
 from annotation.models import (
     AggregationRun,
     Campaign,
@@ -32,6 +33,7 @@ from annotation.models import (
     TurnFlag,
     WorkerQuality,
 )
+from annotation.services import assignments, campaigns, chats, consensus
 from dialogs.models import Dialog, Role
 from groundwork.admin import ReadOnlyAdmin, ServiceAddMixin, progress_bar
 
@@ -116,7 +118,7 @@ class CampaignCreateForm(forms.Form):
         return data
 
     def service_kwargs(self) -> dict[str, Any]:
-        """The arguments of ``services.campaign_create`` (but ``created_by``)."""
+        """The arguments of ``campaigns.campaign_create`` (but ``created_by``)."""
         data = self.cleaned_data
         return {
             "name": data["name"],
@@ -128,10 +130,10 @@ class CampaignCreateForm(forms.Form):
             "empty": data["empty"],
         }
 
-    def filters(self) -> services.DialogFilters:
+    def filters(self) -> campaigns.DialogFilters:
         data = self.cleaned_data
         last: date | None = data["created_to"]
-        return services.DialogFilters(
+        return campaigns.DialogFilters(
             purpose=data["purpose"] or None,
             role=data["role"].slug if data["role"] else None,
             model_version=data["model_version"] or None,
@@ -205,10 +207,10 @@ class CampaignAdmin(ServiceAddMixin, admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    # The add page: a form of filters that calls services.campaign_create.
+    # The add page: a form of filters that calls campaigns.campaign_create.
     add_form = CampaignCreateForm
-    add_service = staticmethod(services.campaign_create)
-    add_refused = services.AnnotationError
+    add_service = staticmethod(campaigns.campaign_create)
+    add_refused = AnnotationError
     add_title = "Add campaign"
     add_submit = "Create campaign"
     add_fieldsets = [
@@ -292,7 +294,7 @@ class CampaignAdmin(ServiceAddMixin, admin.ModelAdmin):
         campaign = self._visible_campaign(request, object_id)
         if not request.user.has_perm(AGGREGATE_PERMISSION):
             raise PermissionDenied
-        run = services.aggregation_request(campaign=campaign, requested_by=request.user)
+        run = consensus.aggregation_request(campaign=campaign, requested_by=request.user)
         if getattr(request, "htmx", False):
             return self._run_fragment(request, campaign)
         self.message_user(request, f"Consensus run {run.pk} queued; its progress shows below.", messages.INFO)
@@ -340,7 +342,7 @@ class WorkerQualityAdmin(admin.ModelAdmin):
         lifted = 0
         for quality in queryset.select_related("campaign", "worker"):
             lifted += quality.blocked
-            services.worker_unblock(campaign=quality.campaign, worker=quality.worker)
+            assignments.worker_unblock(campaign=quality.campaign, worker=quality.worker)
         self.message_user(request, f"Block lifted for {lifted} worker(s).", messages.SUCCESS)
 
 
@@ -413,12 +415,12 @@ class ChatRoutingAdmin(admin.ModelAdmin):
 
     @admin.display(description="finished chats go to")
     def goes_to(self, routing: ChatRouting) -> str:
-        campaign = chat.routed_campaign(purpose=routing.purpose)
+        campaign = chats.routed_campaign(purpose=routing.purpose)
         if campaign is None:
             return (
                 "nowhere"
                 if not routing.enabled
-                else f"nowhere (no open {chat.ROUTED_KIND[routing.purpose]} campaign)"
+                else f"nowhere (no open {chats.ROUTED_KIND[routing.purpose]} campaign)"
             )
         return campaign.name
 

@@ -22,8 +22,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import chat, interchange, selectors, services
+from annotation import interchange, selectors
+from annotation.errors import AnnotationError, ChatError, ChatNotFound, WorkerBlocked
 from annotation.models import Campaign, Chat, ChatPurpose, FlagReason, TurnFlag
+from annotation.services import assignments, chats, rewrites
 from dialogs.models import Mode, Turn
 from groundwork.parsers import IMPORT_PARSERS, DatabaseIdField, body_records, query_number, refused
 from groundwork.roles import Role, has_role
@@ -56,15 +58,15 @@ class SubmitSerializer(serializers.Serializer):
         return data
 
 
-def _error(exc: services.AnnotationError) -> Response:
+def _error(exc: AnnotationError) -> Response:
     return Response({"detail": str(exc)}, status=exc.status)
 
 
 def _next(*, worker: Any, campaign: Campaign) -> dict[str, Any]:
     """``next``: the worker's next assignment in the campaign, or null (and why, when blocked)."""
     try:
-        upcoming = services.assign_next(worker=worker, campaign=campaign)
-    except services.WorkerBlocked as exc:
+        upcoming = assignments.assignment_lease_next(worker=worker, campaign=campaign)
+    except WorkerBlocked as exc:
         return {"next": None, "next_blocked": str(exc)}
     return {"next": selectors.task_payload(upcoming) if upcoming else None}
 
@@ -96,8 +98,10 @@ class NextTaskView(APIView):
             )
         campaign_id = query_number(request.query_params, "campaign", minimum=1)
         try:
-            assignment = services.next_assignment(worker=request.user, kind=kind, campaign_id=campaign_id)
-        except services.WorkerBlocked as exc:
+            assignment = assignments.assignment_lease_any(
+                worker=request.user, kind=kind, campaign_id=campaign_id
+            )
+        except WorkerBlocked as exc:
             return _error(exc)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
@@ -132,12 +136,12 @@ class SubmitView(APIView):
         # with messages); a serializer would copy its declared fields on every request.
         try:
             if "answers" in data:
-                result = services.submit_judgment(
+                result = assignments.judgment_submit(
                     assignment_id=assignment_id, worker=request.user, answers=data["answers"]
                 )
                 extra: dict[str, Any] = {}
             else:
-                result = services.submit_rewrite(
+                result = rewrites.rewrite_submit(
                     assignment_id=assignment_id,
                     worker=request.user,
                     claims_external=data["claims_external"],
@@ -153,7 +157,7 @@ class SubmitView(APIView):
                         "candidate_labels": result.rewrite.candidate_labels,
                     }
                 }
-        except services.AnnotationError as exc:
+        except AnnotationError as exc:
             return _error(exc)
         body = {
             "assignment_id": result.assignment.pk,
@@ -172,8 +176,8 @@ class SkipView(APIView):
     @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, 403: None, 404: None, 409: None})
     def post(self, request: Request, assignment_id: int) -> Response:
         try:
-            skipped = services.skip_assignment(assignment_id=assignment_id, worker=request.user)
-        except services.AnnotationError as exc:
+            skipped = assignments.assignment_skip(assignment_id=assignment_id, worker=request.user)
+        except AnnotationError as exc:
             return _error(exc)
         return Response({"skipped": skipped.pk, **_next(worker=request.user, campaign=skipped.item.campaign)})
 
@@ -215,7 +219,7 @@ class ImportJudgmentsView(APIView):
             result = interchange.judgments_import(campaign=campaign, lines=lines, source="api")
         except interchange.JudgmentImportError as exc:
             return refused(exc)
-        except services.AnnotationError as exc:
+        except AnnotationError as exc:
             return _error(exc)
         return Response(asdict(result), status=status.HTTP_201_CREATED)
 
@@ -243,7 +247,7 @@ class ConsensusExportView(APIView):
         format = request.query_params.get("format", "jsonl")
         try:
             lines = interchange.consensus_lines(campaign=campaign, format=format)
-        except services.AnnotationError as exc:
+        except AnnotationError as exc:
             return _error(exc)
         response = StreamingHttpResponse(lines, content_type=interchange.CONTENT_TYPES[format])
         response["Content-Disposition"] = f'attachment; filename="consensus-{campaign.pk}.{format}"'
@@ -269,7 +273,9 @@ class ChatMessageSerializer(serializers.Serializer):
 
 class FlagRequestSerializer(serializers.Serializer):
     reason = serializers.ChoiceField(choices=FlagReason.choices)
-    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=chat.NOTE_MAX_CHARS)
+    note = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=chats.NOTE_MAX_CHARS
+    )
 
 
 class FlagSerializer(serializers.ModelSerializer):
@@ -298,7 +304,7 @@ class ChatTurnSerializer(serializers.ModelSerializer):
 
 class ChatSerializer(serializers.ModelSerializer):
     """A chat with its turns; ``waiting`` is true while the model's answer is pending. The
-    serializer's context carries the turns (``chat.chat_turns``)."""
+    serializer's context carries the turns (``chats.chat_turns``)."""
 
     dialog = serializers.CharField(source="dialog.external_id", read_only=True)
     role = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
@@ -332,10 +338,10 @@ class ChatSerializer(serializers.ModelSerializer):
         return sum(1 for turn in self.context["turns"] if turn.speaker == "user")
 
     def get_min_turns(self, obj: Chat) -> int:
-        return chat.turn_range(obj.purpose).min
+        return chats.turn_range(obj.purpose).min
 
     def get_max_turns(self, obj: Chat) -> int:
-        return chat.turn_range(obj.purpose).max
+        return chats.turn_range(obj.purpose).max
 
     @extend_schema_field(PreambleTurnSerializer(many=True))
     def get_preamble(self, obj: Chat) -> list[dict[str, Any]]:
@@ -357,13 +363,13 @@ class ChatFinishedSerializer(ChatSerializer):
 
 
 def _chat_data(current: Chat) -> dict[str, Any]:
-    return ChatSerializer(current, context={"turns": chat.chat_turns(chat=current)}).data
+    return ChatSerializer(current, context={"turns": chats.chat_turns(chat=current)}).data
 
 
 def _own_chat(request: Request, chat_id: int) -> Chat:
     try:
-        return chat.chat_for_worker(worker=request.user, chat_id=chat_id)
-    except chat.ChatNotFound as exc:
+        return chats.chat_for_worker(worker=request.user, chat_id=chat_id)
+    except ChatNotFound as exc:
         raise NotFound(str(exc)) from None
 
 
@@ -377,7 +383,7 @@ class ChatStartView(ExplainedThrottles, APIView):
     at most ``CHAT_MAX_OPEN`` open chats (429 until they finish one)."""
 
     permission_classes = [has_role(Role.CROWDWORKER)]
-    throttle_classes = [chat.ChatStartThrottle]
+    throttle_classes = [chats.ChatStartThrottle]
 
     @extend_schema(
         request=ChatStartSerializer,
@@ -388,13 +394,13 @@ class ChatStartView(ExplainedThrottles, APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
-            started = chat.chat_start(
+            started = chats.chat_start(
                 worker=request.user,
                 purpose=data["purpose"],
                 mode=data.get("mode"),
-                role=chat.role_by_slug(data["role"]) if data.get("role") else None,
+                role=chats.role_by_slug(data["role"]) if data.get("role") else None,
             )
-        except chat.ChatError as exc:
+        except ChatError as exc:
             return _error(exc)
         return Response(_chat_data(started), status=status.HTTP_201_CREATED)
 
@@ -416,7 +422,7 @@ class ChatMessagesView(ExplainedThrottles, APIView):
     queues_work = True  # its POST answers 503 when the broker is down (groundwork.schema)
 
     permission_classes = [has_role(Role.CROWDWORKER)]
-    throttle_classes = [chat.ChatMessageThrottle]
+    throttle_classes = [chats.ChatMessageThrottle]
 
     @extend_schema(
         request=ChatMessageSerializer,
@@ -433,8 +439,8 @@ class ChatMessagesView(ExplainedThrottles, APIView):
         serializer = ChatMessageSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            turn = chat.chat_say(chat=current, worker=request.user, text=serializer.validated_data["text"])
-        except chat.ChatError as exc:
+            turn = chats.chat_say(chat=current, worker=request.user, text=serializer.validated_data["text"])
+        except ChatError as exc:
             return _error(exc)
         return Response(ChatTurnSerializer(turn).data, status=status.HTTP_202_ACCEPTED)
 
@@ -458,8 +464,8 @@ class ChatFinishView(APIView):
     def post(self, request: Request, chat_id: int) -> Response:
         current = _own_chat(request, chat_id)
         try:
-            finished = chat.chat_finish(chat=current, worker=request.user)
-        except chat.ChatError as exc:
+            finished = chats.chat_finish(chat=current, worker=request.user)
+        except ChatError as exc:
             return _error(exc)
         body = {
             **_chat_data(finished.chat),
@@ -490,7 +496,7 @@ class ChatFlagView(APIView):
         serializer = FlagRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            flag = chat.chat_flag(turn=turn, worker=request.user, **serializer.validated_data)
-        except chat.ChatError as exc:
+            flag = chats.chat_flag(turn=turn, worker=request.user, **serializer.validated_data)
+        except ChatError as exc:
             return _error(exc)
         return Response(FlagSerializer(flag).data, status=status.HTTP_201_CREATED)

@@ -36,9 +36,11 @@ from django.contrib.auth.hashers import make_password
 from django.db import transaction
 from django.utils import timezone
 
-from annotation import rules, services
+from annotation import rules
+from annotation.errors import AnnotationError
 from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment
 from annotation.questions import campaign_questions
+from annotation.services import consensus
 from dialogs.records import Limits, parse_turn
 from dialogs.services import import_limits
 from groundwork.jsonl import (
@@ -84,7 +86,7 @@ class JudgmentRecord:
         return [{"speaker": speaker, "text": text} for speaker, text in self.context]
 
 
-class JudgmentImportError(ImportRefused, services.AnnotationError):
+class JudgmentImportError(ImportRefused, AnnotationError):
     """A judgment import was refused; nothing was written."""
 
 
@@ -201,7 +203,7 @@ def judgments_import(
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)  # one import at a time
     questions = [q.attribute for q in campaign_questions(campaign)]
     if not questions:
-        raise services.AnnotationError(
+        raise AnnotationError(
             f"{campaign.get_kind_display()} campaigns ask no yes/no/maybe questions; there is nothing "
             "to import judgments into."
         )
@@ -313,7 +315,7 @@ def judgments_import(
     created = _create_items(campaign, {k: r for k, r in items.items() if k not in existing}, raters_by_key)
     result.items_created = len(created)
     result.judgments = _create_ratings(campaign, ratings, {**existing, **created}, users)
-    result.labelled = services.aggregate_campaign(campaign=campaign)
+    result.labelled = consensus.campaign_aggregate(campaign=campaign)
     logger.info(
         "campaign %s: imported %d ratings (%d judgments) from %s",
         campaign.name,
@@ -567,9 +569,7 @@ def _formatter(campaign: Campaign, format: str) -> tuple[str, Callable[[str, lis
     if format == "csv":
         writer = csv.writer(_Echo())
         return writer.writerow(CSV_HEADER), partial(_csv_item, writer)
-    raise services.AnnotationError(
-        f"format: {format!r} is not an export format (one of {', '.join(EXPORT_FORMATS)})."
-    )
+    raise AnnotationError(f"format: {format!r} is not an export format (one of {', '.join(EXPORT_FORMATS)}).")
 
 
 def consensus_lines(*, campaign: Campaign, format: str) -> Iterator[str]:

@@ -69,7 +69,7 @@ def left_for_worker(*, worker: Any, campaign: Campaign, holding: bool = False) -
     seen = Assignment.objects.filter(worker=worker).values("item_id")
     open_items = Item.objects.filter(campaign=campaign, kind=Item.Kind.NORMAL, open_slots__gt=0)
     # From the campaign's first open item on: without the bound PostgreSQL may walk the primary
-    # key through the items of every campaign before this one (as annotation.queue explains).
+    # key through the items of every campaign before this one (as annotation.hot_path explains).
     open_to_them = (
         open_items.filter(pk__gte=Subquery(open_items.order_by("pk").values("pk")[:1]))
         .exclude(author=worker)
@@ -126,7 +126,7 @@ RESEARCH_SESSION_PREFIX = "assignment-"
 
 def research_session(assignment: Assignment) -> str:
     """The toolset session of an assignment's research: its worker's searches there are what the
-    rewrite may cite (``annotation.services.research_session_check`` keeps everyone else out)."""
+    rewrite may cite (``annotation.services.rewrites.research_session_check`` keeps everyone else out)."""
     return f"{RESEARCH_SESSION_PREFIX}{assignment.pk}"
 
 

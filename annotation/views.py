@@ -19,9 +19,11 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
-from annotation import chat, selectors, services
+from annotation import selectors
+from annotation.errors import AnnotationError, ChatError, ChatNotFound, WorkerBlocked
 from annotation.models import Assignment, Campaign, Chat, ChatPurpose, FlagReason, Judgment
 from annotation.questions import Question, campaign_questions
+from annotation.services import assignments, chats, rewrites
 from dialogs.models import Mode, Speaker, Turn
 from groundwork.parsers import ParameterError, query_number
 from groundwork.queueing import TaskQueueUnavailable
@@ -68,8 +70,10 @@ def rate(request: HttpRequest, campaign_id: int) -> HttpResponse:
 def submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
     answers = _posted_answers(request)
     try:
-        result = services.submit_judgment(assignment_id=assignment_id, worker=request.user, answers=answers)
-    except services.AnnotationError as exc:
+        result = assignments.judgment_submit(
+            assignment_id=assignment_id, worker=request.user, answers=answers
+        )
+    except AnnotationError as exc:
         return _refused(request, assignment_id=assignment_id, error=exc, answers=answers)
     campaign = result.assignment.item.campaign
     if not request.htmx:
@@ -81,8 +85,8 @@ def submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
 @require_POST
 def skip(request: HttpRequest, assignment_id: int) -> HttpResponse:
     try:
-        skipped = services.skip_assignment(assignment_id=assignment_id, worker=request.user)
-    except services.AnnotationError as exc:
+        skipped = assignments.assignment_skip(assignment_id=assignment_id, worker=request.user)
+    except AnnotationError as exc:
         return _refused(request, assignment_id=assignment_id, error=exc)
     campaign = skipped.item.campaign
     if not request.htmx:
@@ -110,7 +114,7 @@ def _refused(
     request: HttpRequest,
     *,
     assignment_id: int,
-    error: services.AnnotationError,
+    error: AnnotationError,
     answers: Mapping[str, str] | None = None,
 ) -> HttpResponse:
     """The task again with the service's message: the same item with the worker's answers kept,
@@ -152,8 +156,8 @@ def _task_response(
     # A campaign without yes/no questions (rewriting) is worked on elsewhere: lease nothing here.
     if questions:
         try:
-            assignment = services.assign_next(worker=request.user, campaign=campaign)
-        except services.WorkerBlocked as exc:
+            assignment = assignments.assignment_lease_next(worker=request.user, campaign=campaign)
+        except WorkerBlocked as exc:
             blocked_reason = str(exc)
     context: dict[str, Any] = {
         "campaign": campaign,
@@ -231,8 +235,8 @@ def rewrite_research(request: HttpRequest, assignment_id: int) -> HttpResponse:
     query = request.POST.get("query", "")
     error = ""
     try:
-        services.rewrite_research(assignment_id=assignment_id, worker=request.user, query=query)
-    except services.AnnotationError as exc:
+        rewrites.rewrite_research(assignment_id=assignment_id, worker=request.user, query=query)
+    except AnnotationError as exc:
         return _rewrite_refused(request, assignment_id=assignment_id, error=str(exc), status=exc.status)
     except ToolsetQueryError as exc:
         error = f"Search: {exc.message}"
@@ -261,7 +265,7 @@ def rewrite_submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
         if key.startswith("candidate-") and value
     }
     try:
-        result = services.submit_rewrite(
+        result = rewrites.rewrite_submit(
             assignment_id=assignment_id,
             worker=request.user,
             claims_external=_ANSWERS.get(posted["claims_external"]),  # type: ignore[arg-type]
@@ -269,7 +273,7 @@ def rewrite_submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
             rewrite=posted["rewrite"],
             candidate_labels=candidate_labels,
         )
-    except services.AnnotationError as exc:
+    except AnnotationError as exc:
         return _rewrite_refused(
             request, assignment_id=assignment_id, error=str(exc), status=exc.status, posted=posted
         )
@@ -332,8 +336,8 @@ def _rewrite_response(
     is_rewrite = campaign.kind == Campaign.Kind.GROUNDEDNESS_REWRITE
     if is_rewrite:
         try:
-            assignment = services.assign_next(worker=request.user, campaign=campaign)
-        except services.WorkerBlocked as exc:
+            assignment = assignments.assignment_lease_next(worker=request.user, campaign=campaign)
+        except WorkerBlocked as exc:
             blocked_reason = str(exc)
     context: dict[str, Any] = {
         "campaign": campaign,
@@ -396,7 +400,7 @@ class PurposeEntry:
     purpose: str
     label: str
     about: str
-    turns: chat.TurnRange
+    turns: chats.TurnRange
 
 
 @role_required(Role.CROWDWORKER)
@@ -409,18 +413,18 @@ def chat_home(request: HttpRequest) -> HttpResponse:
 @role_required(Role.CROWDWORKER)
 @require_POST
 def chat_start(request: HttpRequest) -> HttpResponse:
-    refusal = page_refusal(request, chat.ChatStartThrottle)
+    refusal = page_refusal(request, chats.ChatStartThrottle)
     if refusal is not None:
         return with_retry_after(_chat_start_page(request, error=refusal.message, status=429), refusal)
     slug = request.POST.get("role", "")
     try:
-        started = chat.chat_start(
+        started = chats.chat_start(
             worker=request.user,
             purpose=request.POST.get("purpose", ""),
             mode=request.POST.get("mode") or None,
-            role=chat.role_by_slug(slug) if slug else None,
+            role=chats.role_by_slug(slug) if slug else None,
         )
-    except chat.ChatError as exc:
+    except ChatError as exc:
         return _chat_start_page(request, error=str(exc), status=exc.status)
     return _see_chat(started)
 
@@ -438,7 +442,7 @@ def chat_detail(request: HttpRequest, chat_id: int) -> HttpResponse:
             after = query_number(request.GET, "after")
         except ParameterError as exc:
             return JsonResponse({exc.name: [exc.message]}, status=400)
-        turns = chat.chat_turns(chat=current)
+        turns = chats.chat_turns(chat=current)
         if after is not None:
             turns = [turn for turn in turns if turn.index > after]
         return render(request, f"{CHAT_TEMPLATE}#answer", _chat_context(current, turns=turns))
@@ -450,13 +454,13 @@ def chat_detail(request: HttpRequest, chat_id: int) -> HttpResponse:
 def chat_say(request: HttpRequest, chat_id: int) -> HttpResponse:
     current = _own_chat(request, chat_id)
     text = request.POST.get("text", "")
-    refusal = page_refusal(request, chat.ChatMessageThrottle)
+    refusal = page_refusal(request, chats.ChatMessageThrottle)
     if refusal is not None:
         page = _chat_page(request, current, error=refusal.message, status=429, text=text)
         return with_retry_after(page, refusal)
     try:
-        chat.chat_say(chat=current, worker=request.user, text=text)
-    except (chat.ChatError, TaskQueueUnavailable) as exc:
+        chats.chat_say(chat=current, worker=request.user, text=text)
+    except (ChatError, TaskQueueUnavailable) as exc:
         return _chat_page(request, current, error=str(exc), status=exc.status, text=text)
     return _chat_page(request, current)
 
@@ -465,12 +469,12 @@ def chat_say(request: HttpRequest, chat_id: int) -> HttpResponse:
 @require_POST
 def chat_retry(request: HttpRequest, chat_id: int) -> HttpResponse:
     current = _own_chat(request, chat_id)
-    refusal = page_refusal(request, chat.ChatRetryThrottle)
+    refusal = page_refusal(request, chats.ChatRetryThrottle)
     if refusal is not None:
         return with_retry_after(_chat_page(request, current, error=refusal.message, status=429), refusal)
     try:
-        chat.chat_retry(chat=current, worker=request.user)
-    except (chat.ChatError, TaskQueueUnavailable) as exc:
+        chats.chat_retry(chat=current, worker=request.user)
+    except (ChatError, TaskQueueUnavailable) as exc:
         return _chat_page(request, current, error=str(exc), status=exc.status)
     return _chat_page(request, current)
 
@@ -481,8 +485,8 @@ def chat_finish(request: HttpRequest, chat_id: int) -> HttpResponse:
     """A plain form post (the whole page changes): the finished chat, or the page with why not."""
     current = _own_chat(request, chat_id)
     try:
-        finished = chat.chat_finish(chat=current, worker=request.user)
-    except chat.ChatError as exc:
+        finished = chats.chat_finish(chat=current, worker=request.user)
+    except ChatError as exc:
         return render(request, CHAT_TEMPLATE, _chat_context(current, error=str(exc)), status=exc.status)
     if finished.campaign is not None:
         messages.success(
@@ -502,27 +506,27 @@ def chat_flag(request: HttpRequest, chat_id: int, turn_id: int) -> HttpResponse:
     turn = get_object_or_404(Turn, pk=turn_id, dialog_id=current.dialog_id)
     error = ""
     try:
-        chat.chat_flag(
+        chats.chat_flag(
             turn=turn,
             worker=request.user,
             reason=request.POST.get("reason", ""),
             note=request.POST.get("note", ""),
         )
-    except chat.ChatError as exc:
+    except ChatError as exc:
         if not request.htmx:
             return render(request, CHAT_TEMPLATE, _chat_context(current, error=str(exc)), status=exc.status)
         error = str(exc)
     if not request.htmx:
         return _see_chat(current, anchor=f"turn-{turn.index}")
-    flagged = next(t for t in chat.chat_turns(chat=current) if t.pk == turn.pk)
+    flagged = next(t for t in chats.chat_turns(chat=current) if t.pk == turn.pk)
     context = {**_chat_context(current, turns=[flagged]), "turn": flagged, "flag_error": error}
     return render(request, f"{CHAT_TEMPLATE}#turn", context)
 
 
 def _own_chat(request: HttpRequest, chat_id: int) -> Chat:
     try:
-        return chat.chat_for_worker(worker=request.user, chat_id=chat_id)
-    except chat.ChatNotFound:
+        return chats.chat_for_worker(worker=request.user, chat_id=chat_id)
+    except ChatNotFound:
         raise Http404("There is no such chat of yours.") from None
 
 
@@ -552,11 +556,11 @@ def _chat_context(
     """What the chat page and its parts show; ``turns`` (default: all of them) is what a part
     renders (the new turns of an answer, the flagged turn)."""
     if turns is None:
-        turns = chat.chat_turns(chat=current)
+        turns = chats.chat_turns(chat=current)
         count = sum(1 for turn in turns if turn.speaker == Speaker.USER)
     else:
-        count = chat.worker_turns(current)
-    limits = chat.turn_range(current.purpose)
+        count = chats.worker_turns(current)
+    limits = chats.turn_range(current.purpose)
     return {
         "chat": current,
         "turns": turns,
@@ -576,14 +580,14 @@ def _chat_context(
 
 def _chat_start_page(request: HttpRequest, *, error: str = "", status: int = 200) -> HttpResponse:
     purposes = [
-        PurposeEntry(purpose, ChatPurpose(purpose).label, PURPOSE_ABOUT[purpose], chat.turn_range(purpose))
+        PurposeEntry(purpose, ChatPurpose(purpose).label, PURPOSE_ABOUT[purpose], chats.turn_range(purpose))
         for purpose in ChatPurpose.values
     ]
     context = {
         "purposes": purposes,
         "modes": [(mode, Mode(mode).label, MODE_ABOUT[mode]) for mode in Mode.values],
-        "chat_roles": list(chat.active_roles()),
-        "open_chats": list(chat.open_chats(worker=request.user)),
+        "chat_roles": list(chats.active_roles()),
+        "open_chats": list(chats.open_chats(worker=request.user)),
         "error": error,
     }
     return render(request, CHAT_START_TEMPLATE, context, status=status)

@@ -3,16 +3,17 @@
 Three measurements, against the dedicated PostgreSQL database that DATABASE_URL names (it must be
 called ``*_bench``: the benchmark writes millions of rows there):
 
-1. next task: ``services.assign_next`` in-process, p50/p99 over fresh workers in campaigns of 10k and
-   1M items, fresh and in a middle state (the first half of the items fully rated, with their five
-   submitted assignments each; each measured worker with 50 items submitted), and the ratios 1M/10k
-   (goal ≤ 1.5: the cost must not grow with the campaign); the plan of the item query is printed;
+1. next task: ``assignments.assignment_lease_next`` in-process, p50/p99 over fresh workers in
+   campaigns of 10k and 1M items, fresh and in a middle state (the first half of the items fully
+   rated, with their five submitted assignments each; each measured worker with 50 items
+   submitted), and the ratios 1M/10k (goal ≤ 1.5: the cost must not grow with the campaign); the
+   plan of the item query is printed;
 2. submit: judgments per second from 64 concurrent HTTP raters against gunicorn (sync and gthread
    tried, the better one counts; goal ≥ 300/s on 2 cores), then the invariants checked in the database.
    A closed campaign of 20k items is rated first, so the load meets tables with rows and statistics.
    The CPU that gunicorn and its PostgreSQL backends spent per judgment is measured too, and what other
    programs on the machine took meanwhile: a shared machine shows up there, not as a slow server;
-3. aggregate: ``services.aggregate_campaign`` over 1M judgments against a bare GROUP BY over the same
+3. aggregate: ``consensus.campaign_aggregate`` over 1M judgments against a bare GROUP BY over the same
    rows (goal ≤ 2x).
 
 The table is printed and the figures merged into var/bench/results.json.
@@ -40,8 +41,9 @@ from django.contrib.auth.models import User  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from annotation import queue, services  # noqa: E402
+from annotation import hot_path  # noqa: E402
 from annotation.models import Campaign, ConsensusLabel  # noqa: E402
+from annotation.services import assignments, consensus  # noqa: E402
 from bench import cpu, sqldata  # noqa: E402
 from bench.httpload import LoadResult, Rater, ServerConfig, gunicorn, run_load  # noqa: E402
 from bench.report import ROOT, Metric, percentile, print_table, say, write_results  # noqa: E402
@@ -118,7 +120,7 @@ def _lease_each(campaigns: dict[str, Campaign], workers: dict[str, list[User]]) 
         for label, campaign in campaigns.items():
             worker = workers[label][index]
             started = time.perf_counter()
-            assignment = services.assign_next(worker=worker, campaign=campaign)
+            assignment = assignments.assignment_lease_next(worker=worker, campaign=campaign)
             timings[label].append(time.perf_counter() - started)
             if assignment is None or assignment.item.campaign_id != campaign.pk:
                 raise RuntimeError(f"assign_next gave {assignment!r} to {worker} in {campaign}")
@@ -149,7 +151,7 @@ def _pick_plan(campaign: Campaign, worker: User) -> list[str]:
     params = {"campaign": campaign.pk, "worker": worker.pk, "now": timezone.now()}
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + queue.statements().take, params)
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + hot_path.statements().take, params)
             plan = [row[0] for row in cursor.fetchall()]
         transaction.set_rollback(True)
     return plan
@@ -536,7 +538,7 @@ def bench_aggregate(runs: int = 3) -> list[Metric]:
     def aggregate() -> None:
         timer = SqlTimer()
         with connection.execute_wrapper(timer):
-            labelled.append(services.aggregate_campaign(campaign=campaign))
+            labelled.append(consensus.campaign_aggregate(campaign=campaign))
         timers.append(timer)
 
     with OthersMeter() as others_aggregate:

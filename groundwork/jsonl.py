@@ -12,6 +12,8 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
+from groundwork.errors import DomainError
+
 NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
 # "\ud800" is valid JSON but not text: no UTF-8 file or PostgreSQL column can hold it.
 SURROGATE_MESSAGE = "contains an unpaired surrogate (like \\ud800), which is not text"
@@ -52,13 +54,19 @@ class RecordError(ValueError):
         return {"line": self.line, "field": self.field, "message": self.message}
 
 
-class ImportRefused(Exception):
-    """An import was refused and nothing was written; ``errors`` say where (line, field) and what."""
+class ImportRefused(DomainError):
+    """An import was refused and nothing was written; ``errors`` say where (line, field) and what.
+    The API answers 400 with them all."""
+
+    status = 400
 
     def __init__(self, errors: list[RecordError]) -> None:
         self.errors = errors
         more = "" if len(errors) < MAX_REPORTED_ERRORS else " (stopped counting)"
         super().__init__(f"{len(errors)} bad line(s){more}; first: {errors[0]}")
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.message, "errors": [error.as_dict() for error in self.errors]}
 
 
 class ImportErrors(list[RecordError]):

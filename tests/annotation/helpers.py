@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from annotation import services
 from annotation.models import Campaign
+from annotation.services import campaigns
 from tests.factories import dialog_with_turns
 
 YES3 = {"sensible": "yes", "specific": "yes", "interesting": "yes"}
@@ -15,10 +15,10 @@ def ssi_campaign(*, items: int = 3, raters: int | None = None, name: str = "ssi"
     """An SSI campaign over ``items`` one-exchange quality dialogs (one model turn each)."""
     for i in range(items):
         dialog_with_turns([f"Question {i}?", f"Answer {i}."], external_id=f"{name}-d{i}", purpose="quality")
-    return services.campaign_create(
+    return campaigns.campaign_create(
         name=name,
         kind="ssi",
-        filters=services.DialogFilters(purpose="quality"),
+        filters=campaigns.DialogFilters(purpose="quality"),
         raters_per_item=raters,
         **kwargs,
     )
@@ -31,10 +31,10 @@ JAGUAR_URL = "https://en.wikipedia.org/wiki/Jaguar"
 def rewrite_campaign(*, name: str = "rewrite", raters: int | None = None) -> Campaign:
     """A groundedness rewrite campaign over one quality dialog whose model turn makes a claim."""
     dialog_with_turns(["Tell me about jaguars.", BASE_RESPONSE], external_id=f"{name}-d0", purpose="quality")
-    return services.campaign_create(
+    return campaigns.campaign_create(
         name=name,
         kind="groundedness_rewrite",
-        filters=services.DialogFilters(purpose="quality"),
+        filters=campaigns.DialogFilters(purpose="quality"),
         raters_per_item=raters,
     )
 

@@ -9,8 +9,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from annotation import services
 from annotation.models import AggregationRun, Campaign, Item, SafetyObjective, WorkerQuality
+from annotation.services import assignments, campaigns, consensus
 from groundwork.roles import Role
 from tests.annotation.helpers import YES3, ssi_campaign
 from tests.factories import UserFactory, dialog_with_turns
@@ -33,8 +33,8 @@ def progress_url(campaign: Campaign) -> str:
 def rate(campaign: Campaign, workers: int, answers: dict[str, str]) -> None:
     for _ in range(workers):
         worker = UserFactory(role=Role.CROWDWORKER)
-        while (lease := services.assign_next(worker=worker, campaign=campaign)) is not None:
-            services.submit_judgment(assignment_id=lease.pk, worker=worker, answers=answers)
+        while (lease := assignments.assignment_lease_next(worker=worker, campaign=campaign)) is not None:
+            assignments.judgment_submit(assignment_id=lease.pk, worker=worker, answers=answers)
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def campaign() -> Campaign:
 def test_the_annotation_pages_render_for_admins_and_researchers(role, campaign, client, users) -> None:
     client.force_login(users[role])
     item = campaign.items.first()
-    services.aggregation_request(campaign=campaign, requested_by=users[Role.ADMIN])
+    consensus.aggregation_request(campaign=campaign, requested_by=users[Role.ADMIN])
 
     for url in (
         reverse("admin:annotation_campaign_changelist"),
@@ -71,14 +71,14 @@ def test_the_campaign_list_shows_progress_without_a_query_per_campaign(client, u
     first = ssi_campaign(items=3, raters=1, name="first")
     worker = UserFactory(role=Role.CROWDWORKER)
     for _ in range(2):
-        lease = services.assign_next(worker=worker, campaign=first)
-        services.submit_judgment(assignment_id=lease.pk, worker=worker, answers=YES3)
+        lease = assignments.assignment_lease_next(worker=worker, campaign=first)
+        assignments.judgment_submit(assignment_id=lease.pk, worker=worker, answers=YES3)
 
     with CaptureQueriesContext(connection) as one:
         response = client.get(reverse("admin:annotation_campaign_changelist"))
     assert '<progress value="2" max="3"></progress> 2 / 3' in response.content.decode()
     for n in range(4):
-        services.campaign_create(name=f"more {n}", kind="ssi", empty=True)
+        campaigns.campaign_create(name=f"more {n}", kind="ssi", empty=True)
     with CaptureQueriesContext(connection) as five:
         response = client.get(reverse("admin:annotation_campaign_changelist"))
 
@@ -147,7 +147,7 @@ def test_compute_consensus_now_queues_a_run_for_a_worker(
     assert response["Location"] == change_url(campaign)
     assert (run.campaign, run.requested_by, run.status) == (campaign, users[Role.ADMIN], "pending")
     assert len(callbacks) == 1
-    assert callbacks[0].task.name == "annotation.tasks.aggregate_campaign_task"
+    assert callbacks[0].task_name == "annotation.tasks.aggregation_run_task"
     assert callbacks[0].args == (run.pk,)
     page = client.get(change_url(campaign)).content.decode()
     assert f'hx-get="{progress_url(campaign)}" hx-trigger="every 1s"' in page
@@ -163,7 +163,7 @@ def test_an_htmx_post_gets_the_run_fragment_that_polls_until_the_run_is_done(cam
     assert 'hx-trigger="every 1s"' in fragment
     assert "Pending" in fragment
     run = AggregationRun.objects.get()
-    services.aggregation_run(run_id=run.pk)  # what the worker does
+    consensus.aggregation_run(run_id=run.pk)  # what the worker does
     done = client.get(progress_url(campaign), headers={"HX-Request": "true"}).content.decode()
     assert "Done" in done
     assert '<progress value="3" max="3"></progress>' in done
@@ -238,7 +238,7 @@ def test_the_add_form_makes_safety_campaigns_with_chosen_objectives(client, user
 def test_the_add_form_shows_what_is_wrong_and_creates_nothing(
     data: dict[str, Any], error: str, client, users
 ) -> None:
-    services.campaign_create(name="taken", kind="ssi", empty=True)
+    campaigns.campaign_create(name="taken", kind="ssi", empty=True)
     client.force_login(users[Role.ADMIN])
 
     response = client.post(reverse("admin:annotation_campaign_add"), data)
@@ -277,7 +277,7 @@ def test_lift_the_block_calls_the_service_for_each_selected_worker(campaign, cli
     quality.refresh_from_db()
     assert (quality.blocked, quality.blocked_reason, quality.gold_seen) == (False, "", 5)
     # No WorkerBlocked any more (and nothing left to rate: the two other workers rated every item).
-    assert services.assign_next(worker=blocked, campaign=campaign) is None
+    assert assignments.assignment_lease_next(worker=blocked, campaign=campaign) is None
 
 
 def test_worker_quality_is_for_admins_and_read_only(campaign, client, users) -> None:
@@ -296,7 +296,7 @@ def test_worker_quality_is_for_admins_and_read_only(campaign, client, users) -> 
 
 def test_items_are_read_only_with_their_labels_inline(campaign, client, users) -> None:
     item = campaign.items.first()
-    services.aggregate_item(item_id=item.pk)
+    consensus.item_aggregate(item_id=item.pk)
     client.force_login(users[Role.ADMIN])
 
     page = client.get(reverse("admin:annotation_item_change", args=[item.pk])).content.decode()
@@ -313,7 +313,7 @@ def test_items_are_read_only_with_their_labels_inline(campaign, client, users) -
 
 
 def test_safety_objectives_are_edited_in_the_list_and_a_used_slug_is_kept(client, users) -> None:
-    services.campaign_create(name="s", kind="safety", empty=True, objectives=["harm"])
+    campaigns.campaign_create(name="s", kind="safety", empty=True, objectives=["harm"])
     harm = SafetyObjective.objects.get(slug="harm")
     client.force_login(users[Role.ADMIN])
 

@@ -10,8 +10,9 @@ import krippendorff
 import numpy as np
 import pytest
 
-from annotation import agreement, services
+from annotation import agreement
 from annotation.models import Item, WorkerQuality
+from annotation.services import assignments, campaigns
 from groundwork.roles import Role
 from tests.annotation.helpers import YES3, ssi_campaign
 from tests.annotation.test_interchange import (
@@ -96,7 +97,7 @@ def reliability_data(ratings: dict[str, dict[str, dict[str, str]]], attribute: s
 
 @pytest.mark.django_db
 def test_campaign_alpha_is_the_packages_alpha_of_the_stored_judgments() -> None:
-    campaign = services.campaign_create(name="alpha", kind="ssi", empty=True)
+    campaign = campaigns.campaign_create(name="alpha", kind="ssi", empty=True)
     no = {"sensible": "no"}
     sure = {"sensible": "yes", "specific": "no"}
     given = {
@@ -139,7 +140,7 @@ def test_campaign_alpha_is_the_packages_alpha_of_the_stored_judgments() -> None:
 def test_campaign_alpha_of_fed_annotators_matches_the_package_on_the_raw_file() -> None:
     entries = json.loads((external_data() / "fed_data.json").read_text())
     chosen = [(index, entry) for index, entry in enumerate(entries) if "response" in entry][:16]
-    campaign = services.campaign_create(name="fed", kind="ssi", empty=True)
+    campaign = campaigns.campaign_create(name="fed", kind="ssi", empty=True)
     import_lines(campaign, *[obj for index, entry in chosen for obj in fed_lines(index, entry)])
     # Sensible ("Semantically appropriate" in FED) is always asked: its alpha is the raw annotations'.
     reliability = np.array(
@@ -159,14 +160,14 @@ def test_campaign_alpha_of_fed_annotators_matches_the_package_on_the_raw_file() 
 
 @pytest.mark.django_db
 def test_a_safety_campaign_has_one_alpha_per_objective_and_none_without_judgments() -> None:
-    campaign = services.campaign_create(name="safe", kind="safety", empty=True, objectives=["harm", "bias"])
+    campaign = campaigns.campaign_create(name="safe", kind="safety", empty=True, objectives=["harm", "bias"])
 
     assert agreement.campaign_alpha(campaign=campaign) == {"harm": None, "bias": None}
 
 
 @pytest.mark.django_db
 def test_campaign_alpha_is_one_query(django_assert_num_queries) -> None:
-    campaign = services.campaign_create(name="q", kind="ssi", empty=True)
+    campaign = campaigns.campaign_create(name="q", kind="ssi", empty=True)
     import_lines(campaign, *[obj for n in range(10) for obj in rating(f"k{n}", f"r{n % 3}", YES3)])
 
     with django_assert_num_queries(1):
@@ -177,8 +178,8 @@ def test_campaign_alpha_is_one_query(django_assert_num_queries) -> None:
 
 
 def rate_all(campaign: Any, worker: Any, answers: dict[str, str]) -> None:
-    while (lease := services.assign_next(worker=worker, campaign=campaign)) is not None:
-        services.submit_judgment(assignment_id=lease.pk, worker=worker, answers=answers)
+    while (lease := assignments.assignment_lease_next(worker=worker, campaign=campaign)) is not None:
+        assignments.judgment_submit(assignment_id=lease.pk, worker=worker, answers=answers)
 
 
 @pytest.mark.django_db
@@ -186,8 +187,8 @@ def test_campaign_workers_counts_items_rated_and_gold_accuracy(django_assert_num
     campaign = ssi_campaign(items=3, raters=2, name="workers")
     busy, idle, blocked = (UserFactory(role=Role.CROWDWORKER) for _ in range(3))
     rate_all(campaign, busy, YES3)
-    lease = services.assign_next(worker=idle, campaign=campaign)
-    services.submit_judgment(assignment_id=lease.pk, worker=idle, answers=YES3)
+    lease = assignments.assignment_lease_next(worker=idle, campaign=campaign)
+    assignments.judgment_submit(assignment_id=lease.pk, worker=idle, answers=YES3)
     WorkerQuality.objects.create(campaign=campaign, worker=busy, gold_seen=4, gold_correct=3)
     WorkerQuality.objects.create(campaign=campaign, worker=blocked, gold_seen=5, gold_correct=1, blocked=True)
 

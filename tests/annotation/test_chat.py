@@ -15,10 +15,11 @@ import pytest
 from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 
-from annotation import chat as chats
-from annotation import services, tasks
-from annotation.chat import TURN_LIMITS, TurnRange
+from annotation import tasks
+from annotation.errors import ChatConflict, ChatError, ChatNotFound
 from annotation.models import Campaign, Chat, ChatRouting, Item, TurnFlag
+from annotation.services import campaigns, chats
+from annotation.services.chats import TURN_LIMITS, TurnRange
 from dialogs.models import Candidate, Dialog, Speaker, Turn
 from dialogs.models import Role as DialogRole
 from dialogs.services import CandidateRecord, TurnConflict, turn_add
@@ -67,7 +68,7 @@ def other() -> Any:
 def say(chat: Chat, worker: Any, text: str = "Hello there") -> Turn:
     """A message, and the model's answer: the task run here, as the worker would run it."""
     turn = chats.chat_say(chat=chat, worker=worker, text=text)
-    tasks.respond_task(chat.dialog_id)
+    tasks.chat_respond_task(chat.dialog_id)
     return turn
 
 
@@ -102,7 +103,7 @@ def test_turn_limits_are_the_papers_and_ours() -> None:
 def test_finishing_needs_the_minimum_and_counts_the_workers_messages(worker) -> None:
     chat = chat_with(worker, 4)
 
-    with pytest.raises(chats.ChatError) as refused:
+    with pytest.raises(ChatError) as refused:
         chats.chat_finish(chat=chat, worker=worker)
     assert (
         str(refused.value)
@@ -122,9 +123,7 @@ def test_finishing_needs_the_minimum_and_counts_the_workers_messages(worker) -> 
 
 def test_a_quality_chat_needs_fourteen_turns(worker) -> None:
     chat = chat_with(worker, 13, purpose="quality")
-    with pytest.raises(
-        chats.ChatError, match="You have 13 turns; a Quality \\(SSI\\) chat needs at least 14"
-    ):
+    with pytest.raises(ChatError, match="You have 13 turns; a Quality \\(SSI\\) chat needs at least 14"):
         chats.chat_finish(chat=chat, worker=worker)
     say(chat, worker)
     assert chats.chat_finish(chat=chat, worker=worker).chat.status == Chat.Status.FINISHED
@@ -133,7 +132,7 @@ def test_a_quality_chat_needs_fourteen_turns(worker) -> None:
 def test_no_message_past_the_maximum(worker) -> None:
     chat = chat_with(worker, 10)
 
-    with pytest.raises(chats.ChatError, match="maximum of 10 turns") as refused:
+    with pytest.raises(ChatError, match="maximum of 10 turns") as refused:
         chats.chat_say(chat=chat, worker=worker, text="One more?")
 
     assert refused.value.status == 400
@@ -170,10 +169,10 @@ def test_a_role_chat_needs_an_active_role_and_keeps_its_preamble_out_of_the_turn
 
     assert chat.dialog.role == everest
     assert not chat.dialog.turns.exists()
-    with pytest.raises(chats.ChatError, match="Role: choose the role"):
+    with pytest.raises(ChatError, match="Role: choose the role"):
         chats.chat_start(worker=worker, purpose="role")
     retired = RoleFactory(active=False)
-    with pytest.raises(chats.ChatError, match="not available any more"):
+    with pytest.raises(ChatError, match="not available any more"):
         chats.chat_start(worker=worker, purpose="role", role=retired)
 
 
@@ -186,13 +185,13 @@ def test_a_role_chat_needs_an_active_role_and_keeps_its_preamble_out_of_the_turn
     ],
 )
 def test_a_chat_is_started_only_as_the_method_allows(worker, kwargs: dict[str, str], message: str) -> None:
-    with pytest.raises(chats.ChatError, match=message):
+    with pytest.raises(ChatError, match=message):
         chats.chat_start(worker=worker, **kwargs)
     assert not Chat.objects.exists()
 
 
 def test_only_role_chats_have_a_role(worker) -> None:
-    with pytest.raises(chats.ChatError, match="only role chats talk to a role"):
+    with pytest.raises(ChatError, match="only role chats talk to a role"):
         chats.chat_start(worker=worker, purpose="quality", role=RoleFactory())
 
 
@@ -200,7 +199,12 @@ def test_a_message_is_stored_and_the_answer_asked_of_the_inference_queue_after_c
     worker, monkeypatch, django_capture_on_commit_callbacks
 ) -> None:
     sent: list[dict[str, Any]] = []
-    monkeypatch.setattr(tasks.respond_task, "apply_async", lambda **kwargs: sent.append(kwargs))
+    # Queued by name: the signature calls the registered task's apply_async(args, kwargs, **options).
+    monkeypatch.setattr(
+        tasks.chat_respond_task,
+        "apply_async",
+        lambda args=(), kwargs=None, **options: sent.append({"args": tuple(args), **options}),
+    )
     chat = chats.chat_start(worker=worker, purpose="quality")
 
     with django_capture_on_commit_callbacks() as callbacks:
@@ -219,7 +223,7 @@ def test_the_task_writes_the_models_answer_and_the_chat_stops_waiting(worker) ->
     chat = chats.chat_start(worker=worker, purpose="quality")
     chats.chat_say(chat=chat, worker=worker, text="Hi!")
 
-    tasks.respond_task(chat.dialog_id)
+    tasks.chat_respond_task(chat.dialog_id)
 
     chat.refresh_from_db()
     assert not chat.waiting
@@ -231,12 +235,12 @@ def test_the_task_writes_the_models_answer_and_the_chat_stops_waiting(worker) ->
 def test_the_task_run_twice_answers_once(worker) -> None:
     chat = chats.chat_start(worker=worker, purpose="quality")
     chats.chat_say(chat=chat, worker=worker, text="Hi!")
-    tasks.respond_task(chat.dialog_id)
+    tasks.chat_respond_task(chat.dialog_id)
 
-    tasks.respond_task(chat.dialog_id)
+    tasks.chat_respond_task(chat.dialog_id)
     # The answer written, but not recorded (the worker died in between): recorded, not asked again.
     Chat.objects.filter(pk=chat.pk).update(waiting=True)
-    tasks.respond_task(chat.dialog_id)
+    tasks.chat_respond_task(chat.dialog_id)
 
     assert len(model_turns(chat)) == 1
     chat.refresh_from_db()
@@ -247,16 +251,16 @@ def test_nothing_can_be_sent_or_finished_while_the_model_answers(worker) -> None
     chat = chat_with(worker, 4)
     chats.chat_say(chat=chat, worker=worker, text="The fifth.")
 
-    with pytest.raises(chats.ChatConflict, match="still answering") as refused:
+    with pytest.raises(ChatConflict, match="still answering") as refused:
         chats.chat_say(chat=chat, worker=worker, text="Hello?")
     assert refused.value.status == 409
-    with pytest.raises(chats.ChatConflict, match="still answering"):
+    with pytest.raises(ChatConflict, match="still answering"):
         chats.chat_finish(chat=chat, worker=worker)
 
 
 def test_an_empty_message_is_refused(worker) -> None:
     chat = chats.chat_start(worker=worker, purpose="quality")
-    with pytest.raises(chats.ChatError, match="Your message is empty"):
+    with pytest.raises(ChatError, match="Your message is empty"):
         chats.chat_say(chat=chat, worker=worker, text="   ")
     chat.refresh_from_db()
     assert not chat.waiting
@@ -266,7 +270,7 @@ def test_a_finished_chat_takes_no_more_messages_and_finishing_again_changes_noth
     chat = chat_with(worker, 5)
     chats.chat_finish(chat=chat, worker=worker)
 
-    with pytest.raises(chats.ChatConflict, match="This chat is finished"):
+    with pytest.raises(ChatConflict, match="This chat is finished"):
         chats.chat_say(chat=chat, worker=worker, text="Still there?")
     again = chats.chat_finish(chat=chat, worker=worker)
     assert again.chat.status == Chat.Status.FINISHED
@@ -282,7 +286,7 @@ def test_only_the_chats_worker_can_talk_in_it(worker, other) -> None:
         lambda: chats.chat_retry(chat=chat, worker=other),
         lambda: chats.chat_for_worker(worker=other, chat_id=chat.pk),
     ):
-        with pytest.raises(chats.ChatNotFound):
+        with pytest.raises(ChatNotFound):
             act()
     assert Turn.objects.filter(dialog_id=chat.dialog_id).count() == 10
     assert Chat.objects.get(pk=chat.pk).status == Chat.Status.OPEN
@@ -296,7 +300,7 @@ def test_a_failed_answer_is_recorded_so_the_page_stops_thinking(worker, settings
     chat = chats.chat_start(worker=worker, purpose="quality")
     chats.chat_say(chat=chat, worker=worker, text="Hello?")
 
-    result = tasks.respond_task.apply(args=[chat.dialog_id])  # as a worker runs it
+    result = tasks.chat_respond_task.apply(args=[chat.dialog_id])  # as a worker runs it
     assert result.failed()  # Celery sees the failure too
     assert isinstance(result.result, RuntimeError)
 
@@ -320,9 +324,9 @@ def test_a_failed_answer_is_recorded_so_the_page_stops_thinking(worker, settings
     chat.refresh_from_db()
     assert chat.waiting
     assert chat.error == ""
-    tasks.respond_task(chat.dialog_id)
+    tasks.chat_respond_task(chat.dialog_id)
     assert [t.text for t in model_turns(chat)] == [FIXED_ANSWER]
-    with pytest.raises(chats.ChatConflict, match="nothing to ask again"):
+    with pytest.raises(ChatConflict, match="nothing to ask again"):
         chats.chat_retry(chat=chat, worker=worker)
 
 
@@ -332,7 +336,7 @@ def test_without_a_serving_model_the_real_responder_failure_is_recorded(worker, 
     chat = chats.chat_start(worker=worker, purpose="quality")
     chats.chat_say(chat=chat, worker=worker, text="Hello?")
 
-    result = tasks.respond_task.apply(args=[chat.dialog_id])  # as a worker runs it
+    result = tasks.chat_respond_task.apply(args=[chat.dialog_id])  # as a worker runs it
     assert result.failed()
     assert "no model version serves yet" in str(result.result)
 
@@ -379,16 +383,16 @@ def test_a_model_turn_of_an_adversarial_chat_is_flagged_once_per_worker(worker) 
 
 def test_flags_are_for_model_turns_of_adversarial_chats_only(worker, other) -> None:
     natural = chat_with(worker, 1)
-    with pytest.raises(chats.ChatError, match="Flags are for adversarial chats"):
+    with pytest.raises(ChatError, match="Flags are for adversarial chats"):
         chats.chat_flag(turn=model_turns(natural)[0], worker=worker, reason="harmful")
 
     adversarial = chat_with(worker, 1, mode="adversarial")
     mine = Turn.objects.get(dialog_id=adversarial.dialog_id, speaker=Speaker.USER)
-    with pytest.raises(chats.ChatError, match="Only the model's turns can be flagged"):
+    with pytest.raises(ChatError, match="Only the model's turns can be flagged"):
         chats.chat_flag(turn=mine, worker=worker, reason="harmful")
-    with pytest.raises(chats.ChatError, match="Reason: choose one of Harmful content, Unfair bias"):
+    with pytest.raises(ChatError, match="Reason: choose one of Harmful content, Unfair bias"):
         chats.chat_flag(turn=model_turns(adversarial)[0], worker=worker, reason="rude")
-    with pytest.raises(chats.ChatNotFound):
+    with pytest.raises(ChatNotFound):
         chats.chat_flag(turn=model_turns(adversarial)[0], worker=other, reason="harmful")
     assert not TurnFlag.objects.exists()
 
@@ -397,11 +401,11 @@ def test_flags_are_for_model_turns_of_adversarial_chats_only(worker, other) -> N
 
 
 def test_finishing_adds_the_model_turns_to_the_newest_open_campaign_of_the_kind(worker) -> None:
-    older = services.campaign_create(name="safety 1", kind="safety", empty=True)
-    newest = services.campaign_create(name="safety 2", kind="safety", empty=True)
-    closed = services.campaign_create(name="safety 3", kind="safety", empty=True)
+    older = campaigns.campaign_create(name="safety 1", kind="safety", empty=True)
+    newest = campaigns.campaign_create(name="safety 2", kind="safety", empty=True)
+    closed = campaigns.campaign_create(name="safety 3", kind="safety", empty=True)
     Campaign.objects.filter(pk=closed.pk).update(status=Campaign.Status.CLOSED)
-    ssi = services.campaign_create(name="ssi", kind="ssi", empty=True)
+    ssi = campaigns.campaign_create(name="ssi", kind="ssi", empty=True)
     chat = chat_with(worker, 5)
 
     finished = chats.chat_finish(chat=chat, worker=worker)
@@ -418,8 +422,8 @@ def test_finishing_adds_the_model_turns_to_the_newest_open_campaign_of_the_kind(
 
 
 def test_an_admin_can_route_a_purpose_to_a_campaign_or_switch_routing_off(worker) -> None:
-    chosen = services.campaign_create(name="chosen", kind="safety", empty=True)
-    services.campaign_create(name="newer", kind="safety", empty=True)
+    chosen = campaigns.campaign_create(name="chosen", kind="safety", empty=True)
+    campaigns.campaign_create(name="newer", kind="safety", empty=True)
     ChatRouting.objects.update_or_create(purpose="safety", defaults={"campaign": chosen, "enabled": True})
 
     assert chats.chat_finish(chat=chat_with(worker, 5), worker=worker).campaign == chosen
@@ -443,7 +447,7 @@ def test_routing_rows_are_seeded_one_per_purpose() -> None:
 
 
 def test_with_no_campaign_of_the_kind_the_chat_finishes_all_the_same(worker) -> None:
-    services.campaign_create(name="ssi", kind="ssi", empty=True)
+    campaigns.campaign_create(name="ssi", kind="ssi", empty=True)
     finished = chats.chat_finish(chat=chat_with(worker, 5, purpose="groundedness"), worker=worker)
     assert finished.chat.status == Chat.Status.FINISHED
     assert finished.campaign is None
@@ -461,7 +465,7 @@ def api(api_client, worker) -> Any:
 
 
 def test_api_a_whole_chat(api, worker) -> None:
-    campaign = services.campaign_create(name="safety", kind="safety", empty=True)
+    campaign = campaigns.campaign_create(name="safety", kind="safety", empty=True)
     created = api.post("/api/v1/chats/", {"purpose": "safety", "mode": "natural"}, format="json")
     assert created.status_code == 201, created.content
     body = created.json()
@@ -488,7 +492,7 @@ def test_api_a_whole_chat(api, worker) -> None:
         if i == 3:
             early = api.post(f"{url}finish")
             assert early.status_code == 409  # the model is still answering
-        tasks.respond_task(Chat.objects.get(pk=body["id"]).dialog_id)
+        tasks.chat_respond_task(Chat.objects.get(pk=body["id"]).dialog_id)
         if i == 3:
             early = api.post(f"{url}finish")
             assert early.status_code == 400
@@ -657,7 +661,7 @@ def test_sending_without_javascript_shows_the_turn_and_refreshes_until_the_answe
     assert '<noscript><meta http-equiv="refresh" content="2"></noscript>' in page
     assert "Turn <strong>1</strong> of 5–10" in page
 
-    tasks.respond_task(chat.dialog_id)
+    tasks.chat_respond_task(chat.dialog_id)
 
     page = text(client.get(f"/work/chat/{chat.pk}/"))
     assert FIXED_ANSWER in page
@@ -686,7 +690,7 @@ def test_sending_with_htmx_swaps_in_the_turn_and_the_placeholder_polls_for_the_a
     waiting = client.get(f"/work/chat/{chat.pk}/?after=0", **HTMX)
     assert waiting.status_code == 204  # nothing to swap yet: the placeholder asks again
 
-    tasks.respond_task(chat.dialog_id)
+    tasks.chat_respond_task(chat.dialog_id)
     answered = client.get(f"/work/chat/{chat.pk}/?after=0", **HTMX)
 
     assert answered.status_code == 200
@@ -714,7 +718,7 @@ def test_finish_is_explained_and_refused_before_the_minimum(client, page_worker)
 
 
 def test_finishing_at_the_minimum(client, page_worker) -> None:
-    campaign = services.campaign_create(name="safety", kind="safety", empty=True)
+    campaign = campaigns.campaign_create(name="safety", kind="safety", empty=True)
     chat = chat_with(page_worker, 5)
     assert "You can finish now" in text(client.get(f"/work/chat/{chat.pk}/"))
 
@@ -793,7 +797,7 @@ def test_the_chat_page_reads_a_fixed_number_of_queries(
 
 
 def test_the_admin_refuses_to_route_chats_to_a_campaign_of_another_kind(client, users, worker) -> None:
-    ssi = services.campaign_create(name="ssi only", kind="ssi", empty=True)
+    ssi = campaigns.campaign_create(name="ssi only", kind="ssi", empty=True)
     routing = ChatRouting.objects.get(purpose="safety")
     client.force_login(users[Role.ADMIN])
 
@@ -845,7 +849,7 @@ def test_admins_switch_routing_off_per_purpose_and_read_chats_and_flags(client, 
 def test_an_overdue_answer_can_be_asked_again_and_only_one_answer_is_kept(worker, settings, client) -> None:
     chat = chats.chat_start(worker=worker, purpose="quality")
     chats.chat_say(chat=chat, worker=worker, text="Anyone there?")  # no worker runs the task yet
-    with pytest.raises(chats.ChatConflict, match="still answering"):
+    with pytest.raises(ChatConflict, match="still answering"):
         chats.chat_retry(chat=chat, worker=worker)
     client.force_login(worker)
     assert "No answer yet" not in text(client.get(f"/work/chat/{chat.pk}/"))
@@ -856,7 +860,7 @@ def test_an_overdue_answer_can_be_asked_again_and_only_one_answer_is_kept(worker
     assert client.post(f"/work/chat/{chat.pk}/retry").status_code == 303
 
     # Both requests reach a worker; the first answer is kept and the second refused.
-    tasks.respond_task(chat.dialog_id)
+    tasks.chat_respond_task(chat.dialog_id)
     answered = model_turns(chat)
     with pytest.raises(TurnConflict):
         turn_add(dialog=chat.dialog, speaker=Speaker.MODEL, text="A second answer.", index=answered[0].index)
@@ -901,7 +905,7 @@ def test_api_messages_are_rate_limited_per_worker_in_the_cache(api, worker, othe
     url = f"/api/v1/chats/{chats.chat_start(worker=worker, purpose='safety').pk}/messages"
     for i in range(2):
         assert api.post(url, {"text": f"Message {i}"}, format="json").status_code == 202
-        tasks.respond_task(Chat.objects.get(worker=worker).dialog_id)
+        tasks.chat_respond_task(Chat.objects.get(worker=worker).dialog_id)
 
     refused = api.post(url, {"text": "One more"}, format="json")
 
@@ -951,7 +955,7 @@ def test_the_pages_say_when_the_worker_may_go_on(client, page_worker, settings) 
     chat = Chat.objects.filter(worker=page_worker).first()
     for i in range(2):
         assert client.post(f"/work/chat/{chat.pk}/say", {"text": f"Message {i}"}, **HTMX).status_code == 200
-        tasks.respond_task(chat.dialog_id)
+        tasks.chat_respond_task(chat.dialog_id)
     said = client.post(f"/work/chat/{chat.pk}/say", {"text": "Still there?"}, **HTMX)
     said_plain = client.post(f"/work/chat/{chat.pk}/say", {"text": "Still there?"})
 

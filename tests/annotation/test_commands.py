@@ -14,8 +14,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from annotation import interchange, services
+from annotation import interchange
 from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment
+from annotation.services import assignments, campaigns
 from dialogs.models import Dialog
 from groundwork.roles import Role
 from tests.annotation.helpers import YES3, ssi_campaign
@@ -97,7 +98,7 @@ def test_create_campaign_of_safety_with_chosen_objectives_or_empty() -> None:
     ],
 )
 def test_create_campaign_refuses_bad_input_clearly(args: list[str], message: str) -> None:
-    services.campaign_create(name="taken", kind="ssi", empty=True)
+    campaigns.campaign_create(name="taken", kind="ssi", empty=True)
 
     with pytest.raises(CommandError, match=message):
         run("create_campaign", *args)
@@ -109,7 +110,7 @@ def test_create_campaign_refuses_bad_input_clearly(args: list[str], message: str
 
 
 def test_import_judgments_imports_and_labels(tmp_path: Path) -> None:
-    services.campaign_create(name="ext", kind="ssi", empty=True)
+    campaigns.campaign_create(name="ext", kind="ssi", empty=True)
     path = write_jsonl(tmp_path / "judgments.jsonl", [*rating("a", "r1", YES3), *rating("a", "r2", YES3)])
 
     out, _ = run("import_judgments", str(path), "--campaign=ext")
@@ -121,7 +122,7 @@ def test_import_judgments_imports_and_labels(tmp_path: Path) -> None:
 
 
 def test_import_judgments_names_the_line_and_field_and_writes_nothing(tmp_path: Path) -> None:
-    services.campaign_create(name="ext", kind="ssi", empty=True)
+    campaigns.campaign_create(name="ext", kind="ssi", empty=True)
     path = write_jsonl(
         tmp_path / "bad.jsonl",
         [*rating("a", "r1", YES3), line("a", "r2", "sensible", "often"), line("a", "r3", "witty", "yes")],
@@ -149,7 +150,7 @@ def test_import_judgments_names_the_line_and_field_and_writes_nothing(tmp_path: 
 def test_import_judgments_needs_a_file_and_a_campaign(args, message, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "judgments.jsonl", rating("a", "r1", YES3))
-    services.campaign_create(name="ext", kind="ssi", empty=True)
+    campaigns.campaign_create(name="ext", kind="ssi", empty=True)
 
     with pytest.raises(CommandError, match=message):
         run("import_judgments", *args)
@@ -162,8 +163,8 @@ def test_aggregate_labels_the_whole_campaign_in_the_foreground() -> None:
     campaign = ssi_campaign(items=2, raters=1, name="agg")
     worker = UserFactory(role=Role.CROWDWORKER)
     for _ in range(2):
-        lease = services.assign_next(worker=worker, campaign=campaign)
-        services.submit_judgment(assignment_id=lease.pk, worker=worker, answers=YES3)
+        lease = assignments.assignment_lease_next(worker=worker, campaign=campaign)
+        assignments.judgment_submit(assignment_id=lease.pk, worker=worker, answers=YES3)
     ConsensusLabel.objects.all().delete()  # as if the per-item tasks never ran
 
     out, _ = run("aggregate", "--campaign=agg")
@@ -182,7 +183,7 @@ def test_aggregate_of_an_unknown_campaign_is_an_error() -> None:
 
 @pytest.fixture
 def labelled() -> Campaign:
-    campaign = services.campaign_create(name="done", kind="ssi", empty=True)
+    campaign = campaigns.campaign_create(name="done", kind="ssi", empty=True)
     objects = [*rating("a", "r1", YES3), *rating("b", "r1", {"sensible": "no"})]
     interchange.judgments_import(campaign=campaign, lines=interchange.parse_objects(objects), source="t")
     return campaign

@@ -8,8 +8,9 @@ import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from annotation import rules, services
+from annotation import rules
 from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment
+from annotation.services import assignments, campaigns, consensus
 from tests.annotation.test_rules import counted
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +27,7 @@ def random_answers(rng: random.Random, kind: str) -> dict[str, str]:
 @pytest.mark.parametrize(("kind", "raters"), [("ssi", 5), ("ssi", 3), ("groundedness_eval", 3)])
 def test_sql_consensus_equals_the_rules(kind: str, raters: int) -> None:
     rng = random.Random(f"{kind}-{raters}")
-    campaign = services.campaign_create(name="c", kind=kind, raters_per_item=raters, empty=True)
+    campaign = campaigns.campaign_create(name="c", kind=kind, raters_per_item=raters, empty=True)
     workers = [User.objects.create(username=f"w{i}") for i in range(raters + 2)]
     expected: dict[str, dict[str, rules.Label]] = {}
     for n in range(60):
@@ -39,13 +40,13 @@ def test_sql_consensus_equals_the_rules(kind: str, raters: int) -> None:
             assignment = Assignment.objects.create(
                 item=item, worker=worker, state=Assignment.State.SUBMITTED, expires_at=timezone.now()
             )
-            values = services.judgment_values(campaign=campaign, answers=answers)
+            values = assignments.judgment_values(campaign=campaign, answers=answers)
             Judgment.objects.bulk_create(
                 Judgment(assignment=assignment, item=item, attribute=a, value=v, raw_value=raw or "")
                 for a, (v, raw) in values.items()
             )
         cascaded = [
-            {a: v for a, (v, _) in services.judgment_values(campaign=campaign, answers=r).items()}
+            {a: v for a, (v, _) in assignments.judgment_values(campaign=campaign, answers=r).items()}
             for r in ratings[: len(workers)]
         ]
         counts = counted(cascaded, list(cascaded[0]))
@@ -53,7 +54,7 @@ def test_sql_consensus_equals_the_rules(kind: str, raters: int) -> None:
             counts, attributes=list(counts), raters=max(raters, len(cascaded))
         )
 
-    services.aggregate_campaign(campaign=campaign, chunk=7)
+    consensus.campaign_aggregate(campaign=campaign, chunk=7)
 
     stored: dict[str, dict[str, tuple]] = {}
     for label in ConsensusLabel.objects.select_related("item"):

@@ -13,8 +13,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.urls import reverse
 
-from annotation import interchange, services
+from annotation import interchange
+from annotation.errors import AnnotationError
 from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment
+from annotation.services import assignments, campaigns
 from groundwork.roles import Role
 from tests.annotation.helpers import YES3, ssi_campaign
 from tests.factories import UserFactory
@@ -77,12 +79,12 @@ def labels(key: str) -> dict[str, tuple[int, int, int, int]]:
 
 @pytest.fixture
 def ssi() -> Campaign:
-    return services.campaign_create(name="external ssi", kind="ssi", empty=True)
+    return campaigns.campaign_create(name="external ssi", kind="ssi", empty=True)
 
 
 @pytest.fixture
 def safety() -> Campaign:
-    return services.campaign_create(
+    return campaigns.campaign_create(
         name="external safety", kind="safety", empty=True, objectives=["harm", "bias"]
     )
 
@@ -209,7 +211,7 @@ def test_judgments_for_an_item_of_the_campaign_take_its_free_slots() -> None:
     assert (result.items_created, result.items_existing) == (0, 1)
     assert (item.open_slots, item.judgment_count) == (1, 2)
     crowdworker = UserFactory(role=Role.CROWDWORKER)
-    lease = services.assign_next(worker=crowdworker, campaign=campaign)
+    lease = assignments.assignment_lease_next(worker=crowdworker, campaign=campaign)
     assert lease.item_id == item.pk
     # The crowdworker holds the last slot: two more external raters do not fit.
     more = [{**obj, "item": given} for n in (3, 4) for obj in rating("x", f"r{n}", YES3)]
@@ -264,9 +266,9 @@ def test_safety_lines_name_an_objective_and_every_objective_is_answered(safety) 
 
 
 def test_a_campaign_without_questions_takes_no_judgments() -> None:
-    rewrite = services.campaign_create(name="rewrite", kind="groundedness_rewrite", empty=True)
+    rewrite = campaigns.campaign_create(name="rewrite", kind="groundedness_rewrite", empty=True)
 
-    with pytest.raises(services.AnnotationError, match="no yes/no/maybe questions"):
+    with pytest.raises(AnnotationError, match="no yes/no/maybe questions"):
         import_lines(rewrite, line("a", "r1", "sensible", "yes"))
 
 
@@ -371,7 +373,7 @@ def export_text(campaign: Campaign, format: str) -> str:
 
 def test_the_jsonl_export_has_one_line_per_labelled_item(ssi) -> None:
     import_lines(ssi, *rating("a", "r1", YES3), *rating("b", "r1", {"sensible": "no"}))
-    services.campaign_create(name="other", kind="ssi", empty=True)  # nothing of it exported
+    campaigns.campaign_create(name="other", kind="ssi", empty=True)  # nothing of it exported
     Item.objects.create(campaign=ssi, key="unrated", response="?", open_slots=5)
 
     rows = [json.loads(row) for row in export_text(ssi, "jsonl").splitlines()]
@@ -440,7 +442,7 @@ def test_the_export_is_one_streamed_query_whatever_the_number_of_items(
 
 
 def test_an_unknown_export_format_is_refused(ssi) -> None:
-    with pytest.raises(services.AnnotationError, match="not an export format"):
+    with pytest.raises(AnnotationError, match="not an export format"):
         interchange.consensus_lines(campaign=ssi, format="xml")
 
 

@@ -16,9 +16,10 @@ from django.utils import timezone
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from annotation import services
+from annotation.errors import AssignmentConflict, AssignmentForbidden, InvalidAnswers
 from annotation.models import Assignment, ConsensusLabel, Judgment, Rewrite
-from annotation.services import cited_urls
+from annotation.services import assignments, consensus, rewrites
+from annotation.services.rewrites import cited_urls
 from dialogs.models import Candidate
 from groundwork.roles import Role
 from tests.annotation.helpers import BASE_RESPONSE, JAGUAR_URL, rewrite_campaign, rewrite_corpus
@@ -44,7 +45,7 @@ def worker() -> Any:
 
 @pytest.fixture
 def lease(worker: Any) -> Assignment:
-    assignment = services.assign_next(worker=worker, campaign=rewrite_campaign())
+    assignment = assignments.assignment_lease_next(worker=worker, campaign=rewrite_campaign())
     assert assignment is not None
     return assignment
 
@@ -54,7 +55,7 @@ def judgments(assignment: Assignment) -> dict[str, tuple[str, str]]:
 
 
 def test_no_external_claims_is_submitted_without_a_rewrite(lease: Assignment, worker: Any) -> None:
-    result = services.submit_rewrite(
+    result = rewrites.rewrite_submit(
         assignment_id=lease.pk, worker=worker, claims_external=False, common_knowledge=None, rewrite="ignored"
     )
 
@@ -71,7 +72,7 @@ def test_no_external_claims_is_submitted_without_a_rewrite(lease: Assignment, wo
 
 
 def test_common_knowledge_is_submitted_without_research(lease: Assignment, worker: Any) -> None:
-    services.submit_rewrite(
+    rewrites.rewrite_submit(
         assignment_id=lease.pk, worker=worker, claims_external=True, common_knowledge=True
     )
 
@@ -83,10 +84,10 @@ def test_common_knowledge_is_submitted_without_research(lease: Assignment, worke
 def test_a_cited_url_that_was_shown_is_accepted_with_the_research_kept(
     corpus: None, lease: Assignment, worker: Any
 ) -> None:
-    results = services.rewrite_research(assignment_id=lease.pk, worker=worker, query="largest cat Americas")
+    results = rewrites.rewrite_research(assignment_id=lease.pk, worker=worker, query="largest cat Americas")
     assert [r.url for r in results] == [JAGUAR_URL]
 
-    result = services.submit_rewrite(
+    result = rewrites.rewrite_submit(
         assignment_id=lease.pk, worker=worker, claims_external=True, common_knowledge=False, rewrite=REWRITTEN
     )
 
@@ -106,10 +107,10 @@ def test_a_cited_url_that_was_shown_is_accepted_with_the_research_kept(
 def test_a_cited_url_that_was_not_shown_is_refused_by_name_and_nothing_is_stored(
     corpus: None, lease: Assignment, worker: Any
 ) -> None:
-    services.rewrite_research(assignment_id=lease.pk, worker=worker, query="largest cat Americas")
+    rewrites.rewrite_research(assignment_id=lease.pk, worker=worker, query="largest cat Americas")
 
-    with pytest.raises(services.InvalidAnswers, match=LION_URL):
-        services.submit_rewrite(
+    with pytest.raises(InvalidAnswers, match=LION_URL):
+        rewrites.rewrite_submit(
             assignment_id=lease.pk,
             worker=worker,
             claims_external=True,
@@ -126,12 +127,12 @@ def test_a_url_shown_to_another_assignment_cannot_be_cited(
     corpus: None, lease: Assignment, worker: Any
 ) -> None:
     other = UserFactory(role=Role.CROWDWORKER)
-    theirs = services.assign_next(worker=other, campaign=lease.item.campaign)
+    theirs = assignments.assignment_lease_next(worker=other, campaign=lease.item.campaign)
     assert theirs is not None
-    services.rewrite_research(assignment_id=theirs.pk, worker=other, query="largest cat Americas")
+    rewrites.rewrite_research(assignment_id=theirs.pk, worker=other, query="largest cat Americas")
 
-    with pytest.raises(services.InvalidAnswers, match=JAGUAR_URL):
-        services.submit_rewrite(
+    with pytest.raises(InvalidAnswers, match=JAGUAR_URL):
+        rewrites.rewrite_submit(
             assignment_id=lease.pk,
             worker=worker,
             claims_external=True,
@@ -142,7 +143,7 @@ def test_a_url_shown_to_another_assignment_cannot_be_cited(
 
 def test_citations_in_markdown_and_bare_are_found() -> None:
     text = "See [Mercury](https://en.wikipedia.org/wiki/Mercury_(planet)) and (https://example.org/a). Also https://example.org/a."
-    assert services.cited_urls(text) == [
+    assert rewrites.cited_urls(text) == [
         "https://en.wikipedia.org/wiki/Mercury_(planet)",
         "https://example.org/a",
     ]
@@ -154,8 +155,8 @@ def test_citations_in_markdown_and_bare_are_found() -> None:
 def test_research_needs_a_rewrite_that_differs(
     lease: Assignment, worker: Any, rewrite: str, message: str
 ) -> None:
-    with pytest.raises(services.InvalidAnswers, match=message):
-        services.submit_rewrite(
+    with pytest.raises(InvalidAnswers, match=message):
+        rewrites.rewrite_submit(
             assignment_id=lease.pk,
             worker=worker,
             claims_external=True,
@@ -168,18 +169,18 @@ def test_research_needs_a_rewrite_that_differs(
 def test_the_same_submission_twice_is_stored_once_and_other_answers_conflict(
     corpus: None, lease: Assignment, worker: Any
 ) -> None:
-    services.rewrite_research(assignment_id=lease.pk, worker=worker, query="largest cat Americas")
+    rewrites.rewrite_research(assignment_id=lease.pk, worker=worker, query="largest cat Americas")
     answer = {"claims_external": True, "common_knowledge": False, "rewrite": REWRITTEN}
 
-    first = services.submit_rewrite(assignment_id=lease.pk, worker=worker, **answer)
-    again = services.submit_rewrite(assignment_id=lease.pk, worker=worker, **answer)
+    first = rewrites.rewrite_submit(assignment_id=lease.pk, worker=worker, **answer)
+    again = rewrites.rewrite_submit(assignment_id=lease.pk, worker=worker, **answer)
 
     assert (first.created, again.created) == (True, False)
     assert again.rewrite.pk == first.rewrite.pk
     assert Rewrite.objects.count() == 1
     assert Judgment.objects.count() == 2
-    with pytest.raises(services.AssignmentConflict):
-        services.submit_rewrite(
+    with pytest.raises(AssignmentConflict):
+        rewrites.rewrite_submit(
             assignment_id=lease.pk, worker=worker, claims_external=False, common_knowledge=None
         )
 
@@ -187,8 +188,8 @@ def test_the_same_submission_twice_is_stored_once_and_other_answers_conflict(
 def test_an_expired_lease_is_refused(lease: Assignment, worker: Any) -> None:
     Assignment.objects.filter(pk=lease.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
 
-    with pytest.raises(services.AssignmentConflict):
-        services.submit_rewrite(
+    with pytest.raises(AssignmentConflict):
+        rewrites.rewrite_submit(
             assignment_id=lease.pk, worker=worker, claims_external=False, common_knowledge=None
         )
     assert not Rewrite.objects.exists()
@@ -196,12 +197,12 @@ def test_an_expired_lease_is_refused(lease: Assignment, worker: Any) -> None:
 
 def test_another_workers_assignment_is_forbidden(lease: Assignment) -> None:
     other = UserFactory(role=Role.CROWDWORKER)
-    with pytest.raises(services.AssignmentForbidden):
-        services.submit_rewrite(
+    with pytest.raises(AssignmentForbidden):
+        rewrites.rewrite_submit(
             assignment_id=lease.pk, worker=other, claims_external=False, common_knowledge=None
         )
-    with pytest.raises(services.AssignmentForbidden):
-        services.rewrite_research(assignment_id=lease.pk, worker=other, query="jaguar")
+    with pytest.raises(AssignmentForbidden):
+        rewrites.rewrite_research(assignment_id=lease.pk, worker=other, query="jaguar")
 
 
 def test_common_knowledge_holds_only_when_all_three_raters_say_so(settings: Any) -> None:
@@ -209,16 +210,16 @@ def test_common_knowledge_holds_only_when_all_three_raters_say_so(settings: Any)
     campaign = rewrite_campaign()
     for common in (True, True, False):
         worker = UserFactory(role=Role.CROWDWORKER)
-        lease = services.assign_next(worker=worker, campaign=campaign)
+        lease = assignments.assignment_lease_next(worker=worker, campaign=campaign)
         assert lease is not None
-        services.submit_rewrite(
+        rewrites.rewrite_submit(
             assignment_id=lease.pk,
             worker=worker,
             claims_external=True,
             common_knowledge=common,
             rewrite="The jaguar lives in the Americas." if not common else "",
         )
-    services.aggregate_campaign(campaign=campaign)
+    consensus.campaign_aggregate(campaign=campaign)
 
     labels = {label.attribute: (label.label, label.yes) for label in ConsensusLabel.objects.all()}
     assert labels == {"claims_external": (1, 3), "common_knowledge": (0, 2)}
@@ -357,7 +358,7 @@ def test_sampled_candidates_are_labelled_correct_or_incorrect(lease: Assignment,
     right = Candidate.objects.create(turn=lease.item.turn, index=0, text="Jaguars live in the Americas.")
     wrong = Candidate.objects.create(turn=lease.item.turn, index=1, text="Jaguars live in Africa.")
 
-    result = services.submit_rewrite(
+    result = rewrites.rewrite_submit(
         assignment_id=lease.pk,
         worker=worker,
         claims_external=True,
@@ -373,18 +374,16 @@ def test_a_candidate_of_another_turn_or_a_bad_label_is_refused(lease: Assignment
     elsewhere = dialog_with_turns(["Hi", "Hello"], external_id="other", purpose="safety").turns.get(index=1)
     foreign = Candidate.objects.create(turn=elsewhere, index=0, text="Hello there")
     submit = partial(
-        services.submit_rewrite,
+        rewrites.rewrite_submit,
         assignment_id=lease.pk,
         worker=worker,
         claims_external=False,
         common_knowledge=None,
     )
 
-    with pytest.raises(
-        services.InvalidAnswers, match=f"{foreign.pk} is not a sampled candidate of this turn"
-    ):
+    with pytest.raises(InvalidAnswers, match=f"{foreign.pk} is not a sampled candidate of this turn"):
         submit(candidate_labels={foreign.pk: "correct"})
-    with pytest.raises(services.InvalidAnswers, match="'maybe' is not a label"):
+    with pytest.raises(InvalidAnswers, match="'maybe' is not a label"):
         submit(candidate_labels={mine.pk: "maybe"})
     assert not Rewrite.objects.exists()
 
@@ -432,7 +431,7 @@ PIECES = ["[", "]", "(", ")", "](", "https://", "http://", "a", "b.org", " ", "\
 @given(st.lists(st.sampled_from(PIECES), max_size=40).map("".join))
 @example("[see https://a.org [b](https://b.org) and [c](https://c.org/x_(y)).")
 def test_the_cited_urls_are_those_the_single_regex_found(text: str) -> None:
-    assert services.cited_urls(text) == reference_cited_urls(text)
+    assert rewrites.cited_urls(text) == reference_cited_urls(text)
 
 
 ADVERSARIAL = {
@@ -450,7 +449,7 @@ def test_scanning_a_text_for_citations_takes_linear_time(text: str) -> None:
     """200,000 "[" took about a minute with the single regex (80,000 took 9.4 s); linear, they
     take milliseconds. CPU time of this process, so a busy machine does not fail it."""
     started = time.process_time()
-    services.cited_urls(text)
+    rewrites.cited_urls(text)
     assert time.process_time() - started < 1.0
 
 
@@ -482,16 +481,16 @@ def test_the_rewrite_is_scanned_before_the_assignment_is_locked(
 ) -> None:
     """No transaction around the test: one open during the scan is the submission's, whose
     lock on the assignment (on SQLite: on the whole database) would wait for the scan."""
-    lease = services.assign_next(worker=worker, campaign=rewrite_campaign())
+    lease = assignments.assignment_lease_next(worker=worker, campaign=rewrite_campaign())
     assert lease is not None
-    services.rewrite_research(assignment_id=lease.pk, worker=worker, query="largest cat Americas")
+    rewrites.rewrite_research(assignment_id=lease.pk, worker=worker, query="largest cat Americas")
     scanned_in_transaction: list[bool] = []
 
     def scan(text: str) -> list[str]:
         scanned_in_transaction.append(connection.in_atomic_block)
         return cited_urls(text)
 
-    monkeypatch.setattr(services, "cited_urls", scan)
+    monkeypatch.setattr(rewrites, "cited_urls", scan)
     api_client.force_authenticate(worker)
     body = {"claims_external": True, "common_knowledge": False, "rewrite": REWRITTEN}
 
@@ -557,7 +556,7 @@ def test_the_page_shows_only_the_searches_a_submission_may_cite(
         query="planted lion query",
         results=[{"rank": 1, "title": "Lion", "url": LION_URL, "snippet": "The lion is a large cat."}],
     )
-    services.rewrite_research(assignment_id=lease.pk, worker=worker, query="largest cat Americas")
+    rewrites.rewrite_research(assignment_id=lease.pk, worker=worker, query="largest cat Americas")
 
     html = client_for.get(reverse("work-rewrite", args=[lease.item.campaign_id])).content.decode()
 

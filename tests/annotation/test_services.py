@@ -6,8 +6,16 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotation import queue, services
+from annotation import hot_path
+from annotation.errors import (
+    AnnotationError,
+    AssignmentConflict,
+    AssignmentForbidden,
+    InvalidAnswers,
+    WorkerBlocked,
+)
 from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment, WorkerQuality
+from annotation.services import assignments, campaigns, consensus
 from groundwork.roles import Role
 from tests.annotation.helpers import YES3, ssi_campaign
 from tests.factories import UserFactory, dialog_with_turns
@@ -26,8 +34,8 @@ def test_every_model_turn_becomes_an_item_with_the_turns_before_it_as_context() 
     dialog_with_turns(["Hi", "Hello!", "How are you?", "Fine, thanks."], external_id="d", purpose="quality")
     dialog_with_turns(["Not me", "Not this one"], external_id="s", purpose="safety")
 
-    campaign = services.campaign_create(
-        name="c", kind="ssi", filters=services.DialogFilters(purpose="quality")
+    campaign = campaigns.campaign_create(
+        name="c", kind="ssi", filters=campaigns.DialogFilters(purpose="quality")
     )
 
     items = list(campaign.items.order_by("id"))
@@ -42,20 +50,20 @@ def test_every_model_turn_becomes_an_item_with_the_turns_before_it_as_context() 
 
 
 def test_safety_campaigns_rate_the_active_objectives_by_default_or_the_chosen_ones() -> None:
-    default = services.campaign_create(name="s1", kind="safety", empty=True)
-    chosen = services.campaign_create(name="s2", kind="safety", empty=True, objectives=["harm", "bias"])
+    default = campaigns.campaign_create(name="s1", kind="safety", empty=True)
+    chosen = campaigns.campaign_create(name="s2", kind="safety", empty=True, objectives=["harm", "bias"])
 
     assert default.raters_per_item == 3
     assert sorted(default.objectives.values_list("slug", flat=True)) == ["bias", "harm", "misinformation"]
     assert sorted(chosen.objectives.values_list("slug", flat=True)) == ["bias", "harm"]
-    with pytest.raises(services.AnnotationError, match="Unknown safety objective"):
-        services.campaign_create(name="s3", kind="safety", empty=True, objectives=["nope"])
+    with pytest.raises(AnnotationError, match="Unknown safety objective"):
+        campaigns.campaign_create(name="s3", kind="safety", empty=True, objectives=["nope"])
 
 
 def test_a_campaign_name_is_unique() -> None:
-    services.campaign_create(name="x", kind="ssi", empty=True)
-    with pytest.raises(services.AnnotationError, match="already exists"):
-        services.campaign_create(name="x", kind="ssi", empty=True)
+    campaigns.campaign_create(name="x", kind="ssi", empty=True)
+    with pytest.raises(AnnotationError, match="already exists"):
+        campaigns.campaign_create(name="x", kind="ssi", empty=True)
 
 
 # --- assignment -----------------------------------------------------------------------------
@@ -65,22 +73,22 @@ def test_a_reload_gets_the_same_lease_and_a_worker_never_gets_an_item_twice() ->
     campaign = ssi_campaign(items=2)
     (worker,) = workers(1)
 
-    first = services.assign_next(worker=worker, campaign=campaign)
-    again = services.assign_next(worker=worker, campaign=campaign)
+    first = assignments.assignment_lease_next(worker=worker, campaign=campaign)
+    again = assignments.assignment_lease_next(worker=worker, campaign=campaign)
     assert again.pk == first.pk
-    services.submit_judgment(assignment_id=first.pk, worker=worker, answers=YES3)
-    second = services.assign_next(worker=worker, campaign=campaign)
-    services.submit_judgment(assignment_id=second.pk, worker=worker, answers=YES3)
+    assignments.judgment_submit(assignment_id=first.pk, worker=worker, answers=YES3)
+    second = assignments.assignment_lease_next(worker=worker, campaign=campaign)
+    assignments.judgment_submit(assignment_id=second.pk, worker=worker, answers=YES3)
 
     assert second.item_id != first.item_id
-    assert services.assign_next(worker=worker, campaign=campaign) is None
+    assert assignments.assignment_lease_next(worker=worker, campaign=campaign) is None
 
 
 def test_an_item_gets_exactly_raters_per_item_workers() -> None:
     campaign = ssi_campaign(items=1, raters=3)
     crowd = workers(4)
 
-    leases = [services.assign_next(worker=w, campaign=campaign) for w in crowd]
+    leases = [assignments.assignment_lease_next(worker=w, campaign=campaign) for w in crowd]
 
     assert [lease is not None for lease in leases] == [True, True, True, False]
     assert Item.objects.get().open_slots == 0
@@ -89,40 +97,43 @@ def test_an_item_gets_exactly_raters_per_item_workers() -> None:
 def test_nobody_rates_a_dialog_they_wrote() -> None:
     author = UserFactory(role=Role.CROWDWORKER)
     dialog_with_turns(["Hi", "Hello"], external_id="mine", purpose="quality", created_by=author)
-    campaign = services.campaign_create(
-        name="c", kind="ssi", filters=services.DialogFilters(purpose="quality")
+    campaign = campaigns.campaign_create(
+        name="c", kind="ssi", filters=campaigns.DialogFilters(purpose="quality")
     )
 
-    assert services.assign_next(worker=author, campaign=campaign) is None
-    assert services.assign_next(worker=UserFactory(role=Role.CROWDWORKER), campaign=campaign) is not None
+    assert assignments.assignment_lease_next(worker=author, campaign=campaign) is None
+    assert (
+        assignments.assignment_lease_next(worker=UserFactory(role=Role.CROWDWORKER), campaign=campaign)
+        is not None
+    )
 
 
 def test_an_expired_lease_frees_the_slot_and_a_late_submit_is_refused() -> None:
     campaign = ssi_campaign(items=1, raters=1)
     slow, other = workers(2)
-    lease = services.assign_next(worker=slow, campaign=campaign)
-    assert services.assign_next(worker=other, campaign=campaign) is None
+    lease = assignments.assignment_lease_next(worker=slow, campaign=campaign)
+    assert assignments.assignment_lease_next(worker=other, campaign=campaign) is None
 
     Assignment.objects.filter(pk=lease.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    taken = services.assign_next(worker=other, campaign=campaign)
+    taken = assignments.assignment_lease_next(worker=other, campaign=campaign)
 
     assert taken is not None
     assert taken.item_id == lease.item_id
     assert Assignment.objects.get(pk=lease.pk).state == Assignment.State.EXPIRED
-    with pytest.raises(services.AssignmentConflict, match="ran out"):
-        services.submit_judgment(assignment_id=lease.pk, worker=slow, answers=YES3)
+    with pytest.raises(AssignmentConflict, match="ran out"):
+        assignments.judgment_submit(assignment_id=lease.pk, worker=slow, answers=YES3)
     assert not Judgment.objects.filter(assignment=lease).exists()
 
 
 def test_skip_gives_the_item_back_and_does_not_offer_it_again() -> None:
     campaign = ssi_campaign(items=1, raters=1)
     skipper, other = workers(2)
-    lease = services.assign_next(worker=skipper, campaign=campaign)
+    lease = assignments.assignment_lease_next(worker=skipper, campaign=campaign)
 
-    services.skip_assignment(assignment_id=lease.pk, worker=skipper)
+    assignments.assignment_skip(assignment_id=lease.pk, worker=skipper)
 
-    assert services.assign_next(worker=skipper, campaign=campaign) is None
-    assert services.assign_next(worker=other, campaign=campaign).item_id == lease.item_id
+    assert assignments.assignment_lease_next(worker=skipper, campaign=campaign) is None
+    assert assignments.assignment_lease_next(worker=other, campaign=campaign).item_id == lease.item_id
 
 
 # --- submission -----------------------------------------------------------------------------
@@ -131,9 +142,9 @@ def test_skip_gives_the_item_back_and_does_not_offer_it_again() -> None:
 def test_submission_applies_the_cascade_and_keeps_what_was_answered() -> None:
     campaign = ssi_campaign(items=1)
     (worker,) = workers(1)
-    lease = services.assign_next(worker=worker, campaign=campaign)
+    lease = assignments.assignment_lease_next(worker=worker, campaign=campaign)
 
-    result = services.submit_judgment(
+    result = assignments.judgment_submit(
         assignment_id=lease.pk, worker=worker, answers={"sensible": "no", "specific": "yes"}
     )
 
@@ -145,17 +156,17 @@ def test_submission_applies_the_cascade_and_keeps_what_was_answered() -> None:
 def test_the_same_submission_twice_stores_one_judgment_other_answers_conflict() -> None:
     campaign = ssi_campaign(items=1)
     (worker,) = workers(1)
-    lease = services.assign_next(worker=worker, campaign=campaign)
+    lease = assignments.assignment_lease_next(worker=worker, campaign=campaign)
 
-    services.submit_judgment(assignment_id=lease.pk, worker=worker, answers=YES3)
-    repeat = services.submit_judgment(assignment_id=lease.pk, worker=worker, answers=YES3)
+    assignments.judgment_submit(assignment_id=lease.pk, worker=worker, answers=YES3)
+    repeat = assignments.judgment_submit(assignment_id=lease.pk, worker=worker, answers=YES3)
 
     assert not repeat.created
     assert {j.attribute: j.value for j in repeat.judgments} == YES3
     assert Judgment.objects.count() == 3
     assert Item.objects.get().judgment_count == 1
-    with pytest.raises(services.AssignmentConflict, match="other answers"):
-        services.submit_judgment(assignment_id=lease.pk, worker=worker, answers={"sensible": "no"})
+    with pytest.raises(AssignmentConflict, match="other answers"):
+        assignments.judgment_submit(assignment_id=lease.pk, worker=worker, answers={"sensible": "no"})
 
 
 @pytest.mark.parametrize("lost_to", ["expiry", "the same submission from another request"])
@@ -165,34 +176,34 @@ def test_a_lease_lost_between_reading_and_storing_writes_nothing(lost_to: str) -
     (SQLite runs the same store inside the locked path.)"""
     campaign = ssi_campaign(items=1)
     (worker,) = workers(1)
-    lease = services.assign_next(worker=worker, campaign=campaign)
-    read = queue.find_assignment(lease.pk, now=timezone.now(), lock=False)
+    lease = assignments.assignment_lease_next(worker=worker, campaign=campaign)
+    read = hot_path.find_assignment(lease.pk, now=timezone.now(), lock=False)
     assert read is not None
     assert read.live
 
     if lost_to == "expiry":
         Assignment.objects.filter(pk=lease.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     else:
-        services.submit_judgment(assignment_id=lease.pk, worker=worker, answers=YES3)
-    values = services.judgment_values(campaign=campaign, answers=YES3)
-    stored = queue.store_submission(read.assignment, values, now=timezone.now(), submission=YES3)
+        assignments.judgment_submit(assignment_id=lease.pk, worker=worker, answers=YES3)
+    values = assignments.judgment_values(campaign=campaign, answers=YES3)
+    stored = hot_path.store_submission(read.assignment, values, now=timezone.now(), submission=YES3)
 
     assert stored is None
     expected = 0 if lost_to == "expiry" else 3
     assert Judgment.objects.count() == expected
     assert Item.objects.get().judgment_count == expected // 3
-    with pytest.raises(services.AssignmentConflict) if lost_to == "expiry" else nullcontext():
-        services.submit_judgment(assignment_id=lease.pk, worker=worker, answers=YES3)
+    with pytest.raises(AssignmentConflict) if lost_to == "expiry" else nullcontext():
+        assignments.judgment_submit(assignment_id=lease.pk, worker=worker, answers=YES3)
     assert Judgment.objects.count() == expected
 
 
 def test_another_workers_assignment_is_forbidden() -> None:
     campaign = ssi_campaign(items=1)
     owner, intruder = workers(2)
-    lease = services.assign_next(worker=owner, campaign=campaign)
+    lease = assignments.assignment_lease_next(worker=owner, campaign=campaign)
 
-    with pytest.raises(services.AssignmentForbidden):
-        services.submit_judgment(assignment_id=lease.pk, worker=intruder, answers=YES3)
+    with pytest.raises(AssignmentForbidden):
+        assignments.judgment_submit(assignment_id=lease.pk, worker=intruder, answers=YES3)
 
 
 @pytest.mark.parametrize(
@@ -208,10 +219,10 @@ def test_another_workers_assignment_is_forbidden() -> None:
 def test_missing_or_unknown_answers_are_refused_and_nothing_is_stored(answers, message) -> None:
     campaign = ssi_campaign(items=1)
     (worker,) = workers(1)
-    lease = services.assign_next(worker=worker, campaign=campaign)
+    lease = assignments.assignment_lease_next(worker=worker, campaign=campaign)
 
-    with pytest.raises(services.InvalidAnswers, match=message):
-        services.submit_judgment(assignment_id=lease.pk, worker=worker, answers=answers)
+    with pytest.raises(InvalidAnswers, match=message):
+        assignments.judgment_submit(assignment_id=lease.pk, worker=worker, answers=answers)
     assert Judgment.objects.count() == 0
     assert Assignment.objects.get(pk=lease.pk).state == Assignment.State.LEASED
 
@@ -222,8 +233,8 @@ def test_missing_or_unknown_answers_are_refused_and_nothing_is_stored(answers, m
 def rate(campaign: Campaign, answers_by_worker: list[dict[str, str]]) -> Item:
     for answers in answers_by_worker:
         worker = UserFactory(role=Role.CROWDWORKER)
-        lease = services.assign_next(worker=worker, campaign=campaign)
-        services.submit_judgment(assignment_id=lease.pk, worker=worker, answers=answers)
+        lease = assignments.assignment_lease_next(worker=worker, campaign=campaign)
+        assignments.judgment_submit(assignment_id=lease.pk, worker=worker, answers=answers)
     return Item.objects.get(campaign=campaign)
 
 
@@ -239,10 +250,10 @@ def test_the_last_judgment_queues_the_consensus_after_commit(django_capture_on_c
     with django_capture_on_commit_callbacks() as callbacks:
         item = rate(campaign, [YES3, YES3, YES3, maybe, no])
     assert len(callbacks) == 1  # only the fifth judgment queues it (tests/annotation/test_worker.py runs it)
-    assert callbacks[0].task.name == "annotation.tasks.aggregate_item_task"
+    assert callbacks[0].task_name == "annotation.tasks.item_aggregate_task"
     assert callbacks[0].args == (item.pk,)
 
-    services.aggregate_item(item_id=item.pk)
+    consensus.item_aggregate(item_id=item.pk)
 
     assert labels(item) == {
         "sensible": (1, 4, 1, 0),
@@ -257,24 +268,24 @@ def test_the_last_judgment_queues_the_consensus_after_commit(django_capture_on_c
 def test_two_yes_of_five_is_not_enough() -> None:
     campaign = ssi_campaign(items=1)
     item = rate(campaign, [YES3, YES3, {"sensible": "maybe"}, {"sensible": "maybe"}, {"sensible": "no"}])
-    services.aggregate_item(item_id=item.pk)
+    consensus.item_aggregate(item_id=item.pk)
 
     assert labels(item)["sensible"] == (0, 2, 1, 2)
 
 
 def test_safety_score_is_one_only_when_every_objective_has_two_no() -> None:
     dialog_with_turns(["Say something", "Something."], external_id="x", purpose="safety")
-    campaign = services.campaign_create(
+    campaign = campaigns.campaign_create(
         name="safety",
         kind="safety",
-        filters=services.DialogFilters(purpose="safety"),
+        filters=campaigns.DialogFilters(purpose="safety"),
         objectives=["harm", "bias"],
     )
     item = rate(
         campaign,
         [{"harm": "no", "bias": "no"}, {"harm": "no", "bias": "yes"}, {"harm": "maybe", "bias": "maybe"}],
     )
-    services.aggregate_item(item_id=item.pk)
+    consensus.item_aggregate(item_id=item.pk)
 
     got = labels(item)
     assert got["harm"][0] == 0
@@ -288,10 +299,10 @@ def test_aggregating_a_whole_campaign_gives_the_same_labels() -> None:
     for answers in (YES3, {"sensible": "no"}, YES3):
         worker = UserFactory(role=Role.CROWDWORKER)
         for _ in range(2):
-            lease = services.assign_next(worker=worker, campaign=campaign)
-            services.submit_judgment(assignment_id=lease.pk, worker=worker, answers=answers)
+            lease = assignments.assignment_lease_next(worker=worker, campaign=campaign)
+            assignments.judgment_submit(assignment_id=lease.pk, worker=worker, answers=answers)
 
-    labelled = services.aggregate_campaign(campaign=campaign)
+    labelled = consensus.campaign_aggregate(campaign=campaign)
 
     assert labelled == 2
     for item in campaign.items.all():
@@ -322,18 +333,18 @@ def test_a_worker_under_the_gold_threshold_is_blocked_and_an_admin_can_lift_it()
 
     kinds = []
     for _ in range(4):
-        lease = services.assign_next(worker=worker, campaign=campaign)
+        lease = assignments.assignment_lease_next(worker=worker, campaign=campaign)
         kinds.append(lease.item.kind)
-        services.submit_judgment(assignment_id=lease.pk, worker=worker, answers=YES3)  # wrong on golds
-    with pytest.raises(services.WorkerBlocked, match="under the 60%"):
-        services.assign_next(worker=worker, campaign=campaign)
+        assignments.judgment_submit(assignment_id=lease.pk, worker=worker, answers=YES3)  # wrong on golds
+    with pytest.raises(WorkerBlocked, match="under the 60%"):
+        assignments.assignment_lease_next(worker=worker, campaign=campaign)
 
     assert kinds == ["normal", "gold", "normal", "gold"]
     quality = WorkerQuality.objects.get(campaign=campaign, worker=worker)
     assert (quality.gold_seen, quality.gold_correct, quality.blocked) == (2, 0, True)
 
-    services.worker_unblock(campaign=campaign, worker=worker)
-    assert services.assign_next(worker=worker, campaign=campaign).item.kind == "normal"
+    assignments.worker_unblock(campaign=campaign, worker=worker)
+    assert assignments.assignment_lease_next(worker=worker, campaign=campaign).item.kind == "normal"
 
 
 def test_a_qualification_set_comes_first_and_failing_it_blocks() -> None:
@@ -351,22 +362,22 @@ def test_a_qualification_set_comes_first_and_failing_it_blocks() -> None:
     good, bad = workers(2)
 
     for worker, answers in ((good, {"sensible": "yes", "specific": "no"}), (bad, YES3)):
-        lease = services.assign_next(worker=worker, campaign=campaign)
+        lease = assignments.assignment_lease_next(worker=worker, campaign=campaign)
         assert lease.item.kind == "qualification"
-        services.submit_judgment(assignment_id=lease.pk, worker=worker, answers=answers)
+        assignments.judgment_submit(assignment_id=lease.pk, worker=worker, answers=answers)
 
-    assert services.assign_next(worker=good, campaign=campaign).item.kind == "normal"
-    with pytest.raises(services.WorkerBlocked, match="qualification"):
-        services.assign_next(worker=bad, campaign=campaign)
+    assert assignments.assignment_lease_next(worker=good, campaign=campaign).item.kind == "normal"
+    with pytest.raises(WorkerBlocked, match="qualification"):
+        assignments.assignment_lease_next(worker=bad, campaign=campaign)
 
 
 def test_unknown_filters_are_refused_rather_than_matching_nothing() -> None:
-    with pytest.raises(services.AnnotationError, match="Unknown dialog purpose 'qualty'"):
-        services.campaign_create(name="c", kind="ssi", filters=services.DialogFilters(purpose="qualty"))
-    with pytest.raises(services.AnnotationError, match="no role with the slug 'everest'"):
-        services.campaign_create(name="c", kind="ssi", filters=services.DialogFilters(role="everest"))
-    with pytest.raises(services.AnnotationError, match="Raters per item must be at least 1"):
-        services.campaign_create(name="c", kind="ssi", raters_per_item=0, empty=True)
+    with pytest.raises(AnnotationError, match="Unknown dialog purpose 'qualty'"):
+        campaigns.campaign_create(name="c", kind="ssi", filters=campaigns.DialogFilters(purpose="qualty"))
+    with pytest.raises(AnnotationError, match="no role with the slug 'everest'"):
+        campaigns.campaign_create(name="c", kind="ssi", filters=campaigns.DialogFilters(role="everest"))
+    with pytest.raises(AnnotationError, match="Raters per item must be at least 1"):
+        campaigns.campaign_create(name="c", kind="ssi", raters_per_item=0, empty=True)
     assert not Campaign.objects.exists()
 
 
@@ -374,7 +385,7 @@ def test_a_second_consensus_request_while_one_is_queued_returns_the_same_run() -
     campaign = ssi_campaign(items=1)
     admin = UserFactory(role=Role.ADMIN)
 
-    first = services.aggregation_request(campaign=campaign, requested_by=admin)
-    second = services.aggregation_request(campaign=campaign, requested_by=admin)
+    first = consensus.aggregation_request(campaign=campaign, requested_by=admin)
+    second = consensus.aggregation_request(campaign=campaign, requested_by=admin)
 
     assert second.pk == first.pk

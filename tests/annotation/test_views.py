@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from annotation import chat, selectors, services, tasks
+from annotation import selectors, tasks
 from annotation.models import Assignment, Campaign, Item, Judgment, WorkerQuality
 from annotation.questions import SSI
-from annotation.services import DialogFilters
+from annotation.services import assignments, campaigns, chats
+from annotation.services.campaigns import DialogFilters
 from groundwork.roles import Role
 from tests.factories import UserFactory, dialog_with_turns
 
@@ -24,7 +25,7 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 def ssi_campaign(name: str = "SSI round 1", turns: list[str] | None = None) -> Campaign:
     """A campaign over one quality dialog: two model turns, so two items."""
     dialog_with_turns(turns or ["Hi", "Hello there", "How are you?", "Fine, and you?"], purpose="quality")
-    return services.campaign_create(name=name, kind="ssi", filters=DialogFilters(purpose="quality"))
+    return campaigns.campaign_create(name=name, kind="ssi", filters=DialogFilters(purpose="quality"))
 
 
 def rate_url(campaign: Campaign) -> str:
@@ -68,7 +69,7 @@ def test_work_home_is_only_for_crowdworkers(client, users) -> None:
 
 def test_work_home_lists_open_campaigns_with_what_is_left(client, worker) -> None:
     campaign = ssi_campaign()
-    services.campaign_create(name="Paused one", kind="ssi", empty=True)
+    campaigns.campaign_create(name="Paused one", kind="ssi", empty=True)
     Campaign.objects.filter(name="Paused one").update(status=Campaign.Status.PAUSED)
 
     page = text(client.get("/work/"))
@@ -153,7 +154,7 @@ def test_a_reload_shows_the_same_item(client, worker) -> None:
 
 def test_groundedness_questions_offer_not_sure_for_factual_correctness(client, worker) -> None:
     dialog_with_turns(["Who built it?", "Gustave Eiffel's company."], purpose="groundedness")
-    campaign = services.campaign_create(
+    campaign = campaigns.campaign_create(
         name="Grounded", kind="groundedness_eval", filters=DialogFilters(purpose="groundedness")
     )
 
@@ -202,7 +203,7 @@ def test_a_blocked_worker_is_told_why_and_gets_no_item(client, worker) -> None:
 
 def test_a_rewrite_campaign_is_not_leased_on_the_rating_page(client, worker) -> None:
     dialog_with_turns(["Who built it?", "Eiffel."], purpose="groundedness")
-    campaign = services.campaign_create(
+    campaign = campaigns.campaign_create(
         name="Rewrite", kind="groundedness_rewrite", filters=DialogFilters(purpose="groundedness")
     )
 
@@ -334,7 +335,7 @@ def test_an_expired_lease_is_refused_and_the_next_item_offered(client, worker) -
 def test_a_worker_cannot_submit_another_workers_assignment(client, worker) -> None:
     campaign = ssi_campaign()
     other = UserFactory(role=Role.CROWDWORKER)
-    theirs = services.assign_next(worker=other, campaign=campaign)
+    theirs = assignments.assignment_lease_next(worker=other, campaign=campaign)
 
     response = client.post(f"/work/assignments/{theirs.pk}/submit", {"sensible": "yes"})
 
@@ -409,7 +410,7 @@ def test_skipping_twice_is_refused_with_a_message(client, worker) -> None:
 @pytest.mark.parametrize("role", [Role.ADMIN, Role.RESEARCHER])
 def test_staff_roles_get_403_on_the_rating_pages(client, users, role) -> None:
     campaign = ssi_campaign()
-    lease = services.assign_next(worker=users[Role.CROWDWORKER], campaign=campaign)
+    lease = assignments.assignment_lease_next(worker=users[Role.CROWDWORKER], campaign=campaign)
     client.force_login(users[role])
 
     assert client.get(rate_url(campaign)).status_code == 403
@@ -434,7 +435,7 @@ def test_anonymous_visitors_are_sent_to_log_in(client) -> None:
 @pytest.mark.parametrize("after", ["²", "x", "-1", "99999999999999999999"])
 def test_a_chat_poll_after_no_turn_index_is_a_400_naming_it(client, worker, after: str) -> None:
     """``after`` is the last turn the page shows; "²" passed ``isdigit`` and broke ``int`` (500)."""
-    started = chat.chat_start(worker=worker, purpose="quality")
+    started = chats.chat_start(worker=worker, purpose="quality")
 
     response = client.get(f"/work/chat/{started.pk}/", {"after": after}, **HTMX)
 
@@ -446,9 +447,9 @@ def test_a_chat_poll_after_no_turn_index_is_a_400_naming_it(client, worker, afte
 
 def test_a_chat_poll_after_a_turn_shows_only_the_later_turns(client, worker, settings) -> None:
     settings.GROUNDWORK_RESPONDER = "tests.annotation.test_chat.fixed_responder"
-    started = chat.chat_start(worker=worker, purpose="quality")
-    chat.chat_say(chat=started, worker=worker, text="First message")
-    tasks.respond_task(started.dialog_id)
+    started = chats.chat_start(worker=worker, purpose="quality")
+    chats.chat_say(chat=started, worker=worker, text="First message")
+    tasks.chat_respond_task(started.dialog_id)
 
     response = client.get(f"/work/chat/{started.pk}/", {"after": "0"}, **HTMX)
 

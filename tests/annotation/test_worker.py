@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from annotation import services
 from annotation.models import AggregationRun, ConsensusLabel
+from annotation.services import assignments, consensus
 from groundwork.roles import Role
 from tests.annotation.helpers import YES3, ssi_campaign
 from tests.factories import UserFactory
@@ -27,9 +27,9 @@ def test_the_last_judgment_of_an_item_gets_its_consensus_from_the_worker(celery_
     campaign = ssi_campaign(items=1, raters=3)
     for answers in (YES3, YES3, {"sensible": "no"}):
         worker = UserFactory(role=Role.CROWDWORKER)
-        lease = services.assign_next(worker=worker, campaign=campaign)
+        lease = assignments.assignment_lease_next(worker=worker, campaign=campaign)
         assert not ConsensusLabel.objects.exists()
-        services.submit_judgment(assignment_id=lease.pk, worker=worker, answers=answers)
+        assignments.judgment_submit(assignment_id=lease.pk, worker=worker, answers=answers)
 
     eventually(lambda: ConsensusLabel.objects.count() == 3)
     assert dict(ConsensusLabel.objects.values_list("attribute", "label")) == {
@@ -43,11 +43,11 @@ def test_a_whole_campaign_is_aggregated_by_the_worker_with_progress(celery_worke
     campaign = ssi_campaign(items=2, raters=1)
     worker = UserFactory(role=Role.CROWDWORKER)
     for _ in range(2):
-        lease = services.assign_next(worker=worker, campaign=campaign)
-        services.submit_judgment(assignment_id=lease.pk, worker=worker, answers={"sensible": "no"})
+        lease = assignments.assignment_lease_next(worker=worker, campaign=campaign)
+        assignments.judgment_submit(assignment_id=lease.pk, worker=worker, answers={"sensible": "no"})
     ConsensusLabel.objects.all().delete()  # as if the rules changed: recompute everything
 
-    run = services.aggregation_request(campaign=campaign, requested_by=UserFactory(role=Role.ADMIN))
+    run = consensus.aggregation_request(campaign=campaign, requested_by=UserFactory(role=Role.ADMIN))
 
     eventually(lambda: AggregationRun.objects.get(pk=run.pk).status == AggregationRun.Status.DONE)
     run.refresh_from_db()

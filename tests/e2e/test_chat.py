@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from annotation import services
 from annotation.models import Chat, Item, SafetyObjective
+from annotation.services import campaigns
 from dialogs.models import Speaker, Turn
 from groundwork.roles import Role
 from tests.e2e.helpers import log_in
@@ -30,7 +30,7 @@ def test_a_safety_chat_is_answered_by_the_model_and_goes_to_the_safety_campaign(
     tiny_model()
     # A flush after an earlier transactional test takes the migrations' seeded objectives with it.
     SafetyObjective.objects.get_or_create(slug="harm", defaults={"name": "Harm", "guidance": "Harm."})
-    campaign = services.campaign_create(name="Safety round 1", kind="safety", empty=True)
+    campaign = campaigns.campaign_create(name="Safety round 1", kind="safety", empty=True)
     worker = UserFactory(role=Role.CROWDWORKER)
     log_in(page, live_server.url, worker.username, DEFAULT_PASSWORD)
     expect(page).to_have_url(re.compile(r"/work/$"))

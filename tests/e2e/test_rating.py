@@ -9,9 +9,9 @@ import pytest
 from django.contrib.sessions.models import Session
 from playwright.sync_api import Page, expect
 
-from annotation import services
 from annotation.models import Assignment, Campaign, Judgment
-from annotation.services import DialogFilters
+from annotation.services import campaigns
+from annotation.services.campaigns import DialogFilters
 from groundwork.roles import Role
 from tests.e2e.helpers import log_in
 from tests.factories import DEFAULT_PASSWORD, UserFactory, dialog_with_turns
@@ -24,7 +24,7 @@ def campaign() -> Campaign:
     dialog_with_turns(
         ["Hi", "Hello there", "Tell me about Eurovision.", "Abba won in 1974."], purpose="quality"
     )
-    return services.campaign_create(name="SSI round 1", kind="ssi", filters=DialogFilters(purpose="quality"))
+    return campaigns.campaign_create(name="SSI round 1", kind="ssi", filters=DialogFilters(purpose="quality"))
 
 
 @pytest.fixture

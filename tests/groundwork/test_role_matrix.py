@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from annotation import chat as chats
-from annotation import services
+from annotation.services import assignments, chats
 from dialogs.models import DialogExport
 from dialogs.services import turn_add
 from groundwork.roles import Role
@@ -197,7 +196,7 @@ def objects(db: None, settings: Any, tmp_path: Any, users: dict[Any, Any]) -> di
     export = DialogExport.objects.create(status=DialogExport.Status.DONE, path=str(path), dialog_count=1)
     campaign = ssi_campaign(items=2, name="matrix")
     # The crowdworker's own lease: what the submit and skip rows act on.
-    assignment = services.assign_next(worker=users[Role.CROWDWORKER], campaign=campaign)
+    assignment = assignments.assignment_lease_next(worker=users[Role.CROWDWORKER], campaign=campaign)
     (tmp_path / "datasets" / "1").mkdir(parents=True)
     (tmp_path / "datasets" / "1" / "manifest.json").write_text("{}\n")
     dataset = DatasetVersion.objects.create(

@@ -39,10 +39,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from annotation import chat as chats
-from annotation import services as annotation_services
 from annotation import tasks as annotation_tasks
 from annotation.models import ChatPurpose
+from annotation.services import assignments, chats
 from dialogs import services as dialog_services
 from dialogs.models import Dialog, Mode, Speaker, Turn
 from groundwork.accounts import api_token_for
@@ -96,12 +95,12 @@ def crowd_work(worker: Any, settings: Any) -> RealObjects:
     """A campaign with items, the worker's leased assignment, and an adversarial chat of theirs
     with one exchange (so there is a model turn to flag)."""
     campaign = ssi_campaign(items=3, name="fuzz")
-    assignment = annotation_services.assign_next(worker=worker, campaign=campaign)
+    assignment = assignments.assignment_lease_next(worker=worker, campaign=campaign)
     assert assignment is not None
     settings.GROUNDWORK_RESPONDER = f"{__name__}.fixed_answer"
     chat = chats.chat_start(worker=worker, purpose=ChatPurpose.SAFETY, mode=Mode.ADVERSARIAL)
     chats.chat_say(chat=chat, worker=worker, text="Hello there")
-    annotation_tasks.respond_task(chat.dialog_id)  # the task's body, here
+    annotation_tasks.chat_respond_task(chat.dialog_id)  # the task's body, here
     model_turn = Turn.objects.get(dialog_id=chat.dialog_id, speaker=Speaker.MODEL)
     return RealObjects(
         path={

@@ -19,7 +19,7 @@ import pytest
 from django.conf import settings
 
 from annotation.models import Judgment
-from annotation.services import assign_next
+from annotation.services.assignments import assignment_lease_next
 from dialogs.models import DialogExport, Turn
 from groundwork.accounts import api_token_for
 from groundwork.roles import Role
@@ -192,7 +192,7 @@ def test_a_rating_is_stored_while_the_broker_is_down(server: str, broker: Broker
     recomputation instead of failing the rater's request."""
     campaign = ssi_campaign(items=1, raters=1)
     worker = UserFactory(role=Role.CROWDWORKER)
-    assignment = assign_next(worker=worker, campaign=campaign)
+    assignment = assignment_lease_next(worker=worker, campaign=campaign)
     assert assignment is not None
     broker.stop()
 

@@ -10,8 +10,8 @@ from typing import Any
 from rest_framework.test import APIClient
 
 from annotation import interchange
-from annotation import services as annotation_services
 from annotation.models import Campaign, SafetyObjective
+from annotation.services import campaigns
 from groundwork.roles import Role
 from tests.factories import UserFactory, dialog_with_turns
 from trainer.models import ModelVersion
@@ -71,10 +71,8 @@ def labelled_campaigns(items: int = 20, *, unsafe: tuple[int, ...] = (0,)) -> tu
     SafetyObjective.objects.get_or_create(
         slug="harm", defaults={"name": "Harm", "guidance": "Harmful content."}
     )
-    ssi = annotation_services.campaign_create(name="labelled ssi", kind="ssi", empty=True)
-    safety = annotation_services.campaign_create(
-        name="labelled safety", kind="safety", empty=True, objectives=["harm"]
-    )
+    ssi = campaigns.campaign_create(name="labelled ssi", kind="ssi", empty=True)
+    safety = campaigns.campaign_create(name="labelled safety", kind="safety", empty=True, objectives=["harm"])
     ssi_lines, safety_lines = [], []
     for index in range(items):
         for rater, answers in enumerate(_answers(index)):
@@ -157,9 +155,9 @@ def crowd_rated_campaigns() -> tuple[Campaign, Campaign]:
         slug="harm", defaults={"name": "Harm", "guidance": "Harmful content."}
     )
     _crowd_dialogs()
-    quality = annotation_services.DialogFilters(purpose="quality")
-    ssi = annotation_services.campaign_create(name="crowd ssi", kind="ssi", filters=quality)
-    safety = annotation_services.campaign_create(
+    quality = campaigns.DialogFilters(purpose="quality")
+    ssi = campaigns.campaign_create(name="crowd ssi", kind="ssi", filters=quality)
+    safety = campaigns.campaign_create(
         name="crowd safety", kind="safety", filters=quality, objectives=["harm"]
     )
     workers = [UserFactory(role=Role.CROWDWORKER) for _ in range(5)]

@@ -11,6 +11,7 @@ import datasets as hf_datasets
 import pytest
 
 from annotation.models import ConsensusLabel
+from annotation.services import assignments, campaigns, rewrites
 from tests.trainer.helpers import labelled_campaigns, tiny_model
 from trainer import records
 from trainer import tokenizer as tokenizers
@@ -113,10 +114,8 @@ def test_the_files_load_with_hugging_face_datasets(fmt: str) -> None:
 
 
 def test_a_campaign_without_labels_fails_with_the_cause_and_leaves_no_files() -> None:
-    from annotation import services as annotation_services
-
     tiny_model()
-    empty = annotation_services.campaign_create(name="no labels", kind="ssi", empty=True)
+    empty = campaigns.campaign_create(name="no labels", kind="ssi", empty=True)
 
     dataset = export("quality_safety", [empty])
 
@@ -126,9 +125,7 @@ def test_a_campaign_without_labels_fails_with_the_cause_and_leaves_no_files() ->
 
 
 def test_requests_are_checked_before_anything_is_queued() -> None:
-    from annotation import services as annotation_services
-
-    rewrite = annotation_services.campaign_create(name="rw", kind="groundedness_rewrite", empty=True)
+    rewrite = campaigns.campaign_create(name="rw", kind="groundedness_rewrite", empty=True)
     with pytest.raises(requests.TrainerError, match="no model version yet"):
         requests.dataset_request(kind="groundedness", campaigns=[rewrite])
     tiny_model()
@@ -142,7 +139,6 @@ def test_requests_are_checked_before_anything_is_queued() -> None:
 
 
 def test_groundedness_export_renders_the_research_of_a_rewrite() -> None:
-    from annotation import services as annotation_services
     from groundwork.roles import Role
     from tests.annotation.helpers import JAGUAR_URL, rewrite_campaign, rewrite_corpus
     from tests.factories import UserFactory
@@ -151,11 +147,11 @@ def test_groundedness_export_renders_the_research_of_a_rewrite() -> None:
     rewrite_corpus()
     campaign = rewrite_campaign()
     worker = UserFactory(role=Role.CROWDWORKER)
-    lease = annotation_services.assign_next(worker=worker, campaign=campaign)
-    first = annotation_services.rewrite_research(assignment_id=lease.pk, worker=worker, query="jaguar")
-    annotation_services.rewrite_research(assignment_id=lease.pk, worker=worker, query="largest cat Americas")
+    lease = assignments.assignment_lease_next(worker=worker, campaign=campaign)
+    first = rewrites.rewrite_research(assignment_id=lease.pk, worker=worker, query="jaguar")
+    rewrites.rewrite_research(assignment_id=lease.pk, worker=worker, query="largest cat Americas")
     text = f"The jaguar is the largest cat in the Americas [Jaguar]({JAGUAR_URL})."
-    annotation_services.submit_rewrite(
+    rewrites.rewrite_submit(
         assignment_id=lease.pk, worker=worker, claims_external=True, common_knowledge=False, rewrite=text
     )
 
@@ -218,7 +214,6 @@ def test_filtering_scores_every_pretraining_turn_and_counts_what_it_keeps_and_dr
 def test_a_quality_safety_build_labels_what_the_raters_said_even_when_no_consensus_task_ran() -> None:
     """A rater's last judgment queues the item's consensus after commit; with the broker down it
     never ran. The build recomputes its campaigns' consensus first, so the item is in it."""
-    from annotation import services as annotation_services
     from groundwork.roles import Role
     from tests.annotation.helpers import ssi_campaign
     from tests.factories import UserFactory
@@ -226,9 +221,9 @@ def test_a_quality_safety_build_labels_what_the_raters_said_even_when_no_consens
     tiny_model()
     campaign = ssi_campaign(items=1, raters=1, name="unqueued")
     worker = UserFactory(role=Role.CROWDWORKER)
-    assignment = annotation_services.assign_next(worker=worker, campaign=campaign)
+    assignment = assignments.assignment_lease_next(worker=worker, campaign=campaign)
     assert assignment is not None
-    annotation_services.submit_judgment(
+    assignments.judgment_submit(
         assignment_id=assignment.pk, worker=worker, answers={"sensible": "yes", "specific": "no"}
     )
     assert not ConsensusLabel.objects.exists()  # this test runs no on-commit callback: no task ran

@@ -23,7 +23,7 @@ from django.utils import timezone
 from annotation import rules
 from annotation import selectors as annotation_selectors
 from annotation.models import Campaign
-from annotation.services import aggregate_campaign
+from annotation.services.consensus import campaign_aggregate
 from trainer import formats, records, sampling, sources
 from trainer import tokenizer as tokenizers
 from trainer.modeling import GroundworkForCausalLM
@@ -220,7 +220,7 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
         # The labels as the judgments stand now: an item whose consensus task was never queued
         # (the broker was down when its last judgment came) is labelled here.
         for campaign in campaigns:
-            aggregate_campaign(campaign=campaign)
+            campaign_aggregate(campaign=campaign)
     total, units = _dataset_sources(dataset, campaigns)
     DatasetVersion.objects.filter(pk=dataset.pk).update(total=total)
     counts: dict[str, dict[str, int]] = {split: {} for split in records.SPLITS}

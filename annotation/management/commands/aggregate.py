@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from annotation import services
 from annotation.management import campaign_named
+from annotation.services import consensus
 
 
 class Command(BaseCommand):
@@ -16,5 +16,5 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, campaign: str, **options: Any) -> None:
         found = campaign_named(campaign)
-        labelled = services.aggregate_campaign(campaign=found)
+        labelled = consensus.campaign_aggregate(campaign=found)
         self.stdout.write(self.style.SUCCESS(f"campaign {found.name!r}: {labelled} items labelled"))

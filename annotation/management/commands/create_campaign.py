@@ -6,7 +6,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from annotation import services
+from annotation.errors import AnnotationError
+from annotation.services import campaigns
 from dialogs.models import Dialog, Role
 
 
@@ -59,7 +60,7 @@ class Command(BaseCommand):
             # Checked here too: the service reads 0 as "the default".
             raise CommandError("--raters must be at least 1.")
         objectives = [slug.strip() for slug in (options["objectives"] or "").split(",") if slug.strip()]
-        filters = services.DialogFilters(
+        filters = campaigns.DialogFilters(
             purpose=purpose or None,
             role=role or None,
             model_version=options["model_version"] or None,
@@ -67,7 +68,7 @@ class Command(BaseCommand):
             created_to=_start_of(last + timedelta(days=1)) if last else None,
         )
         try:
-            campaign = services.campaign_create(
+            campaign = campaigns.campaign_create(
                 name=options["name"],
                 kind=options["kind"],
                 filters=filters,
@@ -76,7 +77,7 @@ class Command(BaseCommand):
                 instructions=options["instructions"],
                 empty=options["empty"],
             )
-        except services.AnnotationError as exc:
+        except AnnotationError as exc:
             raise CommandError(str(exc)) from None
         items = campaign.items.count()
         self.stdout.write(

@@ -5,7 +5,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotation import interchange, services
+from annotation import interchange
+from annotation.errors import AnnotationError
 from annotation.management import campaign_named
 
 
@@ -35,7 +36,7 @@ class Command(BaseCommand):
             for error in exc.errors:
                 self.stderr.write(f"{file}: {error}")
             raise CommandError(f"{file}: {len(exc.errors)} bad line(s); nothing was imported") from None
-        except services.AnnotationError as exc:
+        except AnnotationError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(
             self.style.SUCCESS(

@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from annotation import services
 from annotation.models import Campaign
+from annotation.services import campaigns
 
 # name, kind: campaigns over the demo (pre-training) dialogs, so /work/ has work.
 DEMO_CAMPAIGNS = [
@@ -23,7 +23,7 @@ class Command(BaseCommand):
             if Campaign.objects.filter(name=name).exists():
                 self.stdout.write(f"demo campaign {name!r}: already present")
                 continue
-            campaign = services.campaign_create(
-                name=name, kind=kind, filters=services.DialogFilters(purpose="pretrain")
+            campaign = campaigns.campaign_create(
+                name=name, kind=kind, filters=campaigns.DialogFilters(purpose="pretrain")
             )
             self.stdout.write(f"demo campaign {name!r}: {campaign.items.count()} items")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -25,12 +25,16 @@ from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from annotation.errors import ChatConflict, ChatError, ChatNotFound, TooManyOpenChats
 from annotation.models import ROUTED_KIND, Campaign, Chat, ChatPurpose, ChatRouting, FlagReason, TurnFlag
-from annotation.services import AnnotationError, campaign_add_dialogs
+from annotation.services.campaigns import campaign_add_dialogs
 from dialogs.models import Dialog, Mode, Role, Speaker, Turn
 from dialogs.services import turn_add
 from groundwork import queueing
 from groundwork.throttling import UserThrottle
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -78,31 +82,6 @@ class ChatRetryThrottle(UserThrottle):
     action = "ask the model"
 
 
-# --- errors, each with the HTTP status an API view answers with ------------------------------
-
-
-class ChatError(AnnotationError):
-    status = 400
-
-
-class ChatNotFound(ChatError):
-    """No such chat, or another worker's (which is not told apart: 404 either way)."""
-
-    status = 404
-
-
-class ChatConflict(ChatError):
-    """The chat is not in a state for this: the model is answering, or it is finished."""
-
-    status = 409
-
-
-class TooManyOpenChats(ChatError):
-    """The worker has ``CHAT_MAX_OPEN`` open chats: they go on in one of those first."""
-
-    status = 429
-
-
 # --- reads ----------------------------------------------------------------------------------
 
 
@@ -115,7 +94,7 @@ def worker_turns(chat: Chat) -> int:
     return Turn.objects.filter(dialog_id=chat.dialog_id, speaker=Speaker.USER).count()
 
 
-def chat_for_worker(*, worker: Any, chat_id: int) -> Chat:
+def chat_for_worker(*, worker: User, chat_id: int) -> Chat:
     """The worker's own chat; ``ChatNotFound`` for a missing chat and for another worker's."""
     chat = Chat.objects.select_related("dialog", "role").filter(pk=chat_id, worker=worker).first()
     if chat is None:
@@ -133,7 +112,7 @@ def chat_turns(*, chat: Chat) -> list[Turn]:
     )
 
 
-def open_chats(*, worker: Any) -> QuerySet[Chat]:
+def open_chats(*, worker: User) -> QuerySet[Chat]:
     return Chat.objects.filter(worker=worker, status=Chat.Status.OPEN).select_related("role")
 
 
@@ -185,7 +164,7 @@ def _turns(n: int) -> str:
 
 
 @transaction.atomic
-def chat_start(*, worker: Any, purpose: str, mode: str | None = None, role: Role | None = None) -> Chat:
+def chat_start(*, worker: User, purpose: str, mode: str | None = None, role: Role | None = None) -> Chat:
     """A new chat and its dialog. Safety chats have a mode (natural by default); role chats talk
     to an active role, whose preamble turns precondition the model (the responder prepends them:
     they are not turns of the dialog). A worker with ``CHAT_MAX_OPEN`` open chats is refused
@@ -223,7 +202,7 @@ def chat_start(*, worker: Any, purpose: str, mode: str | None = None, role: Role
     return Chat.objects.create(dialog=dialog, worker=worker, purpose=purpose, mode=mode, role=role)
 
 
-def _locked(chat: Chat, worker: Any) -> Chat:
+def _locked(chat: Chat, worker: User) -> Chat:
     """The chat's row, locked, once it is known to be the worker's (else ``ChatNotFound``)."""
     locked = Chat.objects.select_for_update(of=("self",)).select_related("dialog").filter(pk=chat.pk).first()
     if locked is None or locked.worker_id != worker.pk:
@@ -243,8 +222,6 @@ def _ask_model(chat: Chat, *, turn: Turn | None = None) -> None:
     find the user's turn, and a rollback asks nothing). If the broker cannot take the question,
     the chat stops waiting and ``turn`` (the message just sent) is taken back: the worker sees
     a 503 and sends it again later."""
-    from annotation.tasks import respond_task
-
     chat.waiting = True
     chat.asked_at = timezone.now()
     chat.error = ""
@@ -255,11 +232,11 @@ def _ask_model(chat: Chat, *, turn: Turn | None = None) -> None:
             Turn.objects.filter(pk=turn.pk).delete()
         Chat.objects.filter(pk=chat.pk).update(waiting=False)
 
-    queueing.enqueue(respond_task, chat.dialog_id, queue="inference", undo=undo)
+    queueing.enqueue("annotation.tasks.chat_respond_task", chat.dialog_id, queue="inference", undo=undo)
 
 
 @transaction.atomic
-def chat_say(*, chat: Chat, worker: Any, text: str) -> Turn:
+def chat_say(*, chat: Chat, worker: User, text: str) -> Turn:
     """The worker's next message; the model's answer is asked of a worker on queue ``inference``."""
     chat = _locked(chat, worker)
     _check_open(chat, "send another message")
@@ -279,7 +256,7 @@ def chat_say(*, chat: Chat, worker: Any, text: str) -> Turn:
 
 
 @transaction.atomic
-def chat_retry(*, chat: Chat, worker: Any) -> Chat:
+def chat_retry(*, chat: Chat, worker: User) -> Chat:
     """Ask the model again for an answer that failed or is overdue (``Chat.stalled``: no worker
     answered in time); the worker's last message has none. Should the first request still be
     answered, ``dialogs.services.turn_add`` keeps the second answer out."""
@@ -328,7 +305,7 @@ def chat_failed(*, dialog_id: int, error: BaseException | str) -> None:
 
 
 @transaction.atomic
-def chat_flag(*, turn: Turn, worker: Any, reason: str, note: str = "") -> TurnFlag:
+def chat_flag(*, turn: Turn, worker: User, reason: str, note: str = "") -> TurnFlag:
     """Flag a model turn of the worker's own adversarial chat; flagging again changes the reason."""
     chat = Chat.objects.filter(dialog_id=turn.dialog_id, worker=worker).first()
     if chat is None:
@@ -359,7 +336,7 @@ class Finished:
 
 
 @transaction.atomic
-def chat_finish(*, chat: Chat, worker: Any) -> Finished:
+def chat_finish(*, chat: Chat, worker: User) -> Finished:
     """End the chat once it has its purpose's minimum of turns, and send its model turns to the
     routed campaign (``routed_campaign``) as items to rate. Finishing again changes nothing.
 

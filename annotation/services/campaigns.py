@@ -1,0 +1,146 @@
+"""Campaigns: creating one from the dialogs a filter picks, and adding dialogs' model turns to it
+as items."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.db.models import QuerySet
+
+from annotation.errors import AnnotationError
+from annotation.models import Campaign, Item, SafetyObjective
+from annotation.questions import DEFAULT_RATERS
+from dialogs.models import Dialog, Role, Speaker
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+BATCH_SIZE = 2000
+
+
+@dataclass(frozen=True)
+class DialogFilters:
+    purpose: str | None = None
+    role: str | None = None  # role slug
+    model_version: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "purpose": self.purpose,
+            "role": self.role,
+            "model_version": self.model_version,
+            "created_from": self.created_from.isoformat() if self.created_from else None,
+            "created_to": self.created_to.isoformat() if self.created_to else None,
+        }
+
+
+@transaction.atomic
+def campaign_create(
+    *,
+    name: str,
+    kind: str,
+    filters: DialogFilters | None = None,
+    raters_per_item: int | None = None,
+    objectives: Sequence[str] | None = None,
+    instructions: str = "",
+    empty: bool = False,
+    created_by: User | None = None,
+) -> Campaign:
+    """A campaign whose items are the model turns of the dialogs matching ``filters``.
+
+    Safety campaigns rate the objectives named in ``objectives`` (slugs; default: every active
+    one). With ``empty`` the campaign gets no items (to import judgments into, say).
+    """
+    if Campaign.objects.filter(name=name).exists():
+        raise AnnotationError(f"A campaign named {name!r} already exists.")
+    if kind not in Campaign.Kind.values:
+        raise AnnotationError(f"Unknown campaign kind {kind!r} (one of {', '.join(Campaign.Kind.values)}).")
+    raters = DEFAULT_RATERS[Campaign.Kind(kind)] if raters_per_item is None else raters_per_item
+    if raters < 1:
+        raise AnnotationError("Raters per item must be at least 1.")
+    if objectives and kind != Campaign.Kind.SAFETY:
+        raise AnnotationError("Objectives are for safety campaigns only.")
+    filters = filters or DialogFilters()
+    if filters.purpose and filters.purpose not in Dialog.Purpose.values:
+        raise AnnotationError(
+            f"Unknown dialog purpose {filters.purpose!r} (one of {', '.join(Dialog.Purpose.values)})."
+        )
+    if filters.role and not Role.objects.filter(slug=filters.role).exists():
+        raise AnnotationError(f"There is no role with the slug {filters.role!r}.")
+    campaign = Campaign.objects.create(
+        name=name,
+        kind=kind,
+        raters_per_item=raters,
+        instructions=instructions,
+        filters=filters.as_json(),
+        created_by=created_by,
+    )
+    if kind == Campaign.Kind.SAFETY:
+        campaign.objectives.set(_objectives(objectives))
+    if not empty:
+        campaign_add_dialogs(campaign=campaign, dialogs=_filtered_dialogs(filters))
+    return campaign
+
+
+def _objectives(slugs: Sequence[str] | None) -> list[SafetyObjective]:
+    if not slugs:
+        chosen = list(SafetyObjective.objects.filter(active=True))
+        if not chosen:
+            raise AnnotationError("There is no active safety objective to rate.")
+        return chosen
+    found = {o.slug: o for o in SafetyObjective.objects.filter(slug__in=slugs)}
+    missing = [slug for slug in slugs if slug not in found]
+    if missing:
+        raise AnnotationError(f"Unknown safety objective(s): {', '.join(missing)}.")
+    return [found[slug] for slug in slugs]
+
+
+def _filtered_dialogs(filters: DialogFilters) -> QuerySet[Dialog]:
+    dialogs = Dialog.objects.all()
+    if filters.purpose:
+        dialogs = dialogs.filter(purpose=filters.purpose)
+    if filters.role:
+        dialogs = dialogs.filter(role__slug=filters.role)
+    if filters.model_version:
+        dialogs = dialogs.filter(model_version=filters.model_version)
+    if filters.created_from:
+        dialogs = dialogs.filter(created_at__gte=filters.created_from)
+    if filters.created_to:
+        dialogs = dialogs.filter(created_at__lt=filters.created_to)
+    return dialogs
+
+
+def campaign_add_dialogs(*, campaign: Campaign, dialogs: QuerySet[Dialog]) -> int:
+    """Add every model turn of ``dialogs`` as an item, with the turns before it as context.
+
+    Turns already in the campaign are left alone. Returns the number of items added.
+    """
+    before = Item.objects.filter(campaign=campaign).count()
+    batch: list[Item] = []
+    for dialog in dialogs.prefetch_related("turns").order_by("id").iterator(chunk_size=500):
+        context: list[dict[str, str]] = []
+        for turn in dialog.turns.all():
+            if turn.speaker == Speaker.MODEL:
+                batch.append(
+                    Item(
+                        campaign=campaign,
+                        key=f"{dialog.external_id}#{turn.index}",
+                        turn=turn,
+                        author_id=dialog.created_by_id,
+                        context=list(context),
+                        response=turn.text,
+                        open_slots=campaign.raters_per_item,
+                    )
+                )
+            context.append({"speaker": turn.speaker, "text": turn.text})
+        if len(batch) >= BATCH_SIZE:
+            Item.objects.bulk_create(batch, ignore_conflicts=True)
+            batch = []
+    Item.objects.bulk_create(batch, ignore_conflicts=True)
+    return Item.objects.filter(campaign=campaign).count() - before

@@ -1,0 +1,273 @@
+"""Consensus: the labels of each item from its judgments, by the rules of ``annotation.rules``.
+
+An item's last judgment queues ``item_aggregate``; a whole campaign is recomputed on demand
+(``aggregation_request`` queues ``aggregation_run``, whose progress the admin shows) and by
+``campaign_aggregate`` directly (the ``aggregate`` command, judgment imports, dataset builds).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from django.db import connection, transaction
+from django.db.models import Count, Exists, OuterRef, Q
+from django.utils import timezone
+
+from annotation import rules
+from annotation.models import AggregationRun, Assignment, Campaign, ConsensusLabel, Item, Judgment
+from annotation.questions import campaign_questions
+from groundwork import queueing
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 2000
+
+
+def _labels(
+    campaign: Campaign,
+    objectives: list[str],
+    counts: Mapping[str, rules.Counts],
+    raters: int,
+    all_no_raters: int,
+) -> dict[str, rules.Label]:
+    if campaign.kind == Campaign.Kind.SSI:
+        return rules.ssi_labels_from_counts(counts, raters=raters)
+    if campaign.kind == Campaign.Kind.SAFETY:
+        return rules.safety_labels_from_counts(
+            counts, objectives=objectives, raters=raters, all_no_raters=all_no_raters
+        )
+    attributes = [q.attribute for q in campaign_questions(campaign)]
+    return rules.labels_from_counts(counts, attributes=attributes, raters=raters)
+
+
+_UPSERT_LABELS = """
+INSERT INTO annotation_consensuslabel
+    (item_id, attribute, label, yes, "no", maybe, yes_fraction, rules_version, computed_at)
+SELECT t.*, %(version)s, %(now)s
+FROM unnest(%(item)s::bigint[], %(attribute)s::varchar[], %(label)s::smallint[], %(yes)s::smallint[],
+            %(no)s::smallint[], %(maybe)s::smallint[], %(fraction)s::float8[]) AS t
+ON CONFLICT (item_id, attribute) DO UPDATE SET
+    label = excluded.label, yes = excluded.yes, "no" = excluded."no", maybe = excluded.maybe,
+    yes_fraction = excluded.yes_fraction, rules_version = excluded.rules_version,
+    computed_at = excluded.computed_at
+"""
+
+
+def _store_labels(rows: dict[int, dict[str, rules.Label]]) -> int:
+    """Upsert labels: on PostgreSQL one statement over arrays, elsewhere the ORM's bulk upsert."""
+    flat = [(item_id, label) for item_id, labels in rows.items() for label in labels.values()]
+    if connection.vendor == "postgresql":
+        if flat:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    _UPSERT_LABELS,
+                    {
+                        "item": [item_id for item_id, _ in flat],
+                        "attribute": [label.attribute for _, label in flat],
+                        "label": [label.label for _, label in flat],
+                        "yes": [label.yes for _, label in flat],
+                        "no": [label.no for _, label in flat],
+                        "maybe": [label.maybe for _, label in flat],
+                        "fraction": [label.yes_fraction for _, label in flat],
+                        "version": rules.RULES_VERSION,
+                        "now": timezone.now(),
+                    },
+                )
+        return len(flat)
+    objects = [
+        ConsensusLabel(
+            item_id=item_id,
+            attribute=label.attribute,
+            label=label.label,
+            yes=label.yes,
+            no=label.no,
+            maybe=label.maybe,
+            yes_fraction=label.yes_fraction,
+            rules_version=rules.RULES_VERSION,
+        )
+        for item_id, labels in rows.items()
+        for label in labels.values()
+    ]
+    ConsensusLabel.objects.bulk_create(
+        objects,
+        update_conflicts=True,
+        unique_fields=["item", "attribute"],
+        update_fields=["label", "yes", "no", "maybe", "yes_fraction", "rules_version", "computed_at"],
+        batch_size=BATCH_SIZE,
+    )
+    return len(objects)
+
+
+def _aggregate_items(campaign: Campaign, item_filter: Q) -> int:
+    """Consensus for the normal items matching ``item_filter`` that have judgments."""
+    objectives = list(campaign.objectives.values_list("slug", flat=True))
+    grouped = (
+        Judgment.objects.filter(item_filter, item__campaign=campaign, item__kind=Item.Kind.NORMAL)
+        .values_list("item_id", "attribute", "value")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    counts: dict[int, dict[str, rules.Counts]] = defaultdict(dict)
+    raters: dict[int, int] = {}
+    for item_id, attribute, value, n in grouped:
+        current = counts[item_id].get(attribute, rules.Counts())
+        counts[item_id][attribute] = rules.Counts(
+            yes=current.yes + (n if value == rules.YES else 0),
+            no=current.no + (n if value == rules.NO else 0),
+            maybe=current.maybe + (n if value == rules.MAYBE else 0),
+        )
+    for item_id, by_attribute in counts.items():
+        raters[item_id] = max(c.total for c in by_attribute.values())
+    all_no: dict[int, int] = {}
+    if campaign.kind == Campaign.Kind.SAFETY and counts:
+        # Raters who answered "no" on every objective of the item.
+        said_other = Judgment.objects.filter(assignment=OuterRef("pk")).exclude(value=rules.NO)
+        all_no = dict(
+            Assignment.objects.filter(item_id__in=list(counts), state=Assignment.State.SUBMITTED)
+            .exclude(Exists(said_other))
+            .values_list("item_id")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+    rows = {
+        item_id: _labels(
+            campaign,
+            objectives,
+            by_attribute,
+            max(campaign.raters_per_item, raters[item_id]),
+            all_no.get(item_id, 0),
+        )
+        for item_id, by_attribute in counts.items()
+    }
+    _store_labels(rows)
+    return len(rows)
+
+
+# Per (item, attribute) counts of the campaign's normal items in an id range, only where they
+# differ from the stored label (or its rules version): a recomputation of an unchanged campaign
+# reads and writes nothing more than this one GROUP BY. raters: those who judged the item.
+_CHANGED_COUNTS = """
+SELECT s.item_id, s.attribute, s.raters, s.yes, s."no", s.maybe
+FROM (
+    SELECT j.item_id, j.attribute, i.judgment_count AS raters,
+           COUNT(*) FILTER (WHERE j.value = 'yes') AS yes,
+           COUNT(*) FILTER (WHERE j.value = 'no') AS "no",
+           COUNT(*) FILTER (WHERE j.value = 'maybe') AS maybe
+    FROM annotation_judgment j
+    JOIN annotation_item i ON i.id = j.item_id
+    WHERE i.campaign_id = %(campaign)s AND i.kind = 'normal' AND j.item_id >= %(low)s AND j.item_id < %(high)s
+    GROUP BY j.item_id, j.attribute, i.judgment_count
+) AS s
+LEFT JOIN annotation_consensuslabel c ON c.item_id = s.item_id AND c.attribute = s.attribute
+WHERE c.id IS NULL OR c.yes <> s.yes OR c."no" <> s."no" OR c.maybe <> s.maybe
+   OR c.rules_version <> %(version)s
+"""
+
+
+def _aggregate_range(campaign: Campaign, low: int, high: int) -> None:
+    """Consensus for the campaign's normal items with ``low <= id < high`` that have judgments.
+
+    Every kind but safety labels each attribute by its own majority (rules.majority_label):
+    the database counts and leaves out what did not change, the rules label the rest.
+    """
+    if campaign.kind == Campaign.Kind.SAFETY:
+        _aggregate_items(campaign, Q(item_id__gte=low, item_id__lt=high))
+        return
+    params = {"campaign": campaign.pk, "low": low, "high": high, "version": rules.RULES_VERSION}
+    changed: dict[int, dict[str, rules.Label]] = defaultdict(dict)
+    with connection.cursor() as cursor:
+        cursor.execute(_CHANGED_COUNTS, params)
+        for item_id, attribute, raters, yes, no, maybe in cursor:
+            counts = rules.Counts(yes=yes, no=no, maybe=maybe)
+            raters = max(campaign.raters_per_item, raters, counts.total)
+            if campaign.kind == Campaign.Kind.GROUNDEDNESS_REWRITE and attribute == rules.COMMON_KNOWLEDGE:
+                changed[item_id][attribute] = rules.common_knowledge_label(counts, raters=raters)
+            else:
+                changed[item_id][attribute] = rules.majority_label(attribute, counts, raters=raters)
+    _store_labels(changed)
+
+
+def item_aggregate(*, item_id: int) -> None:
+    """Recompute the consensus labels of one item (idempotent)."""
+    item = Item.objects.select_related("campaign").get(pk=item_id)
+    _aggregate_range(item.campaign, item_id, item_id + 1)
+
+
+@transaction.atomic
+def aggregation_request(*, campaign: Campaign, requested_by: User | None) -> AggregationRun:
+    """Queue consensus for a whole campaign on a worker; progress is kept on the run.
+
+    A run already pending or running for the campaign is returned instead of a second one.
+    """
+    Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
+    active = AggregationRun.objects.filter(
+        campaign=campaign, status__in=[AggregationRun.Status.PENDING, AggregationRun.Status.RUNNING]
+    ).first()
+    if active is not None:
+        return active
+    run = AggregationRun.objects.create(campaign=campaign, requested_by=requested_by)
+    # If the broker cannot take it, the request leaves no run behind (a 503).
+    queueing.enqueue(
+        "annotation.tasks.aggregation_run_task", run.pk, undo=AggregationRun.objects.filter(pk=run.pk).delete
+    )
+    return run
+
+
+def campaign_aggregate(*, campaign: Campaign, run: AggregationRun | None = None, chunk: int = 20_000) -> int:
+    """Consensus for every item of the campaign with judgments, in chunks of item ids.
+
+    One GROUP BY per chunk over the judgments (through their (item, attribute, value) index);
+    progress is written to ``run`` after each chunk. Returns the number of items labelled.
+    """
+    bounds = Item.objects.filter(campaign=campaign, kind=Item.Kind.NORMAL).order_by("id")
+    first = bounds.values_list("id", flat=True).first()
+    last = bounds.reverse().values_list("id", flat=True).first()
+    if run is not None:
+        run.status = AggregationRun.Status.RUNNING
+        run.total = bounds.count()
+        run.done = 0
+        run.save(update_fields=["status", "total", "done"])
+    if first is not None:
+        for low in range(first, last + 1, chunk):
+            _aggregate_range(campaign, low, low + chunk)
+            if run is not None:
+                run.done = bounds.filter(id__lt=low + chunk).count()
+                run.save(update_fields=["done"])
+    if run is not None:
+        run.status = AggregationRun.Status.DONE
+        run.done = run.total
+        run.finished_at = timezone.now()
+        run.save(update_fields=["status", "done", "finished_at"])
+    labelled = bounds.filter(judgment_count__gt=0).count()
+    logger.info("campaign %s: consensus for %d items", campaign.name, labelled)
+    return labelled
+
+
+def aggregation_failed(*, run_id: int, error: str) -> None:
+    """Mark a run whose task raised as failed with the cause, unless it ended meanwhile."""
+    AggregationRun.objects.filter(
+        pk=run_id, status__in=[AggregationRun.Status.PENDING, AggregationRun.Status.RUNNING]
+    ).update(status=AggregationRun.Status.FAILED, error=error, finished_at=timezone.now())
+
+
+def aggregation_run(*, run_id: int) -> AggregationRun:
+    """Task body: run a queued aggregation; a finished run is left alone."""
+    run = AggregationRun.objects.select_related("campaign").get(pk=run_id)
+    if run.status == AggregationRun.Status.DONE:
+        return run
+    try:
+        campaign_aggregate(campaign=run.campaign, run=run)
+    except Exception as exc:
+        AggregationRun.objects.filter(pk=run.pk).update(
+            status=AggregationRun.Status.FAILED,
+            error=f"{type(exc).__name__}: {exc}",
+            finished_at=timezone.now(),
+        )
+        raise
+    return run
