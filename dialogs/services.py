@@ -191,9 +191,8 @@ def dialog_export_request(*, requested_by: Any, purpose: str = "") -> DialogExpo
     """Queue an export of the dialogs (of one purpose, or all) for a Celery worker."""
     export = DialogExport.objects.create(requested_by=requested_by, purpose=purpose)
     # If the broker cannot take it, the request leaves no export behind (a 503).
-    queueing.enqueue(
-        "dialogs.tasks.run_dialog_export", export.pk, undo=DialogExport.objects.filter(pk=export.pk).delete
-    )
+    undo = DialogExport.objects.filter(pk=export.pk).delete
+    queueing.enqueue("dialogs.tasks.dialog_export_run_task", export.pk, undo=undo)
     return export
 
 

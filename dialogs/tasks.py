@@ -14,5 +14,5 @@ from groundwork.queueing import JobTask
     retry_backoff=True,
     max_retries=3,
 )
-def run_dialog_export(export_id: int) -> None:
+def dialog_export_run_task(export_id: int) -> None:
     services.dialog_export_run(export_id=export_id)

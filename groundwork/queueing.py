@@ -1,7 +1,7 @@
 """Handing work to the Celery workers, the one way every app does it.
 
 - ``enqueue`` sends a task after the transaction that asked for it commits (the worker must find
-  the rows it is about). The task is named by its registered name (``"trainer.tasks.train_task"``),
+  the rows it is about). The task is named by its registered name (``"trainer.tasks.training_run_task"``),
   so a service never imports its app's ``tasks`` module, which imports the service (a task object
   works too). When the broker cannot take it, the request's rows are undone and
   ``TaskQueueUnavailable`` says so (``TaskQueueUnavailableMiddleware``: a JSON 503 for the API,

@@ -183,7 +183,7 @@ def search_index_sync_later(*, urls: list[str]) -> None:
     """After commit, bring these URLs' index entries in step with the database (a task). Should
     the broker fail between the import's check and its commit, the log says so and
     ``manage.py rebuild_search_index`` brings the index in step."""
-    queueing.enqueue("toolset.tasks.sync_search_index", urls, best_effort=True)
+    queueing.enqueue("toolset.tasks.search_index_sync_task", urls, best_effort=True)
 
 
 def search_index_sync(*, urls: Iterable[str]) -> int:
@@ -223,7 +223,7 @@ class ToolsetSessionRefused(Exception):
         self.status = status
 
 
-def check_session(*, session: str, user: Any) -> None:
+def session_check(*, session: str, user: Any) -> None:
     """Raise ``ToolsetSessionRefused`` unless ``user`` may query in ``session``.
 
     A session can belong to another app's work: annotation's research session of an assignment
@@ -284,7 +284,7 @@ def toolset_query(
     query contributes nothing. Search serves one snippet: the n-th asking of the same query in
     the same session by the same actor gets the n-th ranked document. Every tool that ran is
     logged as a ``ToolCall``. A user's query is refused (``ToolsetSessionRefused``) in a session
-    that is not theirs to query in (``check_session``)."""
+    that is not theirs to query in (``session_check``)."""
     session = session.strip()
     query = " ".join(query.split())
     if not session:
@@ -300,7 +300,7 @@ def toolset_query(
     if tool is not None and tool not in Tool.values:
         raise ToolsetQueryError("tool", f"{tool!r} is not a tool (expected one of {', '.join(Tool.values)}).")
     if actor_user is not None:
-        check_session(session=session, user=actor_user)
+        session_check(session=session, user=actor_user)
     call = _Call(session=session, query=query, actor_user=actor_user, actor_model=actor_model[:100])
     results: list[ToolResult] = []
     for name in Tool:  # the TS order

@@ -7,6 +7,6 @@ from toolset import services
 
 # OSError covers a writer lock held too long by another process (filelock.Timeout).
 @shared_task(acks_late=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
-def sync_search_index(urls: list[str]) -> None:
+def search_index_sync_task(urls: list[str]) -> None:
     """Bring the search index in step with the database for these URLs (idempotent)."""
     services.search_index_sync(urls=urls)

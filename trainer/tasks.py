@@ -13,7 +13,7 @@ from trainer.services import dataset_builds, training_jobs
 
 
 @shared_task(base=JobTask, job_failed=dataset_builds.dataset_failed, acks_late=True)
-def build_dataset_task(dataset_id: int) -> None:
+def dataset_build_task(dataset_id: int) -> None:
     dataset_builds.dataset_build(dataset_id=dataset_id)
 
 
@@ -22,7 +22,7 @@ def build_dataset_task(dataset_id: int) -> None:
 @shared_task(
     base=JobTask, job_failed=training_jobs.training_failed, acks_late=True, reject_on_worker_lost=True
 )
-def train_task(job_id: int) -> None:
+def training_run_task(job_id: int) -> None:
     training_jobs.training_run(job_id=job_id)
 
 

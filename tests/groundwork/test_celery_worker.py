@@ -68,5 +68,5 @@ def test_nothing_is_enqueued_when_the_transaction_rolls_back(celery_worker) -> N
     # for the rolled-back one would have been tried (and its failure stored) before it.
     assert wait_for(export.pk).status == DialogExport.Status.DONE
     assert DialogExport.objects.count() == 1
-    runs = TaskResult.objects.filter(task_name="dialogs.tasks.run_dialog_export")
+    runs = TaskResult.objects.filter(task_name="dialogs.tasks.dialog_export_run_task")
     assert list(runs.values_list("status", flat=True)) == ["SUCCESS"]

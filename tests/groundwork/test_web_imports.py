@@ -20,9 +20,9 @@ get_wsgi_application()
 from django.urls import get_resolver
 get_resolver().url_patterns  # every view module, the admin included
 from trainer.services import requests
-requests.split_hyperparameters("pretrain", dict(steps=10))  # how queueing a job checks them
+requests.hyperparameters_split("pretrain", dict(steps=10))  # how queueing a job checks them
 from groundwork.celery import app
-app.signature("trainer.tasks.train_task")._apply_async  # how it is queued: by name, not by import
+app.signature("trainer.tasks.training_run_task")._apply_async  # how it is queued: by name, not by import
 print(json.dumps(sorted(name for name in {heavy!r} if name in sys.modules)))
 """
 

@@ -231,7 +231,7 @@ def test_a_burst_of_tasks_from_several_threads_all_run(platform: Platform) -> No
             for _ in range(per_thread):
                 # A real task with nothing to do: bring the search index in step for no URLs.
                 app.send_task(
-                    "toolset.tasks.sync_search_index", args=[[]], queue="default", connection=connection
+                    "toolset.tasks.search_index_sync_task", args=[[]], queue="default", connection=connection
                 )
 
     senders = [threading.Thread(target=send) for _ in range(threads)]

@@ -12,7 +12,7 @@ from groundwork.roles import Role
 from toolset.models import Document, ToolCall
 from toolset.search import SearchIndex
 from toolset.services import SEARCH_MAX_RANK, search_index
-from toolset.tasks import sync_search_index
+from toolset.tasks import search_index_sync_task
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/toolset/query"
@@ -54,7 +54,7 @@ def test_calculator_then_translator_then_search(
     Document.objects.create(
         url="https://example.org/greetings", title="Greetings", body="Hello is said in French as bonjour."
     )
-    sync_search_index(["https://example.org/sum", "https://example.org/greetings"])
+    search_index_sync_task(["https://example.org/sum", "https://example.org/greetings"])
     api_client.force_login(users[Role.ADMIN])
 
     calc = api_client.post(URL, {"query": "135+7721", "session": "o"}, format="json").json()["results"]
@@ -158,7 +158,7 @@ def test_admin_imports_wikiextractor_jsonl_and_the_index_follows(
         ("Article 2", "api"),
     }
     assert len(callbacks) == 1  # the index sync, enqueued after commit
-    sync_search_index([d.url for d in Document.objects.all()])  # what the worker runs
+    search_index_sync_task([d.url for d in Document.objects.all()])  # what the worker runs
     assert [h.title for h in search_index().search("topic2", 5)] == ["Article 2"]
 
     again = api_client.post(IMPORT_URL, [wiki_line(1), wiki_line(2, text="Now about zebras.")], format="json")

@@ -21,7 +21,7 @@ from toolset.services import (
     search_index,
     toolset_query,
 )
-from toolset.tasks import sync_search_index
+from toolset.tasks import search_index_sync_task
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +53,7 @@ def test_import_creates_documents_and_indexes_them_after_commit(
     assert len(callbacks) == 1
     assert search_index().search("topic2", 5) == []  # the index follows only in the task
     # No broker here: run what the callback enqueues, the task, directly.
-    sync_search_index(result.urls)
+    search_index_sync_task(result.urls)
     assert [hit.title for hit in search_index().search("topic2", 5)] == ["Article 2"]
 
 
@@ -145,7 +145,7 @@ def test_every_tool_runs_in_the_ts_order_and_each_call_is_logged(corpus: Any, se
     Document.objects.create(
         url="https://example.org/hello", title="Hello", body="Hello in French is Bonjour."
     )
-    sync_search_index(["https://example.org/hello"])
+    search_index_sync_task(["https://example.org/hello"])
 
     results = toolset_query(session="s", query="hello in French", actor_model="lamda-v3")
 

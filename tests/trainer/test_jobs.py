@@ -208,7 +208,7 @@ def test_a_build_whose_task_raised_outside_the_build_is_failed_with_the_cause(mo
         raise RuntimeError("the database went away")
 
     monkeypatch.setattr(dataset_builds, "_dataset_claim", broken)
-    result = tasks.build_dataset_task.apply(args=[build.pk])  # as a worker runs it
+    result = tasks.dataset_build_task.apply(args=[build.pk])  # as a worker runs it
 
     assert result.failed()
     build.refresh_from_db()

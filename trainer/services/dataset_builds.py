@@ -1,4 +1,4 @@
-"""Building a dataset, in a Celery worker (``trainer.tasks.build_dataset_task``).
+"""Building a dataset, in a Celery worker (``trainer.tasks.dataset_build_task``).
 
 ``dataset_build`` claims the queued dataset, streams its examples (``trainer.sources``) rendered
 with the tokenizer (``trainer.formats``) into JSONL and Parquet (``trainer.records``), and writes
@@ -110,7 +110,7 @@ def _dataset_fail(dataset: DatasetVersion, error: str) -> None:
 
 def dataset_failed(*, dataset_id: int, error: str) -> None:
     """Mark a build whose task raised as failed with the cause, unless it ended meanwhile (the
-    safety net of ``build_dataset_task``: ``dataset_build`` records its own failures first)."""
+    safety net of ``dataset_build_task``: ``dataset_build`` records its own failures first)."""
     DatasetVersion.objects.filter(
         pk=dataset_id, status__in=[DatasetVersion.Status.PENDING, DatasetVersion.Status.RUNNING]
     ).update(status=DatasetVersion.Status.FAILED, error=error, finished_at=timezone.now())

@@ -129,8 +129,8 @@ def dataset_request(
 
 
 def dataset_enqueue(dataset: DatasetVersion, *, undo: Callable[[], Any] | None = None) -> None:
-    """Queue the build of ``dataset`` after commit (``trainer.tasks.build_dataset_task``)."""
-    queueing.enqueue("trainer.tasks.build_dataset_task", dataset.pk, undo=undo)
+    """Queue the build of ``dataset`` after commit (``trainer.tasks.dataset_build_task``)."""
+    queueing.enqueue("trainer.tasks.dataset_build_task", dataset.pk, undo=undo)
 
 
 def dataset_file(dataset: DatasetVersion, name: str) -> Path:
@@ -158,7 +158,7 @@ JOB_DATASET_KINDS = {
 MODEL_SIZE_FIELDS = tuple(MODEL_SIZE_BOUNDS)  # d_model, n_layer, n_head, d_ff
 
 
-def split_hyperparameters(kind: str, hyperparameters: dict[str, Any]) -> tuple[Hyperparameters, dict]:
+def hyperparameters_split(kind: str, hyperparameters: dict[str, Any]) -> tuple[Hyperparameters, dict]:
     """A job's hyperparameters checked against their bounds: the training ones, and the model
     sizes (a pretrain job's only); ``TrainerError`` naming the field otherwise."""
     data = dict(hyperparameters or {})
@@ -189,7 +189,7 @@ def training_request(
     rendered with the base model's tokenizer."""
     if kind not in TrainingJob.Kind.values:
         raise TrainerError(f"kind must be one of {', '.join(TrainingJob.Kind.values)}, not {kind!r}")
-    hp, model_sizes = split_hyperparameters(kind, hyperparameters or {})
+    hp, model_sizes = hyperparameters_split(kind, hyperparameters or {})
     datasets = list(datasets)
     if not datasets:
         raise TrainerError("choose at least one dataset")
@@ -230,8 +230,8 @@ def training_request(
 
 
 def training_enqueue(job: TrainingJob, *, undo: Callable[[], Any] | None = None) -> None:
-    """Queue ``job`` on the ``training`` queue after commit (``trainer.tasks.train_task``)."""
-    queueing.enqueue("trainer.tasks.train_task", job.pk, queue="training", undo=undo)
+    """Queue ``job`` on the ``training`` queue after commit (``trainer.tasks.training_run_task``)."""
+    queueing.enqueue("trainer.tasks.training_run_task", job.pk, queue="training", undo=undo)
 
 
 def job_log(job: TrainingJob, line: str) -> str:

@@ -1,4 +1,4 @@
-"""Training a model, in a Celery worker (queue ``training``, ``trainer.tasks.train_task``), and
+"""Training a model, in a Celery worker (queue ``training``, ``trainer.tasks.training_run_task``), and
 the first model, in the foreground (``first_model_ensure``).
 
 Training jobs survive their worker: the task is ``acks_late`` with ``reject_on_worker_lost``, so a
@@ -33,9 +33,9 @@ from trainer.services.requests import (
     MODEL_SIZE_FIELDS,
     TrainerError,
     dataset_request,
+    hyperparameters_split,
     job_log,
     model_serve,
-    split_hyperparameters,
     training_enqueue,
     training_request,
 )
@@ -44,7 +44,7 @@ from trainer.services.workers import this_worker, worker_alive
 
 def training_failed(*, job_id: int, error: str) -> None:
     """Mark a job whose task raised as failed with the cause, unless it ended meanwhile (the
-    safety net of ``train_task``: ``training_run`` records its own failures first)."""
+    safety net of ``training_run_task``: ``training_run`` records its own failures first)."""
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().get(pk=job_id)
         if not job.finished:
@@ -291,7 +291,7 @@ def first_model_ensure(
         "checkpoint_every": 100,
         **({"model": model} if model else {}),
     }
-    split_hyperparameters(TrainingJob.Kind.PRETRAIN, hyperparameters)  # refused before any work
+    hyperparameters_split(TrainingJob.Kind.PRETRAIN, hyperparameters)  # refused before any work
     say("exporting the pretrain dataset and training a tokenizer on the dialogs…")
     dataset = dataset_request(
         kind=DatasetVersion.Kind.PRETRAIN, purposes=purposes, vocab_size=vocab_size, enqueue=False
