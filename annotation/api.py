@@ -4,7 +4,7 @@ model (start, messages, finish, flags)."""
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
@@ -30,6 +30,9 @@ from dialogs.models import Mode, Turn
 from groundwork.parsers import IMPORT_PARSERS, DatabaseIdField, body_records, query_number, refused
 from groundwork.roles import Role, has_role
 from groundwork.throttling import ExplainedThrottles
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 TOOL_CALL_IDS_MAX = 1000
 
@@ -62,7 +65,7 @@ def _error(exc: AnnotationError) -> Response:
     return Response({"detail": str(exc)}, status=exc.status)
 
 
-def _next(*, worker: Any, campaign: Campaign) -> dict[str, Any]:
+def _next(*, worker: User, campaign: Campaign) -> dict[str, Any]:
     """``next``: the worker's next assignment in the campaign, or null (and why, when blocked)."""
     try:
         upcoming = assignments.assignment_lease_next(worker=worker, campaign=campaign)

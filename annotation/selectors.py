@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import QuerySet, Subquery
 from django.utils import timezone
@@ -15,6 +15,9 @@ from annotation.models import Assignment, Campaign, Item, Rewrite, WorkerQuality
 from annotation.questions import campaign_questions
 from dialogs.models import Candidate
 from toolset.models import Tool, ToolCall
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 # Items left for a worker are counted up to this many: counting all of them read every open item
 # of the campaign on each page (135 ms at 1M items); past it the counter says "1,000+".
@@ -39,7 +42,7 @@ class WorkerCampaign:
     blocked_reason: str = ""  # set when the worker is blocked from the campaign
 
 
-def campaigns_for_worker(*, worker: Any) -> list[WorkerCampaign]:
+def campaigns_for_worker(*, worker: User) -> list[WorkerCampaign]:
     """Open campaigns with how many items are left for this worker."""
     blocked = dict(
         WorkerQuality.objects.filter(worker=worker, blocked=True).values_list("campaign_id", "blocked_reason")
@@ -54,7 +57,7 @@ def campaigns_for_worker(*, worker: Any) -> list[WorkerCampaign]:
     ]
 
 
-def done_today(*, worker: Any, campaign: Campaign | None = None) -> int:
+def done_today(*, worker: User, campaign: Campaign | None = None) -> int:
     start = timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
     done = Assignment.objects.filter(worker=worker, state=Assignment.State.SUBMITTED, submitted_at__gte=start)
     if campaign is not None:
@@ -62,7 +65,7 @@ def done_today(*, worker: Any, campaign: Campaign | None = None) -> int:
     return done.count()
 
 
-def left_for_worker(*, worker: Any, campaign: Campaign, holding: bool = False) -> Left:
+def left_for_worker(*, worker: User, campaign: Campaign, holding: bool = False) -> Left:
     """Items with a free slot that the worker has not seen and did not write, counted up to
     ``LEFT_COUNTED_UP_TO``; ``holding``: and the item the worker holds a lease on (seen, but not
     done)."""

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
@@ -27,6 +27,9 @@ from groundwork.jsonl import (
     parse_each_object,
     unique_records,
 )
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ def dialogs_import(
     *,
     records: Iterable[DialogRecord | RecordError],
     source: str,
-    created_by: Any = None,
+    created_by: User | None = None,
 ) -> ImportResult:
     """Import parsed dialogs all or nothing.
 
@@ -139,7 +142,9 @@ def dialogs_import(
     return result
 
 
-def dialogs_import_file(*, path: Path, source: str | None = None, created_by: Any = None) -> ImportResult:
+def dialogs_import_file(
+    *, path: Path, source: str | None = None, created_by: User | None = None
+) -> ImportResult:
     """Import a JSONL file (see ``dialogs.records``); all or nothing."""
     with path.open("rb") as stream:
         return dialogs_import(records=parse_jsonl(stream), source=source or path.name, created_by=created_by)
@@ -187,7 +192,7 @@ def dialogs_export_file(*, path: Path, purpose: str = "") -> int:
     return count
 
 
-def dialog_export_request(*, requested_by: Any, purpose: str = "") -> DialogExport:
+def dialog_export_request(*, requested_by: User | None, purpose: str = "") -> DialogExport:
     """Queue an export of the dialogs (of one purpose, or all) for a Celery worker."""
     export = DialogExport.objects.create(requested_by=requested_by, purpose=purpose)
     # If the broker cannot take it, the request leaves no export behind (a 503).

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -27,6 +27,9 @@ from toolset import calculator, translator
 from toolset.models import QUERY_MAX_CHARS, SESSION_MAX_CHARS, Document, Tool, ToolCall
 from toolset.records import DocumentRecord, parse_document
 from toolset.search import SearchIndex
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +226,7 @@ class ToolsetSessionRefused(Exception):
         self.status = status
 
 
-def session_check(*, session: str, user: Any) -> None:
+def session_check(*, session: str, user: User) -> None:
     """Raise ``ToolsetSessionRefused`` unless ``user`` may query in ``session``.
 
     A session can belong to another app's work: annotation's research session of an assignment
@@ -248,7 +251,7 @@ class ToolResult:
 class _Call:
     session: str
     query: str
-    actor_user: Any
+    actor_user: User | None
     actor_model: str
 
     def earlier_searches(self) -> QuerySet[ToolCall]:
@@ -275,7 +278,7 @@ def toolset_query(
     *,
     session: str,
     query: str,
-    actor_user: Any = None,
+    actor_user: User | None = None,
     actor_model: str = "",
     tool: str | None = None,
 ) -> list[ToolResult]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -26,6 +26,9 @@ from trainer.hyperparameters import (
     model_sizes_from_dict,
 )
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 class TrainerError(Exception):
@@ -60,7 +63,7 @@ def dataset_request(
     validation_percent: int = 10,
     vocab_size: int = 8192,
     thresholds: dict[str, float] | None = None,
-    created_by: Any = None,
+    created_by: User | None = None,
     enqueue: bool = True,
 ) -> DatasetVersion:
     """Queue the export of a dataset; a worker builds it (``dataset_builds.dataset_build``).
@@ -181,7 +184,7 @@ def training_request(
     datasets: Sequence[DatasetVersion],
     base_model: ModelVersion | None = None,
     hyperparameters: dict[str, Any] | None = None,
-    created_by: Any = None,
+    created_by: User | None = None,
     enqueue: bool = True,
 ) -> TrainingJob:
     """Queue a training job on the ``training`` queue. A fine-tune starts from ``base_model``
@@ -241,7 +244,7 @@ def job_log(job: TrainingJob, line: str) -> str:
 
 
 @transaction.atomic
-def training_cancel(*, job: TrainingJob, by: Any = None) -> TrainingJob:
+def training_cancel(*, job: TrainingJob, by: User | None = None) -> TrainingJob:
     """Cancel a job: at once when queued, at its next progress report when running."""
     job = TrainingJob.objects.select_for_update().get(pk=job.pk)
     if job.finished:
