@@ -23,11 +23,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import interchange, selectors
-from annotation.errors import AnnotationError, ChatError, ChatNotFound, WorkerBlocked
+from annotation.errors import WorkerBlocked
 from annotation.models import Campaign, Chat, ChatPurpose, FlagReason, TurnFlag
 from annotation.services import assignments, chats, rewrites
 from dialogs.models import Mode, Turn
-from groundwork.parsers import IMPORT_PARSERS, DatabaseIdField, body_records, query_number, refused
+from groundwork.parsers import IMPORT_PARSERS, DatabaseIdField, body_records, query_number
 from groundwork.roles import Role, has_role
 from groundwork.throttling import ExplainedThrottles
 
@@ -59,10 +59,6 @@ class SubmitSerializer(serializers.Serializer):
                 "Send either answers (rating tasks) or claims_external (rewrite tasks)."
             )
         return data
-
-
-def _error(exc: AnnotationError) -> Response:
-    return Response({"detail": str(exc)}, status=exc.status)
 
 
 def _next(*, worker: User, campaign: Campaign) -> dict[str, Any]:
@@ -100,12 +96,7 @@ class NextTaskView(APIView):
                 status=status.HTTP_400_BAD_REQUEST,
             )
         campaign_id = query_number(request.query_params, "campaign", minimum=1)
-        try:
-            assignment = assignments.assignment_lease_any(
-                worker=request.user, kind=kind, campaign_id=campaign_id
-            )
-        except WorkerBlocked as exc:
-            return _error(exc)
+        assignment = assignments.assignment_lease_any(worker=request.user, kind=kind, campaign_id=campaign_id)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(selectors.task_payload(assignment))
@@ -137,31 +128,28 @@ class SubmitView(APIView):
             data = serializer.validated_data
         # else a rating: its answers alone, which submit_judgment checks (question by question,
         # with messages); a serializer would copy its declared fields on every request.
-        try:
-            if "answers" in data:
-                result = assignments.judgment_submit(
-                    assignment_id=assignment_id, worker=request.user, answers=data["answers"]
-                )
-                extra: dict[str, Any] = {}
-            else:
-                result = rewrites.rewrite_submit(
-                    assignment_id=assignment_id,
-                    worker=request.user,
-                    claims_external=data["claims_external"],
-                    common_knowledge=data["common_knowledge"],
-                    rewrite=data["rewrite"],
-                    citations=data["citations"],
-                    candidate_labels=data["candidate_labels"],
-                )
-                extra = {
-                    "rewrite": {
-                        "text": result.rewrite.text,
-                        "cited_urls": result.rewrite.cited_urls,
-                        "candidate_labels": result.rewrite.candidate_labels,
-                    }
+        if "answers" in data:
+            result = assignments.judgment_submit(
+                assignment_id=assignment_id, worker=request.user, answers=data["answers"]
+            )
+            extra: dict[str, Any] = {}
+        else:
+            result = rewrites.rewrite_submit(
+                assignment_id=assignment_id,
+                worker=request.user,
+                claims_external=data["claims_external"],
+                common_knowledge=data["common_knowledge"],
+                rewrite=data["rewrite"],
+                citations=data["citations"],
+                candidate_labels=data["candidate_labels"],
+            )
+            extra = {
+                "rewrite": {
+                    "text": result.rewrite.text,
+                    "cited_urls": result.rewrite.cited_urls,
+                    "candidate_labels": result.rewrite.candidate_labels,
                 }
-        except AnnotationError as exc:
-            return _error(exc)
+            }
         body = {
             "assignment_id": result.assignment.pk,
             "judgments": {j.attribute: j.value for j in result.judgments},
@@ -178,10 +166,7 @@ class SkipView(APIView):
 
     @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, 403: None, 404: None, 409: None})
     def post(self, request: Request, assignment_id: int) -> Response:
-        try:
-            skipped = assignments.assignment_skip(assignment_id=assignment_id, worker=request.user)
-        except AnnotationError as exc:
-            return _error(exc)
+        skipped = assignments.assignment_skip(assignment_id=assignment_id, worker=request.user)
         return Response({"skipped": skipped.pk, **_next(worker=request.user, campaign=skipped.item.campaign)})
 
 
@@ -218,12 +203,7 @@ class ImportJudgmentsView(APIView):
     def post(self, request: Request, campaign_id: int) -> Response:
         campaign = get_object_or_404(Campaign, pk=campaign_id)
         lines = body_records(request.data, lines=interchange.parse_jsonl, objects=interchange.parse_objects)
-        try:
-            result = interchange.judgments_import(campaign=campaign, lines=lines, source="api")
-        except interchange.JudgmentImportError as exc:
-            return refused(exc)
-        except AnnotationError as exc:
-            return _error(exc)
+        result = interchange.judgments_import(campaign=campaign, lines=lines, source="api")
         return Response(asdict(result), status=status.HTTP_201_CREATED)
 
 
@@ -248,10 +228,7 @@ class ConsensusExportView(APIView):
     def get(self, request: Request, campaign_id: int) -> StreamingHttpResponse | Response:
         campaign = get_object_or_404(Campaign, pk=campaign_id)
         format = request.query_params.get("format", "jsonl")
-        try:
-            lines = interchange.consensus_lines(campaign=campaign, format=format)
-        except AnnotationError as exc:
-            return _error(exc)
+        lines = interchange.consensus_lines(campaign=campaign, format=format)
         response = StreamingHttpResponse(lines, content_type=interchange.CONTENT_TYPES[format])
         response["Content-Disposition"] = f'attachment; filename="consensus-{campaign.pk}.{format}"'
         return response
@@ -369,13 +346,6 @@ def _chat_data(current: Chat) -> dict[str, Any]:
     return ChatSerializer(current, context={"turns": chats.chat_turns(chat=current)}).data
 
 
-def _own_chat(request: Request, chat_id: int) -> Chat:
-    try:
-        return chats.chat_for_worker(worker=request.user, chat_id=chat_id)
-    except ChatNotFound as exc:
-        raise NotFound(str(exc)) from None
-
-
 RATE_LIMITED = OpenApiResponse(
     description="Too many requests: `detail` says when you can go on, `Retry-After` in how many seconds."
 )
@@ -396,15 +366,12 @@ class ChatStartView(ExplainedThrottles, APIView):
         serializer = ChatStartSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            started = chats.chat_start(
-                worker=request.user,
-                purpose=data["purpose"],
-                mode=data.get("mode"),
-                role=chats.role_by_slug(data["role"]) if data.get("role") else None,
-            )
-        except ChatError as exc:
-            return _error(exc)
+        started = chats.chat_start(
+            worker=request.user,
+            purpose=data["purpose"],
+            mode=data.get("mode"),
+            role=chats.role_by_slug(data["role"]) if data.get("role") else None,
+        )
         return Response(_chat_data(started), status=status.HTTP_201_CREATED)
 
 
@@ -415,7 +382,7 @@ class ChatDetailView(APIView):
 
     @extend_schema(responses={200: ChatSerializer, 404: None})
     def get(self, request: Request, chat_id: int) -> Response:
-        return Response(_chat_data(_own_chat(request, chat_id)))
+        return Response(_chat_data(chats.chat_for_worker(worker=request.user, chat_id=chat_id)))
 
 
 class ChatMessagesView(ExplainedThrottles, APIView):
@@ -438,13 +405,10 @@ class ChatMessagesView(ExplainedThrottles, APIView):
         },
     )
     def post(self, request: Request, chat_id: int) -> Response:
-        current = _own_chat(request, chat_id)
+        current = chats.chat_for_worker(worker=request.user, chat_id=chat_id)
         serializer = ChatMessageSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            turn = chats.chat_say(chat=current, worker=request.user, text=serializer.validated_data["text"])
-        except ChatError as exc:
-            return _error(exc)
+        turn = chats.chat_say(chat=current, worker=request.user, text=serializer.validated_data["text"])
         return Response(ChatTurnSerializer(turn).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -465,11 +429,8 @@ class ChatFinishView(APIView):
         },
     )
     def post(self, request: Request, chat_id: int) -> Response:
-        current = _own_chat(request, chat_id)
-        try:
-            finished = chats.chat_finish(chat=current, worker=request.user)
-        except ChatError as exc:
-            return _error(exc)
+        current = chats.chat_for_worker(worker=request.user, chat_id=chat_id)
+        finished = chats.chat_finish(chat=current, worker=request.user)
         body = {
             **_chat_data(finished.chat),
             "campaign": finished.campaign.pk if finished.campaign else None,
@@ -492,14 +453,11 @@ class ChatFlagView(APIView):
         },
     )
     def post(self, request: Request, chat_id: int, turn_id: int) -> Response:
-        current = _own_chat(request, chat_id)
+        current = chats.chat_for_worker(worker=request.user, chat_id=chat_id)
         turn = Turn.objects.filter(pk=turn_id, dialog_id=current.dialog_id).first()
         if turn is None:
             raise NotFound("There is no such turn in this chat.")
         serializer = FlagRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            flag = chats.chat_flag(turn=turn, worker=request.user, **serializer.validated_data)
-        except ChatError as exc:
-            return _error(exc)
+        flag = chats.chat_flag(turn=turn, worker=request.user, **serializer.validated_data)
         return Response(FlagSerializer(flag).data, status=status.HTTP_201_CREATED)

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 
 from dialogs import selectors, services
 from dialogs.models import Dialog, DialogExport, Turn
-from groundwork.parsers import IMPORT_PARSERS, PRINTABLE_PATTERN, body_records, query_text, refused
+from groundwork.parsers import IMPORT_PARSERS, PRINTABLE_PATTERN, body_records, query_text
 from groundwork.roles import ModelPermissions
 
 
@@ -89,10 +89,7 @@ class DialogViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         records = body_records(request.data, lines=services.parse_jsonl, objects=services.parse_objects)
-        try:
-            result = services.dialogs_import(records=records, source="api", created_by=request.user)
-        except services.DialogImportError as exc:
-            return refused(exc)
+        result = services.dialogs_import(records=records, source="api", created_by=request.user)
         return Response(
             {"created": result.created, "unchanged": result.unchanged, "ids": result.ids},
             status=status.HTTP_201_CREATED,

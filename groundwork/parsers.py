@@ -1,6 +1,6 @@
 """Reading requests, shared by every app: JSON and JSONL bodies (with a size cap and a nesting
 bound, refused with a JSON 4xx), ids in paths, query strings and bodies (bounded to what a
-database id can be), and the DRF exception handler for the body errors Django raises itself.
+database id can be). ``groundwork.http_errors`` answers the errors raised here.
 
 Every JSON body of the API is read by ``JSONParser`` (the default parser): a body over
 ``DATA_UPLOAD_MAX_MEMORY_SIZE`` gets 413, invalid JSON (NaN, Infinity, nesting beyond
@@ -17,15 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
-from django.http.multipartparser import TooManyFilesSent
 from rest_framework import renderers, serializers, status
 from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.parsers import BaseParser, get_encoding
-from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
-from groundwork.jsonl import ImportRefused, decode_json
+from groundwork.errors import DomainError
+from groundwork.jsonl import decode_json
 
 # The largest value of a database id (a PostgreSQL bigint, an SQLite integer).
 ID_MAX = 2**63 - 1
@@ -121,27 +118,6 @@ def body_records(
     return objects(data if isinstance(data, list) else [data])
 
 
-def refused(exc: ImportRefused) -> Response:
-    """400 with every bad line's line, field and message; nothing was written."""
-    return Response(
-        {"detail": str(exc), "errors": [e.as_dict() for e in exc.errors]}, status=status.HTTP_400_BAD_REQUEST
-    )
-
-
-def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, and JSON for what would be an HTML error otherwise: the body errors Django
-    raises while DRF reads a form body (too large: 413; too many fields or files: 400) and a bad
-    query parameter (400, ``{name: [message]}``)."""
-    if isinstance(exc, RequestDataTooBig):
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        exc = RequestTooLarge(f"The request body is over the limit of {limit:,} bytes.")
-    elif isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
-        exc = ParseError(str(exc))
-    elif isinstance(exc, ParameterError):
-        exc = ValidationError({exc.name: [exc.message]})
-    return drf_exception_handler(exc, context)
-
-
 # --- ids and query strings ----------------------------------------------------------------------
 
 _DIGITS = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
@@ -188,14 +164,17 @@ def parse_whole_number(value: str, *, minimum: int = 0, maximum: int = ID_MAX) -
     raise ValueError(f"expected a whole number from {minimum} to {maximum}, got {value[:40]!r}")
 
 
-class ParameterError(ValueError):
-    """A query parameter that is not what it must be; the API answers 400 ``{name: [message]}``
-    (``exception_handler``), a page answers 400 with the message."""
+class ParameterError(DomainError):
+    """A query parameter that is not what it must be: the API answers 400 ``{name: [problem]}``,
+    a page 400 with the message (``groundwork.http_errors``)."""
 
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(f"{name}: {message}")
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
         self.name = name
-        self.message = message
+        self.problem = problem
+
+    def body(self) -> dict[str, Any]:
+        return {self.name: [self.problem]}
 
 
 def query_number(

@@ -4,8 +4,9 @@
   the rows it is about). The task is named by its registered name (``"trainer.tasks.training_run_task"``),
   so a service never imports its app's ``tasks`` module, which imports the service (a task object
   works too). When the broker cannot take it, the request's rows are undone and
-  ``TaskQueueUnavailable`` says so (``TaskQueueUnavailableMiddleware``: a JSON 503 for the API,
-  a page for people): no row is left ``pending`` for work that was never queued.
+  ``TaskQueueUnavailable`` says so (a ``DomainError``: a JSON 503 with ``Retry-After`` for the
+  API, a page for people, ``groundwork.http_errors``): no row is left ``pending`` for work that
+  was never queued.
 - ``JobTask`` is the base of tasks that carry a job row (a dataset build, an export, a chat
   answer): when the task raises, whatever the reason, the row is marked failed with the cause.
 """
@@ -21,9 +22,9 @@ from typing import Any
 from celery import Task
 from django.conf import settings
 from django.db import connections, transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
 from kombu.exceptions import OperationalError
+
+from groundwork.errors import DomainError
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ BROKER_TIMEOUT_SECONDS = 2.0
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.25, "interval_max": 0.5}
 
 
-class TaskQueueUnavailable(Exception):
+class TaskQueueUnavailable(DomainError):
     """The broker is down: the work could not be queued, and nothing of the request was kept."""
 
     status = 503
@@ -41,6 +42,9 @@ class TaskQueueUnavailable(Exception):
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.default_message)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
 
 
 @dataclass(frozen=True)
@@ -150,25 +154,3 @@ class JobTask(Task):
             logger.exception(
                 "%s[%s]: could not record the failure of %s %s", self.name, task_id, name, job_id
             )
-
-
-class TaskQueueUnavailableMiddleware:
-    """Answers a request that ``TaskQueueUnavailable`` stopped: 503 with ``Retry-After``, as JSON
-    ``{"detail"}`` under /api/ and as a page elsewhere (the admin's export and retrain buttons).
-    Pages that can show the message in place (the chat) catch the error themselves."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
-
-    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, TaskQueueUnavailable):
-            return None
-        headers = {"Retry-After": str(exception.retry_after_seconds)}
-        if request.path.startswith("/api/"):
-            return JsonResponse({"detail": str(exception)}, status=exception.status, headers=headers)
-        response = render(request, "503.html", {"message": str(exception)}, status=exception.status)
-        response.headers.update(headers)
-        return response

@@ -89,7 +89,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "groundwork.queueing.TaskQueueUnavailableMiddleware",
+    "groundwork.http_errors.DomainErrorMiddleware",
     # Last, as django-axes asks: it turns a lockout flagged during authentication into a 429.
     "axes.middleware.AxesMiddleware",
 ]
@@ -264,7 +264,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "EXCEPTION_HANDLER": "groundwork.parsers.exception_handler",
+    "EXCEPTION_HANDLER": "groundwork.http_errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "groundwork.schema.AutoSchema",  # documents DRF's own error answers
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,

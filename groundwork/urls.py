@@ -5,7 +5,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import DefaultRouter
 
 from annotation import api as annotation_api
-from annotation import views as annotation_views
+from annotation.views import chat as chat_views
+from annotation.views import rating as rating_views
+from annotation.views import rewrite as rewrite_views
 from dialogs import api as dialogs_api
 from dialogs import views as dialogs_views
 from groundwork import health, views
@@ -52,30 +54,30 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("work/", annotation_views.work_home, name="work"),
-    path("work/campaigns/<id:campaign_id>/", annotation_views.rate, name="work-rate"),
-    path("work/assignments/<id:assignment_id>/submit", annotation_views.submit, name="work-submit"),
-    path("work/assignments/<id:assignment_id>/skip", annotation_views.skip, name="work-skip"),
-    path("work/campaigns/<id:campaign_id>/rewrite/", annotation_views.rewrite, name="work-rewrite"),
+    path("work/", rating_views.work_home, name="work"),
+    path("work/campaigns/<id:campaign_id>/", rating_views.rate, name="work-rate"),
+    path("work/assignments/<id:assignment_id>/submit", rating_views.submit, name="work-submit"),
+    path("work/assignments/<id:assignment_id>/skip", rating_views.skip, name="work-skip"),
+    path("work/campaigns/<id:campaign_id>/rewrite/", rewrite_views.rewrite, name="work-rewrite"),
     path(
         "work/assignments/<id:assignment_id>/research",
-        annotation_views.rewrite_research,
+        rewrite_views.rewrite_research,
         name="work-rewrite-research",
     ),
     path(
         "work/assignments/<id:assignment_id>/rewrite",
-        annotation_views.rewrite_submit,
+        rewrite_views.rewrite_submit,
         name="work-rewrite-submit",
     ),
-    path("work/chat/", annotation_views.chat_home, name="work-chat"),
-    path("work/chat/start", annotation_views.chat_start, name="work-chat-start"),
-    path("work/chat/<id:chat_id>/", annotation_views.chat_detail, name="work-chat-detail"),
-    path("work/chat/<id:chat_id>/say", annotation_views.chat_say, name="work-chat-say"),
-    path("work/chat/<id:chat_id>/retry", annotation_views.chat_retry, name="work-chat-retry"),
-    path("work/chat/<id:chat_id>/finish", annotation_views.chat_finish, name="work-chat-finish"),
+    path("work/chat/", chat_views.chat_home, name="work-chat"),
+    path("work/chat/start", chat_views.chat_start, name="work-chat-start"),
+    path("work/chat/<id:chat_id>/", chat_views.chat_detail, name="work-chat-detail"),
+    path("work/chat/<id:chat_id>/say", chat_views.chat_say, name="work-chat-say"),
+    path("work/chat/<id:chat_id>/retry", chat_views.chat_retry, name="work-chat-retry"),
+    path("work/chat/<id:chat_id>/finish", chat_views.chat_finish, name="work-chat-finish"),
     path(
         "work/chat/<id:chat_id>/turns/<id:turn_id>/flag",
-        annotation_views.chat_flag,
+        chat_views.chat_flag,
         name="work-chat-flag",
     ),
     path("dialogs/", dialogs_views.dialog_list, name="dialog-list"),

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from groundwork.parsers import IMPORT_PARSERS, body_records, refused
+from groundwork.parsers import IMPORT_PARSERS, body_records
 from groundwork.roles import Role, has_role
 from toolset import services
 from toolset.models import QUERY_MAX_CHARS, SESSION_MAX_CHARS, Tool
@@ -59,14 +59,9 @@ class ToolsetQueryView(APIView):
         serializer = ToolsetQuerySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            results = services.toolset_query(
-                session=data["session"], query=data["query"], tool=data.get("tool"), actor_user=request.user
-            )
-        except services.ToolsetQueryError as exc:
-            return Response({exc.field: [exc.message]}, status=status.HTTP_400_BAD_REQUEST)
-        except services.ToolsetSessionRefused as exc:
-            return Response({"detail": exc.message}, status=exc.status)
+        results = services.toolset_query(
+            session=data["session"], query=data["query"], tool=data.get("tool"), actor_user=request.user
+        )
         return Response(ToolsetResultsSerializer({"results": results}).data)
 
 
@@ -102,10 +97,7 @@ class DocumentImportView(APIView):
     )
     def post(self, request: Request) -> Response:
         records = body_records(request.data, lines=services.parse_jsonl, objects=services.parse_objects)
-        try:
-            result = services.documents_import_records(records=records, source="api")
-        except services.DocumentImportError as exc:
-            return refused(exc)
+        result = services.documents_import_records(records=records, source="api")
         return Response(
             {"created": result.created, "updated": result.updated, "unchanged": result.unchanged},
             status=status.HTTP_201_CREATED,

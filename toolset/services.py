@@ -15,6 +15,7 @@ from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
 from groundwork import queueing
+from groundwork.errors import DomainError
 from groundwork.jsonl import (
     ImportErrors,
     ImportRefused,
@@ -209,21 +210,25 @@ def search_index_rebuild() -> int:
 
 
 # --- toolset queries --------------------------------------------------------------------------
-class ToolsetQueryError(ValueError):
+class ToolsetQueryError(DomainError):
+    """A query the toolset cannot run: 400 naming the request's field (``{field: [message]}``)."""
+
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+        super().__init__(message)
         self.field = field
-        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+    def body(self) -> dict[str, Any]:
+        return {self.field: [self.message]}
 
 
-class ToolsetSessionRefused(Exception):
+class ToolsetSessionRefused(DomainError):
     """The user may not query in this session (``TOOLSET_SESSION_CHECK`` said why); ``status`` is
     the HTTP answer (403: someone else's session)."""
 
-    def __init__(self, message: str, *, status: int = 403) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
+    status = 403
 
 
 def session_check(*, session: str, user: User) -> None:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import FileResponse, Http404
+from django.http import FileResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -42,13 +41,6 @@ def permissions(*, read: str, write: str) -> type[BasePermission]:
             return bool(request.user and request.user.has_perm(needed))
 
     return TrainerPermission
-
-
-def _refused(exc: requests.TrainerError) -> ValidationError:
-    """400 naming the request's field at fault (``{"hyperparameters": [...]}``), else ``detail``."""
-    if exc.field:
-        return ValidationError({exc.field: [str(exc)]})
-    return ValidationError({"detail": str(exc)})
 
 
 class ModelVersionNameField(serializers.SlugRelatedField):
@@ -139,18 +131,15 @@ class DatasetViewSet(
         form = DatasetRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        try:
-            dataset = requests.dataset_request(
-                kind=data["kind"],
-                campaigns=data.get("campaigns", []),
-                tokenizer_source=data.get("tokenizer_source"),
-                purposes=data.get("purposes", []),
-                validation_percent=data["validation_percent"],
-                thresholds=data.get("thresholds"),
-                created_by=request.user,
-            )
-        except requests.TrainerError as exc:
-            raise _refused(exc) from None
+        dataset = requests.dataset_request(
+            kind=data["kind"],
+            campaigns=data.get("campaigns", []),
+            tokenizer_source=data.get("tokenizer_source"),
+            purposes=data.get("purposes", []),
+            validation_percent=data["validation_percent"],
+            thresholds=data.get("thresholds"),
+            created_by=request.user,
+        )
         return Response(self.get_serializer(dataset).data, status=status.HTTP_202_ACCEPTED)
 
     # Routed in groundwork/urls.py (api:dataset-file), not by the router: the documented URL has
@@ -163,10 +152,7 @@ class DatasetViewSet(
     )
     def file(self, request: Request, pk: str | None = None, name: str = "") -> FileResponse:
         dataset = self.get_object()
-        try:
-            path = requests.dataset_file(dataset, name)
-        except requests.TrainerError as exc:
-            raise Http404(str(exc)) from None
+        path = requests.dataset_file(dataset, name)
         return FileResponse(open(path, "rb"), as_attachment=True, filename=f"dataset-{dataset.pk}-{name}")
 
 
@@ -232,16 +218,13 @@ class TrainingJobViewSet(
         form = TrainingRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        try:
-            job = requests.training_request(
-                kind=data["kind"],
-                datasets=data["datasets"],
-                base_model=data.get("base_model"),
-                hyperparameters=data["hyperparameters"],
-                created_by=request.user,
-            )
-        except requests.TrainerError as exc:
-            raise _refused(exc) from None
+        job = requests.training_request(
+            kind=data["kind"],
+            datasets=data["datasets"],
+            base_model=data.get("base_model"),
+            hyperparameters=data["hyperparameters"],
+            created_by=request.user,
+        )
         return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
@@ -253,10 +236,7 @@ class TrainingJobViewSet(
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
-        try:
-            job = requests.training_cancel(job=self.get_object(), by=request.user)
-        except requests.TrainerError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        job = requests.training_cancel(job=self.get_object(), by=request.user)
         return Response(self.get_serializer(job).data)
 
 

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from annotation.models import Campaign
 from groundwork import queueing
+from groundwork.errors import DomainError
 from trainer import selectors, sources
 from trainer.hyperparameters import (
     MODEL_SIZE_BOUNDS,
@@ -31,13 +32,29 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 
-class TrainerError(Exception):
+class TrainerError(DomainError):
     """A request the trainer refuses; the message says why, for the person who asked, and
-    ``field`` names the request's field at fault when one is (``hyperparameters``)."""
+    ``field`` names the request's field at fault when one is (``hyperparameters``): the API
+    answers 400 ``{field: [message]}``, else ``{"detail": message}``."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+    def body(self) -> dict[str, Any]:
+        return {self.field: [self.message]} if self.field else super().body()
+
+
+class DatasetFileNotFound(TrainerError):
+    """A dataset that is not ready, or has no such file (404)."""
+
+    status = 404
+
+
+class JobEnded(TrainerError):
+    """The job has already ended: nothing to cancel (409)."""
+
+    status = 409
 
 
 # --- datasets -----------------------------------------------------------------------------------
@@ -137,11 +154,12 @@ def dataset_enqueue(dataset: DatasetVersion, *, undo: Callable[[], Any] | None =
 
 
 def dataset_file(dataset: DatasetVersion, name: str) -> Path:
-    """The path of one downloadable file of a ready dataset (TrainerError for anything else)."""
+    """The path of one downloadable file of a ready dataset (``DatasetFileNotFound`` for anything
+    else)."""
     if dataset.status != DatasetVersion.Status.READY:
-        raise TrainerError(f"dataset {dataset.pk} is {dataset.status}, not ready")
+        raise DatasetFileNotFound(f"dataset {dataset.pk} is {dataset.status}, not ready")
     if name not in dataset.files:
-        raise TrainerError(
+        raise DatasetFileNotFound(
             f"dataset {dataset.pk} has no file {name!r}; it has {', '.join(sorted(dataset.files))}"
         )
     return dataset.path / name
@@ -248,7 +266,7 @@ def training_cancel(*, job: TrainingJob, by: User | None = None) -> TrainingJob:
     """Cancel a job: at once when queued, at its next progress report when running."""
     job = TrainingJob.objects.select_for_update().get(pk=job.pk)
     if job.finished:
-        raise TrainerError(f"job {job.pk} already ended ({job.status})")
+        raise JobEnded(f"job {job.pk} already ended ({job.status})")
     who = f" by {by}" if by is not None else ""
     if job.status == TrainingJob.Status.QUEUED:
         job.status, job.finished_at = TrainingJob.Status.CANCELLED, timezone.now()
