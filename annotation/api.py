@@ -22,10 +22,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import interchange, selectors
+from annotation import consensus_export, selectors
 from annotation.errors import WorkerBlocked
 from annotation.models import Campaign, Chat, ChatPurpose, FlagReason, TurnFlag
-from annotation.services import assignments, chats, rewrites
+from annotation.services import assignments, chats, judgment_imports, rewrites
 from dialogs.models import Mode, Turn
 from groundwork.parsers import IMPORT_PARSERS, DatabaseIdField, body_records, query_number
 from groundwork.roles import Role, has_role
@@ -202,8 +202,10 @@ class ImportJudgmentsView(APIView):
     )
     def post(self, request: Request, campaign_id: int) -> Response:
         campaign = get_object_or_404(Campaign, pk=campaign_id)
-        lines = body_records(request.data, lines=interchange.parse_jsonl, objects=interchange.parse_objects)
-        result = interchange.judgments_import(campaign=campaign, lines=lines, source="api")
+        lines = body_records(
+            request.data, lines=judgment_imports.parse_jsonl, objects=judgment_imports.parse_objects
+        )
+        result = judgment_imports.judgments_import(campaign=campaign, lines=lines, source="api")
         return Response(asdict(result), status=status.HTTP_201_CREATED)
 
 
@@ -217,7 +219,7 @@ class ConsensusExportView(APIView):
         return super().perform_content_negotiation(request, force=True)
 
     @extend_schema(
-        parameters=[OpenApiParameter("format", OpenApiTypes.STR, enum=interchange.EXPORT_FORMATS)],
+        parameters=[OpenApiParameter("format", OpenApiTypes.STR, enum=consensus_export.EXPORT_FORMATS)],
         responses={
             (200, "application/x-ndjson"): OpenApiTypes.BINARY,
             (200, "text/csv"): OpenApiTypes.BINARY,
@@ -228,8 +230,8 @@ class ConsensusExportView(APIView):
     def get(self, request: Request, campaign_id: int) -> StreamingHttpResponse | Response:
         campaign = get_object_or_404(Campaign, pk=campaign_id)
         format = request.query_params.get("format", "jsonl")
-        lines = interchange.consensus_lines(campaign=campaign, format=format)
-        response = StreamingHttpResponse(lines, content_type=interchange.CONTENT_TYPES[format])
+        lines = consensus_export.consensus_lines(campaign=campaign, format=format)
+        response = StreamingHttpResponse(lines, content_type=consensus_export.CONTENT_TYPES[format])
         response["Content-Disposition"] = f'attachment; filename="consensus-{campaign.pk}.{format}"'
         return response
 

@@ -14,14 +14,15 @@ from annotation import agreement
 from annotation.models import Item, WorkerQuality
 from annotation.services import assignments, campaigns
 from groundwork.roles import Role
-from tests.annotation.helpers import YES3, ssi_campaign
-from tests.annotation.test_interchange import (
+from tests.annotation.helpers import (
     FED_QUALITIES,
     FED_SCALE,
+    YES3,
     external_data,
     fed_lines,
     import_lines,
     rating,
+    ssi_campaign,
 )
 from tests.factories import UserFactory
 

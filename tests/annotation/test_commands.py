@@ -14,13 +14,11 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from annotation import interchange
 from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment
-from annotation.services import assignments, campaigns
+from annotation.services import assignments, campaigns, judgment_imports
 from dialogs.models import Dialog
 from groundwork.roles import Role
-from tests.annotation.helpers import YES3, ssi_campaign
-from tests.annotation.test_interchange import line, rating
+from tests.annotation.helpers import YES3, line, rating, ssi_campaign
 from tests.factories import RoleFactory, UserFactory, dialog_with_turns
 
 pytestmark = pytest.mark.django_db
@@ -185,7 +183,9 @@ def test_aggregate_of_an_unknown_campaign_is_an_error() -> None:
 def labelled() -> Campaign:
     campaign = campaigns.campaign_create(name="done", kind="ssi", empty=True)
     objects = [*rating("a", "r1", YES3), *rating("b", "r1", {"sensible": "no"})]
-    interchange.judgments_import(campaign=campaign, lines=interchange.parse_objects(objects), source="t")
+    judgment_imports.judgments_import(
+        campaign=campaign, lines=judgment_imports.parse_objects(objects), source="t"
+    )
     return campaign
 
 

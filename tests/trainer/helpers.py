@@ -9,9 +9,8 @@ from typing import Any
 
 from rest_framework.test import APIClient
 
-from annotation import interchange
 from annotation.models import Campaign, SafetyObjective
-from annotation.services import campaigns
+from annotation.services import campaigns, judgment_imports
 from groundwork.roles import Role
 from tests.factories import UserFactory, dialog_with_turns
 from trainer.models import ModelVersion
@@ -61,7 +60,9 @@ def item(index: int) -> dict[str, Any]:
 
 def _import(campaign: Campaign, lines: list[dict[str, Any]]) -> None:
     encoded = [json.dumps(line).encode() for line in lines]
-    interchange.judgments_import(campaign=campaign, lines=interchange.parse_jsonl(encoded), source="test")
+    judgment_imports.judgments_import(
+        campaign=campaign, lines=judgment_imports.parse_jsonl(encoded), source="test"
+    )
 
 
 def labelled_campaigns(items: int = 20, *, unsafe: tuple[int, ...] = (0,)) -> tuple[Campaign, Campaign]:

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from annotation import interchange
+from annotation import consensus_export
 from annotation.management import campaign_named
 
 
@@ -18,12 +18,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file")
         parser.add_argument("--campaign", required=True, help="The campaign's name.")
-        parser.add_argument("--format", choices=interchange.EXPORT_FORMATS, default="jsonl")
+        parser.add_argument("--format", choices=consensus_export.EXPORT_FORMATS, default="jsonl")
 
     def handle(self, *args: Any, file: str, campaign: str, format: str, **options: Any) -> None:
         found = campaign_named(campaign)
         if file == "-":
-            interchange.consensus_write(campaign=found, stream=self.stdout, format=format)
+            consensus_export.consensus_write(campaign=found, stream=self.stdout, format=format)
             return
-        items = interchange.consensus_export_file(campaign=found, path=Path(file), format=format)
+        items = consensus_export.consensus_export_file(campaign=found, path=Path(file), format=format)
         self.stdout.write(self.style.SUCCESS(f"{file}: consensus labels of {items} items exported"))

@@ -5,9 +5,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotation import interchange
-from annotation.errors import AnnotationError
+from annotation.errors import AnnotationError, JudgmentImportError
 from annotation.management import campaign_named
+from annotation.services import judgment_imports
 
 
 class Command(BaseCommand):
@@ -31,8 +31,8 @@ class Command(BaseCommand):
         if not file.is_file():
             raise CommandError(f"{file}: no such file")
         try:
-            result = interchange.judgments_import_file(campaign=found, path=file, source=source)
-        except interchange.JudgmentImportError as exc:
+            result = judgment_imports.judgments_import_file(campaign=found, path=file, source=source)
+        except JudgmentImportError as exc:
             for error in exc.errors:
                 self.stderr.write(f"{file}: {error}")
             raise CommandError(f"{file}: {len(exc.errors)} bad line(s); nothing was imported") from None

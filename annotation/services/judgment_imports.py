@@ -1,35 +1,20 @@
-"""Judgments made elsewhere in, consensus labels out.
+"""Judgments made elsewhere, imported into a campaign all or nothing (the format:
+``annotation.judgment_records``).
 
-Import: JSONL, one judgment (one rater's answer about one attribute of one item) per line::
-
-    {"item": {"key": "fed-4", "context": [{"speaker": "user", "text": "Hi"}], "response": "Hello!"},
-     "rater": "A1B2", "attribute": "specific", "value": "yes"}
-
-Safety campaigns ask one question per objective: their lines say ``"attribute": "violates"`` and
-name the objective, ``"objective": "harm"`` (one of the campaign's objectives). Items are found by
-key or created (``context`` is optional); a rater becomes an inactive user ``ext:<rater>`` that
-cannot log in. Each (item, rater) becomes one submitted assignment, its answers go through the
-same rules as a crowdworker's (the SSI cascade, METHOD.md §2), and the campaign's consensus is
-recomputed. A bad line refuses the whole import with its line and field; nothing is written.
-
-Export: one JSON line per item with consensus labels, or CSV with one row per item × attribute,
-streamed from the database.
+Items are found by key or created; a rater becomes an inactive user ``ext:<rater>`` that cannot
+log in. Each (item, rater) becomes one submitted assignment, its answers go through the same rules
+as a crowdworker's (the SSI cascade, METHOD.md §2), and the campaign's consensus is recomputed. A
+bad line refuses the whole import with its line and field; nothing is written.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import os
-import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import partial
-from itertools import groupby
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
@@ -37,57 +22,21 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation import rules
-from annotation.errors import AnnotationError
-from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment
+from annotation.errors import AnnotationError, JudgmentImportError
+from annotation.judgment_records import SAFETY_ATTRIBUTE, JudgmentRecord, parse_object
+from annotation.models import Assignment, Campaign, Item, Judgment
 from annotation.questions import campaign_questions
-from annotation.services import consensus
-from dialogs.records import Limits, parse_turn
+from annotation.services.consensus import campaign_aggregate
 from dialogs.services import import_limits
-from groundwork.jsonl import (
-    ImportErrors,
-    ImportRefused,
-    RecordError,
-    check_printable,
-    json_kind,
-    parse_each_line,
-    parse_each_object,
-    required_string,
-)
+from groundwork.jsonl import ImportErrors, RecordError, parse_each_line, parse_each_object
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 2000
-SAFETY_ATTRIBUTE = "violates"  # the attribute of a safety line; the objective says which question
 EXTERNAL_PREFIX = "ext:"
-MAX_KEY_CHARS = Item._meta.get_field("key").max_length
-MAX_RATER_CHARS = 140  # a username holds 150 characters, with the prefix
-RATER_PATTERN = re.compile(r"[\w.@+-]+")  # the characters Django allows in usernames (fullmatch)
-LINE_KEYS = frozenset({"item", "rater", "attribute", "value", "objective"})
-ITEM_KEYS = frozenset({"key", "context", "response"})
-
-
-# --- import: parsing --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JudgmentRecord:
-    """One checked line: who answered what about which item."""
-
-    key: str
-    context: tuple[tuple[str, str], ...]  # (speaker, text) of the turns before the response
-    response: str
-    rater: str
-    attribute: str
-    value: str
-    objective: str | None = None
-    line: int = field(default=0, compare=False)
-
-    def context_json(self) -> list[dict[str, str]]:
-        return [{"speaker": speaker, "text": text} for speaker, text in self.context]
-
-
-class JudgmentImportError(ImportRefused, AnnotationError):
-    """A judgment import was refused; nothing was written."""
 
 
 def parse_jsonl(lines: Iterable[str | bytes]) -> Iterator[JudgmentRecord | RecordError]:
@@ -98,75 +47,6 @@ def parse_jsonl(lines: Iterable[str | bytes]) -> Iterator[JudgmentRecord | Recor
 def parse_objects(objects: Iterable[Any]) -> Iterator[JudgmentRecord | RecordError]:
     """Check already-decoded judgment objects (an API body); "line" is the 1-based position."""
     return parse_each_object(objects, parse_object, import_limits())
-
-
-def parse_object(obj: Any, line: int, limits: Limits) -> JudgmentRecord:
-    """Check one decoded judgment object, or raise ``RecordError``."""
-    if not isinstance(obj, dict):
-        raise RecordError(line, "(json)", f"expected an object, got {json_kind(obj)}")
-    unknown = sorted(set(obj) - LINE_KEYS)
-    if unknown:
-        raise RecordError(line, unknown[0], f"unknown field (known: {', '.join(sorted(LINE_KEYS))})")
-    item = obj.get("item")
-    if not isinstance(item, dict):
-        raise RecordError(
-            line, "item", "missing" if "item" not in obj else f"expected an object, got {json_kind(item)}"
-        )
-    unknown = sorted(set(item) - ITEM_KEYS)
-    if unknown:
-        raise RecordError(
-            line, f"item.{unknown[0]}", f"unknown field (known: {', '.join(sorted(ITEM_KEYS))})"
-        )
-    key = check_printable(required_string(item, "key", line, where="item.key"), line, "item.key")
-    if len(key) > MAX_KEY_CHARS:
-        raise RecordError(line, "item.key", f"is {len(key)} characters, over {MAX_KEY_CHARS}")
-    response = required_string(item, "response", line, where="item.response")
-    if len(response) > limits.max_turn_chars:
-        raise RecordError(
-            line, "item.response", f"{len(response)} characters, over the limit of {limits.max_turn_chars}"
-        )
-    context = _context(item.get("context", []), line, limits)
-
-    rater = required_string(obj, "rater", line)
-    if len(rater) > MAX_RATER_CHARS:
-        raise RecordError(line, "rater", f"is {len(rater)} characters, over {MAX_RATER_CHARS}")
-    if not RATER_PATTERN.fullmatch(rater):
-        raise RecordError(line, "rater", "only letters, digits and @ . + - _ (no spaces)")
-    attribute = required_string(obj, "attribute", line)
-    value = obj.get("value")
-    if not isinstance(value, str) or value.lower() not in rules.VALUES:
-        shown = "missing" if "value" not in obj else f"{value!r} is not an answer"
-        raise RecordError(line, "value", f"{shown} (expected one of {', '.join(rules.VALUES)})")
-    objective = obj.get("objective")
-    if objective is not None and not isinstance(objective, str):
-        raise RecordError(line, "objective", f"expected a string, got {json_kind(objective)}")
-    return JudgmentRecord(
-        key=key,
-        context=context,
-        response=response,
-        rater=rater,
-        attribute=attribute,
-        value=value.lower(),
-        objective=objective or None,
-        line=line,
-    )
-
-
-def _context(turns: Any, line: int, limits: Limits) -> tuple[tuple[str, str], ...]:
-    if turns is None:
-        return ()
-    if not isinstance(turns, list):
-        raise RecordError(line, "item.context", f"expected a list, got {json_kind(turns)}")
-    if len(turns) > limits.max_turns:
-        raise RecordError(line, "item.context", f"{len(turns)} turns, over the limit of {limits.max_turns}")
-    out = []
-    for index, turn in enumerate(turns):
-        parsed = parse_turn(turn, f"item.context[{index}]", line, limits)
-        out.append((parsed.speaker, parsed.text))
-    return tuple(out)
-
-
-# --- import: writing --------------------------------------------------------------------------
 
 
 @dataclass
@@ -315,7 +195,7 @@ def judgments_import(
     created = _create_items(campaign, {k: r for k, r in items.items() if k not in existing}, raters_by_key)
     result.items_created = len(created)
     result.judgments = _create_ratings(campaign, ratings, {**existing, **created}, users)
-    result.labelled = consensus.campaign_aggregate(campaign=campaign)
+    result.labelled = campaign_aggregate(campaign=campaign)
     logger.info(
         "campaign %s: imported %d ratings (%d judgments) from %s",
         campaign.name,
@@ -415,18 +295,18 @@ def _slots_taken(items: Iterable[Item]) -> dict[int, int]:
     return taken
 
 
-def _external_users(raters: set[str]) -> dict[str, Any]:
+def _external_users(raters: set[str]) -> dict[str, User]:
     """The users of these external raters that exist already, by rater id."""
     names = sorted(EXTERNAL_PREFIX + rater for rater in raters)
     user_model = get_user_model()
-    found: dict[str, Any] = {}
+    found: dict[str, User] = {}
     for start in range(0, len(names), BATCH_SIZE):
         for user in user_model.objects.filter(username__in=names[start : start + BATCH_SIZE]):
             found[user.username.removeprefix(EXTERNAL_PREFIX)] = user
     return found
 
 
-def _create_external_users(users: dict[str, Any], raters: set[str]) -> int:
+def _create_external_users(users: dict[str, User], raters: set[str]) -> int:
     """Add a user for each new rater to ``users``: inactive, no password, no role."""
     user_model = get_user_model()
     new = [
@@ -468,7 +348,7 @@ def _create_ratings(
     campaign: Campaign,
     ratings: Mapping[tuple[str, str], _Rating],
     items: Mapping[str, Item],
-    users: Mapping[str, Any],
+    users: Mapping[str, User],
 ) -> int:
     """One submitted assignment per (item, rater) and its judgments; returns the judgment count."""
     now = timezone.now()
@@ -515,105 +395,3 @@ def _values(campaign: Campaign, rating: _Rating) -> dict[str, tuple[str, str]]:
         {attribute: given.get(attribute, rules.NO) for attribute in rules.SSI_ATTRIBUTES}
     )
     return {attribute: (cascaded[attribute], given.get(attribute, "")) for attribute in rules.SSI_ATTRIBUTES}
-
-
-# --- export -----------------------------------------------------------------------------------
-
-EXPORT_FORMATS = ("jsonl", "csv")
-CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
-CSV_HEADER = ("key", "attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version")
-_LABEL_COLUMNS = ("attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version")
-
-
-def _label_groups(campaign: Campaign) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """(item key, its labels) for each labelled normal item, in item order, streamed from the database."""
-    rows = (
-        ConsensusLabel.objects.filter(item__campaign=campaign, item__kind=Item.Kind.NORMAL)
-        .order_by("item_id", "attribute")
-        .values("item_id", "item__key", *_LABEL_COLUMNS)
-        .iterator(chunk_size=BATCH_SIZE)
-    )
-    for (_, key), labels in groupby(rows, key=lambda row: (row["item_id"], row["item__key"])):
-        yield key, list(labels)
-
-
-def _jsonl_item(campaign: Campaign, key: str, labels: list[dict[str, Any]]) -> str:
-    record: dict[str, Any] = {
-        "key": key,
-        "labels": {
-            row["attribute"]: {name: row[name] for name in ("label", "yes", "no", "maybe", "yes_fraction")}
-            for row in labels
-        },
-        "rules_version": labels[0]["rules_version"],
-    }
-    if campaign.kind == Campaign.Kind.SAFETY and rules.SAFETY_SCORE in record["labels"]:
-        record["safety_score"] = record["labels"][rules.SAFETY_SCORE]["label"]
-    return json.dumps(record, ensure_ascii=False) + "\n"
-
-
-class _Echo:
-    """A file-like object whose write returns what it was given: ``csv.writer`` then formats one row."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
-def _csv_item(writer: Any, key: str, labels: list[dict[str, Any]]) -> str:
-    return "".join(writer.writerow([key, *(row[name] for name in _LABEL_COLUMNS)]) for row in labels)
-
-
-def _formatter(campaign: Campaign, format: str) -> tuple[str, Callable[[str, list[dict[str, Any]]], str]]:
-    """The header and the per-item text of an export format."""
-    if format == "jsonl":
-        return "", partial(_jsonl_item, campaign)
-    if format == "csv":
-        writer = csv.writer(_Echo())
-        return writer.writerow(CSV_HEADER), partial(_csv_item, writer)
-    raise AnnotationError(f"format: {format!r} is not an export format (one of {', '.join(EXPORT_FORMATS)}).")
-
-
-def consensus_lines(*, campaign: Campaign, format: str) -> Iterator[str]:
-    """The consensus export of ``campaign``, item by item, for a streaming response.
-
-    ``jsonl``: one JSON line per labelled item, ``{"key", "labels": {attribute: {"label", "yes",
-    "no", "maybe", "yes_fraction"}}, "rules_version"}``; safety items also carry ``"safety_score"``,
-    the label of the ``safety`` row (METHOD.md §3). ``csv``: one row per labelled item × attribute
-    under the header ``CSV_HEADER``. An unknown format raises ``AnnotationError`` at once.
-    """
-    header, item_text = _formatter(campaign, format)
-
-    def lines() -> Iterator[str]:
-        if header:
-            yield header
-        for key, labels in _label_groups(campaign):
-            yield item_text(key, labels)
-
-    return lines()
-
-
-def consensus_write(*, campaign: Campaign, stream: IO[str], format: str) -> int:
-    """Write the consensus export (see ``consensus_lines``) to ``stream``; returns the items written."""
-    header, item_text = _formatter(campaign, format)
-    if header:
-        stream.write(header)
-    items = 0
-    for key, labels in _label_groups(campaign):
-        stream.write(item_text(key, labels))
-        items += 1
-    return items
-
-
-def consensus_export_file(*, campaign: Campaign, path: Path, format: str) -> int:
-    """Write the consensus export to ``path``; returns the items written.
-
-    Written to a ``.partial`` file first and renamed, so a reader never sees half a file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial_path = path.with_name(path.name + ".partial")
-    try:
-        with partial_path.open("w", encoding="utf-8", newline="") as stream:
-            items = consensus_write(campaign=campaign, stream=stream, format=format)
-        os.replace(partial_path, path)
-    finally:
-        partial_path.unlink(missing_ok=True)
-    return items

@@ -1,0 +1,119 @@
+"""The consensus labels of a campaign, out: one JSON line per labelled item, or CSV with one row
+per item × attribute, streamed from the database (the API's download, ``export_consensus``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Iterator
+from functools import partial
+from itertools import groupby
+from pathlib import Path
+from typing import IO, Any
+
+from annotation import rules
+from annotation.errors import AnnotationError
+from annotation.models import Campaign, ConsensusLabel, Item
+
+BATCH_SIZE = 2000
+
+EXPORT_FORMATS = ("jsonl", "csv")
+CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
+CSV_HEADER = ("key", "attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version")
+_LABEL_COLUMNS = ("attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version")
+
+
+def _label_groups(campaign: Campaign) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(item key, its labels) for each labelled normal item, in item order, streamed from the database."""
+    rows = (
+        ConsensusLabel.objects.filter(item__campaign=campaign, item__kind=Item.Kind.NORMAL)
+        .order_by("item_id", "attribute")
+        .values("item_id", "item__key", *_LABEL_COLUMNS)
+        .iterator(chunk_size=BATCH_SIZE)
+    )
+    for (_, key), labels in groupby(rows, key=lambda row: (row["item_id"], row["item__key"])):
+        yield key, list(labels)
+
+
+def _jsonl_item(campaign: Campaign, key: str, labels: list[dict[str, Any]]) -> str:
+    record: dict[str, Any] = {
+        "key": key,
+        "labels": {
+            row["attribute"]: {name: row[name] for name in ("label", "yes", "no", "maybe", "yes_fraction")}
+            for row in labels
+        },
+        "rules_version": labels[0]["rules_version"],
+    }
+    if campaign.kind == Campaign.Kind.SAFETY and rules.SAFETY_SCORE in record["labels"]:
+        record["safety_score"] = record["labels"][rules.SAFETY_SCORE]["label"]
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+class _Echo:
+    """A file-like object whose write returns what it was given: ``csv.writer`` then formats one row."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_item(writer: Any, key: str, labels: list[dict[str, Any]]) -> str:
+    return "".join(writer.writerow([key, *(row[name] for name in _LABEL_COLUMNS)]) for row in labels)
+
+
+def _formatter(campaign: Campaign, format: str) -> tuple[str, Callable[[str, list[dict[str, Any]]], str]]:
+    """The header and the per-item text of an export format."""
+    if format == "jsonl":
+        return "", partial(_jsonl_item, campaign)
+    if format == "csv":
+        writer = csv.writer(_Echo())
+        return writer.writerow(CSV_HEADER), partial(_csv_item, writer)
+    raise AnnotationError(f"format: {format!r} is not an export format (one of {', '.join(EXPORT_FORMATS)}).")
+
+
+def consensus_lines(*, campaign: Campaign, format: str) -> Iterator[str]:
+    """The consensus export of ``campaign``, item by item, for a streaming response.
+
+    ``jsonl``: one JSON line per labelled item, ``{"key", "labels": {attribute: {"label", "yes",
+    "no", "maybe", "yes_fraction"}}, "rules_version"}``; safety items also carry ``"safety_score"``,
+    the label of the ``safety`` row (METHOD.md §3). ``csv``: one row per labelled item × attribute
+    under the header ``CSV_HEADER``. An unknown format raises ``AnnotationError`` at once.
+    """
+    header, item_text = _formatter(campaign, format)
+
+    def lines() -> Iterator[str]:
+        if header:
+            yield header
+        for key, labels in _label_groups(campaign):
+            yield item_text(key, labels)
+
+    return lines()
+
+
+def consensus_write(*, campaign: Campaign, stream: IO[str], format: str) -> int:
+    """Write the consensus export (see ``consensus_lines``) to ``stream``; returns the items written."""
+    header, item_text = _formatter(campaign, format)
+    if header:
+        stream.write(header)
+    items = 0
+    for key, labels in _label_groups(campaign):
+        stream.write(item_text(key, labels))
+        items += 1
+    return items
+
+
+def consensus_export_file(*, campaign: Campaign, path: Path, format: str) -> int:
+    """Write the consensus export to ``path``; returns the items written.
+
+    Written to a ``.partial`` file first and renamed, so a reader never sees half a file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial_path = path.with_name(path.name + ".partial")
+    try:
+        with partial_path.open("w", encoding="utf-8", newline="") as stream:
+            items = consensus_write(campaign=campaign, stream=stream, format=format)
+        os.replace(partial_path, path)
+    finally:
+        partial_path.unlink(missing_ok=True)
+    return items
