@@ -25,10 +25,12 @@ echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 if [ "$#" -eq 0 ]; then
-  # make run's embedded database: the rating hot path is hand-written SQL that both must run.
-  echo "== pytest on SQLite: the annotation engine's services, API and pages"
+  # make run's embedded database: the rating hot path and the consensus are hand-written SQL
+  # that both must run.
+  echo "== pytest on SQLite: the annotation engine's services, consensus, API and pages"
   DATABASE_URL="sqlite:///${ARTIFACTS_DIR}/test-sqlite.sqlite3" .venv/bin/pytest -q \
-    tests/annotation/test_services.py tests/annotation/test_api.py tests/annotation/test_views.py
+    tests/annotation/test_services.py tests/annotation/test_consensus.py tests/annotation/test_api.py \
+    tests/annotation/test_views.py
 fi
 echo "== pytest (database: ${DATABASE_URL}, broker: ${CELERY_BROKER_URL}, cache: ${CACHE_URL})"
 exec .venv/bin/pytest "$@"

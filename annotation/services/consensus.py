@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from django.db import connection, transaction
-from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from annotation import rules
-from annotation.models import AggregationRun, Assignment, Campaign, ConsensusLabel, Item, Judgment
-from annotation.questions import campaign_questions
+from annotation.models import AggregationRun, Campaign, ConsensusLabel, Item
 from groundwork import queueing
 
 if TYPE_CHECKING:
@@ -27,23 +25,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 2000
-
-
-def _labels(
-    campaign: Campaign,
-    objectives: list[str],
-    counts: Mapping[str, rules.Counts],
-    raters: int,
-    all_no_raters: int,
-) -> dict[str, rules.Label]:
-    if campaign.kind == Campaign.Kind.SSI:
-        return rules.ssi_labels_from_counts(counts, raters=raters)
-    if campaign.kind == Campaign.Kind.SAFETY:
-        return rules.safety_labels_from_counts(
-            counts, objectives=objectives, raters=raters, all_no_raters=all_no_raters
-        )
-    attributes = [q.attribute for q in campaign_questions(campaign)]
-    return rules.labels_from_counts(counts, attributes=attributes, raters=raters)
 
 
 _UPSERT_LABELS = """
@@ -104,57 +85,34 @@ def _store_labels(rows: dict[int, dict[str, rules.Label]]) -> int:
     return len(objects)
 
 
-def _aggregate_items(campaign: Campaign, item_filter: Q) -> int:
-    """Consensus for the normal items matching ``item_filter`` that have judgments."""
-    objectives = list(campaign.objectives.values_list("slug", flat=True))
-    grouped = (
-        Judgment.objects.filter(item_filter, item__campaign=campaign, item__kind=Item.Kind.NORMAL)
-        .values_list("item_id", "attribute", "value")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    counts: dict[int, dict[str, rules.Counts]] = defaultdict(dict)
-    raters: dict[int, int] = {}
-    for item_id, attribute, value, n in grouped:
-        current = counts[item_id].get(attribute, rules.Counts())
-        counts[item_id][attribute] = rules.Counts(
-            yes=current.yes + (n if value == rules.YES else 0),
-            no=current.no + (n if value == rules.NO else 0),
-            maybe=current.maybe + (n if value == rules.MAYBE else 0),
-        )
-    for item_id, by_attribute in counts.items():
-        raters[item_id] = max(c.total for c in by_attribute.values())
-    all_no: dict[int, int] = {}
-    if campaign.kind == Campaign.Kind.SAFETY and counts:
-        # Raters who answered "no" on every objective of the item.
-        said_other = Judgment.objects.filter(assignment=OuterRef("pk")).exclude(value=rules.NO)
-        all_no = dict(
-            Assignment.objects.filter(item_id__in=list(counts), state=Assignment.State.SUBMITTED)
-            .exclude(Exists(said_other))
-            .values_list("item_id")
-            .annotate(n=Count("id"))
-            .order_by()
-        )
-    rows = {
-        item_id: _labels(
-            campaign,
-            objectives,
-            by_attribute,
-            max(campaign.raters_per_item, raters[item_id]),
-            all_no.get(item_id, 0),
-        )
-        for item_id, by_attribute in counts.items()
-    }
-    _store_labels(rows)
-    return len(rows)
-
-
-# Per (item, attribute) counts of the campaign's normal items in an id range, only where they
-# differ from the stored label (or its rules version): a recomputation of an unchanged campaign
-# reads and writes nothing more than this one GROUP BY. raters: those who judged the item.
-_CHANGED_COUNTS = """
-SELECT s.item_id, s.attribute, s.raters, s.yes, s."no", s.maybe
-FROM (
+# The counts of every (item, attribute) of the campaign's normal items in an id range, for the
+# items where anything changed since their labels were stored (counts, rules version, a label
+# missing): one GROUP BY over the judgments (through their (item, attribute, value) index), the
+# stored labels of the same range beside them, and the counts again for the items that differ. A
+# recomputation of an unchanged campaign reads and writes nothing more. The whole item is labelled
+# again, not only the rows that differ: a safety item's labels depend on each other.
+#
+# Safety's rule (METHOD.md §3) also needs, per item, the raters who said "no" to every objective:
+# for a safety campaign a second GROUP BY, over each rater's judgments, counts them
+# (``everyone_no``), and they are the counts of the item's ``safety`` and ``unsafe`` rows (yes:
+# those raters, no: the others; the other way round for unsafe), compared with the stored labels
+# like any other row. For the other kinds ``%(safety)s`` is false and that part reads nothing.
+# ``raters``: those who judged the item.
+_COUNTS = """
+WITH everyone_no AS (
+    SELECT r.item_id, r.raters,
+           COUNT(*) FILTER (WHERE r.other = 0) AS said_no, COUNT(*) FILTER (WHERE r.other > 0) AS other
+    FROM (
+        SELECT j.item_id, i.judgment_count AS raters, COUNT(*) FILTER (WHERE j.value <> 'no') AS other
+        FROM annotation_judgment j
+        JOIN annotation_item i ON i.id = j.item_id
+        WHERE %(safety)s AND i.campaign_id = %(campaign)s AND i.kind = 'normal'
+          AND j.item_id >= %(low)s AND j.item_id < %(high)s
+        GROUP BY j.item_id, i.judgment_count, j.assignment_id
+    ) AS r
+    GROUP BY r.item_id, r.raters
+),
+counted AS (
     SELECT j.item_id, j.attribute, i.judgment_count AS raters,
            COUNT(*) FILTER (WHERE j.value = 'yes') AS yes,
            COUNT(*) FILTER (WHERE j.value = 'no') AS "no",
@@ -163,34 +121,77 @@ FROM (
     JOIN annotation_item i ON i.id = j.item_id
     WHERE i.campaign_id = %(campaign)s AND i.kind = 'normal' AND j.item_id >= %(low)s AND j.item_id < %(high)s
     GROUP BY j.item_id, j.attribute, i.judgment_count
-) AS s
-LEFT JOIN annotation_consensuslabel c ON c.item_id = s.item_id AND c.attribute = s.attribute
-WHERE c.id IS NULL OR c.yes <> s.yes OR c."no" <> s."no" OR c.maybe <> s.maybe
-   OR c.rules_version <> %(version)s
+    UNION ALL
+    SELECT item_id, %(safe)s, raters, said_no, other, 0 FROM everyone_no
+    UNION ALL
+    SELECT item_id, %(unsafe)s, raters, other, said_no, 0 FROM everyone_no
+),
+changed AS (
+    SELECT s.item_id
+    FROM counted s
+    LEFT JOIN annotation_consensuslabel c
+        ON c.item_id = s.item_id AND c.attribute = s.attribute
+       AND c.item_id >= %(low)s AND c.item_id < %(high)s
+    WHERE c.id IS NULL OR c.yes <> s.yes OR c."no" <> s."no" OR c.maybe <> s.maybe
+       OR c.rules_version <> %(version)s
+)
+SELECT s.item_id, s.attribute, s.raters, s.yes, s."no", s.maybe
+FROM counted s
+WHERE s.item_id IN (SELECT item_id FROM changed)
 """
 
 
-def _aggregate_range(campaign: Campaign, low: int, high: int) -> None:
-    """Consensus for the campaign's normal items with ``low <= id < high`` that have judgments.
-
-    Every kind but safety labels each attribute by its own majority (rules.majority_label):
-    the database counts and leaves out what did not change, the rules label the rest.
-    """
+def _item_labels(
+    campaign: Campaign, counts: dict[str, rules.Counts], *, raters: int, objectives: Sequence[str]
+) -> dict[str, rules.Label]:
+    """One item's labels from its counts, by the rule of its campaign's kind (``annotation.rules``):
+    SSI and the evaluations by majority, safety from every objective and the raters who said "no"
+    to all of them, the rewrite's common knowledge only when every rater says so."""
+    if campaign.kind == Campaign.Kind.SSI:
+        return rules.ssi_labels_from_counts(counts, raters=raters)
     if campaign.kind == Campaign.Kind.SAFETY:
-        _aggregate_items(campaign, Q(item_id__gte=low, item_id__lt=high))
-        return
-    params = {"campaign": campaign.pk, "low": low, "high": high, "version": rules.RULES_VERSION}
-    changed: dict[int, dict[str, rules.Label]] = defaultdict(dict)
+        everyone_no = counts.pop(rules.SAFETY_SCORE, rules.Counts())
+        counts.pop(rules.UNSAFE, None)
+        return rules.safety_labels_from_counts(
+            counts, objectives=objectives, raters=raters, all_no_raters=everyone_no.yes
+        )
+    labels = rules.labels_from_counts(counts, attributes=list(counts), raters=raters)
+    if campaign.kind == Campaign.Kind.GROUNDEDNESS_REWRITE and rules.COMMON_KNOWLEDGE in counts:
+        labels[rules.COMMON_KNOWLEDGE] = rules.common_knowledge_label(
+            counts[rules.COMMON_KNOWLEDGE], raters=raters
+        )
+    return labels
+
+
+def _aggregate_range(campaign: Campaign, low: int, high: int) -> None:
+    """Consensus for the campaign's normal items with ``low <= id < high`` that have judgments:
+    the database counts and leaves out the items where nothing changed, the rules label the rest."""
+    safety = campaign.kind == Campaign.Kind.SAFETY
+    params = {
+        "campaign": campaign.pk,
+        "low": low,
+        "high": high,
+        "version": rules.RULES_VERSION,
+        "safety": safety,
+        "safe": rules.SAFETY_SCORE,
+        "unsafe": rules.UNSAFE,
+    }
+    counts: dict[int, dict[str, rules.Counts]] = defaultdict(dict)
+    judged: dict[int, int] = {}
     with connection.cursor() as cursor:
-        cursor.execute(_CHANGED_COUNTS, params)
+        cursor.execute(_COUNTS, params)
         for item_id, attribute, raters, yes, no, maybe in cursor:
-            counts = rules.Counts(yes=yes, no=no, maybe=maybe)
-            raters = max(campaign.raters_per_item, raters, counts.total)
-            if campaign.kind == Campaign.Kind.GROUNDEDNESS_REWRITE and attribute == rules.COMMON_KNOWLEDGE:
-                changed[item_id][attribute] = rules.common_knowledge_label(counts, raters=raters)
-            else:
-                changed[item_id][attribute] = rules.majority_label(attribute, counts, raters=raters)
-    _store_labels(changed)
+            counts[item_id][attribute] = rules.Counts(yes=yes, no=no, maybe=maybe)
+            judged[item_id] = raters
+    if not counts:
+        return
+    objectives = list(campaign.objectives.values_list("slug", flat=True)) if safety else []
+    labels = {}
+    for item_id, answered in counts.items():
+        # The campaign's raters per item, or more where more judged it (imported judgments).
+        raters = max(campaign.raters_per_item, judged[item_id], *(c.total for c in answered.values()))
+        labels[item_id] = _item_labels(campaign, answered, raters=raters, objectives=objectives)
+    _store_labels(labels)
 
 
 def item_aggregate(*, item_id: int) -> None:

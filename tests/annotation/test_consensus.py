@@ -1,0 +1,205 @@
+"""The consensus the database computes (``annotation.services.consensus``: counts in SQL, labels
+by the rules) is the one the pure rules (``annotation.rules``) give from the raters' answers, label
+for label, for every campaign kind: random campaigns, items with fewer judgments than raters, the
+SSI cascade, "maybe" and "not sure", several safety objectives, and judgments that come in two
+rounds (the second recomputation relabels only the items where something changed, a lost label
+among them, and must still be right).
+
+The file runs on SQLite too (``scripts/test.sh``): the statement must run on both databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from annotation import rules
+from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment
+from annotation.questions import campaign_questions
+from annotation.services import assignments, campaigns, consensus
+
+pytestmark = pytest.mark.django_db
+
+VALUES = st.sampled_from(rules.VALUES)
+OBJECTIVES = ("harm", "bias", "misinformation")  # seeded by the migrations
+ANSWER = st.fixed_dictionaries
+Answers = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Drawn:
+    kind: str
+    raters: int  # per item
+    objectives: tuple[str, ...]
+    first: list[list[Answers]]  # per item, the answers of its raters in the first round
+    later: list[list[Answers]]  # per item, the answers of the raters who come after it
+
+
+def rewrite_answers() -> st.SearchStrategy[Answers]:
+    """The two questions of a rewrite: common knowledge is asked only of external claims."""
+    return st.one_of(
+        st.just({rules.CLAIMS_EXTERNAL: rules.NO}),
+        ANSWER(
+            {
+                rules.CLAIMS_EXTERNAL: st.just(rules.YES),
+                rules.COMMON_KNOWLEDGE: st.sampled_from(["yes", "no"]),
+            }
+        ),
+    )
+
+
+@st.composite
+def drawn_campaigns(draw: st.DrawFn) -> Drawn:
+    kind = draw(st.sampled_from(Campaign.Kind.values))
+    raters = draw(st.integers(1, 5))
+    objectives: tuple[str, ...] = ()
+    if kind == Campaign.Kind.SAFETY:
+        objectives = tuple(draw(st.lists(st.sampled_from(OBJECTIVES), min_size=1, max_size=3, unique=True)))
+        answers = ANSWER(dict.fromkeys(objectives, VALUES))
+    elif kind == Campaign.Kind.GROUNDEDNESS_REWRITE:
+        answers = rewrite_answers()
+    else:
+        attributes = [q.attribute for q in campaign_questions(Campaign(kind=kind))]
+        answers = ANSWER(dict.fromkeys(attributes, VALUES))
+    first, later = [], []
+    for _ in range(draw(st.integers(1, 4))):
+        total = draw(st.integers(0, raters))  # fewer judgments than raters, or none, too
+        now = draw(st.integers(0, total))
+        ratings = draw(st.lists(answers, min_size=total, max_size=total))
+        first.append(ratings[:now])
+        later.append(ratings[now:])
+    return Drawn(kind, raters, objectives, first, later)
+
+
+def counted_values(campaign: Campaign, answers: Answers) -> dict[str, tuple[str, str | None]]:
+    """What a submission stores: attribute → (value counted, value answered)."""
+    if campaign.kind == Campaign.Kind.GROUNDEDNESS_REWRITE:  # as rewrites.rewrite_submit stores them
+        knows = answers.get(rules.COMMON_KNOWLEDGE)
+        return {
+            rules.CLAIMS_EXTERNAL: (answers[rules.CLAIMS_EXTERNAL],) * 2,
+            rules.COMMON_KNOWLEDGE: (knows, knows) if knows else (rules.NO, None),
+        }
+    return assignments.judgment_values(campaign=campaign, answers=answers)
+
+
+def store(campaign: Campaign, item: Item, workers: list[User], ratings: list[Answers]) -> None:
+    """Submitted assignments and their judgments, as the submission services leave them."""
+    now = timezone.now()
+    for worker, answers in zip(workers, ratings, strict=False):
+        assignment = Assignment.objects.create(
+            item=item, worker=worker, state=Assignment.State.SUBMITTED, expires_at=now, submitted_at=now
+        )
+        Judgment.objects.bulk_create(
+            Judgment(assignment=assignment, item=item, attribute=a, value=value, raw_value=raw or "")
+            for a, (value, raw) in counted_values(campaign, answers).items()
+        )
+    item.judgment_count += len(ratings)
+    item.save(update_fields=["judgment_count"])
+
+
+def expected_labels(
+    campaign: Campaign, ratings: list[Answers], objectives: tuple[str, ...]
+) -> dict[str, rules.Label]:
+    """The rules applied to the raters' answers, one rater at a time: nothing of the database."""
+    values = [{a: value for a, (value, _) in counted_values(campaign, r).items()} for r in ratings]
+    counts: dict[str, rules.Counts] = {}
+    for rating in values:
+        for attribute, value in rating.items():
+            counts[attribute] = counts.get(attribute, rules.Counts()).add(value)
+    raters = campaign.raters_per_item
+    if campaign.kind == Campaign.Kind.SSI:
+        return rules.ssi_labels_from_counts(counts, raters=raters)
+    if campaign.kind == Campaign.Kind.SAFETY:
+        everyone_no = sum(all(v == rules.NO for v in rating.values()) for rating in values)
+        return rules.safety_labels_from_counts(
+            counts, objectives=objectives, raters=raters, all_no_raters=everyone_no
+        )
+    if campaign.kind == Campaign.Kind.GROUNDEDNESS_REWRITE:
+        return {
+            rules.CLAIMS_EXTERNAL: rules.majority_label(
+                rules.CLAIMS_EXTERNAL, counts[rules.CLAIMS_EXTERNAL], raters=raters
+            ),
+            rules.COMMON_KNOWLEDGE: rules.common_knowledge_label(
+                counts[rules.COMMON_KNOWLEDGE], raters=raters
+            ),
+        }
+    attributes = [q.attribute for q in campaign_questions(campaign)]
+    return rules.labels_from_counts(counts, attributes=attributes, raters=raters)
+
+
+def stored_labels(campaign: Campaign) -> dict[str, dict[str, tuple]]:
+    stored: dict[str, dict[str, tuple]] = {}
+    for label in ConsensusLabel.objects.filter(item__campaign=campaign).select_related("item"):
+        stored.setdefault(label.item.key, {})[label.attribute] = (
+            label.label,
+            label.yes,
+            label.no,
+            label.maybe,
+            pytest.approx(label.yes_fraction),
+        )
+    return stored
+
+
+def as_rows(labels: dict[str, rules.Label]) -> dict[str, tuple]:
+    return {a: (lab.label, lab.yes, lab.no, lab.maybe, lab.yes_fraction) for a, lab in labels.items()}
+
+
+@contextmanager
+def rolled_back() -> Iterator[None]:
+    """Each example in a transaction of its own, rolled back: examples do not see each other."""
+    with transaction.atomic():
+        yield
+        transaction.set_rollback(True)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drawn=drawn_campaigns(), chunk=st.integers(1, 5), lost=st.integers(0, 99))
+def test_the_database_labels_every_item_as_the_rules_do(drawn: Drawn, chunk: int, lost: int) -> None:
+    with rolled_back():
+        campaign = campaigns.campaign_create(
+            name="property",
+            kind=drawn.kind,
+            raters_per_item=drawn.raters,
+            objectives=list(drawn.objectives) or None,
+            empty=True,
+        )
+        workers = [User.objects.create(username=f"w{n}") for n in range(drawn.raters)]
+        items = [
+            Item.objects.create(campaign=campaign, key=f"k{n}", response="r", open_slots=0)
+            for n in range(len(drawn.first))
+        ]
+        for item, ratings in zip(items, drawn.first, strict=True):
+            store(campaign, item, workers, ratings)
+
+        consensus.campaign_aggregate(campaign=campaign, chunk=chunk)
+        assert stored_labels(campaign) == {
+            item.key: as_rows(expected_labels(campaign, ratings, drawn.objectives))
+            for item, ratings in zip(items, drawn.first, strict=True)
+            if ratings
+        }
+
+        # One label lost (say an admin deleted it): its item is labelled again whole, since a
+        # safety item's labels depend on each other.
+        stored = list(ConsensusLabel.objects.filter(item__campaign=campaign).order_by("id"))
+        if stored:
+            stored[lost % len(stored)].delete()
+        # The second round: the later raters of each item, then the item's consensus alone (as
+        # its last judgment queues it) or the campaign's again, which relabels what changed.
+        for n, (item, ratings) in enumerate(zip(items, drawn.later, strict=True)):
+            done = len(drawn.first[n])
+            store(campaign, item, workers[done:], ratings)
+            if n % 2:
+                consensus.item_aggregate(item_id=item.pk)
+        consensus.campaign_aggregate(campaign=campaign, chunk=chunk)
+        assert stored_labels(campaign) == {
+            item.key: as_rows(expected_labels(campaign, first + later, drawn.objectives))
+            for item, first, later in zip(items, drawn.first, drawn.later, strict=True)
+            if first + later
+        }
