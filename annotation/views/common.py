@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from django.http import HttpResponseRedirect
+from dataclasses import dataclass
+from typing import Any
 
+from django.http import HttpRequest, HttpResponseRedirect
+
+from annotation import selectors
+from annotation.errors import WorkerBlocked
+from annotation.models import Assignment, Campaign
+from annotation.services import assignments
 from dialogs.models import Speaker
 
 
@@ -24,3 +31,40 @@ def context_turns(context: list[dict[str, str]]) -> list[dict[str, str]]:
 
 def _speaker_label(speaker: str) -> str:
     return Speaker(speaker).label if speaker in Speaker.values else speaker
+
+
+def own_campaign(request: HttpRequest, assignment_id: int) -> Campaign | None:
+    """The campaign of the worker's own assignment; None for another worker's, which stays unseen."""
+    return Campaign.objects.filter(
+        items__assignments__pk=assignment_id, items__assignments__worker=request.user
+    ).first()
+
+
+@dataclass(frozen=True)
+class Work:
+    """The worker's item on a page: their lease (None when nothing is left or they are blocked,
+    and why), and the counters."""
+
+    assignment: Assignment | None
+    blocked_reason: str
+    counters: dict[str, Any]
+
+
+def current_work(request: HttpRequest, campaign: Campaign, *, lease: bool = True) -> Work:
+    """The worker's current item of ``campaign`` (leased now, or the lease they hold), with the
+    items they did today and those left; ``lease`` False: the campaign is worked on elsewhere."""
+    assignment: Assignment | None = None
+    blocked_reason = ""
+    if lease:
+        try:
+            assignment = assignments.assignment_lease_next(worker=request.user, campaign=campaign)
+        except WorkerBlocked as blocked:  # not a failure of this request: the page says why
+            blocked_reason = blocked.message
+    counters = {
+        "done_today": selectors.done_today(worker=request.user, campaign=campaign),
+        # The item on screen is still to do, though it counts as seen.
+        "left": selectors.left_for_worker(
+            worker=request.user, campaign=campaign, holding=assignment is not None
+        ),
+    }
+    return Work(assignment, blocked_reason, counters)

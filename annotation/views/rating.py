@@ -17,11 +17,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
 from annotation import selectors
-from annotation.errors import WorkerBlocked
-from annotation.models import Assignment, Campaign, Judgment
+from annotation.models import Campaign, Judgment
 from annotation.questions import Question, campaign_questions
 from annotation.services import assignments
-from annotation.views.common import context_turns, see_other
+from annotation.views.common import context_turns, current_work, own_campaign, see_other
 from groundwork.errors import DomainError
 from groundwork.http_errors import refusal_status, shows_refusals
 from groundwork.roles import Role, role_required
@@ -49,10 +48,7 @@ def _refused(request: HttpRequest, error: DomainError, *, assignment_id: int) ->
     or, when that item is gone (the lease ran out), the next one. An htmx request gets 200 (htmx
     swaps no 4xx answer), a plain form post the error's status."""
     status = refusal_status(request, error)
-    # Only the worker's own assignment names a campaign: another worker's stays unseen.
-    campaign = Campaign.objects.filter(
-        items__assignments__pk=assignment_id, items__assignments__worker=request.user
-    ).first()
+    campaign = own_campaign(request, assignment_id)
     if campaign is None:
         return _render(request, {"campaign": None, "error": error.message}, status=status)
     return _task_response(
@@ -124,27 +120,18 @@ def _task_response(
     answered_assignment_id: int | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    assignment: Assignment | None = None
-    blocked_reason = ""
     questions = campaign_questions(campaign)
     # A campaign without yes/no questions (rewriting) is worked on elsewhere: lease nothing here.
-    if questions:
-        try:
-            assignment = assignments.assignment_lease_next(worker=request.user, campaign=campaign)
-        except WorkerBlocked as blocked:  # not a failure of this request: the page says why
-            blocked_reason = blocked.message
+    work = current_work(request, campaign, lease=bool(questions))
+    assignment = work.assignment
     context: dict[str, Any] = {
         "campaign": campaign,
         "assignment": assignment,
-        "blocked_reason": blocked_reason,
+        "blocked_reason": work.blocked_reason,
         "rated_here": bool(questions),
         "error": error,
         "notice": notice,
-        "done_today": selectors.done_today(worker=request.user, campaign=campaign),
-        # The item on screen is still to do, though it counts as seen.
-        "left": selectors.left_for_worker(
-            worker=request.user, campaign=campaign, holding=assignment is not None
-        ),
+        **work.counters,
     }
     if assignment is not None:
         same_item = answered_assignment_id == assignment.pk

@@ -15,10 +15,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
 from annotation import selectors
-from annotation.errors import WorkerBlocked
 from annotation.models import Assignment, Campaign
-from annotation.services import assignments, rewrites
-from annotation.views.common import context_turns, see_other
+from annotation.services import rewrites
+from annotation.views.common import context_turns, current_work, own_campaign, see_other
 from groundwork.errors import DomainError
 from groundwork.http_errors import refusal_status, shows_refusals
 from groundwork.roles import Role, role_required
@@ -32,9 +31,7 @@ def _refused(request: HttpRequest, error: DomainError, *, assignment_id: int) ->
     """The page again with the message and the worker's answers (another worker's assignment
     names no campaign). An htmx request gets 200 (htmx swaps no 4xx answer)."""
     status = refusal_status(request, error)
-    campaign = Campaign.objects.filter(
-        items__assignments__pk=assignment_id, items__assignments__worker=request.user
-    ).first()
+    campaign = own_campaign(request, assignment_id)
     if campaign is None:
         return render(request, REWRITE_TEMPLATE, {"campaign": None, "error": error.message}, status=status)
     return _rewrite_response(
@@ -139,27 +136,19 @@ def _rewrite_response(
     answered_assignment_id: int | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    assignment: Assignment | None = None
-    blocked_reason = ""
     is_rewrite = campaign.kind == Campaign.Kind.GROUNDEDNESS_REWRITE
-    if is_rewrite:
-        try:
-            assignment = assignments.assignment_lease_next(worker=request.user, campaign=campaign)
-        except WorkerBlocked as blocked:  # not a failure of this request: the page says why
-            blocked_reason = blocked.message
+    work = current_work(request, campaign, lease=is_rewrite)
+    assignment = work.assignment
     context: dict[str, Any] = {
         "campaign": campaign,
         "assignment": assignment,
-        "blocked_reason": blocked_reason,
+        "blocked_reason": work.blocked_reason,
         "is_rewrite": is_rewrite,
         "error": error,
         "research_error": research_error,
         "query": query,
         "notice": "Saved. Here is your next item." if request.GET.get("done") == "saved" else "",
-        "done_today": selectors.done_today(worker=request.user, campaign=campaign),
-        "left": selectors.left_for_worker(
-            worker=request.user, campaign=campaign, holding=assignment is not None
-        ),
+        **work.counters,
     }
     if assignment is not None:
         item = assignment.item
