@@ -126,7 +126,7 @@ class SubmitView(APIView):
             serializer = SubmitSerializer(data=data)
             serializer.is_valid(raise_exception=True)
             data = serializer.validated_data
-        # else a rating: its answers alone, which submit_judgment checks (question by question,
+        # else a rating: its answers alone, which judgment_submit checks (question by question,
         # with messages); a serializer would copy its declared fields on every request.
         if "answers" in data:
             result = assignments.judgment_submit(

@@ -138,7 +138,7 @@ class Assignment(models.Model):
 
     class Meta:
         constraints = [
-            # worker first: the index also answers "which items has this worker had" (assign_next).
+            # worker first: the index also answers "which items has this worker had" (assignment_lease_next).
             models.UniqueConstraint(fields=["worker", "item"], name="assignment_once_per_worker"),
         ]
         indexes = [

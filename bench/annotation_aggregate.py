@@ -112,7 +112,7 @@ def bench_aggregate(runs: int = 3) -> list[Metric]:
     )
     labels = ConsensusLabel.objects.filter(item__campaign=campaign).count()
     if labelled[-1] != items or labels != items * 3:
-        raise RuntimeError(f"aggregate_campaign labelled {labelled[-1]} items, {labels} labels")
+        raise RuntimeError(f"campaign_aggregate labelled {labelled[-1]} items, {labels} labels")
     return [
         Metric("aggregate.judgments", judgments, "rows"),
         Metric("aggregate.campaign_s", aggregate_s, "s"),

@@ -30,8 +30,8 @@ from bench.report import Metric, percentile, say
 
 
 def _lease_each(campaigns: dict[str, Campaign], workers: dict[str, list[User]]) -> dict[str, list[float]]:
-    """One ``assign_next`` per worker, alternating between the campaigns (so that any background noise
-    falls on both sizes alike); the seconds each call took, by campaign."""
+    """One ``assignment_lease_next`` per worker, alternating between the campaigns (so that any
+    background noise falls on both sizes alike); the seconds each call took, by campaign."""
     timings: dict[str, list[float]] = {label: [] for label in campaigns}
     gc.collect()
     count = min(len(group) for group in workers.values())
@@ -65,7 +65,7 @@ def _latency_metrics(state: str, timings: dict[str, list[float]]) -> list[Metric
 
 
 def _pick_plan(campaign: Campaign, worker: User) -> list[str]:
-    """EXPLAIN ANALYZE of the statement ``assign_next`` takes the next item with, for this worker
+    """EXPLAIN ANALYZE of the statement ``assignment_lease_next`` takes the next item with, for this worker
     (rolled back)."""
     params = {"campaign": campaign.pk, "worker": worker.pk, "now": timezone.now()}
     with transaction.atomic():
