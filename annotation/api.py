@@ -286,7 +286,7 @@ class ChatTurnSerializer(serializers.ModelSerializer):
 
 class ChatSerializer(serializers.ModelSerializer):
     """A chat with its turns; ``waiting`` is true while the model's answer is pending. The
-    serializer's context carries the turns (``chats.chat_turns``)."""
+    serializer's context carries the turns (``selectors.chat_turns``)."""
 
     dialog = serializers.CharField(source="dialog.external_id", read_only=True)
     role = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
@@ -345,7 +345,7 @@ class ChatFinishedSerializer(ChatSerializer):
 
 
 def _chat_data(current: Chat) -> dict[str, Any]:
-    return ChatSerializer(current, context={"turns": chats.chat_turns(chat=current)}).data
+    return ChatSerializer(current, context={"turns": selectors.chat_turns(chat=current)}).data
 
 
 RATE_LIMITED = OpenApiResponse(
@@ -372,7 +372,7 @@ class ChatStartView(ExplainedThrottles, APIView):
             worker=request.user,
             purpose=data["purpose"],
             mode=data.get("mode"),
-            role=chats.role_by_slug(data["role"]) if data.get("role") else None,
+            role=selectors.role_by_slug(data["role"]) if data.get("role") else None,
         )
         return Response(_chat_data(started), status=status.HTTP_201_CREATED)
 
@@ -384,7 +384,7 @@ class ChatDetailView(APIView):
 
     @extend_schema(responses={200: ChatSerializer, 404: None})
     def get(self, request: Request, chat_id: int) -> Response:
-        return Response(_chat_data(chats.chat_for_worker(worker=request.user, chat_id=chat_id)))
+        return Response(_chat_data(selectors.chat_for_worker(worker=request.user, chat_id=chat_id)))
 
 
 class ChatMessagesView(ExplainedThrottles, APIView):
@@ -407,7 +407,7 @@ class ChatMessagesView(ExplainedThrottles, APIView):
         },
     )
     def post(self, request: Request, chat_id: int) -> Response:
-        current = chats.chat_for_worker(worker=request.user, chat_id=chat_id)
+        current = selectors.chat_for_worker(worker=request.user, chat_id=chat_id)
         serializer = ChatMessageSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         turn = chats.chat_say(chat=current, worker=request.user, text=serializer.validated_data["text"])
@@ -431,7 +431,7 @@ class ChatFinishView(APIView):
         },
     )
     def post(self, request: Request, chat_id: int) -> Response:
-        current = chats.chat_for_worker(worker=request.user, chat_id=chat_id)
+        current = selectors.chat_for_worker(worker=request.user, chat_id=chat_id)
         finished = chats.chat_finish(chat=current, worker=request.user)
         body = {
             **_chat_data(finished.chat),
@@ -455,7 +455,7 @@ class ChatFlagView(APIView):
         },
     )
     def post(self, request: Request, chat_id: int, turn_id: int) -> Response:
-        current = chats.chat_for_worker(worker=request.user, chat_id=chat_id)
+        current = selectors.chat_for_worker(worker=request.user, chat_id=chat_id)
         turn = Turn.objects.filter(pk=turn_id, dialog_id=current.dialog_id).first()
         if turn is None:
             raise NotFound("There is no such turn in this chat.")

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import TYPE_CHECKING, Any
 
-from django.db.models import QuerySet, Subquery
+from django.db.models import Prefetch, QuerySet, Subquery
 from django.utils import timezone
 
 from annotation import rules
-from annotation.models import Assignment, Campaign, Item, Rewrite, WorkerQuality
+from annotation.errors import ChatError, ChatNotFound
+from annotation.models import Assignment, Campaign, Chat, Item, Rewrite, TurnFlag, WorkerQuality
 from annotation.questions import campaign_questions
-from dialogs.models import Candidate
+from dialogs.models import Candidate, Role, Turn
 from toolset.models import Tool, ToolCall
 
 if TYPE_CHECKING:
@@ -185,3 +186,39 @@ def rewrite_searches(rewrite: Rewrite) -> list[ToolCall]:
     """The searches of a rewrite's research (its tool calls), in the order they were made."""
     calls = ToolCall.objects.filter(pk__in=rewrite.tool_call_ids, tool=Tool.SEARCH)
     return list(calls.order_by("created_at", "pk"))
+
+
+# --- chats: who may see one, what it shows ----------------------------------------------------
+
+
+def chat_for_worker(*, worker: User, chat_id: int) -> Chat:
+    """The worker's own chat; ``ChatNotFound`` for a missing chat and for another worker's."""
+    chat = Chat.objects.select_related("dialog", "role").filter(pk=chat_id, worker=worker).first()
+    if chat is None:
+        raise ChatNotFound("There is no such chat of yours.")
+    return chat
+
+
+def chat_turns(*, chat: Chat) -> list[Turn]:
+    """The chat's turns in order, each with ``own_flags``: the chat's worker's flag, if any."""
+    own = TurnFlag.objects.filter(worker_id=chat.worker_id)
+    return list(
+        Turn.objects.filter(dialog_id=chat.dialog_id)
+        .order_by("index")
+        .prefetch_related(Prefetch("flags", queryset=own, to_attr="own_flags"))
+    )
+
+
+def open_chats(*, worker: User) -> QuerySet[Chat]:
+    return Chat.objects.filter(worker=worker, status=Chat.Status.OPEN).select_related("role")
+
+
+def active_roles() -> QuerySet[Role]:
+    return Role.objects.filter(active=True)
+
+
+def role_by_slug(slug: str) -> Role:
+    role = Role.objects.filter(slug=slug).first()
+    if role is None:
+        raise ChatError(f"Role: there is no role {slug!r}.")
+    return role

@@ -1,9 +1,10 @@
 """Chats: a crowdworker talks to the serving model, and the dialog is collected (METHOD.md §1).
 
 Every write of a chat lives here — start, a worker's message, the model's answer (or why it did
-not come), a flag on a model turn, finish — with the reads that decide who may see a chat. Pages,
-API views and the Celery task call these functions and hold no rule of their own, so the turn
-limits hold the same way everywhere.
+not come), a flag on a model turn, finish — with the turn limits and where a finished chat's
+turns go; who may see a chat is read in ``annotation.selectors``. Pages, API views and the Celery
+task call these functions and hold no rule of their own, so the turn limits hold the same way
+everywhere.
 
 The model answers through ``settings.GROUNDWORK_RESPONDER``: a dotted path to a function
 ``respond(*, dialog_id) -> Turn`` that writes the model's turn itself (with its sampled
@@ -21,10 +22,10 @@ from typing import TYPE_CHECKING, NamedTuple
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from annotation import selectors
 from annotation.errors import ChatConflict, ChatError, ChatNotFound, TooManyOpenChats
 from annotation.models import ROUTED_KIND, Campaign, Chat, ChatPurpose, ChatRouting, FlagReason, TurnFlag
 from annotation.services.campaigns import campaign_add_dialogs
@@ -82,7 +83,7 @@ class ChatRetryThrottle(UserThrottle):
     action = "ask the model"
 
 
-# --- reads ----------------------------------------------------------------------------------
+# --- rules: turn limits, where the turns go -----------------------------------------------
 
 
 def turn_range(purpose: str) -> TurnRange:
@@ -92,39 +93,6 @@ def turn_range(purpose: str) -> TurnRange:
 def worker_turns(chat: Chat) -> int:
     """The chat's turns so far: the worker's messages."""
     return Turn.objects.filter(dialog_id=chat.dialog_id, speaker=Speaker.USER).count()
-
-
-def chat_for_worker(*, worker: User, chat_id: int) -> Chat:
-    """The worker's own chat; ``ChatNotFound`` for a missing chat and for another worker's."""
-    chat = Chat.objects.select_related("dialog", "role").filter(pk=chat_id, worker=worker).first()
-    if chat is None:
-        raise ChatNotFound("There is no such chat of yours.")
-    return chat
-
-
-def chat_turns(*, chat: Chat) -> list[Turn]:
-    """The chat's turns in order, each with ``own_flags``: the chat's worker's flag, if any."""
-    own = TurnFlag.objects.filter(worker_id=chat.worker_id)
-    return list(
-        Turn.objects.filter(dialog_id=chat.dialog_id)
-        .order_by("index")
-        .prefetch_related(Prefetch("flags", queryset=own, to_attr="own_flags"))
-    )
-
-
-def open_chats(*, worker: User) -> QuerySet[Chat]:
-    return Chat.objects.filter(worker=worker, status=Chat.Status.OPEN).select_related("role")
-
-
-def active_roles() -> QuerySet[Role]:
-    return Role.objects.filter(active=True)
-
-
-def role_by_slug(slug: str) -> Role:
-    role = Role.objects.filter(slug=slug).first()
-    if role is None:
-        raise ChatError(f"Role: there is no role {slug!r}.")
-    return role
 
 
 def routed_campaign(*, purpose: str) -> Campaign | None:
@@ -185,7 +153,7 @@ def chat_start(*, worker: User, purpose: str, mode: str | None = None, role: Rol
         raise ChatError("Role: only role chats talk to a role.")
     # The worker's row, locked: two starts at once cannot both take the last free place.
     get_user_model().objects.select_for_update().filter(pk=worker.pk).first()
-    count = open_chats(worker=worker).count()
+    count = selectors.open_chats(worker=worker).count()
     if count >= settings.CHAT_MAX_OPEN:
         raise TooManyOpenChats(
             f"You have {count} open chats, and {settings.CHAT_MAX_OPEN} at once is the most: go on "

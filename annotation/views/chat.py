@@ -14,6 +14,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
+from annotation import selectors
 from annotation.models import Chat, ChatPurpose, FlagReason
 from annotation.services import chats
 from annotation.views.common import see_other
@@ -62,7 +63,7 @@ def _start_refused(request: HttpRequest, error: DomainError) -> HttpResponse:
 
 def _chat_refused(request: HttpRequest, error: DomainError, *, chat_id: int) -> HttpResponse:
     """After a message or a retry: the chat part (htmx) or the page, with why not."""
-    current = chats.chat_for_worker(worker=request.user, chat_id=chat_id)
+    current = selectors.chat_for_worker(worker=request.user, chat_id=chat_id)
     return _chat_page(
         request, current, error=error.message, status=error.status, text=request.POST.get("text", "")
     )
@@ -70,7 +71,7 @@ def _chat_refused(request: HttpRequest, error: DomainError, *, chat_id: int) -> 
 
 def _page_refused(request: HttpRequest, error: DomainError, *, chat_id: int, **_: Any) -> HttpResponse:
     """A plain form post (finish, flag without JavaScript): the page with why not."""
-    current = chats.chat_for_worker(worker=request.user, chat_id=chat_id)
+    current = selectors.chat_for_worker(worker=request.user, chat_id=chat_id)
     return render(request, CHAT_TEMPLATE, _chat_context(current, error=error.message), status=error.status)
 
 
@@ -87,7 +88,7 @@ def _flag_refused(request: HttpRequest, error: DomainError, *, chat_id: int, tur
     """htmx swaps in the turn with why its flag was refused; a plain post gets the page."""
     if not request.htmx:
         return _page_refused(request, error, chat_id=chat_id)
-    current = chats.chat_for_worker(worker=request.user, chat_id=chat_id)
+    current = selectors.chat_for_worker(worker=request.user, chat_id=chat_id)
     turn = get_object_or_404(Turn, pk=turn_id, dialog_id=current.dialog_id)
     return _flagged_turn(request, current, turn, error=error.message)
 
@@ -114,7 +115,7 @@ def chat_start(request: HttpRequest) -> HttpResponse:
         worker=request.user,
         purpose=request.POST.get("purpose", ""),
         mode=request.POST.get("mode") or None,
-        role=chats.role_by_slug(slug) if slug else None,
+        role=selectors.role_by_slug(slug) if slug else None,
     )
     return _see_chat(started)
 
@@ -125,12 +126,12 @@ def chat_start(request: HttpRequest) -> HttpResponse:
 def chat_detail(request: HttpRequest, chat_id: int) -> HttpResponse:
     """The chat. An htmx request is the "thinking" placeholder asking whether the answer is
     there: 204 (nothing to swap, ask again) while the model works, else the new turns."""
-    current = chats.chat_for_worker(worker=request.user, chat_id=chat_id)
+    current = selectors.chat_for_worker(worker=request.user, chat_id=chat_id)
     if request.htmx:
         if current.waiting:
             return HttpResponse(status=204)
         after = query_number(request.GET, "after")
-        turns = chats.chat_turns(chat=current)
+        turns = selectors.chat_turns(chat=current)
         if after is not None:
             turns = [turn for turn in turns if turn.index > after]
         return render(request, f"{CHAT_TEMPLATE}#answer", _chat_context(current, turns=turns))
@@ -141,7 +142,7 @@ def chat_detail(request: HttpRequest, chat_id: int) -> HttpResponse:
 @require_POST
 @shows_refusals(_chat_refused)
 def chat_say(request: HttpRequest, chat_id: int) -> HttpResponse:
-    current = chats.chat_for_worker(worker=request.user, chat_id=chat_id)
+    current = selectors.chat_for_worker(worker=request.user, chat_id=chat_id)
     text = request.POST.get("text", "")
     refusal = page_refusal(request, chats.ChatMessageThrottle)
     if refusal is not None:
@@ -155,7 +156,7 @@ def chat_say(request: HttpRequest, chat_id: int) -> HttpResponse:
 @require_POST
 @shows_refusals(_chat_refused)
 def chat_retry(request: HttpRequest, chat_id: int) -> HttpResponse:
-    current = chats.chat_for_worker(worker=request.user, chat_id=chat_id)
+    current = selectors.chat_for_worker(worker=request.user, chat_id=chat_id)
     refusal = page_refusal(request, chats.ChatRetryThrottle)
     if refusal is not None:
         return with_retry_after(_chat_page(request, current, error=refusal.message, status=429), refusal)
@@ -168,7 +169,7 @@ def chat_retry(request: HttpRequest, chat_id: int) -> HttpResponse:
 @shows_refusals(_page_refused)
 def chat_finish(request: HttpRequest, chat_id: int) -> HttpResponse:
     """A plain form post (the whole page changes): the finished chat, or the page with why not."""
-    current = chats.chat_for_worker(worker=request.user, chat_id=chat_id)
+    current = selectors.chat_for_worker(worker=request.user, chat_id=chat_id)
     finished = chats.chat_finish(chat=current, worker=request.user)
     if finished.campaign is not None:
         messages.success(
@@ -185,7 +186,7 @@ def chat_finish(request: HttpRequest, chat_id: int) -> HttpResponse:
 def chat_flag(request: HttpRequest, chat_id: int, turn_id: int) -> HttpResponse:
     """Flag a model turn; htmx swaps in the turn (with its flag), a plain post goes back to the
     page at the turn."""
-    current = chats.chat_for_worker(worker=request.user, chat_id=chat_id)
+    current = selectors.chat_for_worker(worker=request.user, chat_id=chat_id)
     turn = get_object_or_404(Turn, pk=turn_id, dialog_id=current.dialog_id)
     chats.chat_flag(
         turn=turn,
@@ -206,7 +207,7 @@ def _see_chat(current: Chat, anchor: str = "") -> HttpResponse:
 
 
 def _flagged_turn(request: HttpRequest, current: Chat, turn: Turn, *, error: str = "") -> HttpResponse:
-    flagged = next(t for t in chats.chat_turns(chat=current) if t.pk == turn.pk)
+    flagged = next(t for t in selectors.chat_turns(chat=current) if t.pk == turn.pk)
     context = {**_chat_context(current, turns=[flagged]), "turn": flagged, "flag_error": error}
     return render(request, f"{CHAT_TEMPLATE}#turn", context)
 
@@ -230,7 +231,7 @@ def _chat_context(
     """What the chat page and its parts show; ``turns`` (default: all of them) is what a part
     renders (the new turns of an answer, the flagged turn)."""
     if turns is None:
-        turns = chats.chat_turns(chat=current)
+        turns = selectors.chat_turns(chat=current)
         count = sum(1 for turn in turns if turn.speaker == Speaker.USER)
     else:
         count = chats.worker_turns(current)
@@ -260,8 +261,8 @@ def _chat_start_page(request: HttpRequest, *, error: str = "", status: int = 200
     context = {
         "purposes": purposes,
         "modes": [(mode, Mode(mode).label, MODE_ABOUT[mode]) for mode in Mode.values],
-        "chat_roles": list(chats.active_roles()),
-        "open_chats": list(chats.open_chats(worker=request.user)),
+        "chat_roles": list(selectors.active_roles()),
+        "open_chats": list(selectors.open_chats(worker=request.user)),
         "error": error,
     }
     return render(request, CHAT_START_TEMPLATE, context, status=status)

@@ -15,7 +15,7 @@ import pytest
 from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 
-from annotation import tasks
+from annotation import selectors, tasks
 from annotation.errors import ChatConflict, ChatError, ChatNotFound
 from annotation.models import Campaign, Chat, ChatRouting, Item, TurnFlag
 from annotation.services import campaigns, chats
@@ -284,7 +284,7 @@ def test_only_the_chats_worker_can_talk_in_it(worker, other) -> None:
         lambda: chats.chat_say(chat=chat, worker=other, text="Hi"),
         lambda: chats.chat_finish(chat=chat, worker=other),
         lambda: chats.chat_retry(chat=chat, worker=other),
-        lambda: chats.chat_for_worker(worker=other, chat_id=chat.pk),
+        lambda: selectors.chat_for_worker(worker=other, chat_id=chat.pk),
     ):
         with pytest.raises(ChatNotFound):
             act()
