@@ -1,11 +1,12 @@
 """The one kind of error a service raises to refuse a request. Pure: no Django import.
 
-Every app's refusals subclass ``DomainError`` (``AnnotationError``, ``TrainerError``,
-``ToolsetQueryError``, ``ImportRefused``, ``TaskQueueUnavailable``…): each carries the HTTP status
-it is answered with and the message the person who asked reads, and says what the JSON body and
-headers of that answer are. ``groundwork.http_errors`` turns them into answers in one place (the
-API's exception handler, a middleware for pages, and a helper for pages that show the message in
-place), so views do not catch them.
+Every app's refusals subclass ``DomainError`` (``AnnotationError`` and ``ChatError``,
+``TrainerError``, ``ToolsetQueryError`` and ``ToolsetSessionRefused``, ``ImportRefused`` with the
+dialog, judgment and document imports' errors, ``TaskQueueUnavailable``, ``ParameterError``):
+each carries the HTTP status it is answered with and the message the person who asked reads, and
+says what the JSON body and headers of that answer are. ``groundwork.http_errors`` turns them into
+answers in one place (the API's exception handler, a middleware for pages, and a helper for pages
+that show the message in place), so views do not catch them.
 """
 
 from __future__ import annotations
