@@ -132,8 +132,8 @@ def test_import_judgments_names_the_line_and_field_and_writes_nothing(tmp_path: 
     stderr = io.StringIO()
     with pytest.raises(CommandError, match="nothing was imported"):
         call_command("import_judgments", str(path), "--campaign=ext", stderr=stderr)
-    assert f"{path}: line 4, field value: 'often' is not an answer" in stderr.getvalue()
-    assert f"{path}: line 5, field attribute: 'witty' is not a question" in stderr.getvalue()
+    assert f"{path}:4: value: 'often' is not an answer" in stderr.getvalue()
+    assert f"{path}:5: attribute: 'witty' is not a question" in stderr.getvalue()
     assert not Item.objects.exists()
     assert not Assignment.objects.exists()
 

@@ -3,14 +3,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from annotation.errors import AnnotationError, JudgmentImportError
 from annotation.management import campaign_named
 from annotation.services import judgment_imports
+from groundwork.management.importing import ImportCommand
 
 
-class Command(BaseCommand):
+class Command(ImportCommand):
     help = (
         "Import judgments made elsewhere from a JSONL file, one per line: "
         '{"item": {"key", "context", "response"}, "rater", "attribute", "value"} '
@@ -18,30 +19,26 @@ class Command(BaseCommand):
         "the import with its line and field, and nothing is written. The campaign's consensus is "
         "recomputed after the import."
     )
+    source_help = "Where the judgments come from (default: the file name)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("file", type=Path)
+        super().add_arguments(parser)
         parser.add_argument("--campaign", required=True, help="The campaign's name.")
-        parser.add_argument(
-            "--source", default=None, help="Where the judgments come from (default: the file name)."
-        )
 
-    def handle(self, *args: Any, file: Path, campaign: str, source: str | None, **options: Any) -> None:
+    def import_file(
+        self, *, path: Path, source: str | None, campaign: str, **options: Any
+    ) -> judgment_imports.ImportResult:
         found = campaign_named(campaign)
-        if not file.is_file():
-            raise CommandError(f"{file}: no such file")
         try:
-            result = judgment_imports.judgments_import_file(campaign=found, path=file, source=source)
-        except JudgmentImportError as exc:
-            for error in exc.errors:
-                self.stderr.write(f"{file}: {error}")
-            raise CommandError(f"{file}: {len(exc.errors)} bad line(s); nothing was imported") from None
-        except AnnotationError as exc:
+            return judgment_imports.judgments_import_file(campaign=found, path=path, source=source)
+        except JudgmentImportError:
+            raise  # every bad line, printed by ImportCommand
+        except AnnotationError as exc:  # the campaign refuses imports (its kind, its state)
             raise CommandError(str(exc)) from None
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"{file}: {result.ratings} ratings ({result.judgments} judgments) imported into "
-                f"{found.name!r}: {result.items_created} new items, {result.raters_created} new raters; "
-                f"{result.labelled} items labelled"
-            )
+
+    def summary(self, result: judgment_imports.ImportResult, *, campaign: str, **options: Any) -> str:
+        return (
+            f"{result.ratings} ratings ({result.judgments} judgments) imported into {campaign!r}: "
+            f"{result.items_created} new items, {result.raters_created} new raters; "
+            f"{result.labelled} items labelled"
         )
