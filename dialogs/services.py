@@ -218,16 +218,8 @@ def dialog_export_run(*, export_id: int) -> DialogExport:
         export.save(update_fields=["status"])
 
     path = settings.ARTIFACTS_DIR / "exports" / f"dialogs-{export.pk}.jsonl"
-    try:
-        count = dialogs_export_file(path=path, purpose=export.purpose)
-    except Exception as exc:
-        # Record the cause for the user, then let Celery see the failure too.
-        DialogExport.objects.filter(pk=export.pk).update(
-            status=DialogExport.Status.FAILED,
-            error=f"{type(exc).__name__}: {exc}",
-            finished_at=timezone.now(),
-        )
-        raise
+    # A failure: the task (``JobTask``) marks the export failed with the cause.
+    count = dialogs_export_file(path=path, purpose=export.purpose)
 
     export.status = DialogExport.Status.DONE
     export.path = str(path)

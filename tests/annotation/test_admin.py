@@ -330,3 +330,22 @@ def test_safety_objectives_are_edited_in_the_list_and_a_used_slug_is_kept(client
         'name="form-0-active"'
         not in client.get(reverse("admin:annotation_safetyobjective_changelist")).content.decode()
     )
+
+
+def test_a_run_whose_task_raised_shows_failed_with_the_cause(campaign, client, users, monkeypatch) -> None:
+    """The task marks the run failed (``JobTask``), and the admin's progress says why."""
+    from annotation import tasks
+
+    client.force_login(users[Role.ADMIN])
+    client.post(run_url(campaign), headers={"HX-Request": "true"})
+    run = AggregationRun.objects.get()
+
+    def broken(**kwargs) -> int:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(consensus, "campaign_aggregate", broken)
+    assert tasks.aggregation_run_task.apply(args=[run.pk]).failed()  # as a worker runs it
+
+    run.refresh_from_db()
+    assert (run.status, run.error) == ("failed", "RuntimeError: the database went away")
+    assert "Failed" in client.get(progress_url(campaign), headers={"HX-Request": "true"}).content.decode()

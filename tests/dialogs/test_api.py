@@ -423,3 +423,23 @@ def test_meta_that_postgresql_cannot_store_is_refused_naming_it(admin_client: AP
     assert (error["line"], error["field"]) == (1, "meta")
     assert "unpaired surrogate" in error["message"]
     assert not Dialog.objects.exists()
+
+
+def test_an_export_whose_task_raised_shows_failed_with_the_cause(
+    researcher_client: APIClient, artifacts: Path, monkeypatch: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The task marks the export failed (``JobTask``): the researcher sees why, not ``running`` forever."""
+    from dialogs import services, tasks
+
+    dialog_with_turns(["Hi", "Hello"], external_id="q1", purpose="quality")
+    with django_capture_on_commit_callbacks():
+        export_id = researcher_client.post(EXPORTS, {"purpose": "quality"}, format="json").json()["id"]
+
+    def broken(**kwargs: Any) -> int:
+        raise ValueError("the disk said no")
+
+    monkeypatch.setattr(services, "dialogs_export_file", broken)
+    assert tasks.dialog_export_run_task.apply(args=[export_id]).failed()  # as a worker runs it
+
+    body = researcher_client.get(f"{EXPORTS}{export_id}/").json()
+    assert (body["status"], body["error"]) == ("failed", "ValueError: the disk said no")
