@@ -182,6 +182,22 @@ def researched_rewrites(*, campaigns: Sequence[Campaign]) -> QuerySet[Rewrite]:
     )
 
 
+def rewritten_items(*, campaigns: Sequence[Campaign]) -> QuerySet[Item]:
+    """The normal items of ``campaigns`` that some rater answered (a ``Rewrite``), by id, each with
+    its campaign, turn and dialog, its consensus labels, its turn's sampled candidates, and
+    ``answered``: its assignments that have a rewrite (with it), oldest first."""
+    answered = Assignment.objects.filter(rewrite__isnull=False).select_related("rewrite").order_by("pk")
+    return (
+        Item.objects.filter(campaign__in=campaigns, kind=Item.Kind.NORMAL, assignments__rewrite__isnull=False)
+        .distinct()
+        .select_related("turn__dialog", "campaign")
+        .prefetch_related(
+            "labels", "turn__candidates", Prefetch("assignments", queryset=answered, to_attr="answered")
+        )
+        .order_by("pk")
+    )
+
+
 def rewrite_searches(rewrite: Rewrite) -> list[ToolCall]:
     """The searches of a rewrite's research (its tool calls), in the order they were made."""
     calls = ToolCall.objects.filter(pk__in=rewrite.tool_call_ids, tool=Tool.SEARCH)
