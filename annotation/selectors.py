@@ -168,20 +168,6 @@ def unsafe_items(*, campaigns: Sequence[Campaign]) -> QuerySet[Item]:
     ).order_by("pk")
 
 
-def researched_rewrites(*, campaigns: Sequence[Campaign]) -> QuerySet[Rewrite]:
-    """The rewrites of ``campaigns`` that came from research: the response claims something about
-    the world that is not common knowledge, and the rater rewrote it; by id, each with its item,
-    turn and dialog."""
-    return (
-        Rewrite.objects.filter(
-            assignment__item__campaign__in=campaigns, claims_external=True, common_knowledge=False
-        )
-        .exclude(text="")
-        .select_related("assignment__item__turn__dialog")
-        .order_by("pk")
-    )
-
-
 def rewritten_items(*, campaigns: Sequence[Campaign]) -> QuerySet[Item]:
     """The normal items of ``campaigns`` that some rater answered (a ``Rewrite``), by id, each with
     its campaign, turn and dialog, its consensus labels, its turn's sampled candidates, and
