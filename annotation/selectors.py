@@ -168,16 +168,18 @@ def unsafe_items(*, campaigns: Sequence[Campaign]) -> QuerySet[Item]:
     ).order_by("pk")
 
 
-def researched_rewrites(*, campaigns: Sequence[Campaign]) -> QuerySet[Rewrite]:
-    """The rewrites of ``campaigns`` that came from research: the response claims something about
-    the world that is not common knowledge, and the rater rewrote it; by id, each with its item,
-    turn and dialog."""
+def rewritten_items(*, campaigns: Sequence[Campaign]) -> QuerySet[Item]:
+    """The normal items of ``campaigns`` that some rater answered (a ``Rewrite``), by id, each with
+    its campaign, turn and dialog, its consensus labels, its turn's sampled candidates, and
+    ``answered``: its assignments that have a rewrite (with it), oldest first."""
+    answered = Assignment.objects.filter(rewrite__isnull=False).select_related("rewrite").order_by("pk")
     return (
-        Rewrite.objects.filter(
-            assignment__item__campaign__in=campaigns, claims_external=True, common_knowledge=False
+        Item.objects.filter(campaign__in=campaigns, kind=Item.Kind.NORMAL, assignments__rewrite__isnull=False)
+        .distinct()
+        .select_related("turn__dialog", "campaign")
+        .prefetch_related(
+            "labels", "turn__candidates", Prefetch("assignments", queryset=answered, to_attr="answered")
         )
-        .exclude(text="")
-        .select_related("assignment__item__turn__dialog")
         .order_by("pk")
     )
 

@@ -1,4 +1,4 @@
-"""Groundwork fine-tuning token formats, version 1 (METHOD.md §6-§8).
+"""Groundwork fine-tuning token formats, version 2 (METHOD.md §6-§8).
 
 Every example kind renders to ``Example(ids, loss_mask, kind)``; ``loss_mask[i] == 1`` means the
 model is trained to predict ``ids[i]`` (from the positions before it). Special tokens are single
@@ -6,7 +6,7 @@ ids of the tokenizer (see ``trainer.tokenizer.SPECIAL_TOKENS``); they are writte
 
 Rendering rules:
 
-1. A text piece (a turn, a response, a query, a snippet) is encoded as ``" " + text``: one space,
+1. A text piece (a turn, a response, a query, a tool result) is encoded as ``" " + text``: one space,
    then the text unchanged. Special-token strings inside a text are encoded as plain text, never
    as special tokens. Special tokens carry no spaces of their own, so the decoded example is the
    concatenation below, character for character.
@@ -24,12 +24,23 @@ Rendering rules:
    discriminative example without its last two ids. At inference ``<ATTRIBUTE>`` is appended and
    P(rating) is read from the next-token distribution over ``<0>``/``<1>``.
 7. research base: the base response renders as in generation, ``CONTEXT<sentinel> base``.
-8. research_query (task 1): ``CONTEXT<sentinel> base<TS> query<eos>``. Loss on ``<TS>``, the
-   query tokens and ``<eos>``.
+8. research_query (task 1): ``CONTEXT<sentinel> base`` then the first outcome: ``<TS> query<eos>``
+   (the base needs research) or ``<User> base<eos>`` (it needs none: raters found no claims about
+   the external world, or only common knowledge; the base goes to the user unchanged). Loss on
+   the outcome: its speaker token, text and ``<eos>``.
 9. research_step (task 2): ``CONTEXT<sentinel> base`` then, for each earlier step,
-   ``<TS> query<snippet> snippet``, then the outcome: ``<TS> next query<eos>`` or
+   ``<TS> query<snippet> RESULT``, then the outcome: ``<TS> next query<eos>`` or
    ``<User> response<eos>``. Loss on the outcome only (its speaker token, text and ``<eos>``).
    At least one step is required.
+10. RESULT, the tool result a step got (``tool_result``), is one text piece that shows the model
+   the source it may cite, in the Markdown link form rewrites cite with:
+   ``[title](url) snippet``; ``[url](url) snippet`` when the result has no title; the snippet
+   alone when it has no URL (calculator, translator); empty when the toolset had no answer.
+   At inference the research loop feeds exactly this rendering (``research_prefix``).
+
+Version 2 (was 1): rule 10 (a tool result carried its snippet only, so a model trained to cite
+URLs had never seen one) and rule 8's ``<User>`` outcome. Special tokens are unchanged, so
+tokenizers and models of version 1 load and render version 2.
 
 This module does not import Django.
 """
@@ -38,6 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from transformers import PreTrainedTokenizerFast
 
@@ -55,12 +67,27 @@ from trainer.tokenizer import (
     special_id,
 )
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 
 KINDS = ("generative", "discriminative", "research_query", "research_step")
 OUTCOME_TOKENS = {"TS": TS, "User": RESEARCH_USER}
 
 Context = Sequence[tuple[str, str]]
+
+
+class Step(NamedTuple):
+    """One research step: the query and the tool result it got (empty strings where none)."""
+
+    query: str
+    title: str
+    url: str
+    snippet: str
+
+
+def tool_result(title: str, url: str, snippet: str) -> str:
+    """A tool result as the model reads it (rule 10): ``[title](url) snippet``."""
+    source = f"[{title or url}]({url})" if url else ""
+    return " ".join(part for part in (source, snippet) if part)
 
 
 @dataclass(frozen=True)
@@ -150,31 +177,56 @@ def discriminative(
     return b.example("discriminative")
 
 
-def research_query(tokenizer: PreTrainedTokenizerFast, context: Context, base: str, query: str) -> Example:
-    """Task 1: ``CONTEXT<sentinel> base<TS> query<eos>``; loss on ``<TS>``, the query and ``<eos>``."""
-    b = _prefix(tokenizer, context, base)
-    b.special(TS, loss=True)
-    b.text(query, loss=True)
+def _outcome(b: _Builder, outcome: tuple[str, str]) -> None:
+    who, text = outcome
+    if who not in OUTCOME_TOKENS:
+        raise ValueError(f"outcome must start with 'TS' or 'User', not {who!r}")
+    b.special(OUTCOME_TOKENS[who], loss=True)
+    b.text(text, loss=True)
     b.special(EOS, loss=True)
+
+
+def research_first(
+    tokenizer: PreTrainedTokenizerFast, context: Context, base: str, outcome: tuple[str, str]
+) -> Example:
+    """Task 1: ``CONTEXT<sentinel> base`` + ``<TS> query<eos>`` (``outcome`` ``("TS", query)``) or
+    ``<User> base<eos>`` (``("User", base)``: no research needed); loss on the outcome only."""
+    b = _prefix(tokenizer, context, base)
+    _outcome(b, outcome)
     return b.example("research_query")
 
 
+def research_query(tokenizer: PreTrainedTokenizerFast, context: Context, base: str, query: str) -> Example:
+    """Task 1: ``CONTEXT<sentinel> base<TS> query<eos>``; loss on ``<TS>``, the query and ``<eos>``."""
+    return research_first(tokenizer, context, base, ("TS", query))
+
+
+def _steps(steps: Sequence[Step]) -> list[Step]:
+    out = []
+    for step in steps:
+        if not isinstance(step, tuple) or len(step) != len(Step._fields):
+            raise ValueError(f"a research step is a Step{Step._fields}, not {step!r}")
+        out.append(Step(*step))
+    return out
+
+
 def _research(
-    tokenizer: PreTrainedTokenizerFast, context: Context, base: str, steps: Sequence[tuple[str, str]]
+    tokenizer: PreTrainedTokenizerFast, context: Context, base: str, steps: Sequence[Step]
 ) -> _Builder:
     b = _prefix(tokenizer, context, base)
-    for query, snippet in steps:
+    for step in _steps(steps):
         b.special(TS)
-        b.text(query)
+        b.text(step.query)
         b.special(SNIPPET)
-        b.text(snippet)
+        b.text(tool_result(step.title, step.url, step.snippet))
     return b
 
 
 def research_prefix(
-    tokenizer: PreTrainedTokenizerFast, context: Context, base: str, steps: Sequence[tuple[str, str]]
+    tokenizer: PreTrainedTokenizerFast, context: Context, base: str, steps: Sequence[Step]
 ) -> list[int]:
-    """What the model continues with ``<TS> query<eos>`` or ``<User> response<eos>`` (rule 9)."""
+    """What the model continues with ``<TS> query<eos>`` or ``<User> response<eos>`` (rule 9):
+    the research loop's input at inference, the ids before a ``research_step`` outcome."""
     return _research(tokenizer, context, base, steps).ids
 
 
@@ -182,23 +234,18 @@ def research_step(
     tokenizer: PreTrainedTokenizerFast,
     context: Context,
     base: str,
-    steps: Sequence[tuple[str, str]],
+    steps: Sequence[Step],
     outcome: tuple[str, str],
 ) -> Example:
-    """Task 2: ``CONTEXT<sentinel> base`` + ``<TS> query<snippet> snippet`` per step + outcome.
+    """Task 2: ``CONTEXT<sentinel> base`` + ``<TS> query<snippet> RESULT`` per step + outcome.
 
     ``outcome`` is ``("TS", next_query)`` or ``("User", response)`` and renders as
     ``<TS> next_query<eos>`` or ``<User> response<eos>``; the loss is on the outcome only.
     """
     if not steps:
-        raise ValueError("research_step needs at least one (query, snippet) step")
-    who, text = outcome
-    if who not in OUTCOME_TOKENS:
-        raise ValueError(f"outcome must start with 'TS' or 'User', not {who!r}")
+        raise ValueError("research_step needs at least one (query, title, url, snippet) step")
     b = _research(tokenizer, context, base, steps)
-    b.special(OUTCOME_TOKENS[who], loss=True)
-    b.text(text, loss=True)
-    b.special(EOS, loss=True)
+    _outcome(b, outcome)
     return b.example("research_step")
 
 

@@ -104,10 +104,11 @@ def respond(*, dialog_id: int) -> Turn:
     )
 
 
-def _ask(session: str, query: str, model_name: str) -> tuple[str, str]:
-    """The toolset's first answer with text: (snippet, url)."""
+def _ask(session: str, query: str, model_name: str) -> dict[str, str]:
+    """The toolset's first answer with text, as the research loop shows it to the model:
+    ``{"title", "url", "snippet"}`` (all empty when no tool answered)."""
     results: list[Any] = toolset_query(session=session, query=query[:500], actor_model=model_name)
     for result in results:
         if result.snippet:
-            return result.snippet, result.url
-    return "", ""
+            return {"title": result.title, "url": result.url, "snippet": result.snippet}
+    return {"title": "", "url": "", "snippet": ""}

@@ -22,8 +22,9 @@ Columns (``SCHEMA``):
   raters' yes-fraction behind the label (null when not from ratings)
 - ``dialog``: the dialog the example comes from (the split is decided by it)
 - ``context`` ``[{speaker, text}]``, ``response`` (the rated or base response), ``research``
-  ``[{query, snippet}]`` (earlier steps), ``outcome_speaker`` ``TS`` | ``User`` and ``outcome``
-  (research kinds): the inputs the example was rendered from
+  ``[{query, title, url, snippet}]`` (earlier steps and the tool result each got),
+  ``outcome_speaker`` ``TS`` | ``User`` and ``outcome`` (research kinds): the inputs the example
+  was rendered from
 - ``text``: the rendered example decoded, for reading; ``input_ids`` and ``loss_mask``: what
   training uses (``trainer.formats``)
 
@@ -45,7 +46,9 @@ SPLITS = ("train", "validation")
 ROW_GROUP = 2048
 
 _TURN = pa.struct([("speaker", pa.string()), ("text", pa.string())])
-_STEP = pa.struct([("query", pa.string()), ("snippet", pa.string())])
+_STEP = pa.struct(
+    [("query", pa.string()), ("title", pa.string()), ("url", pa.string()), ("snippet", pa.string())]
+)
 SCHEMA = pa.schema(
     [
         ("id", pa.string()),

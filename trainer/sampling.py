@@ -24,7 +24,7 @@ after ``<ATTRIBUTE>`` still gives a probability between 0 and 1.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,7 +100,7 @@ class Research:
     """The research loop's trace (METHOD.md §7): queries, what the toolset answered, the result."""
 
     base: str
-    steps: list[dict[str, str]]  # [{"query", "snippet", "url"}]
+    steps: list[dict[str, str]]  # [{"query", "title", "url", "snippet"}]
     response: str
     capped: bool  # the query cap forced the answer
 
@@ -261,20 +261,24 @@ class Scorer:
         self,
         context: Sequence[tuple[str, str]],
         base: str,
-        ask: Callable[[str], tuple[str, str]],
+        ask: Callable[[str], Mapping[str, str]],
         *,
         max_queries: int = 4,
         settings: Settings | None = None,
         generator: torch.Generator | None = None,
     ) -> Research:
         """After the base response the model says ``<TS> query`` (``ask`` gives the toolset's
-        snippet and URL, appended for the next step) or ``<User> response`` (the end). At
+        answer, ``{"title", "url", "snippet"}``, appended for the next step as the training
+        formats render it: ``formats.research_prefix``) or ``<User> response`` (the end). At
         ``max_queries`` queries it is made to answer."""
         settings = settings or Settings()
         steps: list[dict[str, str]] = []
         while True:
             prefix = formats.research_prefix(
-                self.tokenizer, context, base, [(step["query"], step["snippet"]) for step in steps]
+                self.tokenizer,
+                context,
+                base,
+                [formats.Step(s["query"], s["title"], s["url"], s["snippet"]) for s in steps],
             )
             capped = len(steps) >= max_queries
             if capped:
@@ -287,8 +291,10 @@ class Scorer:
             text = self.continue_text([*prefix, speaker], settings, generator).strip()
             if speaker == self.user or not text:
                 return Research(base=base, steps=steps, response=text or base, capped=capped)
-            snippet, url = ask(text)
-            steps.append({"query": text, "snippet": snippet, "url": url})
+            result = ask(text)
+            steps.append(
+                {"query": text, **{key: str(result.get(key) or "") for key in ("title", "url", "snippet")}}
+            )
 
 
 def rank(candidates: list[Candidate], *, discriminators: bool, settings: Settings) -> Answer:

@@ -1,10 +1,10 @@
 """Where dataset examples come from: dialogs, consensus labels and rewrites, read as a stream.
 
 Labels and rewrites are annotation's: they are read through ``annotation.selectors``
-(``labelled_items``, ``unsafe_items``, ``researched_rewrites``, ``rewrite_searches``), never from
+(``labelled_items``, ``unsafe_items``, ``rewritten_items``, ``rewrite_searches``), never from
 annotation's tables directly.
 
-Each source yields ``Source`` units (one dialog, one item, one rewrite) in a fixed order (by
+Each source yields ``Source`` units (one dialog, one item) in a fixed order (by
 primary key), each with the examples it gives *before* tokenization, so the export can count
 progress per unit and render with any tokenizer. Nothing here writes, and no read stays open
 while the caller writes (``_in_batches``).
@@ -17,9 +17,15 @@ while the caller writes (``_in_batches``).
   ``factually_correct`` → CORRECT — and a generative example for every SSI item labelled sensible,
   specific *and* interesting whose response no chosen safety campaign labelled unsafe (the
   paper's filtered generation data).
-- ``groundedness`` (METHOD.md §4, §8): from each researched rewrite with its research session's
-  queries and top snippets: task 1 (context + base → first query) and task 2 for every later
-  step (→ next query) and the last (→ ``User``, the rewrite).
+- ``groundedness`` (METHOD.md §4, §8), one source per answered item of the rewrite campaigns:
+  from each researched rewrite with its research session's queries and the result each got
+  (title, URL, snippet): task 1 (context + base → first query) and task 2 for every later step
+  (→ next query) and the last (→ ``User``, the rewrite). The base is the turn's base text when
+  the model researched the turn, else the rated response. When the raters' consensus says the
+  response needs no research (no claims about the external world, or common knowledge), task 1
+  → ``User``, the base itself instead, and the item's rewrites are left out (counted). And a
+  CORRECT discriminative example per sampled candidate the raters labelled, by the majority of
+  those who labelled it (ties left out, counted).
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ from typing import Any, TypeVar
 from django.db.models import Model, QuerySet
 
 from annotation import rules, selectors
-from annotation.models import Campaign, Item
+from annotation.models import Campaign, Item, Rewrite
 from dialogs.models import Dialog, Turn
+from trainer.formats import Step
 
 PRETRAIN_CONTEXT_TURNS = 8
 DISCRIMINATOR_ATTRIBUTES = {
@@ -60,7 +67,7 @@ class Pending:
     attribute: str | None = None
     label: int | None = None
     soft_label: float | None = None
-    research: list[tuple[str, str]] = field(default_factory=list)
+    research: list[Step] = field(default_factory=list)
     outcome: tuple[str, str] | None = None  # ("TS" | "User", text)
 
 
@@ -68,6 +75,7 @@ class Pending:
 class Source:
     dialog: str  # what the train/validation split is decided by
     examples: list[Pending]
+    skipped: dict[str, int] = field(default_factory=dict)  # what was left out, and why (manifest)
 
 
 def _in_batches(queryset: QuerySet[M], size: int) -> Iterator[M]:
@@ -176,35 +184,137 @@ def quality_safety_sources(campaigns: Sequence[Campaign]) -> Iterator[Source]:
 
 
 def groundedness_sources(campaigns: Sequence[Campaign]) -> Iterator[Source]:
-    for rewrite in _in_batches(selectors.researched_rewrites(campaigns=campaigns), 500):
-        item = rewrite.assignment.item
+    for item in _in_batches(selectors.rewritten_items(campaigns=campaigns), 200):
         context = _context(item.context)
-        steps = [
-            (call.query, call.results[0]["snippet"] if call.results else "")
-            for call in selectors.rewrite_searches(rewrite)
-        ]
+        base = groundedness_base(item)
+        no_research = groundedness_needs_no_research(item)
         examples: list[Pending] = []
-        if steps:
-            key = f"rewrite-{rewrite.pk}"
-            examples.append(
-                Pending(
-                    kind="research_query",
-                    key=f"{key}-q1",
-                    context=context,
-                    response=item.response,
-                    outcome=("TS", steps[0][0]),
+        skipped: dict[str, int] = {}
+        for assignment in item.answered:
+            rewrite = assignment.rewrite
+            if not (rewrite.researched and rewrite.text):
+                continue
+            if no_research:
+                skipped["rewrites_of_items_needing_no_research"] = (
+                    skipped.get("rewrites_of_items_needing_no_research", 0) + 1
                 )
-            )
-            for done in range(1, len(steps) + 1):
-                outcome = ("TS", steps[done][0]) if done < len(steps) else ("User", rewrite.text)
+                continue
+            examples += groundedness_research(rewrite, context, base)
+        if no_research:
+            if base != item.response:
+                # The model researched the turn: the raters judged its outcome, not the base.
+                skipped["no_research_items_researched_by_the_model"] = 1
+            else:
                 examples.append(
                     Pending(
-                        kind="research_step",
-                        key=f"{key}-s{done}",
+                        kind="research_query",
+                        key=f"item-{item.pk}-no-research",
                         context=context,
-                        response=item.response,
-                        research=steps[:done],
-                        outcome=outcome,
+                        response=base,
+                        outcome=("User", base),
                     )
                 )
-        yield Source(dialog=_item_dialog(item), examples=examples)
+        correct, ties = groundedness_correct(item, context)
+        examples += correct
+        if ties:
+            skipped["candidate_label_ties"] = ties
+        yield Source(dialog=_item_dialog(item), examples=examples, skipped=skipped)
+
+
+def groundedness_base(item: Item) -> str:
+    """The base response research starts from, as at inference: the turn's base text when the
+    model researched the turn (its text is then the research's outcome), else the rated response."""
+    turn = item.turn
+    return turn.base_text if turn is not None and turn.base_text else item.response
+
+
+def groundedness_needs_no_research(item: Item) -> bool:
+    """Whether the consensus of all the campaign's raters says the response needs no research:
+    no claims about the external world, or every one of them common knowledge (METHOD.md §4).
+    A label fewer raters answered than the campaign asks for says nothing."""
+
+    def says(attribute: str, value: int) -> bool:
+        label = labels.get(attribute)
+        answered = label is not None and label.yes + label.no + label.maybe >= item.campaign.raters_per_item
+        return answered and label.label == value
+
+    labels = {label.attribute: label for label in item.labels.all()}
+    return says(rules.CLAIMS_EXTERNAL, 0) or says(rules.COMMON_KNOWLEDGE, 1)
+
+
+def groundedness_steps(rewrite: Rewrite) -> list[Step]:
+    """The rewrite's searches, each with the result it served (empty strings when none)."""
+    steps = []
+    for call in selectors.rewrite_searches(rewrite):
+        result = call.results[0] if call.results else {}
+        steps.append(
+            Step(
+                query=call.query,
+                title=str(result.get("title") or ""),
+                url=str(result.get("url") or ""),
+                snippet=str(result.get("snippet") or ""),
+            )
+        )
+    return steps
+
+
+def groundedness_research(rewrite: Rewrite, context: Context, base: str) -> list[Pending]:
+    """Task 1 (→ the first query) and task 2 for every later step and the rewrite (→ ``User``)."""
+    steps = groundedness_steps(rewrite)
+    if not steps:
+        return []
+    key = f"rewrite-{rewrite.pk}"
+    examples = [
+        Pending(
+            kind="research_query",
+            key=f"{key}-q1",
+            context=context,
+            response=base,
+            outcome=("TS", steps[0].query),
+        )
+    ]
+    for done in range(1, len(steps) + 1):
+        outcome = ("TS", steps[done].query) if done < len(steps) else ("User", rewrite.text)
+        examples.append(
+            Pending(
+                kind="research_step",
+                key=f"{key}-s{done}",
+                context=context,
+                response=base,
+                research=steps[:done],
+                outcome=outcome,
+            )
+        )
+    return examples
+
+
+def groundedness_correct(item: Item, context: Context) -> tuple[list[Pending], int]:
+    """CORRECT examples of the item's sampled candidates (METHOD.md §4: the paper's 9K labelled
+    turns), each labelled by the majority of the raters who labelled it, soft label their
+    "correct" fraction; and how many candidates were left out for a tie."""
+    votes: dict[str, list[int]] = {}  # candidate id → [incorrect, correct]
+    for assignment in item.answered:
+        for candidate, value in assignment.rewrite.candidate_labels.items():
+            votes.setdefault(str(candidate), [0, 0])[value == "correct"] += 1
+    if item.turn is None or not votes:
+        return [], 0
+    examples, ties = [], 0
+    for candidate in sorted(item.turn.candidates.all(), key=lambda c: c.index):
+        if str(candidate.pk) not in votes:
+            continue
+        incorrect, correct = votes[str(candidate.pk)]
+        if correct == incorrect:
+            ties += 1
+            continue
+        examples.append(
+            Pending(
+                kind="discriminative",
+                key=f"item-{item.pk}-candidate-{candidate.pk}-CORRECT",
+                context=context,
+                response=candidate.text,
+                attribute="CORRECT",
+                label=int(correct > incorrect),
+                soft_label=correct / (correct + incorrect),
+            )
+        )
+    return examples, ties

@@ -70,7 +70,7 @@ def test_quality_safety_export_gives_discriminator_examples_and_filtered_generat
 
     manifest = json.loads((dataset.path / "manifest.json").read_text())
     assert manifest["label_balance"]["UNSAFE"] == {"0": 18, "1": 2}
-    assert manifest["format"]["format_version"] == "1"
+    assert manifest["format"]["format_version"] == "2"
     assert {c["name"] for c in manifest["source_campaigns"]} == {ssi.name, safety.name}
     for name, entry in manifest["files"].items():
         assert records.sha256_of(dataset.path / name) == entry["sha256"]
@@ -165,8 +165,15 @@ def test_groundedness_export_renders_the_research_of_a_rewrite() -> None:
         ("research_step", "User", text),
     ]
     last = exported[-1]
-    assert last["research"][0] == {"query": "jaguar", "snippet": first[0].snippet}
-    assert "<TS> jaguar<snippet> " in last["text"]
+    # Each step shows the model the result's title and URL (what the rewrite cites), then its snippet.
+    assert (first[0].title, first[0].url) == ("Jaguar", JAGUAR_URL)
+    assert last["research"][0] == {
+        "query": "jaguar",
+        "title": "Jaguar",
+        "url": JAGUAR_URL,
+        "snippet": first[0].snippet,
+    }
+    assert f"<TS> jaguar<snippet> [Jaguar]({JAGUAR_URL}) {first[0].snippet}<TS>" in last["text"]
     assert last["text"].endswith(f"<User> {text}<eos>")
 
 

@@ -15,10 +15,13 @@ from trainer import formats
 from trainer.formats import (
     FORMAT_VERSION,
     Example,
+    Step,
     describe,
     discriminative,
     generative,
     render_for_scoring,
+    research_first,
+    research_prefix,
     research_query,
     research_step,
 )
@@ -34,6 +37,13 @@ MIRO_BASE = (
 MIRO_QUERY = "Miró and Gascoigne"
 SNIPPET_1 = "Gascoigne had been a practitioner of ikebana before she turned to sculpture."
 SNIPPET_2 = "Rosalie Gascoigne (1917-1999) was a New Zealand-born Australian sculptor."
+TITLE_1, URL_1 = "Rosalie Gascoigne", "https://en.wikipedia.org/wiki/Rosalie_Gascoigne"
+TITLE_2, URL_2 = "Ikebana", "https://en.wikipedia.org/wiki/Ikebana_(art)"
+STEP_1 = Step(MIRO_QUERY, TITLE_1, URL_1, SNIPPET_1)
+STEP_2 = Step(MIRO_QUERY, TITLE_2, URL_2, SNIPPET_2)
+# What the model reads of each tool result (rule 10): the source it may cite, then the snippet.
+RESULT_1 = f"[{TITLE_1}]({URL_1}) {SNIPPET_1}"
+RESULT_2 = f"[{TITLE_2}]({URL_2}) {SNIPPET_2}"
 MIRO_ANSWER = (
     "Oh wow, her life course is so inspiring. Did you know she was a practitioner of "
     "Japanese flower arrangement before turning to sculpture?"
@@ -208,33 +218,59 @@ def test_research_query_miro(tok: PreTrainedTokenizerFast) -> None:
 
 def test_research_step_miro_trace(tok: PreTrainedTokenizerFast) -> None:
     prefix = f"<user> {MIRO_CONTEXT[0][1]}<sentinel> {MIRO_BASE}"
-    # Step 1: first snippet read, the model asks again.
-    again = research_step(tok, MIRO_CONTEXT, MIRO_BASE, [(MIRO_QUERY, SNIPPET_1)], ("TS", MIRO_QUERY))
+    # Step 1: first result read, the model asks again.
+    again = research_step(tok, MIRO_CONTEXT, MIRO_BASE, [STEP_1], ("TS", MIRO_QUERY))
     check_shape(again, "research_step")
-    assert decode(tok, again.ids) == f"{prefix}<TS> {MIRO_QUERY}<snippet> {SNIPPET_1}<TS> {MIRO_QUERY}<eos>"
+    assert decode(tok, again.ids) == f"{prefix}<TS> {MIRO_QUERY}<snippet> {RESULT_1}<TS> {MIRO_QUERY}<eos>"
     assert masked(tok, again) == f"<TS> {MIRO_QUERY}<eos>"
-    # Step 2: second snippet read, the model answers the user.
-    steps = [(MIRO_QUERY, SNIPPET_1), (MIRO_QUERY, SNIPPET_2)]
+    # Step 2: second result read, the model answers the user.
+    steps = [STEP_1, STEP_2]
     answer = research_step(tok, MIRO_CONTEXT, MIRO_BASE, steps, ("User", MIRO_ANSWER))
     rendered = decode(tok, answer.ids)
     assert rendered == (
-        f"{prefix}<TS> {MIRO_QUERY}<snippet> {SNIPPET_1}<TS> {MIRO_QUERY}<snippet> {SNIPPET_2}"
+        f"{prefix}<TS> {MIRO_QUERY}<snippet> {RESULT_1}<TS> {MIRO_QUERY}<snippet> {RESULT_2}"
         f"<User> {MIRO_ANSWER}<eos>"
     )
-    assert paper(rendered).endswith(f"SNIPPET: {SNIPPET_2} User, {MIRO_ANSWER}")
+    assert paper(rendered).endswith(f"SNIPPET: {RESULT_2} User, {MIRO_ANSWER}")
     assert masked(tok, answer) == f"<User> {MIRO_ANSWER}<eos>"
     # Loss only on the trailing outcome: one contiguous run from the <User> token.
     start = answer.ids.index(special_id(tok, "<User>"))
     assert answer.loss_mask == [0] * start + [1] * (len(answer.ids) - start)
     # Earlier queries carry no <eos> (rule 3); the only <eos> is the last id.
     assert answer.ids.count(tok.eos_token_id) == 1
+    # What the research loop continues at inference is this example without its outcome.
+    assert answer.ids[:start] == research_prefix(tok, MIRO_CONTEXT, MIRO_BASE, steps)
+
+
+def test_a_tool_result_shows_the_title_and_url_a_rewrite_cites() -> None:
+    assert formats.tool_result(TITLE_1, URL_1, SNIPPET_1) == RESULT_1
+    assert formats.tool_result("", URL_1, SNIPPET_1) == f"[{URL_1}]({URL_1}) {SNIPPET_1}"
+    assert formats.tool_result("", "", "7856") == "7856"  # the calculator's answer has no source
+    assert formats.tool_result("", "", "") == ""  # the toolset had no answer
+
+
+def test_a_base_needing_no_research_is_task_1_with_the_base_sent_to_the_user(
+    tok: PreTrainedTokenizerFast,
+) -> None:
+    ex = research_first(tok, WHATS_UP, "not much.", ("User", "not much."))
+    check_shape(ex, "research_query")
+    assert decode(tok, ex.ids) == "<user> What's up?<sentinel> not much.<User> not much.<eos>"
+    assert paper(decode(tok, ex.ids)) == "What's up? RESPONSE not much. User, not much."
+    assert masked(tok, ex) == "<User> not much.<eos>"
+    assert research_first(tok, MIRO_CONTEXT, MIRO_BASE, ("TS", MIRO_QUERY)) == research_query(
+        tok, MIRO_CONTEXT, MIRO_BASE, MIRO_QUERY
+    )
 
 
 def test_research_step_validates(tok: PreTrainedTokenizerFast) -> None:
     with pytest.raises(ValueError, match="step"):
         research_step(tok, MIRO_CONTEXT, MIRO_BASE, [], ("User", MIRO_ANSWER))
     with pytest.raises(ValueError, match="outcome"):
-        research_step(tok, MIRO_CONTEXT, MIRO_BASE, [(MIRO_QUERY, SNIPPET_1)], ("Base", "x"))
+        research_step(tok, MIRO_CONTEXT, MIRO_BASE, [STEP_1], ("Base", "x"))
+    with pytest.raises(ValueError, match="outcome"):
+        research_first(tok, MIRO_CONTEXT, MIRO_BASE, ("Base", "x"))
+    with pytest.raises(ValueError, match="research step is a Step"):
+        research_step(tok, MIRO_CONTEXT, MIRO_BASE, [(MIRO_QUERY, SNIPPET_1)], ("User", MIRO_ANSWER))
 
 
 # across formats --------------------------------------------------------------------------------
@@ -245,7 +281,8 @@ def all_examples(tok: PreTrainedTokenizerFast) -> list[Example]:
         generative(tok, WHATS_UP, "not much."),
         discriminative(tok, WHATS_UP, "not much.", "CORRECT", 1),
         research_query(tok, MIRO_CONTEXT, MIRO_BASE, MIRO_QUERY),
-        research_step(tok, MIRO_CONTEXT, MIRO_BASE, [(MIRO_QUERY, SNIPPET_1)], ("User", MIRO_ANSWER)),
+        research_first(tok, WHATS_UP, "not much.", ("User", "not much.")),
+        research_step(tok, MIRO_CONTEXT, MIRO_BASE, [STEP_1], ("User", MIRO_ANSWER)),
     ]
 
 
@@ -263,10 +300,12 @@ def test_formats_identical_after_save_load(tok: PreTrainedTokenizerFast, tmp_pat
 
 def test_describe_is_json_and_carries_the_rules() -> None:
     info = describe()
-    assert info["format_version"] == FORMAT_VERSION == "1"
+    assert info["format_version"] == FORMAT_VERSION == "2"
     assert info["special_tokens"] == list(SPECIAL_TOKENS)
     assert set(info["kinds"]) == {"generative", "discriminative", "research_query", "research_step"}
     assert "<sentinel>" in info["rules"]
+    assert "[title](url) snippet" in info["rules"]  # what a tool result shows the model
+    assert "<User> base<eos>" in info["rules"]  # the no-research outcome of task 1
     assert "loss" in info["rules"].lower()
     assert json.loads(json.dumps(info)) == info
 

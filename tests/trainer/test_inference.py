@@ -11,7 +11,7 @@ import torch
 from dialogs.models import Candidate
 from tests.factories import dialog_with_turns
 from tests.trainer.helpers import tiny_model
-from trainer import inference, sampling
+from trainer import formats, inference, sampling
 
 pytestmark = pytest.mark.django_db
 
@@ -71,9 +71,9 @@ def test_the_research_loop_stops_at_the_query_cap() -> None:
     )
     asked: list[str] = []
 
-    def ask(query: str) -> tuple[str, str]:
+    def ask(query: str) -> dict[str, str]:
         asked.append(query)
-        return f"snippet {len(asked)}", f"https://example.org/{len(asked)}"
+        return {"title": "", "url": f"https://example.org/{len(asked)}", "snippet": f"snippet {len(asked)}"}
 
     trace = asking.research([("user", "Tell me about owls.")], "Owls are birds.", ask, max_queries=3)
 
@@ -81,6 +81,58 @@ def test_the_research_loop_stops_at_the_query_cap() -> None:
     assert trace.capped
     assert [s["url"] for s in trace.steps] == [f"https://example.org/{i}" for i in (1, 2, 3)]
     assert trace.response  # made to answer (with <User>) after the third query
+
+
+class Recording(AlwaysAsks):
+    """``AlwaysAsks`` that keeps every input the research loop decides the next speaker on."""
+
+    def __init__(self, model: Any, ts: int, eos: int) -> None:
+        super().__init__(model, ts, eos)
+        self.fed: list[list[int]] = []
+
+    def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> Any:
+        if kwargs.get("use_cache") is False:
+            self.fed.append(input_ids[0].tolist())
+        return super().forward(input_ids, **kwargs)
+
+
+def test_the_research_loop_shows_the_model_each_result_as_the_training_examples_do() -> None:
+    """What the grounded model reads after a query is what task 2 trained it on: the result's
+    title and URL (the source it may cite), then the snippet."""
+    version = tiny_model()
+    scorer = inference.scorer_for(version)
+    model = Recording(scorer.model, scorer.ts, scorer.eos)
+    asking = sampling.Scorer(model, scorer.tokenizer, discriminators=False)
+    results = [
+        {"title": "Owl", "url": "https://en.wikipedia.org/wiki/Owl", "snippet": "Owls are birds of prey."},
+        {"title": "", "url": "", "snippet": "7856"},  # the calculator's: no source
+    ]
+    context, base = [("user", "Tell me about owls.")], "Owls are birds."
+
+    trace = asking.research(
+        context,
+        base,
+        lambda query: results[len(model.fed) - 1],
+        max_queries=2,
+        settings=sampling.Settings(max_prompt_tokens=100_000, max_new_tokens=8),
+        generator=torch.Generator().manual_seed(0),
+    )
+
+    assert [(s["title"], s["url"], s["snippet"]) for s in trace.steps] == [
+        (r["title"], r["url"], r["snippet"]) for r in results
+    ]
+    steps = [formats.Step(s["query"], s["title"], s["url"], s["snippet"]) for s in trace.steps]
+    # The last input the loop chose a speaker on holds the first query and its result.
+    fed = model.fed[-1]
+    assert fed == formats.research_prefix(scorer.tokenizer, context, base, steps[:1])
+    shown = scorer.tokenizer.decode(fed)
+    assert shown.endswith(
+        f"<TS> {steps[0].query}<snippet> [Owl](https://en.wikipedia.org/wiki/Owl) Owls are birds of prey."
+    )
+    # ... and it is the training example of that step, without its outcome.
+    example = formats.research_step(scorer.tokenizer, context, base, steps[:1], ("TS", steps[1].query))
+    assert example.ids[: len(fed)] == fed
+    assert example.loss_mask[: len(fed)] == [0] * len(fed)
 
 
 def test_admins_see_a_model_turns_candidates_with_their_scores(client: Any, users: dict[Any, Any]) -> None:
@@ -124,7 +176,7 @@ def test_a_grounded_model_researches_with_the_toolset_and_the_turn_keeps_the_tra
 
     assert turn.base_text  # the sample-and-rank answer, before research
     assert len(turn.research) == 2
-    assert all(set(step) == {"query", "snippet", "url"} for step in turn.research)
+    assert all(set(step) == {"query", "title", "url", "snippet"} for step in turn.research)
     calls = ToolCall.objects.filter(actor_model="grounded")
     assert calls.count() >= 2  # every tool that ran for each query is logged
     assert {c.session for c in calls} == {f"dialog-{dialog.pk}-turn-1"}

@@ -150,8 +150,8 @@ def _dataset_sources(
     if dataset.kind == DatasetVersion.Kind.QUALITY_SAFETY:
         labelled = annotation_selectors.labelled_items(campaigns=campaigns)
         return labelled.count(), sources.quality_safety_sources(campaigns)
-    rewrites = annotation_selectors.researched_rewrites(campaigns=campaigns)
-    return rewrites.count(), sources.groundedness_sources(campaigns)
+    rewritten = annotation_selectors.rewritten_items(campaigns=campaigns)
+    return rewritten.count(), sources.groundedness_sources(campaigns)
 
 
 def _render(tokenizer: Any, pending: sources.Pending) -> formats.Example:
@@ -165,7 +165,7 @@ def _render(tokenizer: Any, pending: sources.Pending) -> formats.Example:
         )
     assert pending.outcome is not None
     if pending.kind == "research_query":
-        return formats.research_query(tokenizer, pending.context, pending.response, pending.outcome[1])
+        return formats.research_first(tokenizer, pending.context, pending.response, pending.outcome)
     return formats.research_step(
         tokenizer, pending.context, pending.response, pending.research, pending.outcome
     )
@@ -183,7 +183,7 @@ def _row(tokenizer: Any, pending: sources.Pending, split: str, dialog: str) -> d
         "dialog": dialog,
         "context": [{"speaker": s, "text": t} for s, t in pending.context],
         "response": pending.response,
-        "research": [{"query": q, "snippet": s} for q, s in pending.research],
+        "research": [step._asdict() for step in pending.research],
         "outcome_speaker": pending.outcome[0] if pending.outcome else None,
         "outcome": pending.outcome[1] if pending.outcome else None,
         "text": tokenizer.decode(example.ids),
@@ -216,7 +216,7 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
         )
     tokenizers.save(tokenizer, tokenizer_dir)
 
-    if dataset.kind == DatasetVersion.Kind.QUALITY_SAFETY:
+    if dataset.kind in (DatasetVersion.Kind.QUALITY_SAFETY, DatasetVersion.Kind.GROUNDEDNESS):
         # The labels as the judgments stand now: an item whose consensus task was never queued
         # (the broker was down when its last judgment came) is labelled here.
         for campaign in campaigns:
@@ -236,6 +236,8 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
             split = records.split_of(source.dialog, dataset.validation_percent)
             if not source.examples:
                 skipped["sources_without_examples"] += 1
+            for reason, count in source.skipped.items():
+                skipped[reason] = skipped.get(reason, 0) + count
             for pending in keep(source.examples) if keep else source.examples:
                 writer.add(_row(tokenizer, pending, split, source.dialog))
                 counts[split][pending.kind] = counts[split].get(pending.kind, 0) + 1
