@@ -299,7 +299,11 @@ class TrainingJobAdmin(TrainerAdmin):
     add_submit = "Start training"
     add_fieldsets = [
         ("Job", "", ["kind", "base_model", "datasets"]),
-        ("Hyperparameters", "", ["steps", "learning_rate", "batch_size", "checkpoint_every"]),
+        (
+            "Hyperparameters",
+            "",
+            ["steps", "learning_rate", "batch_size", "checkpoint_every", "seed", "qs_mix_share"],
+        ),
     ]
 
     def get_add_form(self, request: HttpRequest) -> TrainingJobForm:

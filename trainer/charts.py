@@ -64,24 +64,39 @@ def loss_curve(history: Any, *, max_points: int = CURVE_POINTS) -> dict[str, Any
     }
 
 
+def change(before: Any, after: Any) -> str | None:
+    """``after - before`` signed to 3 decimals (``+0.125``, ``-0.050``); None unless both are
+    finite numbers (an AUC is None when the held-out examples have one class)."""
+    if not (finite(before) and finite(after)):
+        return None
+    return f"{after - before:+.3f}"
+
+
 def metrics_table(metrics: Any) -> dict[str, Any] | None:
-    """Initial against final evaluation (validation loss, per-attribute accuracy and AUC)."""
+    """Initial (before training: the base model) against final (the new weights) evaluation:
+    validation loss, and per attribute accuracy and AUC with their change; ``mix`` is what a
+    groundedness fine-tune mixed in of its base model's quality-safety data (None for others)."""
     if not isinstance(metrics, dict) or not metrics:
         return None
     initial = metrics.get("initial") or {}
     final = metrics.get("final") or {}
     before, after = initial.get("attributes") or {}, final.get("attributes") or {}
-    attributes = [
-        {
-            "name": name,
-            "n": (after.get(name) or before.get(name) or {}).get("n"),
-            "initial_accuracy": (before.get(name) or {}).get("accuracy"),
-            "final_accuracy": (after.get(name) or {}).get("accuracy"),
-            "initial_auc": (before.get(name) or {}).get("auc"),
-            "final_auc": (after.get(name) or {}).get("auc"),
-        }
-        for name in sorted(set(before) | set(after))
-    ]
+    attributes = []
+    for name in sorted(set(before) | set(after)):
+        was, now = before.get(name) or {}, after.get(name) or {}
+        attributes.append(
+            {
+                "name": name,
+                "n": (now or was).get("n"),
+                "initial_accuracy": was.get("accuracy"),
+                "final_accuracy": now.get("accuracy"),
+                "accuracy_change": change(was.get("accuracy"), now.get("accuracy")),
+                "initial_auc": was.get("auc"),
+                "final_auc": now.get("auc"),
+                "auc_change": change(was.get("auc"), now.get("auc")),
+            }
+        )
+    mix = metrics.get("mix")
     return {
         "initial_loss": initial.get("validation_loss"),
         "final_loss": final.get("validation_loss"),
@@ -89,4 +104,5 @@ def metrics_table(metrics: Any) -> dict[str, Any] | None:
         "train_loss": metrics.get("train_loss"),
         "tokens_per_second": metrics.get("tokens_per_second"),
         "attributes": attributes,
+        "mix": mix if isinstance(mix, dict) else None,
     }

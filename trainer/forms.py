@@ -128,6 +128,24 @@ class TrainingJobForm(forms.Form):
         initial=50,
         help_text="Steps between checkpoints (resume points).",
     )
+    seed = forms.IntegerField(
+        min_value=BOUNDS["seed"][0],
+        max_value=BOUNDS["seed"][1],
+        required=False,
+        initial=0,
+        help_text="Seeds a new model's initial weights, the batch order and dropout: the same datasets "
+        "and hyperparameters give the same model.",
+    )
+    qs_mix_share = forms.FloatField(
+        min_value=BOUNDS["qs_mix_share"][0],
+        max_value=BOUNDS["qs_mix_share"][1],
+        required=False,
+        initial=0.2,
+        label="Quality-safety mix share",
+        help_text="Groundedness fine-tunes only: the share of the base model's quality-safety training "
+        "examples mixed in, so its discriminators are kept (0: none).",
+    )
+    OPTIONAL_HYPERPARAMETERS = ("seed", "qs_mix_share")  # blank: the job's default
 
     def service_kwargs(self) -> dict[str, Any]:
         """The arguments of ``requests.training_request`` (but ``created_by``)."""
@@ -141,5 +159,6 @@ class TrainingJobForm(forms.Form):
                 "learning_rate": data["learning_rate"],
                 "batch_size": data["batch_size"],
                 "checkpoint_every": data["checkpoint_every"],
+                **{name: data[name] for name in self.OPTIONAL_HYPERPARAMETERS if data.get(name) is not None},
             },
         }

@@ -22,6 +22,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "checkpoint_every": (1, 1_000_000),
     "seed": (0, 2**32 - 1),  # what numpy's and every other generator's seed takes
     "report_every": (0.1, 3600.0),
+    "qs_mix_share": (0.0, 1.0),
 }
 # Tokens in one optimizer step (batch_size × max_length): what a step's activations grow with.
 MAX_TOKENS_PER_STEP = 262_144  # 64 × the default 16 × 256
@@ -57,10 +58,15 @@ class Hyperparameters:
     warmup_steps: int = 20
     weight_decay: float = 0.1
     checkpoint_every: int = 50
+    # Seeds a pretrain job's initial weights, the batch order and dropout: same datasets and
+    # hyperparameters, same model (modeling.model_init).
     seed: int = 0
     bf16: bool | None = None  # None: where the CPU that trains computes bf16 (training.uses_bf16)
     # How often (seconds) progress is reported; every report also checks for cancellation.
     report_every: float = 2.0
+    # finetune_groundedness only: the share of the quality-safety training examples of the base
+    # model's lineage (the data its discriminators learnt from) mixed into the groundedness data.
+    qs_mix_share: float = 0.2
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Hyperparameters:

@@ -295,5 +295,17 @@ class GroundworkForCausalLM(GroundworkPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)
 
 
+def model_init(config: GroundworkConfig, *, seed: int) -> GroundworkForCausalLM:
+    """A new model whose initial weights are a function of ``config`` and ``seed`` only.
+
+    The weights are drawn under a forked RNG seeded with ``seed``: whatever the process drew
+    before (a worker that trained other jobs, a test) does not change them, and drawing them does
+    not change what the process draws next. Same config and seed, same ``state_dict``.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return GroundworkForCausalLM(config)
+
+
 AutoConfig.register(GroundworkConfig.model_type, GroundworkConfig, exist_ok=True)
 AutoModelForCausalLM.register(GroundworkConfig, GroundworkForCausalLM, exist_ok=True)

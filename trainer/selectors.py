@@ -14,7 +14,7 @@ from django.db import connection
 from django.db.models import Prefetch, prefetch_related_objects
 from django.db.models.expressions import RawSQL
 
-from trainer.models import DatasetVersion, ModelVersion
+from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 
 
 def serving_model() -> ModelVersion | None:
@@ -73,3 +73,14 @@ def lineage_kinds(version: ModelVersion) -> set[str]:
     (discriminators after ``finetune_quality_safety``, research after ``finetune_groundedness``)."""
     chain = [version, *ancestors([version])[version.pk]]
     return {v.job.kind for v in chain if v.job_id is not None}
+
+
+def quality_safety_data(version: ModelVersion) -> tuple[ModelVersion | None, list[DatasetVersion]]:
+    """Where ``version``'s discriminators come from: the nearest version of its lineage (itself
+    first) made by a ``finetune_quality_safety`` job, and the datasets that job trained on (by
+    id); ``(None, [])`` when no such job is in the lineage (a pre-trained model)."""
+    for ancestor in lineage(version):
+        job = ancestor.job
+        if job is not None and job.kind == TrainingJob.Kind.FINETUNE_QUALITY_SAFETY:
+            return ancestor, list(job.datasets.all())
+    return None, []

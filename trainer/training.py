@@ -123,10 +123,35 @@ def train(
 ) -> Progress:
     """Train ``model`` in place for ``hp.steps`` steps, resuming from ``checkpoint_dir`` if a
     checkpoint is there. ``report`` is called every ``hp.report_every`` seconds and at the end;
-    when it returns False the loop raises :class:`Cancelled` (the checkpoint stays)."""
+    when it returns False the loop raises :class:`Cancelled` (the checkpoint stays).
+
+    What the loop draws at random (dropout) comes from a forked RNG seeded with ``hp.seed``: the
+    worker's global RNG state neither changes the run nor is changed by it."""
     if not examples:
         raise ValueError("no training examples")
-    torch.manual_seed(hp.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(hp.seed)
+        return _train(
+            model,
+            examples,
+            hp,
+            pad_id=pad_id,
+            checkpoint_dir=checkpoint_dir,
+            report=report,
+            on_checkpoint=on_checkpoint,
+        )
+
+
+def _train(
+    model: nn.Module,
+    examples: Sequence[Pair],
+    hp: Hyperparameters,
+    *,
+    pad_id: int,
+    checkpoint_dir: Path,
+    report: Callable[[Progress], bool],
+    on_checkpoint: Callable[[int], None],
+) -> Progress:
     model.train()
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -185,6 +210,15 @@ def train(
             last_report, window_tokens, window_start = now, 0, now
     model.eval()
     return progress
+
+
+def mix_indices(available: int, share: float, seed: int) -> list[int]:
+    """Which of ``available`` examples a fine-tune mixes into its own: ``share`` of them (rounded
+    half up), drawn without replacement by a generator of its own seeded with ``seed``, so every
+    run and every resume of a job mixes the same ones; in ascending order."""
+    count = min(available, math.floor(share * available + 0.5))
+    generator = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(available, generator=generator)[:count].tolist())
 
 
 # --- evaluation ---------------------------------------------------------------------------------

@@ -305,6 +305,31 @@ def test_a_researcher_retrains(client, users, artifacts) -> None:
     assert (hp["steps"], hp["learning_rate"], hp["batch_size"], hp["checkpoint_every"]) == (30, 0.0005, 8, 10)
 
 
+def test_the_retrain_form_takes_a_seed_and_the_quality_safety_mix_share(client, users, artifacts) -> None:
+    dataset = ready_dataset(artifacts)
+    client.force_login(users[Role.RESEARCHER])
+    form = client.get(url("trainingjob_add")).content.decode()
+    assert 'name="seed"' in form
+    assert 'name="qs_mix_share" value="0.2"' in form
+
+    client.post(
+        url("trainingjob_add"),
+        {
+            "kind": "pretrain",
+            "datasets": [dataset.pk],
+            "steps": 30,
+            "learning_rate": 0.0005,
+            "batch_size": 8,
+            "checkpoint_every": 10,
+            "seed": 9,
+            "qs_mix_share": 0,
+        },
+    )
+
+    hp = TrainingJob.objects.get().hyperparameters
+    assert (hp["seed"], hp["qs_mix_share"]) == (9, 0.0)
+
+
 def test_a_refused_retrain_shows_the_services_reason(client, users, artifacts) -> None:
     dataset = ready_dataset(artifacts)  # a pretrain dataset
     model_version("gw-1", serving=True)

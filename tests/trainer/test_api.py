@@ -89,6 +89,7 @@ def test_an_unknown_file_of_a_dataset_is_a_json_404(researcher: APIClient, artif
         ('{"weight_decay": "inf"}', "hyperparameter weight_decay: must be a finite number"),
         ('{"seed": 18446744073709551616}', "hyperparameter seed: must be between 0 and 4294967295"),
         ('{"report_every": 0.0001}', "hyperparameter report_every: must be between 0.1 and 3600.0"),
+        ('{"qs_mix_share": 1.5}', "hyperparameter qs_mix_share: must be between 0.0 and 1.0, got 1.5"),
         ('{"model": {"d_model": 1000000000}}', "hyperparameter model.d_model: must be between 8 and 4096"),
         ('{"model": {"n_layer": 1000}}', "hyperparameter model.n_layer: must be between 1 and 64"),
         (

@@ -1,10 +1,10 @@
 """The job and model pages' drawings: the loss curve keeps its ends and at most 300 points, the
-metrics table pairs the initial and the final evaluation."""
+metrics table pairs the initial and the final evaluation and gives their change."""
 
 from __future__ import annotations
 
 from tests.trainer.test_admin import FINAL, INITIAL
-from trainer.charts import loss_curve, metrics_table
+from trainer.charts import change, loss_curve, metrics_table
 
 
 def test_the_loss_curve_keeps_at_most_300_points_with_both_ends() -> None:
@@ -31,8 +31,17 @@ def test_metrics_table_pairs_initial_and_final() -> None:
             "n": 12,
             "initial_accuracy": 0.5,
             "final_accuracy": 0.75,
+            "accuracy_change": "+0.250",
             "initial_auc": 0.5,
             "final_auc": 0.8125,
+            "auc_change": "+0.312",
         }
     ]
+    assert table["mix"] is None
     assert metrics_table({}) is None
+
+
+def test_a_change_needs_two_numbers() -> None:
+    assert change(0.75, 0.5) == "-0.250"
+    assert change(None, 0.5) is None  # an AUC over one class
+    assert change(0.5, float("nan")) is None

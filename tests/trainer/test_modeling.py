@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.cache_utils import DynamicCache
 from transformers.models.t5.modeling_t5 import T5Attention
 
-from trainer.modeling import GroundworkConfig, GroundworkForCausalLM, GroundworkModel
+from trainer.modeling import GroundworkConfig, GroundworkForCausalLM, GroundworkModel, model_init
 
 bucket = GroundworkModel._relative_position_bucket
 
@@ -193,3 +193,21 @@ def test_position_ids_let_rows_of_one_cache_end_at_different_lengths(model: Grou
         exact_1 = model(torch.cat([ids[1:, :10], extra[1:]], dim=1), use_cache=False).logits[:, -1]
     assert (shared[0, -1] - exact_0[0]).abs().max() < 1e-4
     assert (shared[1, -1] - exact_1[0]).abs().max() < 1e-4
+
+
+def test_a_seed_gives_the_same_initial_weights_whatever_the_global_rng_did() -> None:
+    torch.manual_seed(123)
+    first = model_init(tiny_config(), seed=7).state_dict()
+    torch.rand(1000)  # a worker that drew other numbers in between
+    again = model_init(tiny_config(), seed=7).state_dict()
+    other = model_init(tiny_config(), seed=8).state_dict()
+
+    assert first.keys() == again.keys() == other.keys()
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not torch.equal(first["model.embed_tokens.weight"], other["model.embed_tokens.weight"])
+    # Drawing the weights leaves the global generator where it was.
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    model_init(tiny_config(), seed=7)
+    assert torch.equal(torch.rand(3), expected)

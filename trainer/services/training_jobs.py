@@ -26,7 +26,7 @@ from django.utils import timezone
 from trainer import records, selectors, training
 from trainer import tokenizer as tokenizers
 from trainer.hyperparameters import Hyperparameters
-from trainer.modeling import GroundworkConfig, GroundworkForCausalLM
+from trainer.modeling import GroundworkConfig, GroundworkForCausalLM, model_init
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 from trainer.services import dataset_builds
 from trainer.services.requests import (
@@ -97,23 +97,95 @@ def _claim(job_id: int, worker: str) -> TrainingJob | None:
         return job
 
 
-def _training_data(job: TrainingJob) -> tuple[list[training.Pair], list[training.Pair], list[training.Rated]]:
+COLUMNS = ("input_ids", "loss_mask", "kind", "attribute", "label")
+
+
+def _rows(dataset: DatasetVersion, split: str) -> list[dict[str, Any]]:
+    return list(records.read_rows(dataset.path, split, COLUMNS))
+
+
+def _pairs(rows: list[dict[str, Any]]) -> list[training.Pair]:
+    return [(row["input_ids"], row["loss_mask"]) for row in rows]
+
+
+def _rated(rows: list[dict[str, Any]]) -> list[training.Rated]:
+    return [
+        training.Rated(row["attribute"], row["label"], row["input_ids"])
+        for row in rows
+        if row["kind"] == "discriminative"
+    ]
+
+
+def _training_data(
+    job: TrainingJob, hp: Hyperparameters
+) -> tuple[list[training.Pair], list[training.Pair], list[training.Rated], dict[str, Any] | None]:
+    """``(train, validation, rated, mix)``: the examples of the job's datasets, its validation
+    pairs and the discriminative ones among them; a groundedness fine-tune also gets
+    ``_quality_safety_mix``'s examples and its ``mix`` record (None for other jobs)."""
     train: list[training.Pair] = []
     validation: list[training.Pair] = []
     rated: list[training.Rated] = []
-    columns = ("input_ids", "loss_mask", "kind", "attribute", "label")
     for dataset in job.datasets.order_by("pk"):
-        for row in records.read_rows(dataset.path, "train", columns):
-            train.append((row["input_ids"], row["loss_mask"]))
-        for row in records.read_rows(dataset.path, "validation", columns):
-            validation.append((row["input_ids"], row["loss_mask"]))
-            if row["kind"] == "discriminative":
-                rated.append(training.Rated(row["attribute"], row["label"], row["input_ids"]))
-    return train, validation, rated
+        train += _pairs(_rows(dataset, "train"))
+        held_out = _rows(dataset, "validation")
+        validation += _pairs(held_out)
+        rated += _rated(held_out)
+    if job.kind != TrainingJob.Kind.FINETUNE_GROUNDEDNESS or job.base_model is None:
+        return train, validation, rated, None
+    mixed, held_out_rated, mix = _quality_safety_mix(job, hp, own_examples=len(train))
+    return train + mixed, validation, rated + held_out_rated, mix
 
 
-def _base(job: TrainingJob) -> tuple[Any, Any]:
-    """(model, tokenizer) to start from: the base model, or a new one for a pretrain job."""
+def _quality_safety_mix(
+    job: TrainingJob, hp: Hyperparameters, *, own_examples: int
+) -> tuple[list[training.Pair], list[training.Rated], dict[str, Any]]:
+    """What a groundedness fine-tune keeps of the discriminators' data (METHOD.md §8: it trains on
+    top of FT quality-safety, whose discriminators inference keeps using): ``hp.qs_mix_share`` of
+    the training examples of the datasets the base model's quality-safety fine-tune trained on
+    (``selectors.quality_safety_data``), drawn with ``hp.seed``, and the discriminative examples
+    of their validation split, on which every discriminator is evaluated before and after.
+    Datasets rendered with another tokenizer than the base model's are left out and named."""
+    assert job.base_model is not None
+    source, datasets = selectors.quality_safety_data(job.base_model)
+    usable = [d for d in datasets if d.tokenizer_sha256 == job.base_model.tokenizer_sha256]
+    available: list[training.Pair] = []
+    held_out: list[training.Rated] = []
+    for dataset in usable:
+        available += _pairs(_rows(dataset, "train"))
+        held_out += _rated(_rows(dataset, "validation"))
+    chosen = training.mix_indices(len(available), hp.qs_mix_share, hp.seed)
+    mix = {
+        "share": hp.qs_mix_share,
+        "source": source.name if source is not None else None,
+        "datasets": [d.pk for d in usable],
+        "left_out": [d.pk for d in datasets if d not in usable],
+        "available": len(available),
+        "mixed": len(chosen),
+        "own_examples": own_examples,
+        "evaluated": len(held_out),
+    }
+    return [available[i] for i in chosen], held_out, mix
+
+
+def _mix_line(job: TrainingJob, mix: dict[str, Any]) -> str:
+    """The log's line about the mix (also what the job page says when there is nothing to mix)."""
+    if mix["source"] is None:
+        return (
+            f"no quality-safety data to mix in: no finetune_quality_safety job in the lineage of "
+            f"{job.base_model}, so no discriminators to evaluate"
+        )
+    datasets = ", ".join(f"#{pk}" for pk in mix["datasets"]) or "none"
+    return (
+        f"mixing {mix['mixed']} of {mix['available']} quality-safety training examples "
+        f"(share {mix['share']:g}) of datasets {datasets} (from {mix['source']}) into "
+        f"{mix['own_examples']} groundedness examples; discriminators evaluated on "
+        f"{mix['evaluated']} held-out examples"
+    )
+
+
+def _base(job: TrainingJob, hp: Hyperparameters) -> tuple[Any, Any]:
+    """(model, tokenizer) to start from: the base model, or for a pretrain job a new one whose
+    initial weights follow from its model sizes and ``hp.seed`` alone (``model_init``)."""
     if job.base_model is not None:
         model = GroundworkForCausalLM.from_pretrained(str(job.base_model.path))
         return model, tokenizers.load(job.base_model.path)
@@ -125,7 +197,7 @@ def _base(job: TrainingJob) -> tuple[Any, Any]:
         eos_token_id=tokenizer.eos_token_id,
         **job.hyperparameters.get("model", {}),
     )
-    return GroundworkForCausalLM(config), tokenizer
+    return model_init(config, seed=hp.seed), tokenizer
 
 
 def _evaluate(model: Any, tokenizer: Any, hp: Hyperparameters, validation: list, rated: list) -> dict:
@@ -152,12 +224,19 @@ def training_run(
     hp = Hyperparameters.from_dict({k: v for k, v in job.hyperparameters.items() if k != "model"})
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     try:
-        train, validation, rated = _training_data(job)
-        model, tokenizer = _base(job)
+        train, validation, rated, mix = _training_data(job, hp)
+        model, tokenizer = _base(job, hp)
         metrics = dict(job.metrics)
         if "initial" not in metrics:
+            # "before": the base model on the held-out examples; "final" is the new weights on them.
             metrics["initial"] = _evaluate(model, tokenizer, hp, validation, rated)
-            TrainingJob.objects.filter(pk=job.pk).update(metrics=metrics, heartbeat_at=timezone.now())
+            updates: dict[str, Any] = {}
+            if mix is not None:
+                metrics["mix"] = mix
+                job.log = updates["log"] = job_log(job, _mix_line(job, mix))
+            TrainingJob.objects.filter(pk=job.pk).update(
+                metrics=metrics, heartbeat_at=timezone.now(), **updates
+            )
 
         def report(progress: training.Progress) -> bool:
             if on_progress is not None:
