@@ -43,6 +43,20 @@ def test_the_serving_model_answers_with_sixteen_candidates_kept() -> None:
     assert turn.fallback in ("", "empty")
 
 
+def serving_fine_tune(kind: str, name: str) -> Any:
+    """A version fine-tuned from the tiny model by a job of ``kind`` (the same weights), serving:
+    what it can do follows from its lineage."""
+    from trainer.models import ModelVersion, TrainingJob
+    from trainer.services import requests
+
+    base = tiny_model()
+    job = TrainingJob.objects.create(kind=kind, status="succeeded", total_steps=1)
+    version = ModelVersion.objects.create(
+        name=name, parent=base, job=job, directory=base.directory, tokenizer_sha256=base.tokenizer_sha256
+    )
+    return requests.model_serve(model=version)
+
+
 def test_without_a_serving_model_respond_says_so() -> None:
     dialog = dialog_with_turns(["Hi"], external_id="chat-2", purpose="quality")
     with pytest.raises(inference.NoModel, match="no model version serves yet"):
@@ -101,20 +115,10 @@ def test_admins_see_a_model_turns_candidates_with_their_scores(client: Any, user
 def test_a_grounded_model_researches_with_the_toolset_and_the_turn_keeps_the_trace(settings: Any) -> None:
     from tests.annotation.helpers import rewrite_corpus
     from toolset.models import ToolCall
-    from trainer.models import ModelVersion, TrainingJob
-    from trainer.services import requests
 
-    base = tiny_model()
+    # Its lineage has a groundedness fine-tune: it researches.
+    grounded = serving_fine_tune("finetune_groundedness", "grounded")
     rewrite_corpus()  # a small search corpus, indexed
-    job = TrainingJob.objects.create(kind="finetune_groundedness", status="succeeded", total_steps=1)
-    grounded = ModelVersion.objects.create(
-        name="grounded",
-        parent=base,
-        job=job,
-        directory=base.directory,
-        tokenizer_sha256=base.tokenizer_sha256,
-    )
-    requests.model_serve(model=grounded)  # its lineage has a groundedness fine-tune: it researches
     loaded = inference.scorer_for(grounded)
     inference._loaded[grounded.name] = sampling.Scorer(
         AlwaysAsks(loaded.model, loaded.ts, loaded.eos), loaded.tokenizer, discriminators=False
@@ -149,19 +153,7 @@ class AlwaysUnsafe(torch.nn.Module):
 def serving_unsafe_model() -> Any:
     """A version fine-tuned for quality and safety (so it ranks with discriminators), serving, whose
     discriminators predict every candidate unsafe."""
-    from trainer.models import ModelVersion, TrainingJob
-    from trainer.services import requests
-
-    base = tiny_model()
-    job = TrainingJob.objects.create(kind="finetune_quality_safety", status="succeeded", total_steps=1)
-    version = ModelVersion.objects.create(
-        name="qs-unsafe",
-        parent=base,
-        job=job,
-        directory=base.directory,
-        tokenizer_sha256=base.tokenizer_sha256,
-    )
-    requests.model_serve(model=version)
+    version = serving_fine_tune("finetune_quality_safety", "qs-unsafe")
     loaded = inference.scorer_for(version)
     assert loaded.discriminators
     inference._loaded[version.name] = sampling.Scorer(
