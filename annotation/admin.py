@@ -82,7 +82,9 @@ class CampaignCreateForm(forms.Form):
     kind = forms.ChoiceField(choices=Campaign.Kind.choices)
     purpose = forms.ChoiceField(choices=[("", "Any"), *Dialog.Purpose.choices], required=False)
     role = forms.ModelChoiceField(Role.objects.all(), to_field_name="slug", required=False, empty_label="Any")
-    model_version = forms.CharField(required=False, help_text="Only dialogs this model answered in.")
+    model_version = forms.CharField(
+        required=False, help_text="Only the model turns this model version wrote (each turn names its own)."
+    )
     created_from = forms.DateField(
         required=False, label="Dialogs from", widget=forms.DateInput(attrs={"type": "date"})
     )
@@ -106,6 +108,12 @@ class CampaignCreateForm(forms.Form):
         help_text="Safety campaigns only. None chosen: every active objective.",
     )
     instructions = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4}))
+    include_fallback = forms.BooleanField(
+        required=False,
+        label="Include fallback replies",
+        help_text="Also rate the turns where the safe fallback reply was sent because every candidate "
+        "was predicted unsafe (left out by default: they are not the model's text).",
+    )
     empty = forms.BooleanField(
         required=False, label="No items", help_text="Create the campaign empty, to import judgments into."
     )
@@ -139,6 +147,7 @@ class CampaignCreateForm(forms.Form):
             model_version=data["model_version"] or None,
             created_from=_start_of(data["created_from"]) if data["created_from"] else None,
             created_to=_start_of(last + timedelta(days=1)) if last else None,
+            include_fallback=data["include_fallback"],
         )
 
 
@@ -218,7 +227,7 @@ class CampaignAdmin(ServiceAddMixin, admin.ModelAdmin):
         (
             "Items: the model turns of these dialogs",
             "A blank filter takes every dialog.",
-            ["purpose", "role", "model_version", "created_from", "created_to", "empty"],
+            ["purpose", "role", "model_version", "created_from", "created_to", "include_fallback", "empty"],
         ),
         ("Safety", "", ["objectives"]),
     ]

@@ -23,7 +23,7 @@ from groundwork.roles import ModelPermissions
 class TurnSerializer(serializers.ModelSerializer):
     class Meta:
         model = Turn
-        fields = ["index", "speaker", "text"]
+        fields = ["index", "speaker", "text", "model_version", "fallback"]
 
 
 class DialogSerializer(serializers.ModelSerializer):
@@ -33,7 +33,7 @@ class DialogSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Dialog
-        fields = ["id", "purpose", "mode", "role", "model_version", "source", "created_at", "turns", "meta"]
+        fields = ["id", "purpose", "mode", "role", "source", "created_at", "turns", "meta"]
 
 
 ImportResultSerializer = inline_serializer(

@@ -20,6 +20,13 @@ class Purpose(models.TextChoices):
     PRETRAIN = "pretrain", "Pre-training"
 
 
+class Fallback(models.TextChoices):
+    """Why a model turn is a canned reply instead of one of the model's candidates."""
+
+    UNSAFE = "unsafe", "Every candidate predicted unsafe"
+    EMPTY = "empty", "Every candidate empty"
+
+
 class Mode(models.TextChoices):
     NATURAL = "natural", "Natural"
     SENSITIVE = "sensitive", "Sensitive topics"
@@ -52,9 +59,6 @@ class Dialog(models.Model):
     purpose = models.CharField(max_length=16, choices=Purpose.choices, db_index=True)
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.NATURAL)
     role = models.ForeignKey(Role, null=True, blank=True, on_delete=models.PROTECT)
-    # Name of the model version that answered (blank for human-written dialogs). A name, not a
-    # foreign key: dialogs imports no other app (DESIGN.md).
-    model_version = models.CharField(max_length=100, blank=True, db_index=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     source = models.CharField(max_length=100, blank=True, db_index=True)
     meta = models.JSONField(default=dict, blank=True)
@@ -75,10 +79,19 @@ class Dialog(models.Model):
 
 
 class Turn(models.Model):
+    Fallback = Fallback
+
     dialog = models.ForeignKey(Dialog, on_delete=models.CASCADE, related_name="turns")
     index = models.PositiveIntegerField()
     speaker = models.CharField(max_length=8, choices=Speaker.choices)
     text = models.TextField()
+    # The model version that wrote this turn (model turns only; blank for human-written turns and
+    # for model turns of unknown origin). A name, not a foreign key: dialogs imports no other app
+    # (DESIGN.md), and imported dialogs name models this platform never had.
+    model_version = models.CharField(max_length=100, blank=True, db_index=True)
+    # Set when the model's own text was not sent: the turn is a canned reply (SAFE_FALLBACK_REPLY
+    # when every candidate was predicted unsafe). Its candidates are still kept.
+    fallback = models.CharField(max_length=8, choices=Fallback.choices, blank=True, db_index=True)
     # For a grounded model turn: the base response before research, and the research trace
     # ([{"query": ..., "snippet": ..., "url": ...}]).
     base_text = models.TextField(blank=True)
@@ -93,6 +106,15 @@ class Turn(models.Model):
                 condition=Q(speaker__in=[s.value for s in Speaker]), name="turn_speaker_valid"
             ),
             models.CheckConstraint(condition=~Q(text=""), name="turn_text_not_empty"),
+            models.CheckConstraint(
+                condition=Q(model_version="") | Q(speaker=Speaker.MODEL.value),
+                name="turn_model_version_of_model",
+            ),
+            models.CheckConstraint(
+                condition=Q(fallback="")
+                | Q(speaker=Speaker.MODEL.value, fallback__in=[f.value for f in Fallback]),
+                name="turn_fallback_valid",
+            ),
         ]
 
     def __str__(self) -> str:

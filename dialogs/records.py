@@ -5,8 +5,12 @@ One dialog per line::
     {"id": "d1", "purpose": "quality", "turns": [{"speaker": "user", "text": "Hi"}], "meta": {}}
 
 Optional keys: ``mode`` (natural|sensitive|adversarial), ``role`` (a role's slug) and
-``model_version`` (the name of the model that answered). Every problem is reported as a
-``RecordError`` naming the line and the field (``turns[2].speaker``).
+``model_version``. A turn may carry ``model_version`` (the model version that wrote it: model
+turns only) and ``fallback`` (``unsafe`` | ``empty``: a model turn that is a canned reply, not the
+model's text). The dialog's ``model_version`` is the default of every model turn that names
+none; user turns never have one. Records keep the version per turn only, so a file with the
+dialog-level key and the same file written out per turn are the same dialogs. Every problem is
+reported as a ``RecordError`` naming the line and the field (``turns[2].speaker``).
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ from groundwork.jsonl import (
 PURPOSES = ("quality", "safety", "groundedness", "role", "pretrain")
 MODES = ("natural", "sensitive", "adversarial")
 SPEAKERS = ("user", "model")
+FALLBACKS = ("unsafe", "empty")
 KNOWN_KEYS = frozenset({"id", "purpose", "mode", "role", "model_version", "turns", "meta"})
 MAX_ID_CHARS = 200
 MAX_NAME_CHARS = 100  # model_version and role slugs
+TURN_KEYS = ("speaker", "text", "model_version", "fallback")
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,16 @@ class Limits:
 class TurnRecord:
     speaker: str
     text: str
+    model_version: str = ""  # model turns only
+    fallback: str = ""  # model turns only: "unsafe" | "empty"
+
+    def to_json(self) -> dict[str, str]:
+        out = {"speaker": self.speaker, "text": self.text}
+        if self.model_version:
+            out["model_version"] = self.model_version
+        if self.fallback:
+            out["fallback"] = self.fallback
+        return out
 
 
 @dataclass(frozen=True)
@@ -53,7 +69,6 @@ class DialogRecord:
     turns: tuple[TurnRecord, ...]
     mode: str = "natural"
     role: str | None = None
-    model_version: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     # Where the record came from in its file; not part of the dialog's content.
     line: int = field(default=0, compare=False)
@@ -65,9 +80,7 @@ class DialogRecord:
             out["mode"] = self.mode
         if self.role:
             out["role"] = self.role
-        if self.model_version:
-            out["model_version"] = self.model_version
-        out["turns"] = [{"speaker": t.speaker, "text": t.text} for t in self.turns]
+        out["turns"] = [t.to_json() for t in self.turns]
         out["meta"] = self.meta
         return out
 
@@ -116,13 +129,15 @@ def parse_object(obj: Any, line: int, limits: Limits = Limits()) -> DialogRecord
         raise RecordError(line, "turns", "a dialog needs at least one turn")
     if len(turns_raw) > limits.max_turns:
         raise RecordError(line, "turns", f"{len(turns_raw)} turns, over the limit of {limits.max_turns}")
-    turns = tuple(parse_turn(t, f"turns[{i}]", line, limits) for i, t in enumerate(turns_raw))
+    turns = tuple(
+        parse_dialog_turn(t, f"turns[{i}]", line, limits, default_model_version=model_version)
+        for i, t in enumerate(turns_raw)
+    )
     return DialogRecord(
         id=dialog_id,
         purpose=purpose,
         mode=mode,
         role=role,
-        model_version=model_version,
         turns=turns,
         meta=meta,
         line=line,
@@ -149,15 +164,52 @@ def parse_turn(obj: Any, where: str, line: int, limits: Limits) -> TurnRecord:
     return TurnRecord(speaker=speaker, text=text)
 
 
-def _optional_string(obj: dict[str, Any], key: str, line: int) -> str | None:
+def parse_dialog_turn(
+    obj: Any, where: str, line: int, limits: Limits, *, default_model_version: str = ""
+) -> TurnRecord:
+    """One turn of a dialog: ``parse_turn``'s ``{"speaker", "text"}`` and, on a model turn, its
+    ``model_version`` (``default_model_version`` when it names none) and ``fallback``."""
+    if not isinstance(obj, dict):
+        raise RecordError(line, where, f"expected an object, got {json_kind(obj)}")
+    unknown = sorted(set(obj) - set(TURN_KEYS))
+    if unknown:
+        raise RecordError(line, f"{where}.{unknown[0]}", f"unknown field (known: {', '.join(TURN_KEYS)})")
+    turn = parse_turn({"speaker": obj.get("speaker"), "text": obj.get("text")}, where, line, limits)
+    model_version = _optional_string(obj, "model_version", line, where=f"{where}.model_version") or ""
+    if len(model_version) > MAX_NAME_CHARS:
+        raise RecordError(
+            line, f"{where}.model_version", f"is {len(model_version)} characters, over {MAX_NAME_CHARS}"
+        )
+    fallback = obj.get("fallback") or ""
+    if fallback and fallback not in FALLBACKS:
+        raise RecordError(
+            line, f"{where}.fallback", f"unknown value {fallback!r} (expected one of {', '.join(FALLBACKS)})"
+        )
+    if turn.speaker != "model":
+        for key, value in (("model_version", model_version), ("fallback", fallback)):
+            if value:
+                raise RecordError(line, f"{where}.{key}", f"only model turns have a {key.replace('_', ' ')}")
+        return turn
+    return TurnRecord(
+        speaker=turn.speaker,
+        text=turn.text,
+        model_version=model_version or default_model_version,
+        fallback=fallback,
+    )
+
+
+def _optional_string(obj: dict[str, Any], key: str, line: int, *, where: str | None = None) -> str | None:
+    """``obj[key]`` when it is a non-empty printable string (None when absent or empty); errors
+    name the field ``where`` (default: ``key``)."""
+    where = where or key
     value = obj.get(key)
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise RecordError(line, key, f"expected a string, got {json_kind(value)}")
+        raise RecordError(line, where, f"expected a string, got {json_kind(value)}")
     if "\x00" in value:
-        raise RecordError(line, key, NUL_MESSAGE)
-    return check_printable(value, line, key)
+        raise RecordError(line, where, NUL_MESSAGE)
+    return check_printable(value, line, where)
 
 
 def _choice(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, QuerySet
+from typing import Any
 
-from dialogs.models import Dialog, DialogExport
+from django.db.models import Count, F, Func, IntegerField, Q, QuerySet, Subquery
+
+from dialogs.models import Dialog, DialogExport, Turn
 
 
 def dialog_list(*, purpose: str | None = None, source: str | None = None) -> QuerySet[Dialog]:
@@ -27,3 +29,14 @@ def dialog_with_turns(*, external_id: str) -> Dialog:
 
 def dialog_export_list() -> QuerySet[DialogExport]:
     return DialogExport.objects.select_related("requested_by")
+
+
+def turn_count(*conditions: Q, **filters: Any) -> Subquery:
+    """The number of turns matching ``conditions`` and ``filters`` (which may hold ``OuterRef``s),
+    as an expression to annotate rows with: one subquery per row, no GROUP BY on the outer query
+    (e.g. a model version's fallback replies: ``turn_count(model_version=OuterRef("name"),
+    fallback="unsafe")``)."""
+    turns = Turn.objects.filter(*conditions, **filters).order_by()
+    return Subquery(
+        turns.annotate(n=Func(F("pk"), function="COUNT")).values("n"), output_field=IntegerField()
+    )

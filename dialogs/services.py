@@ -121,7 +121,6 @@ def dialogs_import(
                         purpose=rec.purpose,
                         mode=rec.mode,
                         role=roles.get(rec.role) if rec.role else None,
-                        model_version=rec.model_version,
                         meta=rec.meta,
                         source=source,
                         created_by=created_by,
@@ -131,7 +130,14 @@ def dialogs_import(
             )
             Turn.objects.bulk_create(
                 [
-                    Turn(dialog=dialog, index=index, speaker=turn.speaker, text=turn.text)
+                    Turn(
+                        dialog=dialog,
+                        index=index,
+                        speaker=turn.speaker,
+                        text=turn.text,
+                        model_version=turn.model_version,
+                        fallback=turn.fallback,
+                    )
                     for dialog, rec in zip(dialogs, batch, strict=True)
                     for index, turn in enumerate(rec.turns)
                 ]
@@ -157,8 +163,10 @@ def dialog_to_record(dialog: Dialog) -> DialogRecord:
         purpose=dialog.purpose,
         mode=dialog.mode,
         role=dialog.role.slug if dialog.role_id else None,
-        model_version=dialog.model_version,
-        turns=tuple(TurnRecord(speaker=t.speaker, text=t.text) for t in dialog.turns.all()),
+        turns=tuple(
+            TurnRecord(speaker=t.speaker, text=t.text, model_version=t.model_version, fallback=t.fallback)
+            for t in dialog.turns.all()
+        ),
         meta=dialog.meta,
     )
 
@@ -262,16 +270,28 @@ def turn_add(
     research: Iterable[dict[str, str]] = (),
     candidates: Iterable[CandidateRecord] = (),
     model_version: str = "",
+    fallback: str = "",
     index: int | None = None,
 ) -> Turn:
     """Append a turn to ``dialog`` (the next index, under a row lock so two writers cannot take
     the same one), with the sampled candidates of a model turn. ``model_version`` names the model
-    that answered and is recorded on the dialog. ``index``, when given, is the index the turn was
-    made for (an answer to the turns before it): ``TurnConflict`` if the dialog has moved on."""
+    version that wrote the turn and is recorded on the turn (model turns only: each turn is
+    credited to its own writer, whichever models answered before or after). ``fallback``
+    (``Turn.Fallback``) marks a model turn whose text is a canned reply, not one of the
+    candidates. ``index``, when given, is the index the turn was made for (an answer to the turns
+    before it): ``TurnConflict`` if the dialog has moved on."""
     from dialogs.models import Candidate, Speaker
 
     if speaker not in Speaker.values:
         raise ValueError(f"speaker must be one of {', '.join(Speaker.values)}, not {speaker!r}")
+    if speaker != Speaker.MODEL and (model_version or fallback):
+        raise ValueError("only a model turn has a model version or a fallback")
+    if fallback and fallback not in Turn.Fallback.values:
+        raise ValueError(f"fallback must be one of {', '.join(Turn.Fallback.values)}, not {fallback!r}")
+    if len(model_version) > Turn._meta.get_field("model_version").max_length:
+        raise ValueError(
+            f"a model version name has at most {Turn._meta.get_field('model_version').max_length} characters"
+        )
     text = text.strip()
     if not text:
         raise ValueError("a turn needs text")
@@ -287,6 +307,8 @@ def turn_add(
         index=next_index,
         speaker=speaker,
         text=text,
+        model_version=model_version,
+        fallback=fallback,
         base_text=base_text,
         research=list(research),
     )
@@ -294,6 +316,4 @@ def turn_add(
         Candidate(turn=turn, index=i, text=c.text, scores=c.scores, chosen=c.chosen)
         for i, c in enumerate(candidates)
     )
-    if model_version and dialog.model_version != model_version:
-        Dialog.objects.filter(pk=dialog.pk).update(model_version=model_version)
     return turn

@@ -377,6 +377,14 @@ INFERENCE_TOP_K: int = env.int("INFERENCE_TOP_K", default=40)
 INFERENCE_MAX_NEW_TOKENS: int = env.int("INFERENCE_MAX_NEW_TOKENS", default=48)
 INFERENCE_LENGTH_PENALTY: float = env.float("INFERENCE_LENGTH_PENALTY", default=1.0)
 INFERENCE_SAFETY_THRESHOLD: float = env.float("INFERENCE_SAFETY_THRESHOLD", default=0.5)
+# What the model answers when every candidate is predicted unsafe (under the threshold above): no
+# candidate is sent, and the turn is marked as a fallback (Turn.fallback), left out of rating
+# campaigns by default and counted on the model version's page.
+SAFE_FALLBACK_REPLY: str = env.str(
+    "SAFE_FALLBACK_REPLY", default="I'd rather not answer that. Could we talk about something else?"
+).strip()
+if not SAFE_FALLBACK_REPLY or len(SAFE_FALLBACK_REPLY) > TURN_MAX_CHARS:
+    raise ImproperlyConfigured(f"SAFE_FALLBACK_REPLY must be a text of 1 to {TURN_MAX_CHARS} characters.")
 RESEARCH_MAX_QUERIES: int = env.int("RESEARCH_MAX_QUERIES", default=4)
 # A chat waiting longer than this for the model's answer offers "Ask again" (is a worker running
 # the inference queue?).

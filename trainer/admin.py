@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -23,6 +24,8 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
+from dialogs.models import Turn
+from dialogs.selectors import turn_count
 from groundwork.admin import ReadOnlyAdmin, ServiceAddMixin, progress_bar
 from trainer import selectors
 from trainer.charts import finite, loss_curve, metrics_table
@@ -167,7 +170,7 @@ class DatasetVersionAdmin(TrainerAdmin):
     added_noun = "Dataset"
     add_title = add_submit = "Export dataset"
     add_fieldsets = [
-        ("Dataset", "", ["kind", "campaigns", "purposes"]),
+        ("Dataset", "", ["kind", "campaigns", "purposes", "model_versions"]),
         ("Rendering", "", ["tokenizer_source", "validation_percent"]),
         (
             "Filtering",
@@ -375,6 +378,8 @@ class ModelVersionAdmin(TrainerAdmin):
         "job_link",
         "parameters",
         "validation_loss",
+        "chat_answers",
+        "fallback_replies",
         "created_at",
     ]
     list_filter = ["serving"]
@@ -395,7 +400,25 @@ class ModelVersionAdmin(TrainerAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ModelVersion]:
-        return super().get_queryset(request).select_related("parent", "job")
+        # Chat answers are the model turns credited to the version (Turn.model_version); fallback
+        # replies those where every candidate was predicted unsafe and none was sent.
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("parent", "job")
+            .annotate(
+                answer_count=turn_count(model_version=OuterRef("name")),
+                fallback_count=turn_count(model_version=OuterRef("name"), fallback=Turn.Fallback.UNSAFE),
+            )
+        )
+
+    @admin.display(description="chat answers")
+    def chat_answers(self, version: ModelVersion) -> int:
+        return getattr(version, "answer_count", 0)
+
+    @admin.display(description="fallback replies (all unsafe)")
+    def fallback_replies(self, version: ModelVersion) -> int:
+        return getattr(version, "fallback_count", 0)
 
     @admin.display(description="job")
     def job_link(self, version: ModelVersion) -> str:
@@ -430,6 +453,21 @@ class ModelVersionAdmin(TrainerAdmin):
                 else ""
             ),
             "serve_url": self._url("serve", version.pk),
+            "answers": self._answers(request, version),
+        }
+
+    def _answers(self, request: HttpRequest, version: ModelVersion) -> dict[str, Any]:
+        """How often the version answered in chats, and how often with the safe fallback reply."""
+        turns = (
+            f"{reverse('admin:dialogs_turn_changelist')}?{urlencode({'model_version': version.name})}"
+            if request.user.has_perm("dialogs.view_turn")
+            else ""
+        )
+        return {
+            "turns": getattr(version, "answer_count", 0),
+            "fallbacks": getattr(version, "fallback_count", 0),
+            "turns_url": turns,
+            "fallbacks_url": f"{turns}&fallback__exact={Turn.Fallback.UNSAFE}" if turns else "",
         }
 
     def _lineage(self, request: HttpRequest, version: ModelVersion) -> list[dict[str, Any]]:
@@ -447,6 +485,8 @@ class ModelVersionAdmin(TrainerAdmin):
                     {
                         "dataset": dataset,
                         "url": reverse("admin:trainer_datasetversion_change", args=[dataset.pk]),
+                        # Only the turns these model versions wrote, when the dataset was filtered so.
+                        "model_versions": ", ".join((dataset.filters or {}).get("model_versions") or []),
                         "campaigns": format_html_join(
                             ", ",
                             '<a href="{}">{}</a>' if show_campaigns else "{1}",

@@ -111,6 +111,12 @@ class DatasetRequestSerializer(serializers.Serializer):
         required=False,
         help_text="filtered datasets: the least P(safe), P(sensible), P(specific), P(interesting) kept",
     )
+    model_versions = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        required=False,
+        max_length=100,
+        help_text="pretrain and filtered datasets: only the model turns these model versions wrote",
+    )
 
 
 class DatasetViewSet(
@@ -136,6 +142,7 @@ class DatasetViewSet(
             campaigns=data.get("campaigns", []),
             tokenizer_source=data.get("tokenizer_source"),
             purposes=data.get("purposes", []),
+            model_versions=data.get("model_versions", []),
             validation_percent=data["validation_percent"],
             thresholds=data.get("thresholds"),
             created_by=request.user,

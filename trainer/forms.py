@@ -64,6 +64,13 @@ class DatasetExportForm(forms.Form):
         label="Dialog purposes",
         help_text="Pre-training only. None chosen: every dialog.",
     )
+    model_versions = forms.CharField(
+        required=False,
+        max_length=2000,
+        label="Model versions",
+        help_text="Pre-training and filtered only, comma-separated: only the model turns these model "
+        "versions wrote become examples. Blank: every turn.",
+    )
 
     # Filtered datasets: the least probability a kept turn has of each (METHOD.md §6).
     threshold_safe = forms.FloatField(
@@ -88,6 +95,7 @@ class DatasetExportForm(forms.Form):
             "campaigns": list(data["campaigns"]),
             "tokenizer_source": data["tokenizer_source"],
             "purposes": list(data["purposes"]),
+            "model_versions": [name.strip() for name in data["model_versions"].split(",") if name.strip()],
             "validation_percent": data["validation_percent"],
         }
         if data["kind"] == DatasetVersion.Kind.FILTERED:

@@ -5,6 +5,12 @@ Annotation's chat reaches it through ``settings.GROUNDWORK_RESPONDER`` (a dotted
 the research loop); here the serving model is loaded (once per process and version), the dialog
 read, the toolset asked, and the turn written with every candidate through ``dialogs.services``.
 
+Every model turn is credited to the version that wrote it (``Turn.model_version``). When a model
+with discriminators predicts every candidate unsafe, none is sent: the turn is
+``settings.SAFE_FALLBACK_REPLY``, marked ``Turn.Fallback.UNSAFE``, with every candidate kept so
+researchers see what was refused. A turn whose chosen text is empty is ``FALLBACK``, marked
+``Turn.Fallback.EMPTY``.
+
 What a model version can do follows from its lineage (``trainer.selectors.lineage_kinds``):
 discriminators once a ``finetune_quality_safety`` job is among its ancestors (else candidates are
 ranked by likelihood), the research loop once a ``finetune_groundedness`` job is.
@@ -12,6 +18,7 @@ ranked by likelihood), the research loop once a ``finetune_groundedness`` job is
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -25,6 +32,8 @@ from trainer import tokenizer as tokenizers
 from trainer.models import ModelVersion, TrainingJob
 
 FALLBACK = "Sorry, I have nothing to say to that."
+
+logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _loaded: dict[str, sampling.Scorer] = {}
@@ -66,7 +75,8 @@ def _context(dialog: Dialog) -> list[tuple[str, str]]:
 
 def respond(*, dialog_id: int) -> Turn:
     """The serving model's next turn in the dialog, chosen by sample-and-rank (and grounded by the
-    research loop when the model was trained for it), stored with all its candidates."""
+    research loop when the model was trained for it), stored with all its candidates and credited
+    to the serving version; the safe fallback reply (marked) when every candidate is unsafe."""
     version = ModelVersion.objects.filter(serving=True).select_related("job", "parent").first()
     if version is None:
         raise NoModel("no model version serves yet: train one (make run does) and serve it")
@@ -75,8 +85,16 @@ def respond(*, dialog_id: int) -> Turn:
     context = _context(dialog)
     index = dialog.turns.count()  # the answer's place: a second answer to the same turns is refused
     answer = scorer.respond(context, sampling_settings())
-    text, base, research = answer.text, "", []
-    if TrainingJob.Kind.FINETUNE_GROUNDEDNESS in selectors.lineage_kinds(version) and text:
+    text, base, research, fallback = answer.text, "", [], ""
+    if answer.chosen is None:
+        text, fallback = settings.SAFE_FALLBACK_REPLY, Turn.Fallback.UNSAFE
+        logger.warning(
+            "%s: every candidate for dialog %s was predicted unsafe; the fallback reply was sent (%s)",
+            version.name,
+            dialog.external_id,
+            answer.note,
+        )
+    elif TrainingJob.Kind.FINETUNE_GROUNDEDNESS in selectors.lineage_kinds(version) and text:
         session = f"dialog-{dialog.pk}-turn-{len(context)}"
         trace = scorer.research(
             context,
@@ -92,14 +110,17 @@ def respond(*, dialog_id: int) -> Turn:
         )
         for c in answer.candidates
     ]
+    if not text.strip():
+        text, fallback = FALLBACK, Turn.Fallback.EMPTY
     return dialogs_services.turn_add(
         dialog=dialog,
         speaker="model",
-        text=text.strip() or FALLBACK,
+        text=text,
         base_text=base,
         research=research,
         candidates=candidates,
         model_version=version.name,
+        fallback=fallback,
         index=index,
     )
 

@@ -14,8 +14,8 @@ side, which apps call, is ``trainer.inference``.
 3. Ranking: a pre-trained model ranks by ``log_likelihood / length ** length_penalty`` (1.0: the
    mean token log-likelihood, ``<eos>`` included). A fine-tuned model (with discriminators) drops
    candidates whose P(UNSAFE = 0) is under ``safety_threshold`` and ranks the rest by
-   3·P(SENSIBLE) + P(SPECIFIC) + P(INTERESTING); when none is safe enough, the safest is chosen and
-   the answer says so.
+   3·P(SENSIBLE) + P(SPECIFIC) + P(INTERESTING); when none is safe enough, none is chosen
+   (``Answer.chosen`` is None) and the caller sends a safe fallback reply instead.
 
 P(rating) is normalised over the two rating tokens, so a small model that puts mass elsewhere
 after ``<ATTRIBUTE>`` still gives a probability between 0 and 1.
@@ -86,13 +86,16 @@ class Candidate:
 @dataclass
 class Answer:
     candidates: list[Candidate]
-    chosen: int
+    # The candidate to send; None when every candidate with text was predicted unsafe: none may be
+    # sent, and the caller answers with a safe fallback reply (``trainer.inference``).
+    chosen: int | None
     ranking: str  # "likelihood" | "discriminators"
     note: str = ""
 
     @property
     def text(self) -> str:
-        return self.candidates[self.chosen].text
+        """The chosen candidate's text; empty when none was chosen."""
+        return "" if self.chosen is None else self.candidates[self.chosen].text
 
 
 @dataclass
@@ -298,7 +301,9 @@ class Scorer:
 
 
 def rank(candidates: list[Candidate], *, discriminators: bool, settings: Settings) -> Answer:
-    """Choose a candidate (METHOD.md §6); every candidate keeps its rank score or why it was dropped."""
+    """Choose a candidate (METHOD.md §6); every candidate keeps its rank score or why it was dropped.
+    With discriminators, when every candidate with text is under the safety threshold none is
+    chosen (``chosen`` None), never the least unsafe of them."""
     for candidate in candidates:
         if candidate.length == 0:
             candidate.dropped = "empty"
@@ -321,11 +326,13 @@ def rank(candidates: list[Candidate], *, discriminators: bool, settings: Setting
                 continue
             s = candidate.scores
             candidate.rank_score = 3 * s["SENSIBLE"] + s["SPECIFIC"] + s["INTERESTING"]
-        if all(c.dropped for c in candidates):
-            usable = [c for c in candidates if c.dropped != "empty"] or candidates
-            safest = max(usable, key=lambda c: 1 - c.scores.get("UNSAFE", 1.0))
-            note = "no candidate passed the safety threshold; the safest was chosen"
-            return Answer(candidates, safest.index, ranking, note)
+        if all(c.dropped for c in candidates) and any(c.dropped != "empty" for c in candidates):
+            # Even the safest is predicted unsafe: sending it would be sending an unsafe answer.
+            note = (
+                f"no candidate passed the safety threshold (P(UNSAFE=0) >= {settings.safety_threshold}): "
+                "none was chosen"
+            )
+            return Answer(candidates, None, ranking, note)
     usable = [c for c in candidates if not c.dropped]
     if not usable:
         return Answer(candidates, 0, ranking, "every candidate was empty")

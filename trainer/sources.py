@@ -11,6 +11,8 @@ while the caller writes (``_in_batches``).
 
 - ``pretrain``: every turn after the first of every dialog (optionally only some purposes) is a
   generative example, with the turns before it as context (at most ``PRETRAIN_CONTEXT_TURNS``).
+  With ``model_versions``, only the model turns those versions wrote (``Turn.model_version``, each
+  turn credited to its own writer) are examples, still with the turns before them as context.
 - ``quality_safety`` (METHOD.md §8, FT quality-safety): from the consensus labels of the chosen
   campaigns, a discriminative example per label — SSI ``sensible``/``specific``/``interesting`` →
   SENSIBLE/SPECIFIC/INTERESTING, safety ``unsafe`` → UNSAFE, groundedness evaluation
@@ -34,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from django.db.models import Model, QuerySet
+from django.db.models import Exists, Model, OuterRef, QuerySet
 
 from annotation import rules, selectors
 from annotation.models import Campaign, Item, Rewrite
@@ -117,8 +119,13 @@ def _response_key(item: Item) -> str:
 # --- pretrain -----------------------------------------------------------------------------------
 
 
-def pretrain_dialogs(purposes: Sequence[str] = ()) -> QuerySet[Dialog]:
+def pretrain_dialogs(purposes: Sequence[str] = (), model_versions: Sequence[str] = ()) -> QuerySet[Dialog]:
+    """The dialogs of ``purposes`` (all when empty) that have a turn written by one of
+    ``model_versions`` (when given)."""
     dialogs = Dialog.objects.order_by("pk")
+    if model_versions:
+        written = Turn.objects.filter(dialog=OuterRef("pk"), model_version__in=model_versions)
+        dialogs = dialogs.filter(Exists(written))
     return dialogs.filter(purpose__in=purposes) if purposes else dialogs
 
 
@@ -128,19 +135,20 @@ def pretrain_texts(purposes: Sequence[str] = ()) -> Iterator[str]:
     yield from turns.values_list("text", flat=True).iterator(chunk_size=5000)
 
 
-def pretrain_sources(purposes: Sequence[str] = ()) -> Iterator[Source]:
-    dialogs = pretrain_dialogs(purposes).prefetch_related("turns")
+def pretrain_sources(purposes: Sequence[str] = (), model_versions: Sequence[str] = ()) -> Iterator[Source]:
+    dialogs = pretrain_dialogs(purposes, model_versions).prefetch_related("turns")
     for dialog in _in_batches(dialogs, 500):
-        turns = [(speaker(t.speaker), t.text) for t in sorted(dialog.turns.all(), key=lambda t: t.index)]
+        stored = sorted(dialog.turns.all(), key=lambda t: t.index)
+        turns = [(speaker(t.speaker), t.text) for t in stored]
         examples = [
             Pending(
                 kind="generative",
                 key=f"turn-{dialog.pk}-{index}",
                 context=turns[max(0, index - PRETRAIN_CONTEXT_TURNS) : index],
-                response=text,
+                response=turn.text,
             )
-            for index, (_, text) in enumerate(turns)
-            if index > 0
+            for index, turn in enumerate(stored)
+            if index > 0 and (not model_versions or turn.model_version in model_versions)
         ]
         yield Source(dialog=f"dialog:{dialog.external_id}", examples=examples)
 

@@ -1,5 +1,12 @@
 """Campaigns: creating one from the dialogs a filter picks, and adding dialogs' model turns to it
-as items."""
+as items.
+
+A model turn is credited to the model version that wrote it (``Turn.model_version``): a campaign
+filtered by model version takes that version's turns only, even from dialogs other versions
+answered in too. A turn that is a canned fallback reply (``Turn.fallback``: every candidate was
+predicted unsafe) is not the model's text, so a campaign leaves it out unless created with
+``include_fallback``.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +16,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from annotation.errors import AnnotationError
 from annotation.models import Campaign, Item, SafetyObjective
 from annotation.questions import DEFAULT_RATERS
-from dialogs.models import Dialog, Role, Speaker
+from dialogs.models import Dialog, Role, Speaker, Turn
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -29,6 +36,8 @@ class DialogFilters:
     model_version: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    # Fallback replies (Turn.fallback) become items too; by default they are left out.
+    include_fallback: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -37,6 +46,7 @@ class DialogFilters:
             "model_version": self.model_version,
             "created_from": self.created_from.isoformat() if self.created_from else None,
             "created_to": self.created_to.isoformat() if self.created_to else None,
+            "include_fallback": self.include_fallback,
         }
 
 
@@ -52,7 +62,8 @@ def campaign_create(
     empty: bool = False,
     created_by: User | None = None,
 ) -> Campaign:
-    """A campaign whose items are the model turns of the dialogs matching ``filters``.
+    """A campaign whose items are the model turns of the dialogs matching ``filters``: with a model
+    version, only the turns that version wrote; fallback replies only with ``include_fallback``.
 
     Safety campaigns rate the objectives named in ``objectives`` (slugs; default: every active
     one). With ``empty`` the campaign gets no items (to import judgments into, say).
@@ -108,7 +119,8 @@ def _filtered_dialogs(filters: DialogFilters) -> QuerySet[Dialog]:
     if filters.role:
         dialogs = dialogs.filter(role__slug=filters.role)
     if filters.model_version:
-        dialogs = dialogs.filter(model_version=filters.model_version)
+        written = Turn.objects.filter(dialog=OuterRef("pk"), model_version=filters.model_version)
+        dialogs = dialogs.filter(Exists(written))
     if filters.created_from:
         dialogs = dialogs.filter(created_at__gte=filters.created_from)
     if filters.created_to:
@@ -116,8 +128,22 @@ def _filtered_dialogs(filters: DialogFilters) -> QuerySet[Dialog]:
     return dialogs
 
 
+def _takes(campaign: Campaign, turn: Turn) -> bool:
+    """Whether ``turn`` is one the campaign rates: a model turn, written by the campaign's model
+    version when its filters name one, and not a fallback reply unless the campaign includes them."""
+    filters = campaign.filters or {}
+    model_version = filters.get("model_version")
+    return (
+        turn.speaker == Speaker.MODEL
+        and (not model_version or turn.model_version == model_version)
+        and (not turn.fallback or bool(filters.get("include_fallback")))
+    )
+
+
 def campaign_add_dialogs(*, campaign: Campaign, dialogs: QuerySet[Dialog]) -> int:
-    """Add every model turn of ``dialogs`` as an item, with the turns before it as context.
+    """Add every model turn of ``dialogs`` that the campaign takes (``_takes``: its model
+    version's, no fallback replies unless it includes them) as an item, with every turn before it
+    as context.
 
     Turns already in the campaign are left alone. Returns the number of items added.
     """
@@ -126,7 +152,7 @@ def campaign_add_dialogs(*, campaign: Campaign, dialogs: QuerySet[Dialog]) -> in
     for dialog in dialogs.prefetch_related("turns").order_by("id").iterator(chunk_size=500):
         context: list[dict[str, str]] = []
         for turn in dialog.turns.all():
-            if turn.speaker == Speaker.MODEL:
+            if _takes(campaign, turn):
                 batch.append(
                     Item(
                         campaign=campaign,

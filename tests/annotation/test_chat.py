@@ -46,6 +46,28 @@ def fixed_responder(*, dialog_id: int) -> Turn:
     )
 
 
+def newer_responder(*, dialog_id: int) -> Turn:
+    """Another model version, serving after ``fixed``."""
+    return turn_add(
+        dialog=Dialog.objects.get(pk=dialog_id),
+        speaker=Speaker.MODEL,
+        text="A newer model's answer.",
+        model_version="newer",
+    )
+
+
+def fallback_responder(*, dialog_id: int) -> Turn:
+    """A model whose candidates were all predicted unsafe: the fallback reply, marked, is sent."""
+    return turn_add(
+        dialog=Dialog.objects.get(pk=dialog_id),
+        speaker=Speaker.MODEL,
+        text="I'd rather not answer that.",
+        candidates=[CandidateRecord(text="Something unsafe.", scores={"P(UNSAFE)": 0.9})],
+        model_version="fixed",
+        fallback=Turn.Fallback.UNSAFE,
+    )
+
+
 def failing_responder(*, dialog_id: int) -> Turn:
     raise RuntimeError("no model serves in this test")
 
@@ -363,8 +385,7 @@ def test_the_real_model_answers_with_sixteen_candidates(worker, settings, tmp_pa
     assert answer.text
     assert Candidate.objects.filter(turn=answer).count() == 16
     assert Candidate.objects.filter(turn=answer, chosen=True).count() == 1
-    chat.dialog.refresh_from_db()
-    assert chat.dialog.model_version == version.name
+    assert answer.model_version == version.name
 
 
 # --- flags ----------------------------------------------------------------------------------
@@ -419,6 +440,87 @@ def test_finishing_adds_the_model_turns_to_the_newest_open_campaign_of_the_kind(
     assert items[-1].response == FIXED_ANSWER
     for campaign in (older, closed, ssi):
         assert not Item.objects.filter(campaign=campaign).exists()
+
+
+def test_each_turn_of_a_chat_two_model_versions_answered_is_credited_to_its_own(worker, settings) -> None:
+    chat = chat_with(worker, 2)
+    settings.GROUNDWORK_RESPONDER = "tests.annotation.test_chat.newer_responder"  # a new version serves
+    say(chat, worker, "Message 3")
+
+    assert [(t.index, t.model_version) for t in model_turns(chat)] == [
+        (1, "fixed"),
+        (3, "fixed"),
+        (5, "newer"),
+    ]
+    assert set(
+        Turn.objects.filter(dialog_id=chat.dialog_id, speaker=Speaker.USER).values_list(
+            "model_version", flat=True
+        )
+    ) == {""}
+
+
+def test_a_campaign_of_one_model_version_takes_only_the_turns_that_version_wrote(worker, settings) -> None:
+    chat = chat_with(worker, 3)
+    settings.GROUNDWORK_RESPONDER = "tests.annotation.test_chat.newer_responder"
+    say(chat, worker, "Message 4")
+    say(chat, worker, "Message 5")
+
+    fixed = campaigns.campaign_create(
+        name="fixed only", kind="ssi", filters=campaigns.DialogFilters(model_version="fixed")
+    )
+    newer = campaigns.campaign_create(
+        name="newer only", kind="ssi", filters=campaigns.DialogFilters(model_version="newer")
+    )
+
+    assert [item.turn.index for item in Item.objects.filter(campaign=fixed).order_by("turn__index")] == [
+        1,
+        3,
+        5,
+    ]
+    newer_items = list(Item.objects.filter(campaign=newer).order_by("turn__index"))
+    assert [item.turn.index for item in newer_items] == [7, 9]
+    # The other version's turns are still the context of this one's.
+    assert newer_items[0].context[-2:] == [
+        {"speaker": "model", "text": FIXED_ANSWER},
+        {"speaker": "user", "text": "Message 4"},
+    ]
+
+
+def test_a_finished_chat_routed_to_a_campaign_of_one_model_version_adds_only_its_turns(
+    worker, settings
+) -> None:
+    routed = campaigns.campaign_create(
+        name="newer", kind="safety", filters=campaigns.DialogFilters(model_version="newer"), empty=True
+    )
+    ChatRouting.objects.update_or_create(purpose="safety", defaults={"campaign": routed, "enabled": True})
+    chat = chat_with(worker, 3)
+    settings.GROUNDWORK_RESPONDER = "tests.annotation.test_chat.newer_responder"
+    say(chat, worker, "Message 4")
+    say(chat, worker, "Message 5")
+
+    finished = chats.chat_finish(chat=chat, worker=worker)
+
+    assert (finished.campaign, finished.items_added) == (routed, 2)
+    assert [item.turn.model_version for item in Item.objects.filter(campaign=routed)] == ["newer", "newer"]
+
+
+def test_a_fallback_reply_is_not_rated_unless_the_campaign_includes_fallbacks(worker, settings) -> None:
+    chat = chat_with(worker, 4)
+    settings.GROUNDWORK_RESPONDER = "tests.annotation.test_chat.fallback_responder"
+    say(chat, worker, "Message 5")
+    routed = campaigns.campaign_create(name="routed", kind="safety", empty=True)
+
+    finished = chats.chat_finish(chat=chat, worker=worker)
+
+    fallback = model_turns(chat)[-1]
+    assert fallback.fallback == Turn.Fallback.UNSAFE
+    assert (finished.campaign, finished.items_added) == (routed, 4)
+    assert not Item.objects.filter(turn=fallback).exists()
+    included = campaigns.campaign_create(
+        name="with fallbacks", kind="safety", filters=campaigns.DialogFilters(include_fallback=True)
+    )
+    assert Item.objects.filter(campaign=included, turn=fallback).exists()
+    assert included.filters["include_fallback"] is True
 
 
 def test_an_admin_can_route_a_purpose_to_a_campaign_or_switch_routing_off(worker) -> None:

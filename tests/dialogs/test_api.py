@@ -70,9 +70,9 @@ def test_admin_lists_dialogs_with_their_turns_in_order(admin_client: APIClient) 
     by_id = {d["id"]: d for d in body["results"]}
     assert by_id["a"]["purpose"] == "quality"
     assert by_id["a"]["turns"] == [
-        {"index": 0, "speaker": "user", "text": "Hi"},
-        {"index": 1, "speaker": "model", "text": "Hello"},
-        {"index": 2, "speaker": "user", "text": "How are you?"},
+        {"index": 0, "speaker": "user", "text": "Hi", "model_version": "", "fallback": ""},
+        {"index": 1, "speaker": "model", "text": "Hello", "model_version": "", "fallback": ""},
+        {"index": 2, "speaker": "user", "text": "How are you?", "model_version": "", "fallback": ""},
     ]
     assert [t["text"] for t in by_id["b"]["turns"]] == ["first", "second"]
 

@@ -48,13 +48,13 @@ def test_a_valid_line_with_every_optional_key_parses() -> None:
 
     record = parse_line(raw, 3, LIMITS)
 
+    # The dialog's model version is its model turns' (records keep it per turn).
     assert record == DialogRecord(
         id="d1",
         purpose="quality",
         mode="adversarial",
         role="travel-agent",
-        model_version="lamda-2b-ft3",
-        turns=(TurnRecord("user", "Hi"), TurnRecord("model", "Hello!")),
+        turns=(TurnRecord("user", "Hi"), TurnRecord("model", "Hello!", model_version="lamda-2b-ft3")),
         meta={"annotator": "w17", "tags": ["x"]},
     )
     assert record.line == 3
@@ -63,7 +63,63 @@ def test_a_valid_line_with_every_optional_key_parses() -> None:
 def test_optional_keys_default_when_absent() -> None:
     record = parse_line(line_of(meta=...), 1, LIMITS)
 
-    assert (record.mode, record.role, record.model_version, record.meta) == ("natural", None, "", {})
+    assert (record.mode, record.role, record.meta) == ("natural", None, {})
+    assert [(t.model_version, t.fallback) for t in record.turns] == [("", ""), ("", "")]
+
+
+def test_a_turns_model_version_wins_over_the_dialogs_and_user_turns_have_none() -> None:
+    raw = line_of(
+        model_version="gw-1",
+        turns=[
+            {"speaker": "user", "text": "Hi"},
+            {"speaker": "model", "text": "Hello!"},
+            {"speaker": "user", "text": "And you?"},
+            {"speaker": "model", "text": "Fine.", "model_version": "gw-2"},
+            {"speaker": "user", "text": "Say something bad."},
+            {"speaker": "model", "text": "Let us talk about tea.", "fallback": "unsafe"},
+        ],
+    )
+
+    limits = Limits(max_turns=6, max_turn_chars=100, max_line_bytes=10_000)
+    record = parse_line(raw, 1, limits)
+
+    assert [(t.speaker, t.model_version, t.fallback) for t in record.turns] == [
+        ("user", "", ""),
+        ("model", "gw-1", ""),
+        ("user", "", ""),
+        ("model", "gw-2", ""),
+        ("user", "", ""),
+        ("model", "gw-1", "unsafe"),
+    ]
+    # Written back per turn: the same dialog.
+    assert parse_line(json.dumps(record.to_json()), 1, limits) == record
+    assert "model_version" not in record.to_json()
+
+
+@pytest.mark.parametrize(
+    ("turn", "field", "message"),
+    [
+        ({"speaker": "user", "text": "Hi", "model_version": "gw-1"}, "turns[0].model_version", "only model"),
+        ({"speaker": "user", "text": "Hi", "fallback": "unsafe"}, "turns[0].fallback", "only model"),
+        ({"speaker": "model", "text": "Hi", "fallback": "rude"}, "turns[0].fallback", "unknown value 'rude'"),
+        (
+            {"speaker": "model", "text": "Hi", "model_version": 7},
+            "turns[0].model_version",
+            "expected a string",
+        ),
+        (
+            {"speaker": "model", "text": "Hi", "model_version": "m" * 101},
+            "turns[0].model_version",
+            "over 100",
+        ),
+        ({"speaker": "model", "text": "Hi", "author": "x"}, "turns[0].author", "unknown field"),
+    ],
+)
+def test_a_bad_turn_level_model_version_or_fallback_names_its_turn(
+    turn: dict[str, Any], field: str, message: str
+) -> None:
+    error = assert_error(line_of(turns=[turn]), field)
+    assert message in error.message
 
 
 def test_a_bytes_line_parses_like_a_str_line() -> None:
@@ -185,8 +241,12 @@ def test_to_json_round_trips_through_parse_line() -> None:
         purpose="groundedness",
         mode="sensitive",
         role="chef",
-        model_version="m-7",
-        turns=(TurnRecord("user", "What is 2+2?"), TurnRecord("model", "4, says the calculator.")),
+        turns=(
+            TurnRecord("user", "What is 2+2?"),
+            TurnRecord("model", "4, says the calculator.", model_version="m-7"),
+            TurnRecord("user", "And 2/0?"),
+            TurnRecord("model", "Let us talk about something else.", model_version="m-8", fallback="unsafe"),
+        ),
         meta={"k": [1, 2, {"n": None}]},
     )
 

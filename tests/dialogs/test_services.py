@@ -15,6 +15,7 @@ from dialogs.services import (
     dialogs_import,
     dialogs_import_file,
     parse_objects,
+    turn_add,
 )
 from tests.factories import RoleFactory
 
@@ -78,8 +79,53 @@ def test_import_creates_dialogs_and_their_turns_in_order(tmp_path: Path) -> None
         (2, "user", "Tell me a joke."),
     ]
     d2 = Dialog.objects.get(external_id="d2")
-    assert (d2.purpose, d2.mode, d2.model_version) == ("safety", "sensitive", "m-3")
+    assert (d2.purpose, d2.mode) == ("safety", "sensitive")
     assert stored_turns("d2") == [(0, "user", "Is it safe?")]
+
+
+def test_import_credits_each_model_turn_to_its_model_version_and_export_writes_it_per_turn(
+    tmp_path: Path,
+) -> None:
+    record = dialog(
+        "d1", "Hi", "Hello", "Tea?", "Yes", "Rude?", "Let us talk about tea.", model_version="m-1"
+    )
+    record["turns"][3]["model_version"] = "m-2"
+    record["turns"][5]["fallback"] = "unsafe"
+    source = write_jsonl(tmp_path / "in.jsonl", record)
+
+    dialogs_import_file(path=source)
+
+    turns = Turn.objects.filter(dialog__external_id="d1").order_by("index")
+    assert [(t.speaker, t.model_version, t.fallback) for t in turns] == [
+        ("user", "", ""),
+        ("model", "m-1", ""),  # the dialog's model version is the default of its model turns
+        ("user", "", ""),
+        ("model", "m-2", ""),
+        ("user", "", ""),
+        ("model", "m-1", "unsafe"),
+    ]
+    out = tmp_path / "out.jsonl"
+    dialogs_export_file(path=out)
+    exported = json.loads(out.read_text())
+    assert "model_version" not in exported
+    assert [t.get("model_version") for t in exported["turns"]] == [None, "m-1", None, "m-2", None, "m-1"]
+    # The file as it came and the file as exported are the same dialog: neither changes anything.
+    assert dialogs_import_file(path=source).unchanged == 1
+    assert dialogs_import_file(path=out).unchanged == 1
+
+
+def test_turn_add_credits_model_turns_only() -> None:
+    chat = Dialog.objects.create(external_id="chat-1", purpose="quality")
+
+    with pytest.raises(ValueError, match="only a model turn has a model version"):
+        turn_add(dialog=chat, speaker="user", text="Hi", model_version="gw-1")
+    turn_add(dialog=chat, speaker="user", text="Hi")
+    first = turn_add(dialog=chat, speaker="model", text="Hello", model_version="gw-1")
+    turn_add(dialog=chat, speaker="user", text="Tea?")
+    second = turn_add(dialog=chat, speaker="model", text="Yes", model_version="gw-2")
+
+    first.refresh_from_db()
+    assert (first.model_version, second.model_version) == ("gw-1", "gw-2")
 
 
 def test_import_records_the_source(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 import torch
 
-from dialogs.models import Candidate
+from annotation.models import Item
+from annotation.services import campaigns
+from dialogs.models import Candidate, Turn
 from tests.factories import dialog_with_turns
 from tests.trainer.helpers import tiny_model
 from trainer import formats, inference, sampling
@@ -37,8 +39,22 @@ def test_the_serving_model_answers_with_sixteen_candidates_kept() -> None:
     # A pre-trained model ranks by likelihood: every usable candidate has its rank score.
     assert all(c.scores["ranking"] == "likelihood" for c in candidates)
     assert all("mean_log_likelihood" in c.scores for c in candidates)
-    dialog.refresh_from_db()
-    assert dialog.model_version == version.name
+    assert turn.model_version == version.name
+    assert turn.fallback in ("", "empty")
+
+
+def serving_fine_tune(kind: str, name: str) -> Any:
+    """A version fine-tuned from the tiny model by a job of ``kind`` (the same weights), serving:
+    what it can do follows from its lineage."""
+    from trainer.models import ModelVersion, TrainingJob
+    from trainer.services import requests
+
+    base = tiny_model()
+    job = TrainingJob.objects.create(kind=kind, status="succeeded", total_steps=1)
+    version = ModelVersion.objects.create(
+        name=name, parent=base, job=job, directory=base.directory, tokenizer_sha256=base.tokenizer_sha256
+    )
+    return requests.model_serve(model=version)
 
 
 def test_without_a_serving_model_respond_says_so() -> None:
@@ -151,20 +167,10 @@ def test_admins_see_a_model_turns_candidates_with_their_scores(client: Any, user
 def test_a_grounded_model_researches_with_the_toolset_and_the_turn_keeps_the_trace(settings: Any) -> None:
     from tests.annotation.helpers import rewrite_corpus
     from toolset.models import ToolCall
-    from trainer.models import ModelVersion, TrainingJob
-    from trainer.services import requests
 
-    base = tiny_model()
+    # Its lineage has a groundedness fine-tune: it researches.
+    grounded = serving_fine_tune("finetune_groundedness", "grounded")
     rewrite_corpus()  # a small search corpus, indexed
-    job = TrainingJob.objects.create(kind="finetune_groundedness", status="succeeded", total_steps=1)
-    grounded = ModelVersion.objects.create(
-        name="grounded",
-        parent=base,
-        job=job,
-        directory=base.directory,
-        tokenizer_sha256=base.tokenizer_sha256,
-    )
-    requests.model_serve(model=grounded)  # its lineage has a groundedness fine-tune: it researches
     loaded = inference.scorer_for(grounded)
     inference._loaded[grounded.name] = sampling.Scorer(
         AlwaysAsks(loaded.model, loaded.ts, loaded.eos), loaded.tokenizer, discriminators=False
@@ -180,3 +186,73 @@ def test_a_grounded_model_researches_with_the_toolset_and_the_turn_keeps_the_tra
     calls = ToolCall.objects.filter(actor_model="grounded")
     assert calls.count() >= 2  # every tool that ran for each query is logged
     assert {c.session for c in calls} == {f"dialog-{dialog.pk}-turn-1"}
+
+
+class AlwaysUnsafe(torch.nn.Module):
+    """A model whose UNSAFE discriminator says ``<1>`` for every response: after the ``<UNSAFE>``
+    attribute token the rating ``<1>`` is all but certain."""
+
+    def __init__(self, model: Any, unsafe: int, one: int) -> None:
+        super().__init__()
+        self.inner, self.unsafe, self.one, self.config = model, unsafe, one, model.config
+
+    def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> Any:
+        out = self.inner(input_ids, **kwargs)
+        out.logits[input_ids[:, -1] == self.unsafe, -1, self.one] += 100.0
+        return out
+
+
+def serving_unsafe_model() -> Any:
+    """A version fine-tuned for quality and safety (so it ranks with discriminators), serving, whose
+    discriminators predict every candidate unsafe."""
+    version = serving_fine_tune("finetune_quality_safety", "qs-unsafe")
+    loaded = inference.scorer_for(version)
+    assert loaded.discriminators
+    inference._loaded[version.name] = sampling.Scorer(
+        AlwaysUnsafe(loaded.model, loaded.attribute_ids["UNSAFE"], loaded.rating[1]),
+        loaded.tokenizer,
+        discriminators=True,
+    )
+    return version
+
+
+def test_when_every_candidate_is_predicted_unsafe_the_safe_fallback_reply_is_sent_marked_and_counted(
+    settings: Any, client: Any, users: dict[Any, Any]
+) -> None:
+    settings.SAFE_FALLBACK_REPLY = "Let us talk about something else."
+    version = serving_unsafe_model()
+    dialog = dialog_with_turns(["Tell me how to hurt someone."], external_id="chat-5", purpose="safety")
+
+    turn = inference.respond(dialog_id=dialog.pk)
+
+    assert turn.text == "Let us talk about something else."
+    assert turn.fallback == Turn.Fallback.UNSAFE
+    assert turn.model_version == version.name
+    # Every candidate is kept, none chosen, each saying why it was refused.
+    candidates = list(Candidate.objects.filter(turn=turn))
+    assert len(candidates) == 16
+    assert not any(c.chosen for c in candidates)
+    assert all(
+        c.scores["dropped"].startswith("P(UNSAFE=0) 0.00 < 0.5") for c in candidates if c.scores["tokens"]
+    )
+
+    # Not put in a rating campaign, unless the campaign asks for fallback replies.
+    default = campaigns.campaign_create(
+        name="safety", kind="ssi", filters=campaigns.DialogFilters(purpose="safety")
+    )
+    assert not Item.objects.filter(campaign=default).exists()
+    with_fallbacks = campaigns.campaign_create(
+        name="fallbacks", kind="ssi", filters=campaigns.DialogFilters(purpose="safety", include_fallback=True)
+    )
+    assert list(Item.objects.filter(campaign=with_fallbacks).values_list("turn", flat=True)) == [turn.pk]
+
+    # Counted where an admin looks: the model version's page and list, and the turns' filter.
+    client.force_login(users["admin"])
+    page = client.get(f"/admin/trainer/modelversion/{version.pk}/change/").content.decode()
+    assert "1 model turn</a>" in page
+    assert "1 fallback reply</a>" in page
+    listing = client.get("/admin/trainer/modelversion/").content.decode()
+    assert '<td class="field-fallback_replies">1</td>' in listing
+    turns = client.get("/admin/dialogs/turn/", {"fallback__exact": "unsafe"}).content.decode()
+    assert "Let us talk about something else." in turns
+    assert "Every candidate predicted unsafe (1)" in turns

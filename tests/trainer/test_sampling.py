@@ -48,14 +48,19 @@ def test_a_fine_tuned_model_ranks_safe_candidates_by_3_sensible_plus_specific_pl
     assert not candidates[3].dropped
 
 
-def test_the_safety_threshold_is_a_setting_and_when_nothing_passes_the_safest_is_chosen() -> None:
-    candidates = [scored(0, 0.9, 0.9, 0.9, 0.3), scored(1, 0.1, 0.1, 0.1, 0.2)]
+def test_the_safety_threshold_is_a_setting_and_when_nothing_passes_none_is_chosen() -> None:
+    candidates = [scored(0, 0.9, 0.9, 0.9, 0.3), scored(1, 0.1, 0.1, 0.1, 0.2), candidate(2, length=0)]
 
     strict = sampling.rank(candidates, discriminators=True, settings=sampling.Settings(safety_threshold=0.9))
 
-    assert strict.chosen == 1
-    assert "no candidate passed the safety threshold" in strict.note
-    assert all(c.dropped for c in candidates)
+    # Not even the safest (P(UNSAFE=0) 0.8 < 0.9): the caller sends its safe fallback reply.
+    assert strict.chosen is None
+    assert strict.text == ""
+    assert "no candidate passed the safety threshold (P(UNSAFE=0) >= 0.9)" in strict.note
+    assert [c.dropped for c in candidates] == ["P(UNSAFE=0) 0.70 < 0.9", "P(UNSAFE=0) 0.80 < 0.9", "empty"]
+    # The default threshold lets the same scores through.
+    again = [scored(0, 0.9, 0.9, 0.9, 0.3), scored(1, 0.1, 0.1, 0.1, 0.2)]
+    assert sampling.rank(again, discriminators=True, settings=sampling.Settings()).chosen == 0
 
 
 def test_a_pre_trained_model_ranks_by_mean_log_likelihood_with_a_length_term() -> None:
@@ -108,8 +113,10 @@ def test_scoring_from_the_sampling_cache_equals_re_encoding_each_sequence(scorer
 
 
 def test_respond_samples_sixteen_and_keeps_every_candidate(scorer: sampling.Scorer) -> None:
-    answer = scorer.respond([("user", "hello there")], sampling.Settings(max_new_tokens=6), seed=3)
-    again = scorer.respond([("user", "hello there")], sampling.Settings(max_new_tokens=6), seed=3)
+    # An untrained model's UNSAFE discriminator is noise: no threshold, so that one is chosen.
+    unfiltered = sampling.Settings(max_new_tokens=6, safety_threshold=0.0)
+    answer = scorer.respond([("user", "hello there")], unfiltered, seed=3)
+    again = scorer.respond([("user", "hello there")], unfiltered, seed=3)
 
     assert len(answer.candidates) == 16
     assert [c.text for c in answer.candidates] == [c.text for c in again.candidates]

@@ -145,8 +145,9 @@ def _dataset_sources(
     """How many sources the dataset is made of (its progress bar's end), and the sources."""
     purposes = dataset.filters.get("purposes") or ()
     if dataset.kind in FROM_DIALOGS:
-        dialogs = sources.pretrain_dialogs(purposes)
-        return dialogs.count(), sources.pretrain_sources(purposes)
+        model_versions = dataset.filters.get("model_versions") or ()
+        dialogs = sources.pretrain_dialogs(purposes, model_versions)
+        return dialogs.count(), sources.pretrain_sources(purposes, model_versions)
     if dataset.kind == DatasetVersion.Kind.QUALITY_SAFETY:
         labelled = annotation_selectors.labelled_items(campaigns=campaigns)
         return labelled.count(), sources.quality_safety_sources(campaigns)

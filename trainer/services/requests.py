@@ -77,6 +77,7 @@ def dataset_request(
     campaigns: Sequence[Campaign] = (),
     tokenizer_source: ModelVersion | None = None,
     purposes: Sequence[str] = (),
+    model_versions: Sequence[str] = (),
     validation_percent: int = 10,
     vocab_size: int = 8192,
     thresholds: dict[str, float] | None = None,
@@ -89,7 +90,8 @@ def dataset_request(
     serving model). A ``pretrain`` dataset without one trains a tokenizer on its dialogs. A
     ``filtered`` dataset scores every turn of the dialogs (``purposes``) with that model's
     discriminators and keeps those at or above every one of ``thresholds`` (safe, sensible,
-    specific, interesting; default 0.5 each).
+    specific, interesting; default 0.5 each). ``model_versions`` (``pretrain`` and ``filtered``)
+    keeps only the model turns those versions wrote as examples (each turn names its writer).
     """
     if kind not in DatasetVersion.Kind.values:
         raise TrainerError(f"kind must be one of {', '.join(DatasetVersion.Kind.values)}, not {kind!r}")
@@ -118,6 +120,15 @@ def dataset_request(
         if tokenizer_source is None:
             raise TrainerError("there is no model version yet, so no tokenizer: train the first model first")
     filters: dict[str, Any] = {"purposes": list(purposes), "vocab_size": vocab_size}
+    model_versions = sorted({name.strip() for name in model_versions if name.strip()})
+    if model_versions:
+        if kind not in FROM_DIALOGS:
+            raise TrainerError(
+                f"a {kind} dataset takes its turns from its campaigns: filter the campaigns by model "
+                "version instead",
+                field="model_versions",
+            )
+        filters["model_versions"] = model_versions
     if kind == DatasetVersion.Kind.FILTERED:
         assert tokenizer_source is not None
         if TrainingJob.Kind.FINETUNE_QUALITY_SAFETY not in selectors.lineage_kinds(tokenizer_source):

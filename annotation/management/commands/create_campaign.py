@@ -25,7 +25,8 @@ def _start_of(day: date) -> datetime:
 class Command(BaseCommand):
     help = (
         "Create a rating campaign whose items are the model turns of the dialogs matching the filters "
-        "(--purpose, --role, --model-version, --from, --to), or no items with --empty."
+        "(--purpose, --role, --model-version, --from, --to; fallback replies only with --include-fallback), "
+        "or no items with --empty."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -33,7 +34,12 @@ class Command(BaseCommand):
         parser.add_argument("--name", required=True)
         parser.add_argument("--purpose", help=f"Dialog purpose ({', '.join(Dialog.Purpose.values)}).")
         parser.add_argument("--role", help="Slug of the dialogs' role.")
-        parser.add_argument("--model-version", help="Only dialogs with this model's answers.")
+        parser.add_argument("--model-version", help="Only the model turns this model version wrote.")
+        parser.add_argument(
+            "--include-fallback",
+            action="store_true",
+            help="Also rate fallback replies (sent when every candidate was predicted unsafe).",
+        )
         parser.add_argument("--from", dest="first_day", help="Dialogs created on or after this date.")
         parser.add_argument("--to", dest="last_day", help="Dialogs created on or before this date.")
         parser.add_argument(
@@ -66,6 +72,7 @@ class Command(BaseCommand):
             model_version=options["model_version"] or None,
             created_from=_start_of(first) if first else None,
             created_to=_start_of(last + timedelta(days=1)) if last else None,
+            include_fallback=options["include_fallback"],
         )
         try:
             campaign = campaigns.campaign_create(
