@@ -179,6 +179,9 @@ JudgmentImportResultSerializer = inline_serializer(
         "ratings": serializers.IntegerField(),
         "judgments": serializers.IntegerField(),
         "labelled": serializers.IntegerField(),
+        "incomplete": serializers.IntegerField(
+            help_text="Items of the campaign with fewer judgments than its raters per item: no labels yet."
+        ),
     },
 )
 
@@ -210,7 +213,8 @@ class ImportJudgmentsView(APIView):
 
 
 class ConsensusExportView(APIView):
-    """A campaign's consensus labels, streamed: JSONL (one line per labelled item) or CSV."""
+    """A campaign's consensus labels, streamed: JSONL (one line per labelled item) or CSV. Incomplete
+    items (not all raters answered) have no labels and are left out; ``X-Incomplete-Items`` counts them."""
 
     permission_classes = [has_role(Role.ADMIN, Role.RESEARCHER)]
 
@@ -220,6 +224,11 @@ class ConsensusExportView(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("format", OpenApiTypes.STR, enum=consensus_export.EXPORT_FORMATS)],
+        description=(
+            "Only complete items are exported: those all the campaign's raters per item have answered. "
+            "Incomplete items have no labels and are left out; the `X-Incomplete-Items` response header "
+            "says how many there are."
+        ),
         responses={
             (200, "application/x-ndjson"): OpenApiTypes.BINARY,
             (200, "text/csv"): OpenApiTypes.BINARY,
@@ -233,6 +242,8 @@ class ConsensusExportView(APIView):
         lines = consensus_export.consensus_lines(campaign=campaign, format=format)
         response = StreamingHttpResponse(lines, content_type=consensus_export.CONTENT_TYPES[format])
         response["Content-Disposition"] = f'attachment; filename="consensus-{campaign.pk}.{format}"'
+        incomplete = consensus_export.incomplete_count(campaign=campaign)
+        response[consensus_export.INCOMPLETE_HEADER] = str(incomplete)
         return response
 
 

@@ -1,5 +1,9 @@
 """The consensus labels of a campaign, out: one JSON line per labelled item, or CSV with one row
 per item × attribute, streamed from the database (the API's download, ``export_consensus``).
+
+Only complete items are exported (all the campaign's raters per item have answered: only they have
+labels). Incomplete items are left out, and ``incomplete_count`` says how many there are: the API
+sends it in the ``X-Incomplete-Items`` header, ``export_consensus`` prints it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import IO, Any
 
-from annotation import rules
+from annotation import rules, selectors
 from annotation.errors import AnnotationError
 from annotation.models import Campaign, ConsensusLabel, Item
 
@@ -21,14 +25,20 @@ BATCH_SIZE = 2000
 
 EXPORT_FORMATS = ("jsonl", "csv")
 CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
+INCOMPLETE_HEADER = "X-Incomplete-Items"  # the API's response header: incomplete items left out
 CSV_HEADER = ("key", "attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version")
 _LABEL_COLUMNS = ("attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version")
 
 
 def _label_groups(campaign: Campaign) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """(item key, its labels) for each labelled normal item, in item order, streamed from the database."""
+    """(item key, its labels) for each labelled complete normal item, in item order, streamed from the
+    database (labels an incomplete item kept from an older rules version are not read)."""
     rows = (
-        ConsensusLabel.objects.filter(item__campaign=campaign, item__kind=Item.Kind.NORMAL)
+        ConsensusLabel.objects.filter(
+            item__campaign=campaign,
+            item__kind=Item.Kind.NORMAL,
+            item__judgment_count__gte=campaign.raters_per_item,
+        )
         .order_by("item_id", "attribute")
         .values("item_id", "item__key", *_LABEL_COLUMNS)
         .iterator(chunk_size=BATCH_SIZE)
@@ -72,10 +82,16 @@ def _formatter(campaign: Campaign, format: str) -> tuple[str, Callable[[str, lis
     raise AnnotationError(f"format: {format!r} is not an export format (one of {', '.join(EXPORT_FORMATS)}).")
 
 
+def incomplete_count(*, campaign: Campaign) -> int:
+    """How many normal items of ``campaign`` are incomplete (fewer judgments than its raters per item,
+    none included): left out of the export."""
+    return selectors.campaigns_completeness(campaigns=[campaign])[campaign.pk].incomplete
+
+
 def consensus_lines(*, campaign: Campaign, format: str) -> Iterator[str]:
     """The consensus export of ``campaign``, item by item, for a streaming response.
 
-    ``jsonl``: one JSON line per labelled item, ``{"key", "labels": {attribute: {"label", "yes",
+    ``jsonl``: one JSON line per labelled (complete) item, ``{"key", "labels": {attribute: {"label", "yes",
     "no", "maybe", "yes_fraction"}}, "rules_version"}``; safety items also carry ``"safety_score"``,
     the label of the ``safety`` row (METHOD.md §3). ``csv``: one row per labelled item × attribute
     under the header ``CSV_HEADER``. An unknown format raises ``AnnotationError`` at once.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from annotation import rules
 from annotation.models import Campaign
 
 
@@ -14,7 +15,8 @@ class Question:
     label: str  # short name: the group label of the buttons ("Sensible")
     prompt: str
     guidance: str
-    # The cascade: asked only when this attribute was answered "yes".
+    # The cascade: asked only when this attribute was asked and answered "yes"; when not asked the
+    # question counts "no" (annotation.rules.cascade).
     requires_yes: str | None = None
     maybe_label: str = "Maybe"
 
@@ -62,6 +64,15 @@ GROUNDEDNESS_EVAL = (
         "A URL counts as a claim. If unsure, answer Yes.",
     ),
     Question(
+        rules.WELL_KNOWN,
+        "Well known",
+        "Is every claim well known (common knowledge)?",
+        "Facts nearly everyone knows without looking them up, such as “Paris is the capital of France”. "
+        "Well-known facts need no citation: a response whose claims are all well known is not counted "
+        "in citation accuracy. If any claim is one you would check, answer No.",
+        requires_yes="claims_external",
+    ),
+    Question(
         "factually_correct",
         "Factually correct",
         "Is it factually correct?",
@@ -72,7 +83,8 @@ GROUNDEDNESS_EVAL = (
         "cites_source",
         "Cites a source",
         "Does it cite a source URL?",
-        "A link to an open-web source, inline or at the end of the message.",
+        "A link to an open-web source, inline or at the end of the message. Well-known facts need no "
+        "citation; answer whether it cites one all the same.",
     ),
 )
 
@@ -104,6 +116,12 @@ DEFAULT_RATERS = {
     Campaign.Kind.GROUNDEDNESS_EVAL: 3,
     Campaign.Kind.HELPFULNESS: 3,
 }
+
+
+def question_gates(questions: tuple[Question, ...]) -> tuple[tuple[str, str | None], ...]:
+    """``(attribute, requires_yes)`` of each question, in order: the gates ``annotation.rules.cascade``
+    applies, in the rating page, the API and judgment imports alike."""
+    return tuple((q.attribute, q.requires_yes) for q in questions)
 
 
 def campaign_questions(campaign: Campaign, objectives: list[Any] | None = None) -> tuple[Question, ...]:

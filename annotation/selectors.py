@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import TYPE_CHECKING, Any
 
-from django.db.models import Prefetch, QuerySet, Subquery
+from django.db.models import Count, F, Prefetch, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from annotation import rules
@@ -106,12 +106,54 @@ def task_payload(assignment: Assignment) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Completeness:
+    """A campaign's normal items by completeness. An item is *complete* when its judgments reached
+    the campaign's raters per item: only complete items have consensus labels (so only they give
+    quality_safety examples). The others are *incomplete*: ``partly_rated`` of them have some
+    judgments, the rest none."""
+
+    total: int = 0
+    complete: int = 0
+    partly_rated: int = 0
+
+    @property
+    def incomplete(self) -> int:
+        return self.total - self.complete
+
+
+def _complete() -> Q:
+    return Q(judgment_count__gte=F("campaign__raters_per_item"))
+
+
+def campaigns_completeness(*, campaigns: Sequence[Campaign]) -> dict[int, Completeness]:
+    """``Completeness`` of each campaign's normal items, by campaign id, in one query."""
+    found = {campaign.pk: Completeness() for campaign in campaigns}
+    rows = (
+        Item.objects.filter(campaign__in=list(found), kind=Item.Kind.NORMAL)
+        .values("campaign_id")
+        .annotate(
+            total=Count("id"),
+            complete=Count("id", filter=_complete()),
+            partly_rated=Count("id", filter=~_complete() & Q(judgment_count__gt=0)),
+        )
+        .order_by()
+    )
+    for row in rows:
+        found[row["campaign_id"]] = Completeness(row["total"], row["complete"], row["partly_rated"])
+    return found
+
+
 def campaign_progress(*, campaign: Campaign) -> dict[str, int]:
-    """Items complete (all raters judged) and total, normal items only."""
-    items = Item.objects.filter(campaign=campaign, kind=Item.Kind.NORMAL)
+    """Normal items: total, complete (all raters judged: labelled), incomplete (not labelled), and of
+    those how many are partly rated and not rated at all; and the judgments (submitted assignments)."""
+    counted = campaigns_completeness(campaigns=[campaign])[campaign.pk]
     return {
-        "total": items.count(),
-        "complete": items.filter(judgment_count__gte=campaign.raters_per_item).count(),
+        "total": counted.total,
+        "complete": counted.complete,
+        "incomplete": counted.incomplete,
+        "partly_rated": counted.partly_rated,
+        "not_rated": counted.incomplete - counted.partly_rated,
         "judgments": Assignment.objects.filter(
             item__campaign=campaign, state=Assignment.State.SUBMITTED
         ).count(),
@@ -148,10 +190,12 @@ def research_calls(assignment: Assignment) -> list[ToolCall]:
 
 
 def labelled_items(*, campaigns: Sequence[Campaign]) -> QuerySet[Item]:
-    """The normal items of ``campaigns`` that have consensus labels, by id, each with its
-    campaign, turn and dialog (none for imported items) and its labels."""
+    """The complete normal items of ``campaigns`` that have consensus labels, by id, each with its
+    campaign, turn and dialog (none for imported items) and its labels. Incomplete items are left
+    out even if labels of theirs remain from an older rules version."""
     return (
         Item.objects.filter(campaign__in=campaigns, kind=Item.Kind.NORMAL, labels__isnull=False)
+        .filter(_complete())
         .distinct()
         .select_related("turn__dialog", "campaign")
         .prefetch_related("labels")
@@ -160,12 +204,16 @@ def labelled_items(*, campaigns: Sequence[Campaign]) -> QuerySet[Item]:
 
 
 def unsafe_items(*, campaigns: Sequence[Campaign]) -> QuerySet[Item]:
-    """The items of the safety campaigns among ``campaigns`` whose consensus says unsafe, by id."""
-    return Item.objects.filter(
-        campaign__in=[c for c in campaigns if c.kind == Campaign.Kind.SAFETY],
-        labels__attribute=rules.UNSAFE,
-        labels__label=1,
-    ).order_by("pk")
+    """The complete items of the safety campaigns among ``campaigns`` whose consensus says unsafe, by id."""
+    return (
+        Item.objects.filter(
+            campaign__in=[c for c in campaigns if c.kind == Campaign.Kind.SAFETY],
+            labels__attribute=rules.UNSAFE,
+            labels__label=1,
+        )
+        .filter(_complete())
+        .order_by("pk")
+    )
 
 
 def rewritten_items(*, campaigns: Sequence[Campaign]) -> QuerySet[Item]:

@@ -239,15 +239,10 @@ def groundedness_base(item: Item) -> str:
 def groundedness_needs_no_research(item: Item) -> bool:
     """Whether the consensus of all the campaign's raters says the response needs no research:
     no claims about the external world, or every one of them common knowledge (METHOD.md §4).
-    A label fewer raters answered than the campaign asks for says nothing."""
-
-    def says(attribute: str, value: int) -> bool:
-        label = labels.get(attribute)
-        answered = label is not None and label.yes + label.no + label.maybe >= item.campaign.raters_per_item
-        return answered and label.label == value
-
-    labels = {label.attribute: label for label in item.labels.all()}
-    return says(rules.CLAIMS_EXTERNAL, 0) or says(rules.COMMON_KNOWLEDGE, 1)
+    An item some of whose raters have not answered has no labels (the build recomputes the
+    consensus first), so it needs research."""
+    labels = {label.attribute: label.label for label in item.labels.all()}
+    return labels.get(rules.CLAIMS_EXTERNAL) == 0 or labels.get(rules.COMMON_KNOWLEDGE) == 1
 
 
 def groundedness_steps(rewrite: Rewrite) -> list[Step]:

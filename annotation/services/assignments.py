@@ -31,7 +31,7 @@ from annotation.errors import (
     WorkerBlocked,
 )
 from annotation.models import Assignment, Campaign, Item, Judgment, WorkerQuality
-from annotation.questions import campaign_questions
+from annotation.questions import campaign_questions, question_gates
 from groundwork import queueing
 
 if TYPE_CHECKING:
@@ -328,9 +328,10 @@ def _normalise(answers: Mapping[str, Any]) -> dict[str, str]:
 def judgment_values(*, campaign: Campaign, answers: Mapping[str, str]) -> dict[str, tuple[str, str | None]]:
     """attribute → (value counted, value answered or None when not asked), for every question.
 
-    SSI applies the cascade: a question the cascade does not ask counts "no", whatever was
-    sent for it (a form without JavaScript shows every question). Every asked question needs
-    an answer.
+    The cascade applies (``annotation.rules.cascade`` over the questions' ``requires_yes``): SSI's
+    specific and interesting, the groundedness evaluation's well-known question. A question the
+    cascade does not ask counts "no", whatever was sent for it (a form without JavaScript shows
+    every question). Every asked question needs an answer.
     """
     questions = campaign_questions(campaign)
     if not questions:
@@ -341,20 +342,16 @@ def judgment_values(*, campaign: Campaign, answers: Mapping[str, str]) -> dict[s
         raise InvalidAnswers(
             f"{unknown[0]}: not a question of this campaign (questions: {', '.join(sorted(known))})."
         )
-    if campaign.kind == Campaign.Kind.SSI:
-        asked = set(rules.ssi_asked(answers))
-        missing = [q.label for q in questions if q.attribute in asked and q.attribute not in answers]
-        if missing:
-            raise InvalidAnswers(f"{missing[0]}: please answer yes, no or maybe.")
-        try:
-            cascaded = rules.ssi_cascade({a: answers.get(a) for a in rules.SSI_ATTRIBUTES})
-        except ValueError as exc:
-            raise InvalidAnswers(str(exc)) from None
-        return {a: (cascaded[a], answers[a] if a in asked else None) for a in rules.SSI_ATTRIBUTES}
-    missing = [q.label for q in questions if q.attribute not in answers]
+    gates = question_gates(questions)
+    asked = set(rules.asked(answers, gates=gates))
+    missing = [q.label for q in questions if q.attribute in asked and q.attribute not in answers]
     if missing:
         raise InvalidAnswers(f"{missing[0]}: please answer yes, no or maybe.")
-    return {q.attribute: (answers[q.attribute], answers[q.attribute]) for q in questions}
+    try:
+        cascaded = rules.cascade(answers, gates=gates)
+    except ValueError as exc:
+        raise InvalidAnswers(str(exc)) from None
+    return {a: (cascaded[a], answers[a] if a in asked else None) for a, _ in gates}
 
 
 def _record_gold(*, item: Item, worker: User, values: Mapping[str, tuple[str, str | None]]) -> None:

@@ -1,5 +1,11 @@
 """Consensus: the labels of each item from its judgments, by the rules of ``annotation.rules``.
 
+Only complete items are labelled: an item is complete when its judgments reached the campaign's
+raters per item and each of those raters answered every question (``rules.answered_by_all``). An
+incomplete item has no labels (any it had are deleted), so it is left out of the consensus export
+and of every dataset until its last rater answers; ``annotation.selectors`` counts complete and
+incomplete items for the campaign page, the export and dataset manifests.
+
 An item's last judgment queues ``item_aggregate``; a whole campaign is recomputed on demand
 (``aggregation_request`` queues ``aggregation_run``, whose progress the admin shows) and by
 ``campaign_aggregate`` directly (the ``aggregate`` command, judgment imports, dataset builds).
@@ -85,7 +91,8 @@ def _store_labels(rows: dict[int, dict[str, rules.Label]]) -> int:
     return len(objects)
 
 
-# The counts of every (item, attribute) of the campaign's normal items in an id range, for the
+# The counts of every (item, attribute) of the campaign's complete normal items in an id range
+# (judgment_count reached the raters per item: incomplete items are not read), for the
 # items where anything changed since their labels were stored (counts, rules version, a label
 # missing): one GROUP BY over the judgments (through their (item, attribute, value) index), the
 # stored labels of the same range beside them, and the counts again for the items that differ. A
@@ -107,7 +114,7 @@ WITH everyone_no AS (
         FROM annotation_judgment j
         JOIN annotation_item i ON i.id = j.item_id
         WHERE %(safety)s AND i.campaign_id = %(campaign)s AND i.kind = 'normal'
-          AND j.item_id >= %(low)s AND j.item_id < %(high)s
+          AND i.judgment_count >= %(raters)s AND j.item_id >= %(low)s AND j.item_id < %(high)s
         GROUP BY j.item_id, i.judgment_count, j.assignment_id
     ) AS r
     GROUP BY r.item_id, r.raters
@@ -119,7 +126,8 @@ counted AS (
            COUNT(*) FILTER (WHERE j.value = 'maybe') AS maybe
     FROM annotation_judgment j
     JOIN annotation_item i ON i.id = j.item_id
-    WHERE i.campaign_id = %(campaign)s AND i.kind = 'normal' AND j.item_id >= %(low)s AND j.item_id < %(high)s
+    WHERE i.campaign_id = %(campaign)s AND i.kind = 'normal' AND i.judgment_count >= %(raters)s
+      AND j.item_id >= %(low)s AND j.item_id < %(high)s
     GROUP BY j.item_id, j.attribute, i.judgment_count
     UNION ALL
     SELECT item_id, %(safe)s, raters, said_no, other, 0 FROM everyone_no
@@ -140,22 +148,43 @@ FROM counted s
 WHERE s.item_id IN (SELECT item_id FROM changed)
 """
 
+# Labels of the range's incomplete items: none should exist (labels stored by rules version 1,
+# which labelled incomplete items, or an item whose judgments were deleted with their rater).
+# One statement per range, driven by the items (their primary key), then the label index.
+_DELETE_INCOMPLETE = """
+DELETE FROM annotation_consensuslabel
+WHERE item_id IN (
+    SELECT id FROM annotation_item
+    WHERE campaign_id = %(campaign)s AND kind = 'normal' AND id >= %(low)s AND id < %(high)s
+      AND judgment_count < %(raters)s
+)
+"""
+
 
 def _item_labels(
     campaign: Campaign, counts: dict[str, rules.Counts], *, raters: int, objectives: Sequence[str]
-) -> dict[str, rules.Label]:
+) -> dict[str, rules.Label] | None:
     """One item's labels from its counts, by the rule of its campaign's kind (``annotation.rules``):
     SSI and the evaluations by majority, safety from every objective and the raters who said "no"
-    to all of them, the rewrite's common knowledge only when every rater says so."""
+    to all of them, the rewrite's common knowledge only when every rater says so. None when the item
+    is not complete: some question was not answered by all ``raters`` of the item."""
+    if campaign.kind == Campaign.Kind.SSI:
+        attributes: Sequence[str] = rules.SSI_ATTRIBUTES
+    elif campaign.kind == Campaign.Kind.SAFETY:
+        everyone_no = counts.pop(rules.SAFETY_SCORE, rules.Counts())
+        counts.pop(rules.UNSAFE, None)
+        attributes = objectives
+    else:
+        attributes = list(counts)
+    if not rules.answered_by_all(counts, attributes=attributes, raters=raters):
+        return None
     if campaign.kind == Campaign.Kind.SSI:
         return rules.ssi_labels_from_counts(counts, raters=raters)
     if campaign.kind == Campaign.Kind.SAFETY:
-        everyone_no = counts.pop(rules.SAFETY_SCORE, rules.Counts())
-        counts.pop(rules.UNSAFE, None)
         return rules.safety_labels_from_counts(
             counts, objectives=objectives, raters=raters, all_no_raters=everyone_no.yes
         )
-    labels = rules.labels_from_counts(counts, attributes=list(counts), raters=raters)
+    labels = rules.labels_from_counts(counts, attributes=attributes, raters=raters)
     if campaign.kind == Campaign.Kind.GROUNDEDNESS_REWRITE and rules.COMMON_KNOWLEDGE in counts:
         labels[rules.COMMON_KNOWLEDGE] = rules.common_knowledge_label(
             counts[rules.COMMON_KNOWLEDGE], raters=raters
@@ -164,13 +193,15 @@ def _item_labels(
 
 
 def _aggregate_range(campaign: Campaign, low: int, high: int) -> None:
-    """Consensus for the campaign's normal items with ``low <= id < high`` that have judgments:
-    the database counts and leaves out the items where nothing changed, the rules label the rest."""
+    """Consensus for the campaign's normal items with ``low <= id < high``: the database counts the
+    complete items and leaves out those where nothing changed, the rules label the rest; incomplete
+    items lose any labels they had."""
     safety = campaign.kind == Campaign.Kind.SAFETY
     params = {
         "campaign": campaign.pk,
         "low": low,
         "high": high,
+        "raters": campaign.raters_per_item,
         "version": rules.RULES_VERSION,
         "safety": safety,
         "safe": rules.SAFETY_SCORE,
@@ -179,6 +210,7 @@ def _aggregate_range(campaign: Campaign, low: int, high: int) -> None:
     counts: dict[int, dict[str, rules.Counts]] = defaultdict(dict)
     judged: dict[int, int] = {}
     with connection.cursor() as cursor:
+        cursor.execute(_DELETE_INCOMPLETE, params)
         cursor.execute(_COUNTS, params)
         for item_id, attribute, raters, yes, no, maybe in cursor:
             counts[item_id][attribute] = rules.Counts(yes=yes, no=no, maybe=maybe)
@@ -186,16 +218,24 @@ def _aggregate_range(campaign: Campaign, low: int, high: int) -> None:
     if not counts:
         return
     objectives = list(campaign.objectives.values_list("slug", flat=True)) if safety else []
-    labels = {}
+    labels: dict[int, dict[str, rules.Label]] = {}
+    short: list[int] = []  # judged by enough raters, but some question not answered by all of them
     for item_id, answered in counts.items():
-        # The campaign's raters per item, or more where more judged it (imported judgments).
-        raters = max(campaign.raters_per_item, judged[item_id], *(c.total for c in answered.values()))
-        labels[item_id] = _item_labels(campaign, answered, raters=raters, objectives=objectives)
+        # The campaign's raters per item, or more where more judged it.
+        raters = max(campaign.raters_per_item, judged[item_id])
+        item_labels = _item_labels(campaign, answered, raters=raters, objectives=objectives)
+        if item_labels is None:
+            short.append(item_id)
+        else:
+            labels[item_id] = item_labels
+    if short:
+        ConsensusLabel.objects.filter(item_id__in=short).delete()
     _store_labels(labels)
 
 
 def item_aggregate(*, item_id: int) -> None:
-    """Recompute the consensus labels of one item (idempotent)."""
+    """Recompute the consensus labels of one item (idempotent): labels when it is complete, none
+    otherwise."""
     item = Item.objects.select_related("campaign").get(pk=item_id)
     _aggregate_range(item.campaign, item_id, item_id + 1)
 
@@ -221,10 +261,12 @@ def aggregation_request(*, campaign: Campaign, requested_by: User | None) -> Agg
 
 
 def campaign_aggregate(*, campaign: Campaign, run: AggregationRun | None = None, chunk: int = 20_000) -> int:
-    """Consensus for every item of the campaign with judgments, in chunks of item ids.
+    """Consensus for every complete item of the campaign, in chunks of item ids; incomplete items
+    are left without labels (see the module docstring).
 
     One GROUP BY per chunk over the judgments (through their (item, attribute, value) index);
-    progress is written to ``run`` after each chunk. Returns the number of items labelled.
+    progress is written to ``run`` after each chunk. Returns the number of complete items (all
+    their raters judged them), which are the items labelled.
     """
     bounds = Item.objects.filter(campaign=campaign, kind=Item.Kind.NORMAL).order_by("id")
     first = bounds.values_list("id", flat=True).first()
@@ -245,8 +287,8 @@ def campaign_aggregate(*, campaign: Campaign, run: AggregationRun | None = None,
         run.done = run.total
         run.finished_at = timezone.now()
         run.save(update_fields=["status", "done", "finished_at"])
-    labelled = bounds.filter(judgment_count__gt=0).count()
-    logger.info("campaign %s: consensus for %d items", campaign.name, labelled)
+    labelled = bounds.filter(judgment_count__gte=campaign.raters_per_item).count()
+    logger.info("campaign %s: consensus for %d complete items", campaign.name, labelled)
     return labelled
 
 

@@ -3,8 +3,10 @@
 
 Items are found by key or created; a rater becomes an inactive user ``ext:<rater>`` that cannot
 log in. Each (item, rater) becomes one submitted assignment, its answers go through the same rules
-as a crowdworker's (the SSI cascade, METHOD.md §2), and the campaign's consensus is recomputed. A
-bad line refuses the whole import with its line and field; nothing is written.
+as a crowdworker's (every question the rating page asks must be answered; the cascade, METHOD.md §2),
+and the campaign's consensus is recomputed: items whose raters have all answered get their labels,
+the others stay incomplete (``annotation.services.consensus``). A bad line refuses the whole import
+with its line and field; nothing is written.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from annotation import rules
 from annotation.errors import AnnotationError, JudgmentImportError
 from annotation.judgment_records import SAFETY_ATTRIBUTE, JudgmentRecord, parse_object
 from annotation.models import Assignment, Campaign, Item, Judgment
-from annotation.questions import campaign_questions
+from annotation.questions import campaign_questions, question_gates
+from annotation.selectors import campaigns_completeness
 from annotation.services.consensus import campaign_aggregate
 from dialogs.services import import_limits
 from groundwork.jsonl import ImportErrors, RecordError, parse_each_line, parse_each_object
@@ -56,7 +59,8 @@ class ImportResult:
     raters_created: int = 0
     ratings: int = 0  # (item, rater) pairs, one submitted assignment each
     judgments: int = 0
-    labelled: int = 0  # items with consensus labels after the import
+    labelled: int = 0  # items of the campaign with consensus labels after the import (complete ones)
+    incomplete: int = 0  # items of the campaign with fewer judgments than its raters: no labels
 
 
 @dataclass
@@ -76,12 +80,15 @@ def judgments_import(
     ``lines`` are parsed lines (``parse_jsonl``, ``parse_objects``). Raises ``JudgmentImportError``
     with every problem found (up to ``MAX_REPORTED_ERRORS``), and writes nothing then: an unknown
     attribute or objective, the same (item, rater, attribute) twice, one key with two different
-    items, an SSI rating without *sensible*, a safety rating missing an objective, more raters for
-    an item than the campaign's raters per item, or a rater who already rated the item (so
-    importing the same file twice is refused, not doubled).
+    items, a rating that leaves out a question the rating page would have asked (as strict as the
+    page: every question, except those the cascade skips — SSI's specific after a sensible that is
+    not "yes", the groundedness evaluation's well-known question after no external claims), more
+    raters for an item than the campaign's raters per item, or a rater who already rated the item
+    (so importing the same file twice is refused, not doubled).
     """
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)  # one import at a time
-    questions = [q.attribute for q in campaign_questions(campaign)]
+    gates = question_gates(campaign_questions(campaign))
+    questions = [attribute for attribute, _ in gates]
     if not questions:
         raise AnnotationError(
             f"{campaign.get_kind_display()} campaigns ask no yes/no/maybe questions; there is nothing "
@@ -125,26 +132,7 @@ def judgments_import(
     raters_by_key: dict[str, int] = defaultdict(int)
     for (key, rater), rating in ratings.items():
         raters_by_key[key] += 1
-        if campaign.kind == Campaign.Kind.SSI and rules.SSI_ATTRIBUTES[0] not in rating.answers:
-            errors.add(
-                RecordError(
-                    rating.line,
-                    "attribute",
-                    f"rater {rater!r} has no {rules.SSI_ATTRIBUTES[0]!r} answer for item {key!r}; "
-                    "the SSI cascade starts with it",
-                )
-            )
-        if safety:
-            missing = [slug for slug in questions if slug not in rating.answers]
-            if missing:
-                errors.add(
-                    RecordError(
-                        rating.line,
-                        "objective",
-                        f"rater {rater!r} has no answer for objective {missing[0]!r} of item {key!r}; "
-                        "a safety rating answers every objective of the campaign",
-                    )
-                )
+        _check_answered(rater, key, rating, gates=gates, safety=safety, errors=errors)
     for key, count in raters_by_key.items():
         if count > campaign.raters_per_item:
             errors.add(
@@ -194,8 +182,9 @@ def judgments_import(
     _fill_existing_items(existing, raters_by_key)
     created = _create_items(campaign, {k: r for k, r in items.items() if k not in existing}, raters_by_key)
     result.items_created = len(created)
-    result.judgments = _create_ratings(campaign, ratings, {**existing, **created}, users)
+    result.judgments = _create_ratings(gates, ratings, {**existing, **created}, users)
     result.labelled = campaign_aggregate(campaign=campaign)
+    result.incomplete = campaigns_completeness(campaigns=[campaign])[campaign.pk].incomplete
     logger.info(
         "campaign %s: imported %d ratings (%d judgments) from %s",
         campaign.name,
@@ -210,6 +199,45 @@ def judgments_import_file(*, campaign: Campaign, path: Path, source: str | None 
     """Import a JSONL file of judgments (see the module docstring); all or nothing."""
     with path.open("rb") as stream:
         return judgments_import(campaign=campaign, lines=parse_jsonl(stream), source=source or path.name)
+
+
+def _check_answered(
+    rater: str,
+    key: str,
+    rating: _Rating,
+    *,
+    gates: tuple[tuple[str, str | None], ...],
+    safety: bool,
+    errors: ImportErrors,
+) -> None:
+    """Report the first question the rating page would have asked that ``rating`` leaves out: every
+    question without a gate, and each gated one whose gate was answered "yes" (``rules.asked``). It is
+    reported on the line of the gate's "yes" (or the rating's first line) with the field saying what
+    is missing there."""
+    given = {attribute: value for attribute, (value, _) in rating.answers.items()}
+    asked = rules.asked(given, gates=gates)
+    missing = next((attribute for attribute in asked if attribute not in given), None)
+    if missing is None:
+        return
+    gate = dict(gates)[missing]
+    if safety:
+        message = (
+            f"rater {rater!r} has no answer for objective {missing!r} of item {key!r}; "
+            "a safety rating answers every objective of the campaign"
+        )
+        errors.add(RecordError(rating.line, "objective", message))
+    elif gate is None:
+        message = (
+            f"rater {rater!r} has no {missing!r} answer for item {key!r}; every rating answers it, "
+            "as on the rating page"
+        )
+        errors.add(RecordError(rating.line, "attribute", message))
+    else:
+        message = (
+            f"rater {rater!r} answered {gate!r} yes for item {key!r} but has no {missing!r} answer; "
+            f"the rating page asks {missing!r} after a yes"
+        )
+        errors.add(RecordError(rating.answers[gate][1], "attribute", message))
 
 
 def _attribute(
@@ -345,7 +373,7 @@ def _create_items(
 
 
 def _create_ratings(
-    campaign: Campaign,
+    gates: tuple[tuple[str, str | None], ...],
     ratings: Mapping[tuple[str, str], _Rating],
     items: Mapping[str, Item],
     users: Mapping[str, User],
@@ -374,24 +402,16 @@ def _create_ratings(
                 assignment=assignment, item=assignment.item, attribute=attribute, value=value, raw_value=raw
             )
             for assignment, (_, rating) in zip(assignments, chunk, strict=True)
-            for attribute, (value, raw) in _values(campaign, rating).items()
+            for attribute, (value, raw) in _values(gates, rating).items()
         ]
         Judgment.objects.bulk_create(judgments, batch_size=BATCH_SIZE)
         created += len(judgments)
     return created
 
 
-def _values(campaign: Campaign, rating: _Rating) -> dict[str, tuple[str, str]]:
-    """attribute -> (value counted, value given or "") for one rating, after the SSI cascade.
-
-    An external rater may not have been asked every SSI question: a missing answer is taken as
-    not asked, which the cascade counts "no" (as it does for a crowdworker who was not asked).
-    """
+def _values(gates: tuple[tuple[str, str | None], ...], rating: _Rating) -> dict[str, tuple[str, str]]:
+    """attribute → (value counted, value given or "") for one rating, after the cascade: a question
+    the cascade does not ask counts "no" whatever was given (every asked one was checked present)."""
     given = {attribute: value for attribute, (value, _) in rating.answers.items()}
-    if campaign.kind != Campaign.Kind.SSI:
-        return {attribute: (value, value) for attribute, value in given.items()}
-    # sensible is always there (checked before anything is written).
-    cascaded = rules.ssi_cascade(
-        {attribute: given.get(attribute, rules.NO) for attribute in rules.SSI_ATTRIBUTES}
-    )
-    return {attribute: (cascaded[attribute], given.get(attribute, "")) for attribute in rules.SSI_ATTRIBUTES}
+    cascaded = rules.cascade(given, gates=gates)
+    return {attribute: (cascaded[attribute], given.get(attribute, "")) for attribute, _ in gates}

@@ -103,6 +103,24 @@ def test_the_change_page_shows_agreement_workers_progress_and_the_buttons(campai
     assert f'href="{export}?format=jsonl"' in page
 
 
+def test_the_change_page_counts_complete_and_incomplete_items(client, users) -> None:
+    campaign = ssi_campaign(items=4, raters=2, name="closed early")
+    for rated in (3, 2):  # items 1 and 2 get both raters, item 3 one, item 4 none
+        worker = UserFactory(role=Role.CROWDWORKER)
+        for _ in range(rated):
+            lease = assignments.assignment_lease_next(worker=worker, campaign=campaign)
+            assignments.judgment_submit(assignment_id=lease.pk, worker=worker, answers=YES3)
+    client.force_login(users[Role.ADMIN])
+
+    page = " ".join(client.get(change_url(campaign)).content.decode().split())
+
+    assert "Complete (labelled): <strong>2</strong>" in page
+    assert (
+        "incomplete (no labels yet): <strong>2</strong>, of which 1 partly rated and 1 not rated yet" in page
+    )
+    assert "when all its 2 raters have answered" in page
+
+
 def test_a_blocked_worker_links_admins_to_where_the_block_is_lifted(campaign, client, users) -> None:
     WorkerQuality.objects.create(campaign=campaign, worker=UserFactory(), gold_seen=5, blocked=True)
     lift = reverse("admin:annotation_workerquality_changelist") + f"?campaign__id__exact={campaign.pk}"

@@ -107,16 +107,18 @@ def test_create_campaign_refuses_bad_input_clearly(args: list[str], message: str
 # --- import_judgments -------------------------------------------------------------------------
 
 
-def test_import_judgments_imports_and_labels(tmp_path: Path) -> None:
-    campaigns.campaign_create(name="ext", kind="ssi", empty=True)
-    path = write_jsonl(tmp_path / "judgments.jsonl", [*rating("a", "r1", YES3), *rating("a", "r2", YES3)])
+def test_import_judgments_imports_and_labels_the_complete_items(tmp_path: Path) -> None:
+    campaigns.campaign_create(name="ext", kind="ssi", raters_per_item=2, empty=True)
+    ratings = [*rating("a", "r1", YES3), *rating("a", "r2", YES3), *rating("b", "r1", YES3)]
+    path = write_jsonl(tmp_path / "judgments.jsonl", ratings)
 
     out, _ = run("import_judgments", str(path), "--campaign=ext")
 
-    assert "2 ratings (6 judgments)" in out
-    assert "1 new items, 2 new raters; 1 items labelled" in out
-    assert Judgment.objects.count() == 6
+    assert "3 ratings (9 judgments)" in out
+    assert "2 new items, 2 new raters; 1 items labelled, 1 incomplete" in out
+    assert Judgment.objects.count() == 9
     assert ConsensusLabel.objects.filter(item__key="a").count() == 3
+    assert not ConsensusLabel.objects.filter(item__key="b").exists()  # one of its two raters
 
 
 def test_import_judgments_names_the_line_and_field_and_writes_nothing(tmp_path: Path) -> None:
@@ -167,7 +169,7 @@ def test_aggregate_labels_the_whole_campaign_in_the_foreground() -> None:
 
     out, _ = run("aggregate", "--campaign=agg")
 
-    assert "2 items labelled" in out
+    assert "2 items labelled; 0 incomplete items" in out
     assert ConsensusLabel.objects.filter(item__campaign=campaign, label=1).count() == 6
 
 
@@ -181,8 +183,14 @@ def test_aggregate_of_an_unknown_campaign_is_an_error() -> None:
 
 @pytest.fixture
 def labelled() -> Campaign:
-    campaign = campaigns.campaign_create(name="done", kind="ssi", empty=True)
-    objects = [*rating("a", "r1", YES3), *rating("b", "r1", {"sensible": "no"})]
+    campaign = campaigns.campaign_create(name="done", kind="ssi", raters_per_item=2, empty=True)
+    objects = [
+        *rating("a", "r1", YES3),
+        *rating("a", "r2", YES3),
+        *rating("b", "r1", {"sensible": "no"}),
+        *rating("b", "r2", {"sensible": "no"}),
+        *rating("c", "r1", YES3),  # one of its two raters: incomplete
+    ]
     judgment_imports.judgments_import(
         campaign=campaign, lines=judgment_imports.parse_objects(objects), source="t"
     )
@@ -194,10 +202,10 @@ def test_export_consensus_writes_jsonl_through_a_partial_file(labelled, tmp_path
 
     out, _ = run("export_consensus", "--campaign=done", str(path))
 
-    assert "consensus labels of 2 items exported" in out
+    assert "consensus labels of 2 items exported; 1 incomplete items left out" in out
     rows = [json.loads(text) for text in path.read_text().splitlines()]
     assert [row["key"] for row in rows] == ["a", "b"]
-    assert rows[0]["labels"]["sensible"]["label"] == 0  # 1 "yes" of the 5 raters an SSI item waits for
+    assert rows[0]["labels"]["sensible"]["label"] == 1
     assert not list(path.parent.glob("*.partial"))
 
 
@@ -210,9 +218,10 @@ def test_export_consensus_writes_csv_to_stdout(labelled) -> None:
 
 
 def test_export_consensus_writes_jsonl_to_stdout_one_line_per_item(labelled) -> None:
-    out, _ = run("export_consensus", "--campaign=done", "-")
+    out, err = run("export_consensus", "--campaign=done", "-")
 
     assert [json.loads(text)["key"] for text in out.splitlines()] == ["a", "b"]
+    assert "1 incomplete items left out" in err
 
 
 def test_export_consensus_refuses_an_unknown_campaign_or_format(tmp_path: Path) -> None:

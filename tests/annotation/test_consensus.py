@@ -1,9 +1,11 @@
 """The consensus the database computes (``annotation.services.consensus``: counts in SQL, labels
 by the rules) is the one the pure rules (``annotation.rules``) give from the raters' answers, label
-for label, for every campaign kind: random campaigns, items with fewer judgments than raters, the
-SSI cascade, "maybe" and "not sure", several safety objectives, and judgments that come in two
-rounds (the second recomputation relabels only the items where something changed, a lost label
-among them, and must still be right).
+for label, for every campaign kind: random campaigns, items with fewer judgments than raters (which
+get no labels at all), the SSI cascade, "maybe" and "not sure", several safety objectives, and
+judgments that come in two rounds (the second recomputation relabels only the items where something
+changed, a lost label among them, and must still be right). Then the issue's cases by hand: an item
+missing judgments (a campaign closed early, consensus run mid-campaign, an import with fewer raters)
+has no labels, and labels an incomplete item kept from rules version 1 are removed.
 
 The file runs on SQLite too (``scripts/test.sh``): the statement must run on both databases."""
 
@@ -179,10 +181,11 @@ def test_the_database_labels_every_item_as_the_rules_do(drawn: Drawn, chunk: int
             store(campaign, item, workers, ratings)
 
         consensus.campaign_aggregate(campaign=campaign, chunk=chunk)
+        # Only complete items are labelled: every one of the campaign's raters answered.
         assert stored_labels(campaign) == {
             item.key: as_rows(expected_labels(campaign, ratings, drawn.objectives))
             for item, ratings in zip(items, drawn.first, strict=True)
-            if ratings
+            if len(ratings) == drawn.raters
         }
 
         # One label lost (say an admin deleted it): its item is labelled again whole, since a
@@ -201,5 +204,75 @@ def test_the_database_labels_every_item_as_the_rules_do(drawn: Drawn, chunk: int
         assert stored_labels(campaign) == {
             item.key: as_rows(expected_labels(campaign, first + later, drawn.objectives))
             for item, first, later in zip(items, drawn.first, drawn.later, strict=True)
-            if first + later
+            if len(first + later) == drawn.raters
         }
+
+
+# --- incomplete items, by hand (the issue's cases) ----------------------------------------------
+
+
+def rated_item(campaign: Campaign, key: str, ratings: list[Answers]) -> Item:
+    item = Item.objects.create(campaign=campaign, key=key, response="r", open_slots=0)
+    workers = [User.objects.get_or_create(username=f"rater-{n}")[0] for n in range(len(ratings))]
+    store(campaign, item, workers, ratings)
+    return item
+
+
+def test_an_ssi_item_two_of_five_raters_found_good_has_no_label_until_all_five_answered() -> None:
+    campaign = campaigns.campaign_create(name="closed early", kind="ssi", empty=True)
+    yes = {"sensible": "yes", "specific": "yes", "interesting": "yes"}
+    item = rated_item(campaign, "two-of-five", [yes, yes])
+
+    labelled = consensus.campaign_aggregate(campaign=campaign)  # an admin runs consensus mid-campaign
+
+    assert labelled == 0
+    assert not ConsensusLabel.objects.exists()  # not "0" (yes-fraction 1.0): no label at all
+    store(campaign, item, [User.objects.create(username=f"late-{n}") for n in range(3)], [yes] * 3)
+    consensus.item_aggregate(item_id=item.pk)
+    assert stored_labels(campaign)["two-of-five"]["sensible"][:4] == (1, 5, 0, 0)
+
+
+def test_a_safety_item_one_of_three_raters_called_harmful_is_not_labelled_unsafe() -> None:
+    campaign = campaigns.campaign_create(
+        name="one of three", kind="safety", empty=True, objectives=["harm", "bias"]
+    )
+    rated_item(campaign, "one-of-three", [{"harm": "no", "bias": "no"}])
+    rated_item(campaign, "all-three", [{"harm": "no", "bias": "no"}] * 3)
+
+    consensus.campaign_aggregate(campaign=campaign)
+
+    stored = stored_labels(campaign)
+    assert set(stored) == {"all-three"}
+    assert stored["all-three"]["unsafe"][0] == 0
+
+
+def test_labels_an_incomplete_item_kept_from_rules_version_1_are_removed_by_the_next_run() -> None:
+    campaign = campaigns.campaign_create(name="old labels", kind="ssi", raters_per_item=3, empty=True)
+    item = rated_item(campaign, "incomplete", [{"sensible": "no"}])
+    ConsensusLabel.objects.create(
+        item=item, attribute="sensible", label=0, yes=0, no=1, maybe=0, yes_fraction=0.0, rules_version="1"
+    )
+    complete = rated_item(campaign, "complete", [{"sensible": "no"}] * 3)
+    # A complete item whose rater was deleted with their judgments: incomplete again.
+    short = rated_item(campaign, "rater-deleted", [{"sensible": "no"}] * 3)
+    consensus.campaign_aggregate(campaign=campaign)
+    assert ConsensusLabel.objects.filter(item=short).count() == 3
+    Assignment.objects.filter(item=short).first().delete()
+
+    consensus.campaign_aggregate(campaign=campaign)
+
+    assert set(stored_labels(campaign)) == {"complete"}
+    assert ConsensusLabel.objects.filter(item=complete, rules_version=rules.RULES_VERSION).count() == 3
+
+
+def test_a_recomputation_costs_the_same_few_queries_whatever_the_number_of_items(
+    django_assert_max_num_queries,
+) -> None:
+    campaign = campaigns.campaign_create(name="queries", kind="ssi", raters_per_item=2, empty=True)
+    for n in range(30):
+        rated_item(campaign, f"k{n}", [{"sensible": "no"}] * (1 + n % 2))  # half of them incomplete
+
+    with django_assert_max_num_queries(6):
+        assert consensus.campaign_aggregate(campaign=campaign) == 15
+
+    assert len(stored_labels(campaign)) == 15

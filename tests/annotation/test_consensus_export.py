@@ -1,4 +1,5 @@
-"""Exporting consensus labels (``annotation.consensus_export``): the formats and the API's download."""
+"""Exporting consensus labels (``annotation.consensus_export``): the formats and the API's download.
+Only complete items are exported; the incomplete ones are counted."""
 
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ from tests.annotation.helpers import YES3, import_lines, labels, rating, safety_
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture
+def one_rater() -> Campaign:
+    """An SSI campaign whose items need one rater: one rating makes an item complete."""
+    return campaigns.campaign_create(name="one rater", kind="ssi", raters_per_item=1, empty=True)
+
+
 # --- export ---------------------------------------------------------------------------------
 
 
@@ -26,21 +33,21 @@ def export_text(campaign: Campaign, format: str) -> str:
     return "".join(consensus_export.consensus_lines(campaign=campaign, format=format))
 
 
-def test_the_jsonl_export_has_one_line_per_labelled_item(ssi) -> None:
-    import_lines(ssi, *rating("a", "r1", YES3), *rating("b", "r1", {"sensible": "no"}))
+def test_the_jsonl_export_has_one_line_per_labelled_item(one_rater) -> None:
+    import_lines(one_rater, *rating("a", "r1", YES3), *rating("b", "r1", {"sensible": "no"}))
     campaigns.campaign_create(name="other", kind="ssi", empty=True)  # nothing of it exported
-    Item.objects.create(campaign=ssi, key="unrated", response="?", open_slots=5)
+    Item.objects.create(campaign=one_rater, key="unrated", response="?", open_slots=1)
 
-    rows = [json.loads(row) for row in export_text(ssi, "jsonl").splitlines()]
+    rows = [json.loads(row) for row in export_text(one_rater, "jsonl").splitlines()]
 
     assert [row["key"] for row in rows] == ["a", "b"]
     assert rows[0] == {
         "key": "a",
         "labels": {
-            attribute: {"label": 0, "yes": 1, "no": 0, "maybe": 0, "yes_fraction": 1.0}
+            attribute: {"label": 1, "yes": 1, "no": 0, "maybe": 0, "yes_fraction": 1.0}
             for attribute in ("interesting", "sensible", "specific")
         },
-        "rules_version": "1",
+        "rules_version": "2",
     }
     assert "safety_score" not in rows[0]
 
@@ -67,26 +74,40 @@ def test_a_response_every_rater_finds_safe_gets_safety_score_one(safety) -> None
     assert labels("s")["safety"] == (1, 3, 0, 0)
 
 
-def test_the_csv_export_has_one_row_per_item_and_attribute(ssi) -> None:
-    import_lines(ssi, *rating("a, with a comma", "r1", YES3), *rating("b", "r1", {"sensible": "maybe"}))
+def test_the_csv_export_has_one_row_per_item_and_attribute(one_rater) -> None:
+    import_lines(one_rater, *rating("a, with a comma", "r1", YES3), *rating("b", "r1", {"sensible": "maybe"}))
 
-    rows = list(csv.reader(io.StringIO(export_text(ssi, "csv"))))
+    rows = list(csv.reader(io.StringIO(export_text(one_rater, "csv"))))
 
     assert rows[0] == list(consensus_export.CSV_HEADER)
     assert len(rows) == 1 + 2 * 3
-    assert rows[1] == ["a, with a comma", "interesting", "0", "1", "0", "0", "1.0", "1"]
-    assert ["b", "sensible", "0", "0", "0", "1", "0.0", "1"] in rows
+    assert rows[1] == ["a, with a comma", "interesting", "1", "1", "0", "0", "1.0", "2"]
+    assert ["b", "sensible", "0", "0", "0", "1", "0.0", "2"] in rows
 
 
 def test_the_export_is_one_streamed_query_whatever_the_number_of_items(
-    ssi, django_assert_num_queries
+    one_rater, django_assert_num_queries
 ) -> None:
-    import_lines(ssi, *[obj for n in range(30) for obj in rating(f"k{n}", "r1", {"sensible": "no"})])
+    import_lines(one_rater, *[obj for n in range(30) for obj in rating(f"k{n}", "r1", {"sensible": "no"})])
 
     with django_assert_num_queries(1):
-        lines = list(consensus_export.consensus_lines(campaign=ssi, format="jsonl"))
+        lines = list(consensus_export.consensus_lines(campaign=one_rater, format="jsonl"))
 
     assert len(lines) == 30
+
+
+def test_incomplete_items_are_left_out_and_counted(ssi) -> None:
+    # "full" has all five raters; "two" has two of five, both yes (it used to be exported as 0).
+    five = [obj for n in range(5) for obj in rating("full", f"r{n}", YES3)]
+    import_lines(ssi, *five, *rating("two", "r1", YES3), *rating("two", "r2", YES3))
+    Item.objects.create(campaign=ssi, key="unrated", response="?", open_slots=0)
+
+    rows = [json.loads(row) for row in export_text(ssi, "jsonl").splitlines()]
+    csv_keys = {row[0] for row in csv.reader(io.StringIO(export_text(ssi, "csv")))}
+
+    assert [row["key"] for row in rows] == ["full"]
+    assert csv_keys == {"key", "full"}
+    assert consensus_export.incomplete_count(campaign=ssi) == 2  # "two" and "unrated"
 
 
 def test_an_unknown_export_format_is_refused(ssi) -> None:
@@ -112,6 +133,7 @@ def test_admins_and_researchers_download_the_consensus_streamed(who, format, ssi
     assert response.streaming
     assert response["Content-Type"] == consensus_export.CONTENT_TYPES[format]
     assert response["Content-Disposition"] == f'attachment; filename="consensus-{ssi.pk}.{format}"'
+    assert response["X-Incomplete-Items"] == "1"  # one rater of the five: left out, and counted
     body = b"".join(response.streaming_content).decode()
     assert body == export_text(ssi, format)
 

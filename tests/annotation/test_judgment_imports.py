@@ -66,7 +66,7 @@ def test_an_import_creates_items_raters_and_submitted_assignments_then_labels_th
     result = import_lines(ssi, *objects)
 
     assert (result.items_created, result.raters_created, result.ratings, result.judgments) == (2, 5, 6, 18)
-    assert result.labelled == 2
+    assert (result.labelled, result.incomplete) == (1, 1)
     item = Item.objects.get(campaign=ssi, key="a")
     assert (item.kind, item.open_slots, item.judgment_count) == ("normal", 0, 5)
     assert item.context == [{"speaker": "user", "text": "About a?"}]
@@ -76,14 +76,16 @@ def test_an_import_creates_items_raters_and_submitted_assignments_then_labels_th
     assert (rater.is_staff, rater.is_superuser) == (False, False)
     assert set(Assignment.objects.values_list("state", flat=True)) == {"submitted"}
     assert labels("a") == {"sensible": (1, 3, 2, 0), "specific": (1, 3, 2, 0), "interesting": (1, 3, 2, 0)}
-    assert labels("b")["sensible"] == (0, 0, 1, 0)  # one "no" of the five raters an item waits for
+    # One "no" of the five raters the item waits for: incomplete, so no label (not a 0).
+    assert labels("b") == {}
 
 
 def test_the_cascade_applies_and_what_was_given_is_kept(ssi) -> None:
     import_lines(
         ssi,
         *rating("a", "gave-all", {"sensible": "no", "specific": "yes", "interesting": "yes"}),
-        *rating("a", "skipped-specific", {"sensible": "yes", "interesting": "yes"}),
+        *rating("a", "not-specific", {"sensible": "yes", "specific": "no", "interesting": "yes"}),
+        *rating("a", "not-sensible", {"sensible": "maybe"}),
     )
 
     stored = {
@@ -94,11 +96,82 @@ def test_the_cascade_applies_and_what_was_given_is_kept(ssi) -> None:
         ("ext:gave-all", "sensible"): ("no", "no"),
         ("ext:gave-all", "specific"): ("no", "yes"),
         ("ext:gave-all", "interesting"): ("no", "yes"),
-        # A missing answer was not asked: it counts "no", and so does what the cascade then skips.
-        ("ext:skipped-specific", "sensible"): ("yes", "yes"),
-        ("ext:skipped-specific", "specific"): ("no", ""),
-        ("ext:skipped-specific", "interesting"): ("no", "yes"),
+        ("ext:not-specific", "sensible"): ("yes", "yes"),
+        ("ext:not-specific", "specific"): ("no", "no"),
+        ("ext:not-specific", "interesting"): ("no", "yes"),
+        # Questions the cascade does not ask need no answer; they count "no".
+        ("ext:not-sensible", "sensible"): ("maybe", "maybe"),
+        ("ext:not-sensible", "specific"): ("no", ""),
+        ("ext:not-sensible", "interesting"): ("no", ""),
     }
+
+
+def test_an_ssi_rating_that_leaves_out_a_question_the_page_asks_is_refused_with_line_and_field(ssi) -> None:
+    objects = [
+        line("a", "r1", "sensible", "yes"),  # 1: sensible yes, specific left out
+        line("a", "r1", "interesting", "yes"),  # 2
+        line("a", "r2", "sensible", "yes"),  # 3
+        line("a", "r2", "specific", "yes"),  # 4: specific yes, interesting left out
+        line("a", "r3", "sensible", "no"),  # 5: fine, nothing else is asked
+    ]
+
+    with pytest.raises(JudgmentImportError) as caught:
+        import_lines(ssi, *objects)
+
+    assert [(e.line, e.field) for e in caught.value.errors] == [(1, "attribute"), (4, "attribute")]
+    assert caught.value.errors[0].message == (
+        "rater 'r1' answered 'sensible' yes for item 'a' but has no 'specific' answer; "
+        "the rating page asks 'specific' after a yes"
+    )
+    assert "no 'interesting' answer" in caught.value.errors[1].message
+    assert nothing_written()
+
+
+@pytest.fixture
+def evaluation() -> Campaign:
+    return campaigns.campaign_create(name="external eval", kind="groundedness_eval", empty=True)
+
+
+EVAL = {"understandable": "yes", "claims_external": "yes", "well_known": "no", "factually_correct": "yes"}
+
+
+def test_a_groundedness_evaluation_rating_answers_every_question_it_is_asked(evaluation) -> None:
+    no_claims = {
+        "understandable": "yes",
+        "claims_external": "no",
+        "factually_correct": "no",
+        "cites_source": "no",
+    }
+    bad = [
+        *rating("e", "r1", EVAL),  # 1-4: cites_source left out
+        *rating("e", "r2", {**EVAL, "cites_source": "yes", "well_known": None}),  # 5-8: well_known left out
+    ]
+    bad = [obj for obj in bad if obj["value"] is not None]
+
+    assert errors_of(evaluation, *bad) == [(1, "attribute"), (6, "attribute")]
+    assert nothing_written()
+
+    result = import_lines(
+        evaluation,
+        *rating("e", "r1", {**EVAL, "cites_source": "yes"}),
+        *rating("e", "r2", {**EVAL, "well_known": "yes", "cites_source": "no"}),
+        *rating("e", "r3", no_claims),  # not asked whether the claims are well known
+    )
+
+    assert (result.labelled, result.incomplete) == (1, 0)
+    assert labels("e")["well_known"] == (0, 1, 2, 0)
+    assert labels("e")["claims_external"] == (1, 2, 1, 0)
+
+
+def test_a_helpfulness_rating_answers_every_question() -> None:
+    helpfulness = campaigns.campaign_create(name="external help", kind="helpfulness", empty=True)
+
+    found = errors_of(
+        helpfulness, line("h", "r1", "helpful", "yes"), line("h", "r2", "role_consistent", "no")
+    )
+
+    assert found == [(1, "attribute"), (2, "attribute")]
+    assert nothing_written()
 
 
 def test_bad_lines_are_reported_with_line_and_field_and_nothing_is_written(ssi) -> None:
@@ -155,8 +228,8 @@ def test_an_item_takes_no_more_raters_than_the_campaign_asks(ssi) -> None:
 
 
 def test_one_key_for_two_different_items_is_an_error(ssi) -> None:
-    first = line("a", "r1", "sensible", "yes")
-    other = {**line("a", "r2", "sensible", "yes"), "item": {"key": "a", "response": "Something else."}}
+    first = line("a", "r1", "sensible", "no")
+    other = {**line("a", "r2", "sensible", "no"), "item": {"key": "a", "response": "Something else."}}
 
     assert errors_of(ssi, first, other) == [(2, "item")]
 
@@ -269,6 +342,7 @@ def test_fed_ratings_imported_give_the_majority_of_their_annotators(ssi, fed) ->
     )
 
     assert (result.items_created, result.ratings, result.judgments, result.labelled) == (16, 80, 240, 16)
+    assert result.incomplete == 0  # FED has five annotators per item, as an SSI campaign has raters
     got = {key: {attribute: label for attribute, (label, *_) in labels(key).items()} for key in expected}
     assert got == expected
     first_index, first = chosen[0]
@@ -314,7 +388,8 @@ def test_admins_import_judgments_as_json_lines_or_a_json_list(ssi, users, api_cl
         "raters_created": 1,
         "ratings": 1,
         "judgments": 3,
-        "labelled": 1,
+        "labelled": 0,
+        "incomplete": 1,  # one rater of the five an SSI item waits for
     }
     assert list_response.status_code == 201
     assert list_response.json()["raters_created"] == 0
@@ -325,7 +400,7 @@ def test_a_bad_import_answers_400_with_each_line_and_field(ssi, users, api_clien
     api_client.force_login(users[Role.ADMIN])
 
     response = post_ndjson(
-        api_client, import_url(ssi), [line("a", "r1", "sensible", "yes"), line("a", "r2", "sensible", "si")]
+        api_client, import_url(ssi), [line("a", "r1", "sensible", "no"), line("a", "r2", "sensible", "si")]
     )
 
     assert response.status_code == 400

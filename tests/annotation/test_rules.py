@@ -21,9 +21,13 @@ from annotation.rules import (
     SSI_ATTRIBUTES,
     UNSAFE,
     VALUES,
+    WELL_KNOWN,
     YES,
     Counts,
     Label,
+    answered_by_all,
+    asked,
+    cascade,
     groundedness_metrics,
     labels_from_counts,
     majority_label,
@@ -52,19 +56,20 @@ def complete_ssi(draw: st.DrawFn) -> dict[str, str | None]:
     return answers
 
 
+# Complete panels: every one of the item's raters answered (only complete items are labelled).
+
+
 @st.composite
 def ssi_panel(draw: st.DrawFn) -> tuple[list[dict[str, str | None]], int]:
-    ratings = draw(st.lists(complete_ssi(), max_size=7))
-    raters = draw(st.integers(min_value=max(1, len(ratings)), max_value=9))
-    return ratings, raters
+    ratings = draw(st.lists(complete_ssi(), min_size=1, max_size=7))
+    return ratings, len(ratings)
 
 
 @st.composite
 def safety_panel(draw: st.DrawFn) -> tuple[list[dict[str, str]], tuple[str, ...], int]:
     objectives = tuple(draw(st.lists(st.sampled_from(OBJECTIVES), min_size=1, unique=True)))
-    ratings = draw(st.lists(st.fixed_dictionaries(dict.fromkeys(objectives, values)), max_size=7))
-    raters = draw(st.integers(min_value=max(1, len(ratings)), max_value=9))
-    return ratings, objectives, raters
+    ratings = draw(st.lists(st.fixed_dictionaries(dict.fromkeys(objectives, values)), min_size=1, max_size=7))
+    return ratings, objectives, len(ratings)
 
 
 def ssi(sensible: str | None, specific: str | None = None, interesting: str | None = None) -> dict:
@@ -113,12 +118,13 @@ def majority_from_answers(
 
 
 def test_constants_are_the_papers() -> None:
-    assert RULES_VERSION == "1"
+    assert RULES_VERSION == "2"  # 2: complete items only
     assert VALUES == ("yes", "no", "maybe")
     assert SSI_ATTRIBUTES == ("sensible", "specific", "interesting")
     assert GROUNDEDNESS_EVAL_ATTRIBUTES == (
         "understandable",
         "claims_external",
+        "well_known",
         "factually_correct",
         "cites_source",
     )
@@ -167,16 +173,26 @@ def test_two_of_three_is_a_majority_and_one_is_not() -> None:
     assert majority_label("helpful", Counts(yes=1, maybe=2), raters=3).label == 0
 
 
-def test_missing_judgments_cannot_make_a_majority() -> None:
-    # Two of five raters have answered, both "yes": 2 of the 2 present, but not 3 of the 5.
-    label = majority_label("sensible", Counts(yes=2), raters=5)
+def test_an_item_missing_judgments_gets_no_label_not_a_zero() -> None:
+    # Two of five raters have answered, both "yes": not a 0 (the missing three are not "no"), but no
+    # label at all until the other three answer.
+    with pytest.raises(
+        ValueError, match="sensible: 2 of 5 raters answered; an item is labelled only when all"
+    ):
+        majority_label("sensible", Counts(yes=2), raters=5)
+    with pytest.raises(ValueError, match="0 of 5 raters answered"):
+        majority_label("sensible", Counts(), raters=5)
+    with pytest.raises(ValueError, match="2 of 5 raters answered"):
+        ssi_from_answers([ssi(YES, YES, YES)] * 2)
 
-    assert label.label == 0
-    assert label.yes_fraction == 1.0
 
+def test_answered_by_all_says_whether_every_rater_answered_every_attribute() -> None:
+    counts = {"helpful": Counts(yes=2, no=1), "role_consistent": Counts(yes=2)}
 
-def test_no_answers_give_label_zero_and_soft_label_zero() -> None:
-    assert majority_label("sensible", Counts(), raters=5) == Label("sensible", 0, 0, 0, 0, 0.0)
+    assert answered_by_all(counts, attributes=["helpful"], raters=3)
+    assert not answered_by_all(counts, attributes=HELPFULNESS_ATTRIBUTES, raters=3)
+    assert not answered_by_all(counts, attributes=["helpful", "missing"], raters=3)
+    assert not answered_by_all({"helpful": Counts(yes=4)}, attributes=["helpful"], raters=3)
 
 
 def test_more_answers_than_raters_is_refused() -> None:
@@ -252,17 +268,21 @@ def test_a_sensible_no_with_specific_yes_counts_no_downstream() -> None:
 
     assert label_of(labels, "specific") == (1, 2, 1, 0, 2 / 3)
     assert label_of(labels, "interesting") == (1, 2, 1, 0, 2 / 3)
-    # With five raters the same three answers are no majority.
-    assert ssi_from_answers(ratings)["specific"].label == 0
+    # With five raters the same three answers are no label yet.
+    with pytest.raises(ValueError, match="3 of 5 raters answered"):
+        ssi_from_answers(ratings)
 
 
 def test_ssi_labels_from_counts_of_a_group_by() -> None:
-    counts = {"sensible": Counts(yes=4, no=1), "specific": Counts(yes=3, no=2)}
+    counts = {"sensible": Counts(yes=4, no=1), "specific": Counts(yes=3, no=2), "interesting": Counts(no=5)}
 
     labels = ssi_labels_from_counts(counts)
 
     assert [labels[attribute].label for attribute in SSI_ATTRIBUTES] == [1, 1, 0]
-    assert labels["interesting"] == Label("interesting", 0, 0, 0, 0, 0.0)
+    assert labels["interesting"] == Label("interesting", 0, 0, 5, 0, 0.0)
+    del counts["interesting"]
+    with pytest.raises(ValueError, match="interesting: 0 of 5 raters answered"):
+        ssi_labels_from_counts(counts)
 
 
 # --- SSI errors ----------------------------------------------------------------------------------
@@ -356,18 +376,20 @@ def test_a_violation_by_majority() -> None:
     assert labels[UNSAFE].label == 1
 
 
-def test_safety_with_missing_raters_is_not_safe() -> None:
-    # One rater of three said no everywhere: no majority of "no" yet.
-    labels = safety_from_answers([dict.fromkeys(OBJECTIVES, NO)], objectives=OBJECTIVES)
-
-    assert labels[SAFETY_SCORE].label == 0
-    assert labels[SAFETY_SCORE].yes_fraction == 1.0
+def test_safety_with_missing_raters_has_no_label_not_unsafe() -> None:
+    # One rater of three said no everywhere: not UNSAFE, and not safe either, until all three answered.
+    with pytest.raises(ValueError, match="harm: 1 of 3 raters answered"):
+        safety_from_answers([dict.fromkeys(OBJECTIVES, NO)], objectives=OBJECTIVES)
+    # An objective one rater left out makes the item incomplete too.
+    counts = {"harm": Counts(no=3), "unfair-bias": Counts(no=2)}
+    with pytest.raises(ValueError, match="unfair-bias: 2 of 3 raters answered"):
+        safety_labels_from_counts(counts, objectives=["harm", "unfair-bias"], all_no_raters=2)
 
 
 def test_safety_ignores_answers_to_objectives_not_listed() -> None:
     ratings = [{"harm": NO, "retired": YES}] * 2
 
-    labels = safety_from_answers(ratings, objectives=["harm"])
+    labels = safety_from_answers(ratings, objectives=["harm"], raters=2)
 
     assert "retired" not in labels
     assert labels[SAFETY_SCORE].label == 1
@@ -416,44 +438,81 @@ def test_all_no_raters_cannot_exceed_any_no_count() -> None:
 
 
 def test_groundedness_eval_by_majority_of_three() -> None:
+    raw = [
+        {"understandable": YES, "claims_external": YES, "well_known": YES, "factually_correct": MAYBE},
+        {"understandable": YES, "claims_external": YES, "well_known": NO, "factually_correct": YES},
+        {"understandable": NO, "claims_external": MAYBE, "factually_correct": MAYBE},  # well_known not asked
+    ]
+    cites = [YES, NO, YES]
     ratings = [
-        {"understandable": YES, "claims_external": YES, "factually_correct": MAYBE, "cites_source": YES},
-        {"understandable": YES, "claims_external": YES, "factually_correct": YES, "cites_source": NO},
-        {"understandable": NO, "claims_external": MAYBE, "factually_correct": MAYBE, "cites_source": YES},
+        cascade({**answers, "cites_source": cited}, gates=GROUNDEDNESS_EVAL_GATES)
+        for answers, cited in zip(raw, cites, strict=True)
     ]
 
     labels = majority_from_answers(ratings, attributes=GROUNDEDNESS_EVAL_ATTRIBUTES)
 
-    # factually_correct: "not sure" twice is not a majority of yes.
+    # factually_correct: "not sure" twice is not a majority of yes; well_known: one yes of three.
     assert {attribute: labels[attribute].label for attribute in GROUNDEDNESS_EVAL_ATTRIBUTES} == {
         "understandable": 1,
         "claims_external": 1,
+        "well_known": 0,
         "factually_correct": 0,
         "cites_source": 1,
     }
+    assert label_of(labels, "well_known") == (0, 1, 2, 0, 1 / 3)
     assert labels["factually_correct"].maybe == 2
 
 
 def test_helpfulness_by_majority() -> None:
     ratings = [{"helpful": YES, "role_consistent": YES}, {"helpful": NO, "role_consistent": YES}]
 
-    labels = majority_from_answers(ratings, attributes=HELPFULNESS_ATTRIBUTES)
+    labels = majority_from_answers(ratings, attributes=HELPFULNESS_ATTRIBUTES, raters=2)
 
     assert labels["helpful"].label == 0
     assert labels["role_consistent"].label == 1
 
 
-def test_labels_from_counts_missing_attribute_counts_zero() -> None:
-    labels = labels_from_counts({"helpful": Counts(yes=2, no=1)}, attributes=HELPFULNESS_ATTRIBUTES, raters=3)
+def test_labels_from_counts_refuses_an_attribute_not_every_rater_answered() -> None:
+    counts = {"helpful": Counts(yes=2, no=1)}
 
-    assert labels["helpful"].label == 1
-    assert labels["role_consistent"] == Label("role_consistent", 0, 0, 0, 0, 0.0)
+    assert labels_from_counts(counts, attributes=["helpful"], raters=3)["helpful"].label == 1
+    with pytest.raises(ValueError, match="role_consistent: 0 of 3 raters answered"):
+        labels_from_counts(counts, attributes=HELPFULNESS_ATTRIBUTES, raters=3)
 
 
-def grounded_item(claims: int, correct: int, cites: int) -> dict[str, Label]:
+# --- the cascade of any campaign kind (gates) -----------------------------------------------------
+
+GROUNDEDNESS_EVAL_GATES = (
+    ("understandable", None),
+    ("claims_external", None),
+    (WELL_KNOWN, "claims_external"),
+    ("factually_correct", None),
+    ("cites_source", None),
+)
+
+
+def test_well_known_is_asked_only_after_external_claims() -> None:
+    assert WELL_KNOWN not in asked({"claims_external": NO}, gates=GROUNDEDNESS_EVAL_GATES)
+    assert WELL_KNOWN not in asked({"claims_external": MAYBE}, gates=GROUNDEDNESS_EVAL_GATES)
+    assert asked({"claims_external": YES}, gates=GROUNDEDNESS_EVAL_GATES) == tuple(
+        attribute for attribute, _ in GROUNDEDNESS_EVAL_GATES
+    )
+    answers = {"understandable": YES, "claims_external": NO, "factually_correct": NO, "cites_source": NO}
+    assert cascade({**answers, WELL_KNOWN: YES}, gates=GROUNDEDNESS_EVAL_GATES)[WELL_KNOWN] == NO
+    with pytest.raises(ValueError, match=r"^well_known: not answered"):
+        cascade({**answers, "claims_external": YES}, gates=GROUNDEDNESS_EVAL_GATES)
+    with pytest.raises(ValueError, match=r"^cites_source: not answered"):
+        cascade(
+            {"understandable": YES, "claims_external": NO, "factually_correct": NO},
+            gates=GROUNDEDNESS_EVAL_GATES,
+        )
+
+
+def grounded_item(claims: int, correct: int, cites: int, well_known: int = 0) -> dict[str, Label]:
     flags = {
         "understandable": 1,
         "claims_external": claims,
+        WELL_KNOWN: well_known,
         "factually_correct": correct,
         "cites_source": cites,
     }
@@ -477,6 +536,26 @@ def test_groundedness_metrics() -> None:
         "informativeness": 2 / 5,
         "citation_accuracy": 2 / 4,
     }
+
+
+def test_citation_accuracy_leaves_out_well_known_facts_and_groundedness_keeps_them() -> None:
+    # METHOD.md §4: citation accuracy is over responses with external claims, excluding well-known facts.
+    items = [
+        grounded_item(claims=1, correct=1, cites=1),
+        grounded_item(claims=1, correct=0, cites=0),
+        grounded_item(claims=1, correct=1, cites=0, well_known=1),  # "Paris is in France": no citation needed
+        grounded_item(claims=1, correct=1, cites=0, well_known=1),
+        grounded_item(claims=0, correct=0, cites=0),
+    ]
+
+    assert groundedness_metrics(items) == {
+        "groundedness": 3 / 4,
+        "informativeness": 3 / 5,
+        "citation_accuracy": 1 / 2,
+    }
+    only_well_known = [grounded_item(claims=1, correct=1, cites=0, well_known=1)]
+    assert groundedness_metrics(only_well_known)["citation_accuracy"] is None
+    assert groundedness_metrics(only_well_known)["groundedness"] == 1.0
 
 
 def test_groundedness_metrics_without_denominators() -> None:
@@ -551,6 +630,10 @@ def test_property_label_is_a_strict_majority_of_raters(yes: int, no: int, maybe:
         with pytest.raises(ValueError, match="raters per item"):
             majority_label("a", counts, raters=raters)
         return
+    if counts.total < raters:
+        with pytest.raises(ValueError, match=f"{counts.total} of {raters} raters answered"):
+            majority_label("a", counts, raters=raters)
+        return
 
     label = majority_label("a", counts, raters=raters)
 
@@ -617,20 +700,26 @@ def test_property_permuting_raters_keeps_safety_labels(
 
 
 @given(
-    st.lists(st.fixed_dictionaries(dict.fromkeys(GROUNDEDNESS_EVAL_ATTRIBUTES, values)), max_size=3),
+    st.lists(
+        st.fixed_dictionaries(dict.fromkeys(GROUNDEDNESS_EVAL_ATTRIBUTES, values)), min_size=1, max_size=3
+    ),
     st.data(),
 )
 def test_property_permuting_raters_keeps_majority_labels(ratings: list[dict], data: st.DataObject) -> None:
     shuffled = data.draw(st.permutations(ratings))
+    attributes, raters = GROUNDEDNESS_EVAL_ATTRIBUTES, len(ratings)
 
-    assert majority_from_answers(shuffled, attributes=GROUNDEDNESS_EVAL_ATTRIBUTES) == majority_from_answers(
-        ratings, attributes=GROUNDEDNESS_EVAL_ATTRIBUTES
+    assert majority_from_answers(shuffled, attributes=attributes, raters=raters) == majority_from_answers(
+        ratings, attributes=attributes, raters=raters
     )
 
 
-@pytest.mark.parametrize(("yes", "no", "label"), [(3, 0, 1), (2, 1, 0), (2, 0, 0), (0, 3, 0)])
+@pytest.mark.parametrize(("yes", "no", "label"), [(3, 0, 1), (2, 1, 0), (0, 3, 0)])
 def test_common_knowledge_holds_only_when_every_rater_says_yes(yes: int, no: int, label: int) -> None:
     from annotation.rules import common_knowledge_label
 
     result = common_knowledge_label(Counts(yes=yes, no=no), raters=3)
     assert (result.attribute, result.label, result.yes, result.no) == ("common_knowledge", label, yes, no)
+    # Two of three raters so far: no label (the third may not know it).
+    with pytest.raises(ValueError, match="2 of 3 raters answered"):
+        common_knowledge_label(Counts(yes=2), raters=3)

@@ -262,7 +262,7 @@ def test_the_last_judgment_queues_the_consensus_after_commit(django_capture_on_c
     }
     label = ConsensusLabel.objects.get(item=item, attribute="interesting")
     assert label.yes_fraction == pytest.approx(0.6)
-    assert label.rules_version == "1"
+    assert label.rules_version == "2"
 
 
 def test_two_yes_of_five_is_not_enough() -> None:

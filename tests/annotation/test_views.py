@@ -165,6 +165,42 @@ def test_groundedness_questions_offer_not_sure_for_factual_correctness(client, w
     assert "Maybe" not in factual.group()
 
 
+def test_groundedness_asks_whether_claims_are_well_known_after_external_claims(client, worker) -> None:
+    for n in range(2):
+        dialog_with_turns(
+            ["Where is Paris?", f"In France ({n})."], external_id=f"g{n}", purpose="groundedness"
+        )
+    campaign = campaigns.campaign_create(
+        name="Grounded", kind="groundedness_eval", filters=DialogFilters(purpose="groundedness")
+    )
+    answers = {"understandable": "yes", "factually_correct": "yes", "cites_source": "no"}
+
+    page = text(client.get(rate_url(campaign)))
+
+    well_known = re.search(r'<fieldset class="question" id="q-well_known".*?</fieldset>', page, re.S).group()
+    assert 'data-requires-yes="claims_external"' in well_known
+    assert "Is every claim well known (common knowledge)?" in well_known
+    assert "Well-known facts need no citation" in well_known
+    # External claims: whether they are well known must be answered.
+    first = lease_of(worker)
+    refused = client.post(f"/work/assignments/{first.pk}/submit", {**answers, "claims_external": "yes"})
+    assert "Well known: please answer yes, no or maybe." in text(refused)
+    client.post(
+        f"/work/assignments/{first.pk}/submit", {**answers, "claims_external": "yes", "well_known": "yes"}
+    )
+    # No external claims: not asked, and it counts "no" whatever the form sent.
+    client.get(rate_url(campaign))
+    second = lease_of(worker)
+    client.post(
+        f"/work/assignments/{second.pk}/submit", {**answers, "claims_external": "no", "well_known": "yes"}
+    )
+    stored = {
+        (j.assignment_id, j.attribute): (j.value, j.raw_value)
+        for j in Judgment.objects.filter(attribute="well_known")
+    }
+    assert stored == {(first.pk, "well_known"): ("yes", "yes"), (second.pk, "well_known"): ("no", "")}
+
+
 def test_user_text_is_escaped(client, worker) -> None:
     campaign = ssi_campaign(turns=['<script>alert("x")</script>', "<img src=x onerror=alert(1)>"])
 

@@ -11,7 +11,7 @@ import datasets as hf_datasets
 import pytest
 
 from annotation.models import ConsensusLabel
-from annotation.services import assignments, campaigns, rewrites
+from annotation.services import assignments, campaigns, judgment_imports, rewrites
 from tests.trainer.helpers import labelled_campaigns, tiny_model
 from trainer import records
 from trainer import tokenizer as tokenizers
@@ -90,6 +90,41 @@ def test_the_same_labels_give_the_same_sha256_and_a_changed_label_does_not() -> 
     ConsensusLabel.objects.filter(item__key="item-3", attribute="sensible").update(label=1)
     third = export("quality_safety", [ssi, safety])
     assert third.sha256 != first.sha256
+
+
+def test_incomplete_items_give_no_examples_and_the_manifest_counts_them() -> None:
+    """An SSI item 2 of its 5 raters found good and a safety item 1 of its 3 raters found harmless
+    (a campaign closed early): no labels, so no examples; each source campaign's count says so."""
+    from tests.trainer.helpers import item
+
+    tiny_model()
+    ssi, safety = labelled_campaigns(items=6)
+    ssi_lines = [
+        {"item": item(100), "rater": f"late{n}", "attribute": attribute, "value": "yes"}
+        for n in range(2)
+        for attribute in ("sensible", "specific", "interesting")
+    ]
+    safety_lines = [
+        {"item": item(101), "rater": "late", "attribute": "violates", "objective": "harm", "value": "no"}
+    ]
+    for campaign, lines in ((ssi, ssi_lines), (safety, safety_lines)):
+        judgment_imports.judgments_import(
+            campaign=campaign, lines=judgment_imports.parse_objects(lines), source="test"
+        )
+
+    dataset = export("quality_safety", [ssi, safety])
+
+    assert dataset.status == "ready", dataset.error
+    responses = {row["response"] for row in rows(dataset)}
+    assert item(0)["response"] in responses
+    assert item(100)["response"] not in responses
+    assert item(101)["response"] not in responses
+    manifest = json.loads((dataset.path / "manifest.json").read_text())
+    counted = {
+        c["name"]: (c["raters_per_item"], c["complete_items"], c["incomplete_items"])
+        for c in manifest["source_campaigns"]
+    }
+    assert counted == {ssi.name: (5, 6, 1), safety.name: (3, 6, 1)}
 
 
 @pytest.mark.parametrize("fmt", ["json", "parquet"])

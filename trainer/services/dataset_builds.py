@@ -222,6 +222,9 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
         # (the broker was down when its last judgment came) is labelled here.
         for campaign in campaigns:
             campaign_aggregate(campaign=campaign)
+    # Incomplete items (fewer judgments than their campaign's raters) have no labels, so they give no
+    # quality_safety examples: counted per source campaign in the manifest.
+    completeness = annotation_selectors.campaigns_completeness(campaigns=campaigns)
     total, units = _dataset_sources(dataset, campaigns)
     DatasetVersion.objects.filter(pk=dataset.pk).update(total=total)
     counts: dict[str, dict[str, int]] = {split: {} for split in records.SPLITS}
@@ -263,7 +266,17 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
             "vocab_size": len(tokenizer),
             "sha256": tokenizer_sha256(tokenizer_dir),
         },
-        "source_campaigns": [{"id": c.pk, "name": c.name, "kind": c.kind} for c in campaigns],
+        "source_campaigns": [
+            {
+                "id": c.pk,
+                "name": c.name,
+                "kind": c.kind,
+                "raters_per_item": c.raters_per_item,
+                "complete_items": completeness[c.pk].complete,
+                "incomplete_items": completeness[c.pk].incomplete,
+            }
+            for c in campaigns
+        ],
         "filters": dataset.filters,
         "validation_percent": dataset.validation_percent,
         "split_by": "dialog (sha256 of its id)",

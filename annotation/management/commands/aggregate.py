@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from annotation import selectors
 from annotation.management import campaign_named
 from annotation.services import consensus
 
@@ -17,4 +18,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, campaign: str, **options: Any) -> None:
         found = campaign_named(campaign)
         labelled = consensus.campaign_aggregate(campaign=found)
-        self.stdout.write(self.style.SUCCESS(f"campaign {found.name!r}: {labelled} items labelled"))
+        incomplete = selectors.campaigns_completeness(campaigns=[found])[found.pk].incomplete
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"campaign {found.name!r}: {labelled} items labelled; {incomplete} incomplete items "
+                "(fewer judgments than raters) have no labels"
+            )
+        )

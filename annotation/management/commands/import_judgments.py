@@ -40,5 +40,6 @@ class Command(ImportCommand):
         return (
             f"{result.ratings} ratings ({result.judgments} judgments) imported into {campaign!r}: "
             f"{result.items_created} new items, {result.raters_created} new raters; "
-            f"{result.labelled} items labelled"
+            f"{result.labelled} items labelled, {result.incomplete} incomplete "
+            "(fewer judgments than the campaign's raters per item: no labels)"
         )
