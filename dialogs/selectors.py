@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Prefetch, QuerySet
 
-from dialogs.models import Dialog, DialogExport
+from dialogs.models import Dialog, DialogExport, EvaluationContext, EvaluationSet
 
 
 def dialog_list(*, purpose: str | None = None, source: str | None = None) -> QuerySet[Dialog]:
@@ -27,3 +27,15 @@ def dialog_with_turns(*, external_id: str) -> Dialog:
 
 def dialog_export_list() -> QuerySet[DialogExport]:
     return DialogExport.objects.select_related("requested_by")
+
+
+def evaluation_set_list(*, name: str | None = None) -> QuerySet[EvaluationSet]:
+    """Evaluation sets by name, newest version first."""
+    sets = EvaluationSet.objects.select_related("created_by").order_by("name", "-version")
+    return sets.filter(name=name) if name else sets
+
+
+def evaluation_set_with_contexts() -> QuerySet[EvaluationSet]:
+    """Evaluation sets with their contexts (in the set's order) and the contexts' roles."""
+    contexts = EvaluationContext.objects.select_related("role", "source_dialog").order_by("index")
+    return evaluation_set_list().prefetch_related(Prefetch("contexts", queryset=contexts))
