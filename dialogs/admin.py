@@ -1,13 +1,31 @@
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin
+from django.core.files.uploadedfile import UploadedFile
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
-from dialogs.models import Candidate, Dialog, DialogExport, Role, Speaker, Turn
+from dialogs import evaluation_sets
+from dialogs.evaluation_records import MAX_SET_NAME_CHARS
+from dialogs.models import (
+    Candidate,
+    Dialog,
+    DialogExport,
+    EvaluationContext,
+    EvaluationSet,
+    Role,
+    Speaker,
+    Turn,
+)
 from dialogs.selectors import turn_count
+from groundwork.admin import ReadOnlyAdmin, ServiceAddMixin
+from groundwork.errors import DomainError
+from groundwork.jsonl import ImportRefused
 
 
 class TurnInline(admin.TabularInline):
@@ -140,3 +158,143 @@ class DialogExportAdmin(admin.ModelAdmin):
             return "-"
         url = reverse("api:dialog-export-download", kwargs={"pk": export.pk})
         return format_html('<a href="{}">dialogs-{}.jsonl</a>', url, export.pk)
+
+
+# --- evaluation sets --------------------------------------------------------------------------
+
+
+class EvaluationSetImportForm(forms.Form):
+    """A JSONL file of contexts, imported as the set ``name`` (its next version when it exists)."""
+
+    name = forms.CharField(max_length=MAX_SET_NAME_CHARS, help_text="A name in use gets its next version.")
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    file = forms.FileField(
+        label="JSONL file",
+        help_text=(
+            'One context per line: {"id", "context": [{"speaker", "text"}], '
+            '"purpose": quality|safety|groundedness|role, "role"?, "reference"?}. All or nothing.'
+        ),
+    )
+
+    def service_kwargs(self) -> dict[str, Any]:
+        return {
+            "name": self.cleaned_data["name"],
+            "description": self.cleaned_data["description"],
+            "upload": self.cleaned_data["file"],
+        }
+
+
+def _import_upload(*, name: str, description: str, upload: UploadedFile, created_by: Any) -> EvaluationSet:
+    """The admin's add page: import the uploaded file; the set says whether it is new."""
+    result = evaluation_sets.evaluation_set_import(
+        name=name,
+        description=description,
+        records=evaluation_sets.parse_jsonl(upload),
+        source=(upload.name or "upload")[:100],
+        created_by=created_by,
+    )
+    result.evaluation_set.import_created = result.created  # type: ignore[attr-defined]
+    return result.evaluation_set
+
+
+@admin.register(EvaluationSet)
+class EvaluationSetAdmin(ServiceAddMixin, ReadOnlyAdmin):
+    """Evaluation sets: read-only (a changed set is a new version); an unlocked set may be
+    deleted, through the service that refuses a locked one."""
+
+    add_permission = "dialogs.add_evaluationset"
+    add_form = EvaluationSetImportForm
+    add_service = staticmethod(_import_upload)
+    add_refused = DomainError
+    add_title = "Import an evaluation set"
+    add_submit = "Import"
+    add_fieldsets = [("Evaluation set", "", ["name", "description", "file"])]
+
+    list_display = ["name", "version", "context_count", "locked_at", "source", "created_by", "created_at"]
+    list_display_links = ["name", "version"]
+    list_filter = ["name"]
+    list_select_related = ["created_by"]
+    search_fields = ["name"]
+    fields = [
+        "name",
+        "version",
+        "description",
+        "contexts_link",
+        "source",
+        "sha256",
+        "locked_at",
+        "created_by",
+        "created_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="contexts")
+    def contexts_link(self, evaluation_set: EvaluationSet) -> str:
+        url = reverse("admin:dialogs_evaluationcontext_changelist")
+        return format_html(
+            '<a href="{}?evaluation_set__id__exact={}">{} contexts</a>',
+            url,
+            evaluation_set.pk,
+            evaluation_set.context_count,
+        )
+
+    def get_add_form(self, request: HttpRequest) -> forms.Form:
+        return self.add_form(request.POST or None, request.FILES or None)
+
+    def added_message(self, obj: EvaluationSet) -> str:
+        if getattr(obj, "import_created", True):
+            return f"{obj.context_count} contexts imported as {obj}."
+        return f"The file has the same {obj.context_count} contexts as {obj}: no new version was made."
+
+    def refusal_messages(self, refusal: Exception) -> list[str]:
+        if isinstance(refusal, ImportRefused):
+            lines = [f"line {e.line}: {e.field}: {e.message}" for e in refusal.errors]
+            return [f"Nothing was imported: {len(refusal.errors)} bad line(s).", *lines]
+        return [str(refusal)]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        allowed = request.user.has_perm("dialogs.delete_evaluationset")
+        return allowed and (obj is None or not obj.locked)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # one at a time, each through the service
+        return actions
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, set[str], Any]:
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        perms_needed.discard(EvaluationContext._meta.verbose_name)  # its contexts go with the set
+        return deleted, counts, perms_needed, protected
+
+    def delete_model(self, request: HttpRequest, obj: EvaluationSet) -> None:
+        evaluation_sets.evaluation_set_delete(evaluation_set=obj)
+
+
+@admin.register(EvaluationContext)
+class EvaluationContextAdmin(ReadOnlyAdmin):
+    list_display = ["external_id", "evaluation_set", "purpose", "role", "last_turn", "source_dialog"]
+    list_filter = ["evaluation_set", "purpose"]
+    list_select_related = ["evaluation_set", "role", "source_dialog"]
+    search_fields = ["external_id"]
+    fields = [
+        "evaluation_set",
+        "index",
+        "external_id",
+        "purpose",
+        "role",
+        "transcript",
+        "reference",
+        "source_dialog",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="last turn")
+    def last_turn(self, context: EvaluationContext) -> str:
+        last = context.turns[-1] if context.turns else {}
+        return f"{last.get('speaker', '')}: {last.get('text', '')[:80]}"
+
+    @admin.display(description="context")
+    def transcript(self, context: EvaluationContext) -> str:
+        return format_html_join(
+            "", "<p><strong>{}</strong>: {}</p>", ((t["speaker"], t["text"]) for t in context.turns)
+        )

@@ -1,4 +1,5 @@
-"""REST API of the dialogs app: list, read and import dialogs; export them through a worker."""
+"""REST API of the dialogs app: list, read and import dialogs; export them through a worker;
+import, list, read and delete evaluation sets."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from dialogs import selectors, services
-from dialogs.models import Dialog, DialogExport, Turn
-from groundwork.parsers import IMPORT_PARSERS, PRINTABLE_PATTERN, body_records, query_text
+from dialogs import evaluation_sets, selectors, services
+from dialogs.evaluation_records import MAX_DESCRIPTION_CHARS, MAX_SET_NAME_CHARS
+from dialogs.models import Dialog, DialogExport, EvaluationContext, EvaluationSet, Speaker, Turn
+from groundwork.parsers import IMPORT_PARSERS, PRINTABLE_PATTERN, JSONLines, body_records, query_text
 from groundwork.roles import ModelPermissions
 
 
@@ -157,3 +160,161 @@ class DialogExportViewSet(
             filename=f"dialogs-{export.pk}.jsonl",
             content_type="application/x-ndjson",
         )
+
+
+# --- evaluation sets --------------------------------------------------------------------------
+
+
+class EvaluationTurnSerializer(serializers.Serializer):
+    speaker = serializers.ChoiceField(choices=Speaker.choices)
+    text = serializers.CharField()
+
+
+class EvaluationContextSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="external_id")
+    role = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
+    context = EvaluationTurnSerializer(source="turns", many=True)
+    source_dialog = serializers.SlugRelatedField(slug_field="external_id", read_only=True, allow_null=True)
+
+    class Meta:
+        model = EvaluationContext
+        fields = ["id", "purpose", "role", "context", "reference", "source_dialog"]
+
+
+class EvaluationSetSerializer(serializers.ModelSerializer):
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+
+    class Meta:
+        model = EvaluationSet
+        fields = [
+            "id",
+            "name",
+            "version",
+            "description",
+            "source",
+            "sha256",
+            "context_count",
+            "locked_at",
+            "created_by",
+            "created_at",
+        ]
+
+
+class EvaluationSetDetailSerializer(EvaluationSetSerializer):
+    contexts = EvaluationContextSerializer(many=True, read_only=True)
+
+    class Meta(EvaluationSetSerializer.Meta):
+        fields = [*EvaluationSetSerializer.Meta.fields, "contexts"]
+
+
+class EvaluationSetImportResultSerializer(EvaluationSetSerializer):
+    created = serializers.SerializerMethodField(help_text="false: the latest version had these contexts.")
+
+    class Meta(EvaluationSetSerializer.Meta):
+        fields = [*EvaluationSetSerializer.Meta.fields, "created"]
+
+    def get_created(self, evaluation_set: EvaluationSet) -> bool:
+        return self.context["created"]
+
+
+class EvaluationSetUploadSerializer(serializers.Serializer):
+    """The set's name and description: in a JSON body beside ``contexts``, or in the query string
+    of an application/x-ndjson body."""
+
+    name = serializers.CharField(max_length=MAX_SET_NAME_CHARS)
+    description = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=MAX_DESCRIPTION_CHARS
+    )
+
+
+class EvaluationSetViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+):
+    """Evaluation sets: fixed, versioned contexts that every model version is judged on. POST
+    imports one (all or nothing); DELETE removes one no model was evaluated on."""
+
+    permission_classes = [ModelPermissions]
+    parser_classes = IMPORT_PARSERS
+    queryset = EvaluationSet.objects.none()  # for ModelPermissions; get_queryset serves the rows
+
+    def get_queryset(self) -> Any:
+        if self.action == "retrieve":
+            return selectors.evaluation_set_with_contexts()
+        if self.action == "list":
+            return selectors.evaluation_set_list(name=query_text(self.request.query_params, "name"))
+        return selectors.evaluation_set_list()
+
+    def get_serializer_class(self) -> type[serializers.BaseSerializer]:
+        return EvaluationSetDetailSerializer if self.action == "retrieve" else EvaluationSetSerializer
+
+    @extend_schema(
+        parameters=[OpenApiParameter("name", OpenApiTypes.STR, description="Only the versions of this set.")],
+        responses={
+            200: EvaluationSetSerializer(many=True),
+            400: OpenApiResponse(description="A filter the database cannot compare."),
+        },
+    )
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("name", OpenApiTypes.STR, description="The set's name (x-ndjson bodies)."),
+            OpenApiParameter("description", OpenApiTypes.STR, description="(x-ndjson bodies)"),
+        ],
+        request={
+            "application/json": inline_serializer(
+                "EvaluationSetUpload",
+                {
+                    "name": serializers.CharField(max_length=MAX_SET_NAME_CHARS),
+                    "description": serializers.CharField(required=False, max_length=MAX_DESCRIPTION_CHARS),
+                    "contexts": serializers.ListField(child=serializers.JSONField()),
+                },
+            ),
+            "application/x-ndjson": OpenApiTypes.STR,
+        },
+        responses={
+            201: EvaluationSetImportResultSerializer,
+            200: EvaluationSetImportResultSerializer,
+            400: OpenApiTypes.OBJECT,
+            409: OpenApiTypes.OBJECT,
+        },
+        description=(
+            "Import an evaluation set: a JSON object `{name, description?, contexts: [...]}`, or "
+            "application/x-ndjson with one context per line and `?name=` (and `&description=`). "
+            'A context: `{"id", "context": [{"speaker", "text"}], "purpose": '
+            'quality|safety|groundedness|role, "role"?, "reference"?}`; the format of '
+            "`import_evaluation_set`. On any bad context nothing is written and 400 lists each error "
+            "with its line (position in `contexts`) and field. A name already in use gets its next "
+            "version (201); contexts identical to its latest version make none, and 200 answers "
+            "that version."
+        ),
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        if isinstance(request.data, JSONLines):
+            upload = EvaluationSetUploadSerializer(data=request.query_params)
+            upload.is_valid(raise_exception=True)
+            records = evaluation_sets.parse_jsonl(request.data.lines)
+        else:
+            if not isinstance(request.data, dict):
+                raise ParseError('Expected a JSON object: {"name", "description"?, "contexts": [...]}.')
+            upload = EvaluationSetUploadSerializer(data=request.data)
+            upload.is_valid(raise_exception=True)
+            contexts = request.data.get("contexts")
+            if not isinstance(contexts, list):
+                raise ValidationError({"contexts": ["expected a list of contexts"]})
+            records = evaluation_sets.parse_objects(contexts)
+        result = evaluation_sets.evaluation_set_import(
+            name=upload.validated_data["name"],
+            description=upload.validated_data["description"],
+            records=records,
+            source="api",
+            created_by=request.user,
+        )
+        body = EvaluationSetImportResultSerializer(result.evaluation_set, context={"created": result.created})
+        return Response(body.data, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+    @extend_schema(responses={204: None, 409: OpenApiTypes.OBJECT})
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        evaluation_sets.evaluation_set_delete(evaluation_set=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)

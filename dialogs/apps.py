@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 from groundwork.roles import Role
 
-MODELS = ("dialog", "turn", "candidate", "role", "dialogexport")
+MODELS = ("dialog", "turn", "candidate", "role", "dialogexport", "evaluationset", "evaluationcontext")
 
 
 class DialogsConfig(AppConfig):
@@ -22,5 +22,10 @@ class DialogsConfig(AppConfig):
             "dialogs.view_role",
             "dialogs.add_dialogexport",
             "dialogs.view_dialogexport",
+            # Researchers import evaluation sets and delete the ones no model was evaluated on.
+            "dialogs.add_evaluationset",
+            "dialogs.view_evaluationset",
+            "dialogs.delete_evaluationset",
+            "dialogs.view_evaluationcontext",
         ],
     }

@@ -1,4 +1,5 @@
-"""Conversations: dialogs, their turns, and the roles (domain-grounding presets) they can play."""
+"""Conversations: dialogs, their turns, and the roles (domain-grounding presets) they can play;
+evaluation sets, the fixed contexts every model version is judged on."""
 
 from __future__ import annotations
 
@@ -166,3 +167,91 @@ class DialogExport(models.Model):
 
     def __str__(self) -> str:
         return f"export #{self.pk} ({self.status})"
+
+
+# --- evaluation sets (issue 15) -------------------------------------------------------------------
+
+
+class EvaluationPurpose(models.TextChoices):
+    """What a context of an evaluation set tests (a dialog's purposes, less pre-training)."""
+
+    QUALITY = "quality", "Quality (SSI)"
+    SAFETY = "safety", "Safety"
+    GROUNDEDNESS = "groundedness", "Groundedness"
+    ROLE = "role", "Role"
+
+
+class EvaluationSet(models.Model):
+    """A fixed, versioned set of contexts that every model version is judged on.
+
+    Its contexts never change once a model has been evaluated on it (``locked_at``): numbers stay
+    comparable. Importing the same name again makes the next ``version``. Every write goes through
+    ``dialogs.evaluation_sets``.
+    """
+
+    name = models.CharField(max_length=100)
+    version = models.PositiveIntegerField()
+    description = models.TextField(blank=True)
+    # Where the contexts came from: the file's name, "api", "dialogs".
+    source = models.CharField(max_length=100, blank=True)
+    # SHA-256 of the contexts as canonical JSONL, in order: equal sets have equal digests.
+    sha256 = models.CharField(max_length=64)
+    context_count = models.PositiveIntegerField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Set when a model version is first evaluated on the set; from then on it refuses any change.
+    locked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="evaluation_set_unique_version"),
+            models.CheckConstraint(condition=Q(version__gte=1), name="evaluation_set_version_positive"),
+            models.CheckConstraint(condition=~Q(name=""), name="evaluation_set_name_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    @property
+    def locked(self) -> bool:
+        return self.locked_at is not None
+
+
+class EvaluationContext(models.Model):
+    """One context of an evaluation set: the turns a model answers, and what it tests."""
+
+    evaluation_set = models.ForeignKey(EvaluationSet, on_delete=models.CASCADE, related_name="contexts")
+    # The context's place in its set (the file's order): reports resample contexts in this order.
+    index = models.PositiveIntegerField()
+    # The id the context has in the JSONL file, unique within its set.
+    external_id = models.CharField("id", max_length=250)
+    purpose = models.CharField(max_length=16, choices=EvaluationPurpose.choices)
+    role = models.ForeignKey(Role, null=True, blank=True, on_delete=models.PROTECT)
+    # [{"speaker": "user"|"model", "text": "..."}], checked as a dialog's turns are.
+    turns = models.JSONField()
+    # A reference response (the original next turn of a dialog, an expected answer), or blank.
+    reference = models.TextField(blank=True)
+    # The dialog the context was cut from (evaluation_set_from_dialogs): held out of training.
+    source_dialog = models.ForeignKey(
+        Dialog, null=True, blank=True, on_delete=models.PROTECT, related_name="evaluation_contexts"
+    )
+
+    class Meta:
+        ordering = ["evaluation_set", "index"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["evaluation_set", "index"], name="evaluation_context_unique_index"
+            ),
+            models.UniqueConstraint(
+                fields=["evaluation_set", "external_id"], name="evaluation_context_unique_id"
+            ),
+            models.CheckConstraint(
+                condition=Q(purpose__in=[p.value for p in EvaluationPurpose]),
+                name="evaluation_context_purpose_valid",
+            ),
+            models.CheckConstraint(condition=~Q(external_id=""), name="evaluation_context_id_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.evaluation_set} / {self.external_id}"

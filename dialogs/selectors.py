@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, F, Func, IntegerField, Q, QuerySet, Subquery
+from django.db.models import Count, F, Func, IntegerField, Prefetch, Q, QuerySet, Subquery
 
-from dialogs.models import Dialog, DialogExport, Turn
+from dialogs.models import Dialog, DialogExport, EvaluationContext, EvaluationSet, Turn
 
 
 def dialog_list(*, purpose: str | None = None, source: str | None = None) -> QuerySet[Dialog]:
@@ -40,3 +40,15 @@ def turn_count(*conditions: Q, **filters: Any) -> Subquery:
     return Subquery(
         turns.annotate(n=Func(F("pk"), function="COUNT")).values("n"), output_field=IntegerField()
     )
+
+
+def evaluation_set_list(*, name: str | None = None) -> QuerySet[EvaluationSet]:
+    """Evaluation sets by name, newest version first."""
+    sets = EvaluationSet.objects.select_related("created_by").order_by("name", "-version")
+    return sets.filter(name=name) if name else sets
+
+
+def evaluation_set_with_contexts() -> QuerySet[EvaluationSet]:
+    """Evaluation sets with their contexts (in the set's order) and the contexts' roles."""
+    contexts = EvaluationContext.objects.select_related("role", "source_dialog").order_by("index")
+    return evaluation_set_list().prefetch_related(Prefetch("contexts", queryset=contexts))

@@ -60,6 +60,10 @@ class ServiceAddMixin:
     def added_message(self, obj: Any) -> str:
         return f"{obj} added."
 
+    def refusal_messages(self, refusal: Exception) -> list[str]:
+        """What the form says when the service refused (one message, or one a bad line)."""
+        return [str(refusal)]
+
     def add_view(
         self: Any, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
@@ -70,7 +74,7 @@ class ServiceAddMixin:
             try:
                 obj = self.add_service(**form.service_kwargs(), created_by=request.user)
             except self.add_refused as exc:
-                form.add_error(None, str(exc))
+                form.add_error(None, self.refusal_messages(exc))
             else:
                 self.log_addition(request, obj, [{"added": {}}])
                 self.message_user(request, self.added_message(obj), messages.SUCCESS)

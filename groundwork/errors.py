@@ -2,7 +2,8 @@
 
 Every app's refusals subclass ``DomainError`` (``AnnotationError`` and ``ChatError``,
 ``TrainerError``, ``ToolsetQueryError`` and ``ToolsetSessionRefused``, ``ImportRefused`` with the
-dialog, judgment and document imports' errors, ``TaskQueueUnavailable``, ``ParameterError``):
+dialog, judgment, document and evaluation set imports' errors, ``EvaluationSetError`` and
+``EvaluationSetLocked``, ``TaskQueueUnavailable``, ``ParameterError``):
 each carries the HTTP status it is answered with and the message the person who asked reads, and
 says what the JSON body and headers of that answer are. ``groundwork.http_errors`` turns them into
 answers in one place (the API's exception handler, a middleware for pages, and a helper for pages

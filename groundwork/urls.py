@@ -26,6 +26,7 @@ router = DefaultRouter(trailing_slash=True)
 router.include_format_suffixes = False
 router.register("dialogs", dialogs_api.DialogViewSet, basename="dialog")
 router.register("dialog-exports", dialogs_api.DialogExportViewSet, basename="dialog-export")
+router.register("evaluation-sets", dialogs_api.EvaluationSetViewSet, basename="evaluation-set")
 router.register("datasets", trainer_api.DatasetViewSet, basename="dataset")
 router.register("training-jobs", trainer_api.TrainingJobViewSet, basename="training-job")
 router.register("models", trainer_api.ModelVersionViewSet, basename="model-version")

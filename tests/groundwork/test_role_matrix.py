@@ -13,6 +13,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from annotation.services import assignments, chats
+from dialogs.evaluation_sets import evaluation_set_from_dialogs, evaluation_set_lock
 from dialogs.models import DialogExport
 from dialogs.services import turn_add
 from groundwork.roles import Role
@@ -23,6 +24,10 @@ from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 ANON = "anonymous"
 WHO = [ANON, Role.CROWDWORKER, Role.ADMIN, Role.RESEARCHER]
 NEW_DIALOG = {"id": "matrix-new", "purpose": "quality", "turns": [{"speaker": "user", "text": "Hello"}]}
+NEW_EVALUATION_SET = {
+    "name": "matrix-new",
+    "contexts": [{"id": "c1", "purpose": "quality", "context": [{"speaker": "user", "text": "Hello"}]}],
+}
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,13 @@ CASES = [
     Case("api:dialog-list", "get", page(401, 403, 200, 200)),
     Case("api:dialog-list", "post", page(401, 403, 201, 403), data=NEW_DIALOG),
     Case("api:dialog-detail", "get", page(401, 403, 200, 200), lambda o: {"id": o["dialog"]}),
+    # Evaluation sets: admins and researchers import and read them; the matrix's set is locked.
+    Case("api:evaluation-set-list", "get", page(401, 403, 200, 200)),
+    Case("api:evaluation-set-list", "post", page(401, 403, 201, 201), data=NEW_EVALUATION_SET),
+    Case("api:evaluation-set-detail", "get", page(401, 403, 200, 200), lambda o: {"pk": o["evaluation_set"]}),
+    Case(
+        "api:evaluation-set-detail", "delete", page(401, 403, 409, 409), lambda o: {"pk": o["evaluation_set"]}
+    ),
     Case("api:dialog-export-list", "get", page(401, 403, 200, 200)),
     Case("api:dialog-export-list", "post", page(401, 403, 202, 202), data={"purpose": "quality"}),
     Case("api:dialog-export-detail", "get", page(401, 403, 200, 200), lambda o: {"pk": o["export"]}),
@@ -212,6 +224,8 @@ def objects(db: None, settings: Any, tmp_path: Any, users: dict[Any, Any]) -> di
     chat = chats.chat_start(worker=users[Role.CROWDWORKER], purpose="safety", mode="adversarial")
     turn_add(dialog=chat.dialog, speaker="user", text="Say something awful.")
     chat_turn = turn_add(dialog=chat.dialog, speaker="model", text="I would rather not.")
+    evaluation_set = evaluation_set_from_dialogs(name="matrix", dialogs=[dialog]).evaluation_set
+    evaluation_set_lock(evaluation_set=evaluation_set)
     job = TrainingJob.objects.create(kind=TrainingJob.Kind.PRETRAIN, total_steps=5)
     job.datasets.set([dataset])
     return {
@@ -224,6 +238,7 @@ def objects(db: None, settings: Any, tmp_path: Any, users: dict[Any, Any]) -> di
         "model": model.pk,
         "chat": chat.pk,
         "chat_turn": chat_turn.pk,
+        "evaluation_set": evaluation_set.pk,
     }
 
 

@@ -9,10 +9,11 @@ so that ``make test`` stays fast; ``make fuzz`` runs this module alone with many
 ``FUZZ_SEED`` (default 1) fixes what is generated, so a run repeats exactly; ``FUZZ_MAX_SECONDS``
 (default: none) stops starting new operations once a role has fuzzed that long.
 
-Path parameters (and the filters of tasks/next and the dialog list) are drawn half the time from
-real objects made here (a campaign with items, the crowdworker's assignment and chat, a dialog, a
-dialog export, a dataset, a training job, a model version), so that requests reach them and not
-only 404s. Tasks the requests queue are recorded, not sent.
+Path parameters (and the filters of tasks/next, the dialog list and the evaluation set list) are
+drawn half the time from real objects made here (a campaign with items, the crowdworker's
+assignment and chat, a dialog, a dialog export, a locked evaluation set, a dataset, a training job,
+a model version), so that requests reach them and not only 404s. Tasks the requests queue are
+recorded, not sent.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from schemathesis.specs.openapi.checks import (
 from annotation import tasks as annotation_tasks
 from annotation.models import ChatPurpose
 from annotation.services import assignments, chats
+from dialogs import evaluation_sets
 from dialogs import services as dialog_services
 from dialogs.models import Dialog, Mode, Speaker, Turn
 from groundwork.accounts import api_token_for
@@ -127,12 +129,18 @@ def staff_data(user: Any) -> RealObjects:
     job = TrainingJob.objects.get()
     export = dialog_services.dialog_export_request(requested_by=user)
     dialog_services.dialog_export_run(export_id=export.pk)
+    # A locked evaluation set (DELETE answers 409) cut from the demo dialogs.
+    evaluation_set = evaluation_sets.evaluation_set_from_dialogs(
+        name="fuzz", dialogs=Dialog.objects.filter(external_id__startswith="fuzz-")
+    ).evaluation_set
+    evaluation_sets.evaluation_set_lock(evaluation_set=evaluation_set)
     return RealObjects(
         path={
             "/api/v1/campaigns/{campaign_id}/consensus": [{"campaign_id": campaign.pk}],
             "/api/v1/campaigns/{campaign_id}/judgments": [{"campaign_id": campaign.pk}],
             "/api/v1/dialogs/{id}/": [{"id": "fuzz-d0"}, {"id": "pretrain-0"}],
             "/api/v1/dialog-exports/{id}/": [{"id": export.pk}],
+            "/api/v1/evaluation-sets/{id}/": [{"id": evaluation_set.pk}],
             "/api/v1/dialog-exports/{id}/download/": [{"id": export.pk}],
             "/api/v1/datasets/{id}/": [{"id": dataset.pk}],
             # the documented URL, and the router's one with a slash (before main's route)
@@ -147,7 +155,10 @@ def staff_data(user: Any) -> RealObjects:
             "/api/v1/models/{id}/": [{"id": model.pk}],
             "/api/v1/models/{id}/serve/": [{"id": model.pk}],
         },
-        query={"/api/v1/dialogs/": [{"purpose": "pretrain"}, {"source": "factory"}]},
+        query={
+            "/api/v1/dialogs/": [{"purpose": "pretrain"}, {"source": "factory"}],
+            "/api/v1/evaluation-sets/": [{"name": "fuzz"}],
+        },
     )
 
 
