@@ -255,3 +255,35 @@ class EvaluationContext(models.Model):
 
     def __str__(self) -> str:
         return f"{self.evaluation_set} / {self.external_id}"
+
+
+HUMAN_RESPONDER = "human"  # EvaluationResponse.responder of the human baseline
+
+
+class EvaluationResponse(models.Model):
+    """One responder's answer to one context of an evaluation set: a model version's (``responder``
+    is its name) or the human baseline's (``HUMAN_RESPONDER``, a crowdworker wrote it).
+
+    The answer is the last turn of a dialog of its own (``source`` "evaluation": the context's turns,
+    then the response), so that rating campaigns take it like any turn, its writer never rates it
+    (the dialog's ``created_by``), and no dataset trains on it. Nothing in the dialog says who
+    answered but the turn's ``model_version``, which raters never see. Written by
+    ``dialogs.evaluation_responses.evaluation_response_add``.
+    """
+
+    context = models.ForeignKey(EvaluationContext, on_delete=models.CASCADE, related_name="responses")
+    responder = models.CharField(max_length=100)
+    turn = models.OneToOneField(Turn, on_delete=models.CASCADE, related_name="evaluation_response")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["context", "responder"]
+        constraints = [
+            models.UniqueConstraint(fields=["context", "responder"], name="evaluation_response_unique"),
+            models.CheckConstraint(
+                condition=~Q(responder=""), name="evaluation_response_responder_not_empty"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.context} / {self.responder}"
