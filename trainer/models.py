@@ -156,3 +156,49 @@ class TrainingJob(models.Model):
     @property
     def checkpoint_dir(self) -> Path:
         return settings.ARTIFACTS_DIR / "training" / str(self.pk)
+
+
+class Evaluation(models.Model):
+    """A model version answering every context of an evaluation set (on a worker, batched, exactly
+    as it answers chats); the answers are ``dialogs.EvaluationResponse`` rows whose ``responder`` is
+    the version's name, rated blind in the set's campaigns. One per (set, version).
+
+    ``metrics`` holds what the worker measures without raters, for the report beside the human
+    metrics: ``{"discriminators": {attribute: mean predicted probability over the answers},
+    "hits_at_1": float, "hits_candidates": 20, "hits_contexts": int, "validation_loss": float | None,
+    "contexts_per_second": float, "fallbacks": int}``.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    evaluation_set = models.ForeignKey(
+        "dialogs.EvaluationSet", on_delete=models.PROTECT, related_name="evaluations"
+    )
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="evaluations")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    # Who runs it, when it last said it is alive, how many times it was started (as dataset builds).
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["evaluation_set", "model_version"], name="evaluation_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_version} on {self.evaluation_set}"
