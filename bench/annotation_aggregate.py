@@ -10,6 +10,7 @@ same rows, twice:
 from __future__ import annotations
 
 import gc
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -40,7 +41,7 @@ BARE_GROUP_BY = """
 
 class SqlTimer:
     """A Django execute wrapper adding up the seconds spent in the database driver, by statement
-    (SELECT, INSERT…)."""
+    (SELECT, INSERT…; a ``WITH`` query by what its main statement does)."""
 
     def __init__(self) -> None:
         self.by_statement: dict[str, float] = defaultdict(float)
@@ -56,6 +57,9 @@ class SqlTimer:
             return execute(sql, params, many, context)
         finally:
             statement = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else "?"
+            if statement == "WITH":  # a read, unless its main statement writes
+                writes = re.search(r"\b(INSERT|UPDATE|DELETE)\b", sql.upper())
+                statement = writes.group(1) if writes else "SELECT"
             self.by_statement[statement] += time.perf_counter() - started
             self.queries += 1
 
