@@ -1,5 +1,6 @@
-"""Part 2 of the annotation benchmark, submit: judgments per second from concurrent HTTP raters
-against gunicorn, then the invariants checked in the database."""
+"""Part 2 of the annotation benchmark, submit: submissions per second from concurrent HTTP raters
+against gunicorn, the judgment rows per second they wrote beside it, then the invariants checked in
+the database."""
 
 from __future__ import annotations
 
@@ -90,6 +91,16 @@ def _invariants(campaign: Campaign, results: Sequence[LoadResult]) -> dict[str, 
             ),
         }
     return violations
+
+
+def _judgment_rows(assignment_ids: Sequence[int]) -> int:
+    """The judgment rows that the submissions of these assignments wrote."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM annotation_judgment WHERE assignment_id = ANY(%s::bigint[])",
+            [list(assignment_ids)],
+        )
+        return int(cursor.fetchone()[0])
 
 
 def _server_errors(log_text: str) -> int:
@@ -192,6 +203,7 @@ def bench_submit(
     metrics: list[Metric] = []
     results: dict[str, LoadResult] = {}
     rates: dict[str, float] = {}
+    row_rates: dict[str, float] = {}
     for config in configs:
         sqldata.vacuum_analyze(*TABLES)
         log = LOG_DIR / f"gunicorn-{config.slug}.log"
@@ -207,6 +219,7 @@ def bench_submit(
             )
         accepted = result.accepted_in_window()
         rate = len(accepted) / result.window_s
+        rows_rate = _judgment_rows(result.accepted_ids_in_window()) / result.window_s
         done = max(1, len(accepted))
         server_ms = max(1e-6, (monitor.cpu_s["gunicorn"] + monitor.cpu_s["backends"]) * 1000 / done)
         waits = monitor.mean_waits()
@@ -215,14 +228,16 @@ def bench_submit(
         crashes = _server_errors(log.read_text())
         results[config.slug] = result
         rates[config.slug] = rate
+        row_rates[config.slug] = rows_rate
         per_second = result.per_second()
         say(
-            f"    {rate:.1f} judgments/s (per second: min {min(per_second)}, max {max(per_second)}), "
+            f"    {rate:.1f} submissions/s (per second: min {min(per_second)}, max {max(per_second)}), "
+            f"{rows_rate:.1f} judgment rows/s, "
             f"submit p50 {percentile(latencies, 50):.0f} ms p99 {percentile(latencies, 99):.0f} ms, "
             f"errors {dict(errors) or 'none'}, tracebacks in the server log {crashes}"
         )
         say(
-            "    CPU per judgment: "
+            "    CPU per submission: "
             f"gunicorn {monitor.cpu_s['gunicorn'] * 1000 / done:.1f} ms + "
             f"PostgreSQL {monitor.cpu_s['backends'] * 1000 / done:.1f} ms "
             f"(raters {monitor.cpu_s['raters'] * 1000 / done:.1f} ms); "
@@ -233,10 +248,11 @@ def bench_submit(
             say("    WARNING: some raters ran out of items; the campaign is too small")
         prefix = f"submit.{config.slug}"
         metrics += [
-            Metric(f"{prefix}.judgments_per_s", rate, "1/s"),
+            Metric(f"{prefix}.submissions_per_s", rate, "1/s"),
+            Metric(f"{prefix}.judgment_rows_per_s", rows_rate, "1/s"),
             Metric(f"{prefix}.submit_p50", percentile(latencies, 50), "ms"),
             Metric(f"{prefix}.submit_p99", percentile(latencies, 99), "ms"),
-            Metric(f"{prefix}.server_cpu_per_judgment", server_ms, "ms"),
+            Metric(f"{prefix}.server_cpu_per_submission", server_ms, "ms"),
             Metric(f"{prefix}.capacity_if_alone", (os.cpu_count() or 1) * 1000 / server_ms, "1/s"),
             Metric(f"{prefix}.others_cpu", monitor.cpu_s["others"] / monitor.wall_s, "cores"),
             Metric(f"{prefix}.backends_waiting_on_locks", waits["waiting on a lock"], "backends"),
@@ -249,18 +265,19 @@ def bench_submit(
         ]
     best = max(rates, key=rates.__getitem__)
     chosen = next(config for config in configs if config.slug == best)
-    say(f"  better server: {chosen.label} ({rates[best]:.1f} judgments/s)")
+    say(f"  better server: {chosen.label} ({rates[best]:.1f} submissions/s)")
     with timed("invariants checked"):
         violations = _invariants(campaign, list(results.values()))
     for name, n in violations.items():
         say(f"    {'ok ' if n == 0 else 'BAD'} {name}: {n}")
     submitted = sum(len(rater.accepted) for result in results.values() for rater in result.raters)
     metrics = [
-        Metric("submit.judgments_per_s", rates[best], "1/s", "≥ 300"),
+        Metric("submit.submissions_per_s", rates[best], "1/s", "≥ 300"),
+        Metric("submit.judgment_rows_per_s", row_rates[best], "1/s"),
         Metric("submit.server", chosen.label, ""),
         Metric("submit.errors", sum(results[best].errors().values()), "requests", "= 0"),
         Metric("submit.invariant_violations", sum(violations.values()), "", "= 0"),
-        Metric("submit.judgments_checked", submitted, "assignments"),
+        Metric("submit.submissions_checked", submitted, "assignments"),
         *metrics,
     ]
     return metrics

@@ -169,6 +169,19 @@ class LoadResult:
             if status == 201 and self.measure_from <= at < self.measure_to
         ]
 
+    def accepted_ids_in_window(self) -> list[int]:
+        """The assignment ids of the 201s that arrived in the measured window (a rater's 201s and its
+        ``accepted`` ids are in the same order)."""
+        ids = []
+        for rater in self.raters:
+            arrivals = [at for at, _, status in rater.submits if status == 201]
+            ids += [
+                assignment
+                for at, assignment in zip(arrivals, rater.accepted, strict=True)
+                if self.measure_from <= at < self.measure_to
+            ]
+        return ids
+
     def per_second(self) -> list[int]:
         seconds = [0] * max(1, round(self.window_s))
         for at, _ in self.accepted_in_window():

@@ -7,9 +7,14 @@ limit: the turn figure is the slow case.
 
 - **scoring**: P(attribute) of 16 candidates × 4 attributes (SENSIBLE, SPECIFIC, INTERESTING,
   UNSAFE) after a 128-token context, responses of 16-32 tokens. With cache reuse
-  (``Scorer.score_with_cache``: the sampling cache, one one-token forward per attribute) against
-  re-encoding every sequence (``Scorer.score_by_reencoding``: 64 sequences in one padded batch).
-  Both give the same probabilities; the medians of ``--repeats`` runs and their ratio (goal ≥ 5).
+  (``Scorer.score_with_cache``: the sampling cache read, one one-token forward of the 16 rows per
+  attribute) against the fair baseline without it (``Scorer.score_by_reencoding``): each of
+  the 16 sequences (context + response) encoded once, in one right-padded batch of hidden states
+  (no logits), then the same four one-token forwards on that encoding's cache. So the baseline
+  pays exactly what cache reuse saves, the encoding, and nothing it would not need: no sequence
+  is encoded once per attribute (64 encodings, with 8192 logits at every position, as this
+  benchmark's baseline did until issue 14: 36× then). Both give the same probabilities (checked
+  first); the medians of ``--repeats`` runs and their ratio (goal ≥ 10).
 - **turn**: one model turn end to end (``Scorer.respond``: sample 16 with top-k 40 up to 48 new
   tokens, score with the cache, rank), median of ``--turns`` runs.
 """
@@ -73,15 +78,15 @@ def bench_inference(repeats: int, turns: int) -> list[Metric]:
         lambda: scorer.score_with_cache(cache, prompt_length, lengths, attributes), repeats
     )
     reencoding = _median_ms(lambda: scorer.score_by_reencoding(prompt, responses, attributes), repeats)
-    say(f"scoring 16x4: {with_cache:.1f} ms with the cache, {reencoding:.1f} ms re-encoding")
+    say(f"scoring 16x4: {with_cache:.1f} ms with the cache, {reencoding:.1f} ms encoding each sequence once")
 
     context = [("user", " ".join(f"w{i}x{i * 7 % 13}" for i in range(40)))]
     turn = _median_ms(lambda: scorer.respond(context, sampling.Settings()), turns)
     say(f"one turn (sample 16 x 48 tokens, score, rank): {turn:.0f} ms")
     return [
         Metric(f"{PREFIX}scoring_16x4_cache_ms", with_cache, "ms"),
-        Metric(f"{PREFIX}scoring_16x4_reencode_ms", reencoding, "ms"),
-        Metric(f"{PREFIX}scoring_speedup", reencoding / with_cache, "x", "≥ 5"),
+        Metric(f"{PREFIX}scoring_16x4_reencode_once_ms", reencoding, "ms"),
+        Metric(f"{PREFIX}scoring_speedup", reencoding / with_cache, "x", "≥ 10"),
         Metric(f"{PREFIX}scoring_max_difference", worst, "probability"),
         Metric(f"{PREFIX}turn_ms", turn, "ms"),
         Metric(f"{PREFIX}model_parameters", sum(p.numel() for p in scorer.model.parameters()), "parameters"),

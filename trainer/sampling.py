@@ -9,8 +9,9 @@ side, which apps call, is ``trainer.inference``.
    response (positions ``< prompt + length_i``) followed by the tokens of rows that ran longer.
    One forward of one token per row, ``<ATTRIBUTE>`` at position ``prompt + length_i`` with the
    positions after the response masked (``position_ids`` of the model), gives P(``<1>``) against
-   ``<0>`` from the next-token distribution; the cache is cropped back and the next attribute
-   follows. Four attributes cost four one-token forwards instead of re-encoding 64 sequences.
+   ``<0>`` (only those two logits are computed); the attribute token goes into one free
+   position after a copy of the cache, never into the cache, and the next attribute overwrites
+   it. Four attributes cost four one-token forwards instead of re-encoding the 16 sequences.
 3. Ranking: a pre-trained model ranks by ``log_likelihood / length ** length_penalty`` (1.0: the
    mean token log-likelihood, ``<eos>`` included). A fine-tuned model (with discriminators) drops
    candidates whose P(UNSAFE = 0) is under ``safety_threshold`` and ranks the rest by
@@ -108,6 +109,39 @@ class Research:
     capped: bool  # the query cap forced the answer
 
 
+class _OneFreePosition:
+    """A read-only view of a ``DynamicCache`` for one-token forwards that must not stay in it:
+    per layer, the cached keys and values copied once into a buffer one position longer, whose
+    last position each forward overwrites with its own token's. The cache's length, as the model
+    asks for it, stays the cached one. (``DynamicCache.update`` would copy the whole cache on every
+    forward, and ``crop`` would be needed after each.)"""
+
+    def __init__(self, cache: DynamicCache) -> None:
+        self.cache = cache
+        self.length = cache.get_seq_length()
+        self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.length
+
+    def update(
+        self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if layer_idx not in self.buffers:
+            layer = self.cache.layers[layer_idx]
+            past_keys, past_values = layer.keys, layer.values  # (n, nh, length, hs)
+            n, heads, _, size = past_keys.shape
+            key_buffer = past_keys.new_empty((n, heads, self.length + 1, size))
+            value_buffer = past_values.new_empty((n, heads, self.length + 1, size))
+            key_buffer[:, :, : self.length] = past_keys
+            value_buffer[:, :, : self.length] = past_values
+            self.buffers[layer_idx] = (key_buffer, value_buffer)
+        key_buffer, value_buffer = self.buffers[layer_idx]
+        key_buffer[:, :, self.length :] = keys  # (n, nh, 1, hs)
+        value_buffer[:, :, self.length :] = values
+        return key_buffer, value_buffer
+
+
 class Scorer:
     """A model with its tokenizer, ready to sample and score (``model.eval()``)."""
 
@@ -181,40 +215,45 @@ class Scorer:
     def score_with_cache(
         self, cache: DynamicCache, prompt_length: int, lengths: Sequence[int], attributes: Sequence[str]
     ) -> dict[str, list[float]]:
-        """P(attribute = 1) of each row, reusing the sampling cache (one token per attribute)."""
+        """P(attribute = 1) of each row, reusing the sampling cache (one token per attribute).
+
+        The cache is read, never changed: each layer's keys and values are copied once into a
+        buffer with one free position, where every attribute's one-token forward puts its own."""
         total = cache.get_seq_length()
         ends = torch.tensor([prompt_length + length for length in lengths])  # (n,)
         positions = torch.arange(total + 1)[None, :]  # (1, total + 1)
         mask = ((positions < ends[:, None]) | (positions == total)).long()  # (n, total + 1)
+        slot = _OneFreePosition(cache)
         out: dict[str, list[float]] = {}
         for name in attributes:
             token = torch.full((len(lengths), 1), self.attribute_ids[name])
-            logits = self.model(token, cache=cache, attention_mask=mask, position_ids=ends[:, None]).logits
-            out[name] = self._p_one(logits[:, -1])
-            cache.crop(-1)  # drop the attribute token again
+            hidden = self.model.base_model(token, cache=slot, attention_mask=mask, position_ids=ends[:, None])
+            out[name] = self._p_one(hidden[:, -1])
         return out
 
     @torch.no_grad()
     def score_by_reencoding(
         self, prompt: Sequence[int], responses: Sequence[Sequence[int]], attributes: Sequence[str]
     ) -> dict[str, list[float]]:
-        """The same probabilities, each ``prompt + response + <ATTRIBUTE>`` sequence encoded from
-        scratch in one right-padded batch: what cache reuse saves, and the reference it must equal."""
-        rows = [
-            [*prompt, *response, self.attribute_ids[name]] for name in attributes for response in responses
-        ]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad)
+        """The same probabilities without the sampling cache: each ``prompt + response`` encoded
+        once, all in one right-padded batch (hidden states only: the real tokens never see the
+        padding after them), and every attribute read from that encoding as ``score_with_cache``
+        reads it from the sampling cache. What cache reuse saves, and the reference it must equal;
+        dataset builds score their examples with it (``prompt`` empty)."""
+        rows = [[*prompt, *response] for response in responses]
+        lengths = [len(row) for row in rows]
+        ids = torch.full((len(rows), max([1, *lengths])), self.pad)  # a row of 0 tokens: all padding
         for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-        logits = self.model(ids, use_cache=False).logits  # (rows, width, V)
-        last = logits[torch.arange(len(rows)), torch.tensor([len(r) - 1 for r in rows])]
-        probabilities = self._p_one(last)
-        n = len(responses)
-        return {name: probabilities[i * n : (i + 1) * n] for i, name in enumerate(attributes)}
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        cache = DynamicCache(config=self.model.config)
+        self.model.base_model(ids, cache=cache)
+        return self.score_with_cache(cache, 0, lengths, attributes)
 
-    def _p_one(self, logits: torch.Tensor) -> list[float]:
-        pair = logits.float()[:, list(self.rating)]  # (n, 2): <0>, <1>
+    def _p_one(self, hidden: torch.Tensor) -> list[float]:
+        """P(``<1>``) against ``<0>`` from the final hidden states (n, C): only the two rating
+        tokens' logits are computed, not the whole vocabulary's."""
+        head = self.model.get_output_embeddings().weight[list(self.rating)]  # (2, C): <0>, <1>
+        pair = (hidden @ head.T).float()  # (n, 2)
         return torch.softmax(pair, dim=-1)[:, 1].tolist()
 
     # --- sample and rank --------------------------------------------------------------------

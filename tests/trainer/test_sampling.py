@@ -112,6 +112,45 @@ def test_scoring_from_the_sampling_cache_equals_re_encoding_each_sequence(scorer
     assert cache.get_seq_length() == prompt_length + 12  # the attribute tokens were cropped again
 
 
+@pytest.mark.parametrize("with_prompt", [True, False], ids=["reply", "dataset example"])
+def test_scoring_without_the_cache_equals_each_sequence_and_attribute_encoded_alone(
+    scorer: sampling.Scorer, with_prompt: bool
+) -> None:
+    # What the benchmark's baseline and dataset builds (no prompt) score with: each sequence encoded
+    # once for all attributes, against the plainest reference there is, one forward of
+    # prompt + response + <ATTRIBUTE> per sequence and attribute. An empty sequence is scored too.
+    prompt = scorer.prompt([("user", "hello there")]) if with_prompt else []
+    responses = [scorer.tokenizer.encode(text) for text in ("I like cats.", "dogs", "how are you there?")]
+    responses.append([])
+
+    scores = scorer.score_by_reencoding(prompt, responses, sampling.RANKED_ATTRIBUTES)
+
+    for name in sampling.RANKED_ATTRIBUTES:
+        expected = []
+        for response in responses:
+            ids = torch.tensor([[*prompt, *response, scorer.attribute_ids[name]]])
+            with torch.no_grad():
+                logits = scorer.model(ids, use_cache=False).logits[0, -1, list(scorer.rating)]
+            expected.append(torch.softmax(logits.float(), dim=-1)[1].item())
+        assert scores[name] == pytest.approx(expected, abs=1e-5)
+
+
+def test_scoring_leaves_the_sampling_cache_as_it_was(scorer: sampling.Scorer) -> None:
+    prompt = scorer.prompt([("user", "hello there")])
+    candidates, cache, prompt_length = scorer.sample(
+        prompt, sampling.Settings(max_new_tokens=8), torch.Generator().manual_seed(2)
+    )
+    before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+
+    first = scorer.score_with_cache(cache, prompt_length, [c.length for c in candidates], ["SENSIBLE"])
+    again = scorer.score_with_cache(cache, prompt_length, [c.length for c in candidates], ["SENSIBLE"])
+
+    assert first == again
+    for layer, (keys, values) in zip(cache.layers, before, strict=True):
+        assert torch.equal(layer.keys, keys)
+        assert torch.equal(layer.values, values)
+
+
 def test_respond_samples_sixteen_and_keeps_every_candidate(scorer: sampling.Scorer) -> None:
     # An untrained model's UNSAFE discriminator is noise: no threshold, so that one is chosen.
     unfiltered = sampling.Settings(max_new_tokens=6, safety_threshold=0.0)
