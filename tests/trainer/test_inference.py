@@ -188,18 +188,15 @@ def test_a_grounded_model_researches_with_the_toolset_and_the_turn_keeps_the_tra
     assert {c.session for c in calls} == {f"dialog-{dialog.pk}-turn-1"}
 
 
-class AlwaysUnsafe(torch.nn.Module):
-    """A model whose UNSAFE discriminator says ``<1>`` for every response: after the ``<UNSAFE>``
-    attribute token the rating ``<1>`` is all but certain."""
+class AlwaysUnsafe(sampling.Scorer):
+    """A scorer whose UNSAFE discriminator says ``<1>`` for every response (the others are the
+    model's own): every candidate is predicted unsafe."""
 
-    def __init__(self, model: Any, unsafe: int, one: int) -> None:
-        super().__init__()
-        self.inner, self.unsafe, self.one, self.config = model, unsafe, one, model.config
-
-    def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> Any:
-        out = self.inner(input_ids, **kwargs)
-        out.logits[input_ids[:, -1] == self.unsafe, -1, self.one] += 100.0
-        return out
+    def score_with_cache(self, cache: Any, prompt_length: int, lengths: Any, attributes: Any) -> dict:
+        scores = super().score_with_cache(cache, prompt_length, lengths, attributes)
+        if "UNSAFE" in scores:
+            scores["UNSAFE"] = [1.0] * len(lengths)
+        return scores
 
 
 def serving_unsafe_model() -> Any:
@@ -208,11 +205,7 @@ def serving_unsafe_model() -> Any:
     version = serving_fine_tune("finetune_quality_safety", "qs-unsafe")
     loaded = inference.scorer_for(version)
     assert loaded.discriminators
-    inference._loaded[version.name] = sampling.Scorer(
-        AlwaysUnsafe(loaded.model, loaded.attribute_ids["UNSAFE"], loaded.rating[1]),
-        loaded.tokenizer,
-        discriminators=True,
-    )
+    inference._loaded[version.name] = AlwaysUnsafe(loaded.model, loaded.tokenizer, discriminators=True)
     return version
 
 
