@@ -49,10 +49,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from transformers import PreTrainedTokenizerFast
 
+from trainer.steps import Step
 from trainer.tokenizer import (
     ATTRIBUTE_TOKENS,
     ATTRIBUTES,
@@ -73,15 +73,6 @@ KINDS = ("generative", "discriminative", "research_query", "research_step")
 OUTCOME_TOKENS = {"TS": TS, "User": RESEARCH_USER}
 
 Context = Sequence[tuple[str, str]]
-
-
-class Step(NamedTuple):
-    """One research step: the query and the tool result it got (empty strings where none)."""
-
-    query: str
-    title: str
-    url: str
-    snippet: str
 
 
 def tool_result(title: str, url: str, snippet: str) -> str:

@@ -41,7 +41,7 @@ from django.db.models import Exists, Model, OuterRef, QuerySet
 from annotation import rules, selectors
 from annotation.models import Campaign, Item, Rewrite
 from dialogs.models import Dialog, Turn
-from trainer.formats import Step
+from trainer.steps import Step
 
 PRETRAIN_CONTEXT_TURNS = 8
 DISCRIMINATOR_ATTRIBUTES = {
