@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 from django.contrib import admin
+from django.db import connection
 from django.template.loader import render_to_string
 from django.test import RequestFactory
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from annotation import selectors as annotation_selectors
@@ -344,3 +346,22 @@ def test_the_page_and_api_of_a_set_answered_but_not_yet_rated(client: Any, answe
     assert [row["responder"] for row in body["rows"]] == ["gw-1", "gw-2", HUMAN_RESPONDER]
     assert body["responses"] == 3 * CONTEXTS
     assert all(row["rated"] == 0 for row in body["rows"])
+
+
+def test_the_page_costs_the_same_queries_however_many_versions_were_evaluated(
+    client: Any, evaluated: dict[str, Any]
+) -> None:
+    login(client, Role.RESEARCHER)
+    with CaptureQueriesContext(connection) as two:
+        assert client.get(page_url(evaluated["set"])).status_code == 200
+    for i in range(3, 8):
+        version = ModelVersion.objects.create(name=f"gw-{i}", directory="models", tokenizer_sha256="t" * 64)
+        Evaluation.objects.create(
+            evaluation_set=evaluated["set"], model_version=version, metrics=metrics(0.5, i)
+        )
+
+    with CaptureQueriesContext(connection) as seven:
+        html = client.get(page_url(evaluated["set"])).content.decode()
+
+    assert html.count('<g class="legend">') == 7
+    assert len(seven.captured_queries) == len(two.captured_queries)
