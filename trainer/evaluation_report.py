@@ -294,9 +294,12 @@ def evaluation_report(
         for context, metrics in values.get(responder, {}).items():
             counted = False
             for key, value in metrics.items():
-                if value is not None:
-                    columns[key][context] = value
-                    counted = True
+                if value is None:
+                    continue
+                if key not in columns:
+                    raise ValueError(f"{responder!r}, context {context!r}: {key!r} is not a metric")
+                columns[key][context] = value
+                counted = True
             rated += counted
         by_metric[responder] = columns
         cells = {key: resampled.interval(columns[key], confidence=confidence) for key in METRIC_KEYS}

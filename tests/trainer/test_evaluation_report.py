@@ -272,6 +272,11 @@ def test_win_rates_count_both_orders_and_ties_half_with_the_wilson_interval() ->
     assert flipped.comparisons[0].win_rate == win_rate(wins=1, ties=1, losses=9)
 
 
+def test_a_value_of_no_metric_of_the_report_is_refused() -> None:
+    with pytest.raises(ValueError, match="'gw-1', context 0: 'fluency' is not a metric"):
+        evaluation_report(contexts=[0], values={"gw-1": {0: {"fluency": 1.0}}}, resamples=10)
+
+
 def test_an_outcome_must_be_a_b_or_tie() -> None:
     with pytest.raises(ValueError, match="outcome 'left'"):
         report([0], {"gw-1": {0: ALL_YES}}, outcomes=[("gw-1", "gw-2", 0, "left")])
