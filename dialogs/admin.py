@@ -220,6 +220,7 @@ class EvaluationSetAdmin(ServiceAddMixin, ReadOnlyAdmin):
         "version",
         "description",
         "contexts_link",
+        "report_link",
         "source",
         "sha256",
         "locked_at",
@@ -236,6 +237,14 @@ class EvaluationSetAdmin(ServiceAddMixin, ReadOnlyAdmin):
             url,
             evaluation_set.pk,
             evaluation_set.context_count,
+        )
+
+    @admin.display(description="report")
+    def report_link(self, evaluation_set: EvaluationSet) -> str:
+        # The trainer serves the report (by URL name: dialogs imports no other app).
+        return format_html(
+            '<a href="{}">metrics of every version evaluated on it</a>',
+            reverse("evaluation-report", args=[evaluation_set.pk]),
         )
 
     def get_add_form(self, request: HttpRequest) -> forms.Form:

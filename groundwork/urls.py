@@ -14,6 +14,7 @@ from groundwork import health, views
 from groundwork.parsers import DatabaseIdConverter, PrintableTextConverter
 from toolset import api as toolset_api
 from trainer import api as trainer_api
+from trainer import views as trainer_views
 
 # <id:...>: a database id (1 to 2**63 - 1); a larger number is no address here (404).
 register_converter(DatabaseIdConverter, "id")
@@ -43,6 +44,12 @@ api_urls = [
     path(
         "datasets/<id:pk>/files/<str:name>/",
         trainer_api.DatasetViewSet.as_view({"get": "file"}, schema=None),
+    ),
+    # An evaluation set's report: the trainer reads it (dialogs, which serves the sets, imports no app).
+    path(
+        "evaluation-sets/<id:pk>/report",
+        trainer_api.EvaluationReportView.as_view(),
+        name="evaluation-set-report",
     ),
 ]
 
@@ -83,6 +90,12 @@ urlpatterns = [
     ),
     path("dialogs/", dialogs_views.dialog_list, name="dialog-list"),
     path("dialogs/<text:external_id>/", dialogs_views.dialog_detail, name="dialog-detail"),
+    # Beside the admin, in its look (before it: the admin's catch-all would answer first).
+    path(
+        "admin/trainer/evaluation-sets/<id:set_id>/report/",
+        trainer_views.evaluation_report_page,
+        name="evaluation-report",
+    ),
     path("admin/", admin.site.urls),
     path("api/v1/auth/token/", views.ObtainTokenView.as_view(), name="api-token"),
     path("api/v1/tasks/next", annotation_api.NextTaskView.as_view(), name="task-next"),

@@ -4,7 +4,7 @@
 # BENCH_KEEP_DB=1; then, with no database, search (bench/toolset_bench.py), training and dataset
 # export (bench/trainer_bench.py) and sample-and-rank (bench/inference_bench.py). Figures: printed,
 # and merged into var/bench/results.json. Extra arguments go to every benchmark (`--parts` picks
-# among next, submit, aggregate, search, train, export, inference; see each module's `--help`).
+# among next, submit, aggregate, search, train, export, inference, report; see each module's `--help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,4 +48,6 @@ echo "== benchmark (broker: ${CELERY_BROKER_URL})"
 .venv/bin/python -m bench.trainer_bench "$@"
 # Sample-and-rank (no database): "inference" (scoring with the cache vs re-encoding, one turn).
 .venv/bin/python -m bench.inference_bench "$@"
+# The evaluation report: "report" (its core without a database, then the page on this database).
+.venv/bin/python -m bench.evaluation_report_bench "$@"
 echo "== make bench took $(( $(date +%s) - started )) s"

@@ -30,7 +30,7 @@ from groundwork.admin import ReadOnlyAdmin, ServiceAddMixin, progress_bar
 from trainer import selectors
 from trainer.charts import finite, loss_curve, metrics_table
 from trainer.forms import DatasetExportForm, TrainingJobForm
-from trainer.models import DatasetVersion, ModelVersion, TrainingJob
+from trainer.models import DatasetVersion, Evaluation, ModelVersion, TrainingJob
 from trainer.services import requests
 
 EXPORT_PERMISSION = "trainer.export_datasetversion"
@@ -454,7 +454,20 @@ class ModelVersionAdmin(TrainerAdmin):
             ),
             "serve_url": self._url("serve", version.pk),
             "answers": self._answers(request, version),
+            "evaluations": self._evaluations(version),
         }
+
+    def _evaluations(self, version: ModelVersion) -> list[dict[str, Any]]:
+        """The evaluation sets the version was evaluated on (one query), each with its report."""
+        return [
+            {
+                "evaluation": evaluation,
+                "report_url": reverse("evaluation-report", args=[evaluation.evaluation_set_id]),
+            }
+            for evaluation in Evaluation.objects.filter(model_version=version)
+            .select_related("evaluation_set")
+            .order_by("-created_at", "-id")
+        ]
 
     def _answers(self, request: HttpRequest, version: ModelVersion) -> dict[str, Any]:
         """How often the version answered in chats, and how often with the safe fallback reply."""

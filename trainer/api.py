@@ -1,4 +1,5 @@
-"""``/api/v1/datasets/``, ``/api/v1/training-jobs/``, ``/api/v1/models/`` (DESIGN.md HTTP contract).
+"""``/api/v1/datasets/``, ``/api/v1/training-jobs/``, ``/api/v1/models/`` (DESIGN.md HTTP contract),
+and ``/api/v1/evaluation-sets/{id}/report`` (read by admins and researchers).
 
 Reading needs the model's view permission (admins and researchers); exporting a dataset needs
 ``trainer.export_datasetversion`` (both), starting or cancelling training and choosing the serving
@@ -8,22 +9,27 @@ answers 202 with the row to poll.
 
 from __future__ import annotations
 
+import csv
 from typing import Any
 
-from django.http import FileResponse
+from django.http import FileResponse, HttpResponse
+from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from annotation.models import Campaign
-from dialogs.models import Purpose
-from groundwork.parsers import RowsField
+from dialogs.models import EvaluationSet, Purpose
+from groundwork.parsers import RowsField, query_text
 from trainer import selectors
+from trainer.evaluation_report import CSV_HEADER, report_csv_rows, report_json
+from trainer.evaluation_report_loader import REPORT_PERMISSIONS, evaluation_set_report, report_urls
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 from trainer.services import requests
 
@@ -309,3 +315,103 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
     def serve(self, request: Request, pk: str | None = None) -> Response:
         version = requests.model_serve(model=self.get_object())
         return Response(self.get_serializer(version).data)
+
+
+# --- evaluation reports -------------------------------------------------------------------------
+
+
+class ReportPermission(BasePermission):
+    """Reading a report needs the set's and the model versions' view permissions (admins and
+    researchers)."""
+
+    message = "You do not have permission to do this."
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return bool(request.user and request.user.has_perms(REPORT_PERMISSIONS))
+
+
+class EvaluationReportView(APIView):
+    """``GET /api/v1/evaluation-sets/{id}/report``: the set's report as JSON, or ``?format=csv``."""
+
+    permission_classes = [ReportPermission]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # ?format= names the report's format, not a DRF renderer: errors are answered in JSON.
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("format", OpenApiTypes.STR, enum=["json", "csv"]),
+            OpenApiParameter("a", OpenApiTypes.STR, description="Compare this responder (with b)."),
+            OpenApiParameter("b", OpenApiTypes.STR, description="... with this one: a's mean minus b's."),
+            OpenApiParameter("pairs", OpenApiTypes.STR, enum=["all"], description="Compare every pair."),
+        ],
+        responses={
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            (200, "text/csv"): OpenApiTypes.STR,
+            400: OpenApiTypes.OBJECT,
+            404: None,
+        },
+        description=(
+            "Rows: the model versions evaluated on the set and the human baseline. Per metric "
+            "(sensibleness, specificity, interestingness, ssi, safety, groundedness, informativeness, "
+            "citation_accuracy, helpfulness, role_consistency): `{estimate, low, high, n}`, a 95% "
+            "percentile bootstrap interval over the set's contexts, or null when no response was "
+            "counted. `comparisons`: a's mean minus b's per metric with a paired bootstrap interval "
+            "(`excludes_zero`), and a's side-by-side win rate (Wilson interval); `?a=&b=` chooses the "
+            "pair, `?pairs=all` every pair, else the two latest versions. `win_rates`: every pair "
+            "compared side by side. `automatic`: the evaluation's own measurements; `correlations`: "
+            "how each tracked its human metric across versions. `?format=csv`: one row per "
+            "responder × metric: responder, metric, value, low, high, n."
+        ),
+    )
+    def get(self, request: Request, pk: int) -> Response | HttpResponse:
+        evaluation_set = get_object_or_404(EvaluationSet, pk=pk)
+        format = query_text(request.query_params, "format", choices=["json", "csv"]) or "json"
+        report, inputs = evaluation_set_report(evaluation_set, params=request.query_params)
+        if format == "csv":
+            response = HttpResponse(content_type="text/csv; charset=utf-8")
+            response["Content-Disposition"] = f'attachment; filename="evaluation-set-{pk}-report.csv"'
+            writer = csv.writer(response)
+            writer.writerow(CSV_HEADER)
+            writer.writerows(report_csv_rows(report))
+            return response
+        body = report_json(report)
+        for row in body["rows"]:
+            evaluation = inputs.evaluations.get(row["responder"])
+            row["evaluation"] = (
+                {
+                    "id": evaluation.pk,
+                    "status": evaluation.status,
+                    "done": evaluation.done,
+                    "total": evaluation.total,
+                }
+                if evaluation
+                else None
+            )
+            row["model_version"] = (
+                {
+                    "id": evaluation.model_version_id,
+                    "name": evaluation.model_version.name,
+                    # Its lineage: the jobs, datasets and campaigns behind the version.
+                    "url": request.build_absolute_uri(
+                        reverse("api:model-version-detail", kwargs={"pk": evaluation.model_version_id})
+                    ),
+                }
+                if evaluation
+                else None
+            )
+        urls = report_urls(evaluation_set)
+        return Response(
+            {
+                "evaluation_set": {
+                    "id": evaluation_set.pk,
+                    "name": evaluation_set.name,
+                    "version": evaluation_set.version,
+                    "context_count": evaluation_set.context_count,
+                },
+                "responses": inputs.responses,
+                "page": request.build_absolute_uri(urls["page"]),
+                **body,
+            }
+        )

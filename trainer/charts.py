@@ -1,9 +1,12 @@
-"""The job and model pages' drawings, computed from stored numbers: the loss curve as SVG
-coordinates and the table of initial against final evaluation. Pure: no Django."""
+"""The trainer pages' drawings, computed from stored numbers: the loss curve as SVG coordinates,
+the table of initial against final evaluation, and the evaluation report's grouped bars (an SVG
+string). Pure: no Django."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from html import escape
 from typing import Any
 
 CURVE_POINTS = 300
@@ -106,3 +109,109 @@ def metrics_table(metrics: Any) -> dict[str, Any] | None:
         "attributes": attributes,
         "mix": mix if isinstance(mix, dict) else None,
     }
+
+
+# --- grouped bars with error bars (the evaluation report's chart, like the paper's Figure 4) -------
+
+BAR_PALETTE = (
+    "#4e79a7",
+    "#f28e2b",
+    "#59a14f",
+    "#e15759",
+    "#76b7b2",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#86bcb6",
+)
+BASELINE_COLOUR = "#555555"
+BARS_TOP, BARS_PLOT_HEIGHT, BARS_LEFT, BARS_RIGHT_MARGIN = 16, 220, 56, 16
+BARS_GROUP_GAP, BARS_GROUP_MIN_WIDTH, BARS_LEGEND_ROW, BARS_LEGEND_ITEM = 18, 72, 18, 150
+
+
+def _series_colour(index: int, count: int, baseline: bool) -> str:
+    if baseline:
+        return BASELINE_COLOUR
+    if count <= len(BAR_PALETTE):
+        return BAR_PALETTE[index]
+    # Many versions: hues spread evenly, neighbours told apart by lightness too.
+    return f"hsl({round(index * 360 / count)}, 60%, {40 if index % 2 else 58}%)"
+
+
+def grouped_bars(
+    *,
+    groups: Sequence[tuple[str, str]],
+    series: Sequence[tuple[str, bool]],
+    bars: Mapping[tuple[str, str], tuple[float, float, float, int] | None],
+    title: str,
+    y_label: str = "rate (95% CI)",
+) -> str:
+    """An SVG bar chart, one group per ``groups`` entry (key, label) and one bar per ``series``
+    entry (name, is the baseline: drawn grey) in every group, at ``bars[(name, key)]`` =
+    (estimate, low, high, n) on a 0–1 axis, with an error bar from low to high; a missing bar
+    (``None``) leaves its place empty. Axis, gridlines, group labels and a legend are labelled;
+    every bar has a tooltip (``<title>``). Text is escaped: the result is well-formed XML."""
+    count = max(len(series), 1)
+    bar = max(6, min(18, (BARS_GROUP_MIN_WIDTH - 8) // count))
+    group_width = max(BARS_GROUP_MIN_WIDTH, bar * count + 8)
+    plot_width = len(groups) * (group_width + BARS_GROUP_GAP)
+    per_row = max(1, (BARS_LEFT + plot_width) // BARS_LEGEND_ITEM)
+    legend_rows = math.ceil(len(series) / per_row)
+    bottom = BARS_TOP + BARS_PLOT_HEIGHT
+    width = BARS_LEFT + plot_width + BARS_RIGHT_MARGIN
+    height = bottom + 30 + legend_rows * BARS_LEGEND_ROW + 8
+
+    def y(value: float) -> float:
+        return bottom - max(0.0, min(1.0, value)) * BARS_PLOT_HEIGHT
+
+    out = [
+        f'<svg class="report-chart" xmlns="http://www.w3.org/2000/svg" role="img" '
+        f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" font-size="11" '
+        f'font-family="sans-serif">',
+        f"<title>{escape(title)}</title>",
+    ]
+    for tick in (0, 0.25, 0.5, 0.75, 1):
+        out.append(
+            f'<line class="grid" x1="{BARS_LEFT}" y1="{y(tick):.1f}" x2="{BARS_LEFT + plot_width}" '
+            f'y2="{y(tick):.1f}" stroke="currentColor" stroke-opacity="{0.5 if tick == 0 else 0.15}"/>'
+            f'<text class="tick" x="{BARS_LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:g}</text>'
+        )
+    middle = BARS_TOP + BARS_PLOT_HEIGHT / 2
+    out.append(
+        f'<text class="axis-label" x="14" y="{middle:.1f}" text-anchor="middle" '
+        f'transform="rotate(-90 14 {middle:.1f})">{escape(y_label)}</text>'
+    )
+    for g, (key, label) in enumerate(groups):
+        left = BARS_LEFT + g * (group_width + BARS_GROUP_GAP) + BARS_GROUP_GAP / 2
+        start = left + (group_width - bar * count) / 2
+        for s, (name, baseline) in enumerate(series):
+            value = bars.get((name, key))
+            if value is None:
+                continue
+            estimate, low, high, n = value
+            x = start + s * bar
+            centre, cap = x + bar / 2, max(1.5, bar * 0.3)
+            tip = f"{name} · {label}: {estimate:.3f} [{low:.3f}, {high:.3f}], n = {n}"
+            out.append(
+                f'<g class="bar"><title>{escape(tip)}</title>'
+                f'<rect x="{x + 0.5:.1f}" y="{y(estimate):.1f}" width="{bar - 1}" '
+                f'height="{y(0) - y(estimate):.1f}" fill="{_series_colour(s, count, baseline)}"/>'
+                f'<path class="error-bar" d="M{centre:.1f},{y(low):.1f}V{y(high):.1f}'
+                f"M{centre - cap:.1f},{y(low):.1f}H{centre + cap:.1f}"
+                f'M{centre - cap:.1f},{y(high):.1f}H{centre + cap:.1f}" stroke="#222" fill="none"/></g>'
+            )
+        out.append(
+            f'<text class="group-label" x="{left + group_width / 2:.1f}" y="{bottom + 16}" '
+            f'text-anchor="middle">{escape(label)}</text>'
+        )
+    for s, (name, baseline) in enumerate(series):
+        x = BARS_LEFT + (s % per_row) * BARS_LEGEND_ITEM
+        top = bottom + 30 + (s // per_row) * BARS_LEGEND_ROW
+        out.append(
+            f'<g class="legend"><title>{escape(name)}</title><rect x="{x}" y="{top}" width="12" height="12" '
+            f'fill="{_series_colour(s, count, baseline)}"/>'
+            f'<text x="{x + 16}" y="{top + 10}">{escape(name[:22])}</text></g>'
+        )
+    out.append("</svg>")
+    return "".join(out)

@@ -119,6 +119,11 @@ CASES = [
     Case(
         "api:evaluation-set-detail", "delete", page(401, 403, 409, 409), lambda o: {"pk": o["evaluation_set"]}
     ),
+    # Its report (the trainer's): admins and researchers read it, as a page and over the API.
+    Case(
+        "evaluation-report", "get", page(REDIRECT, 403, 200, 200), lambda o: {"set_id": o["evaluation_set"]}
+    ),
+    Case("api:evaluation-set-report", "get", page(401, 403, 200, 200), lambda o: {"pk": o["evaluation_set"]}),
     Case("api:dialog-export-list", "get", page(401, 403, 200, 200)),
     Case("api:dialog-export-list", "post", page(401, 403, 202, 202), data={"purpose": "quality"}),
     Case("api:dialog-export-detail", "get", page(401, 403, 200, 200), lambda o: {"pk": o["export"]}),

@@ -141,6 +141,7 @@ def staff_data(user: Any) -> RealObjects:
             "/api/v1/dialogs/{id}/": [{"id": "fuzz-d0"}, {"id": "pretrain-0"}],
             "/api/v1/dialog-exports/{id}/": [{"id": export.pk}],
             "/api/v1/evaluation-sets/{id}/": [{"id": evaluation_set.pk}],
+            "/api/v1/evaluation-sets/{id}/report": [{"id": evaluation_set.pk}],
             "/api/v1/dialog-exports/{id}/download/": [{"id": export.pk}],
             "/api/v1/datasets/{id}/": [{"id": dataset.pk}],
             # the documented URL, and the router's one with a slash (before main's route)
