@@ -21,6 +21,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from annotation import agreement, selectors
+from annotation.admin_evaluations import EvaluationSetPages
 from annotation.errors import AnnotationError
 from annotation.models import (
     AggregationRun,
@@ -79,7 +80,10 @@ class CampaignCreateForm(forms.Form):
     """A new campaign: its kind, and the dialogs whose model turns become its items."""
 
     name = forms.CharField(max_length=Campaign._meta.get_field("name").max_length)
-    kind = forms.ChoiceField(choices=Campaign.Kind.choices)
+    # The human baseline and side-by-side kinds are made from an evaluation set's page.
+    kind = forms.ChoiceField(
+        choices=[c for c in Campaign.Kind.choices if c[0] not in campaigns.EVALUATION_ONLY_KINDS]
+    )
     purpose = forms.ChoiceField(choices=[("", "Any"), *Dialog.Purpose.choices], required=False)
     role = forms.ModelChoiceField(Role.objects.all(), to_field_name="slug", required=False, empty_label="Any")
     model_version = forms.CharField(
@@ -168,6 +172,7 @@ class CampaignAdmin(ServiceAddMixin, admin.ModelAdmin):
         "raters_per_item",
         "objective_names",
         "instructions",
+        "evaluation_set_link",
         "filters",
         "gold_rate",
         "gold_min",
@@ -177,7 +182,15 @@ class CampaignAdmin(ServiceAddMixin, admin.ModelAdmin):
         "created_at",
     ]
     # What the items were made from and how many raters they wait for is fixed at creation.
-    readonly_fields = ["kind", "raters_per_item", "objective_names", "filters", "created_by", "created_at"]
+    readonly_fields = [
+        "kind",
+        "raters_per_item",
+        "objective_names",
+        "evaluation_set_link",
+        "filters",
+        "created_by",
+        "created_at",
+    ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Campaign]:
         normal = Q(items__kind=Item.Kind.NORMAL)
@@ -200,9 +213,18 @@ class CampaignAdmin(ServiceAddMixin, admin.ModelAdmin):
     def objective_names(self, campaign: Campaign) -> str:
         return ", ".join(o.name for o in campaign.objectives.all()) or "-"
 
+    @admin.display(description="evaluation set")
+    def evaluation_set_link(self, campaign: Campaign) -> str:
+        if campaign.evaluation_set_id is None:
+            return "-"
+        url = reverse("admin:annotation_campaign_evaluation_set", args=[campaign.evaluation_set_id])
+        return format_html('<a href="{}">{}</a>', url, campaign.evaluation_set)
+
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view
         return [
+            # Before the change page's <path:object_id>/, which would take them.
+            *EvaluationSetPages(self).urls(),
             path(
                 "<path:object_id>/consensus/run/",
                 view(self.consensus_run_view),
@@ -386,6 +408,8 @@ class ItemAdmin(ReadOnlyAdmin):
         "context",
         "response",
         "gold_answers",
+        "evaluation_context",
+        "pair",
     ]
     readonly_fields = fields
     inlines = [ConsensusLabelInline]

@@ -22,10 +22,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import consensus_export, selectors
+from annotation import consensus_export, rules, selectors
 from annotation.errors import WorkerBlocked
 from annotation.models import Campaign, Chat, ChatPurpose, FlagReason, TurnFlag
-from annotation.services import assignments, chats, judgment_imports, rewrites
+from annotation.services import assignments, chats, evaluation_tasks, judgment_imports, rewrites
 from dialogs.models import Mode, Turn
 from groundwork.parsers import IMPORT_PARSERS, DatabaseIdField, body_records, query_number
 from groundwork.roles import Role, has_role
@@ -38,7 +38,8 @@ TOOL_CALL_IDS_MAX = 1000
 
 
 class SubmitSerializer(serializers.Serializer):
-    """Rating tasks send ``answers``; rewrite tasks send ``claims_external`` and the rest."""
+    """Rating tasks send ``answers``; rewrite tasks send ``claims_external`` and the rest; human
+    baseline tasks the ``response`` the worker wrote; side-by-side tasks their ``choice``."""
 
     answers = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
     claims_external = serializers.BooleanField(required=False)
@@ -53,10 +54,23 @@ class SubmitSerializer(serializers.Serializer):
         child=DatabaseIdField(), required=False, default=list, max_length=TOOL_CALL_IDS_MAX
     )
 
+    response = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="Human baseline tasks: the next turn.",
+    )
+    choice = serializers.ChoiceField(
+        choices=rules.PAIRWISE_CHOICES,
+        required=False,
+        help_text="Side-by-side tasks: 1 (Response 1 is better), 2 (Response 2 is better) or tie.",
+    )
+
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
-        if ("answers" in data) == ("claims_external" in data):
+        if sum(key in data for key in ("answers", "claims_external", "response", "choice")) != 1:
             raise serializers.ValidationError(
-                "Send either answers (rating tasks) or claims_external (rewrite tasks)."
+                "Send one of answers (rating tasks), claims_external (rewrite tasks), response (human "
+                "baseline tasks) or choice (side-by-side tasks)."
             )
         return data
 
@@ -128,11 +142,23 @@ class SubmitView(APIView):
             data = serializer.validated_data
         # else a rating: its answers alone, which judgment_submit checks (question by question,
         # with messages); a serializer would copy its declared fields on every request.
+        extra: dict[str, Any] = {}
         if "answers" in data:
             result = assignments.judgment_submit(
                 assignment_id=assignment_id, worker=request.user, answers=data["answers"]
             )
-            extra: dict[str, Any] = {}
+        elif "response" in data:
+            written = evaluation_tasks.human_response_submit(
+                assignment_id=assignment_id, worker=request.user, text=data["response"]
+            )
+            body = {"response": written.response.turn.text}
+            return _submitted(request, written.assignment, body, written.created)
+        elif "choice" in data:
+            chosen = evaluation_tasks.pairwise_submit(
+                assignment_id=assignment_id, worker=request.user, choice=data["choice"]
+            )
+            # The choice as made, not its judgment: that would tell which response was a's.
+            return _submitted(request, chosen.assignment, {"choice": data["choice"]}, chosen.created)
         else:
             result = rewrites.rewrite_submit(
                 assignment_id=assignment_id,
@@ -150,13 +176,18 @@ class SubmitView(APIView):
                     "candidate_labels": result.rewrite.candidate_labels,
                 }
             }
-        body = {
-            "assignment_id": result.assignment.pk,
-            "judgments": {j.attribute: j.value for j in result.judgments},
-            **extra,
-            **_next(worker=request.user, campaign=result.assignment.item.campaign),
-        }
-        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+        extra = {"judgments": {j.attribute: j.value for j in result.judgments}, **extra}
+        return _submitted(request, result.assignment, extra, result.created)
+
+
+def _submitted(request: Request, assignment: Any, extra: dict[str, Any], created: bool) -> Response:
+    """201 (200 for the same submission again) with the next assignment of the same campaign."""
+    body = {
+        "assignment_id": assignment.pk,
+        **extra,
+        **_next(worker=request.user, campaign=assignment.item.campaign),
+    }
+    return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 class SkipView(APIView):

@@ -4,6 +4,8 @@ from groundwork.roles import Role
 
 ADMIN_MODELS = ("campaign", "item", "safetyobjective", "workerquality", "aggregationrun", "chatrouting")
 READ_ONLY = ("assignment", "judgment", "consensuslabel", "chat", "turnflag")
+# Start an evaluation set's human baseline and side-by-side campaigns (the evaluation set's page).
+EVALUATE_PERMISSION = "annotation.evaluate_campaign"
 
 
 class AnnotationConfig(AppConfig):
@@ -16,8 +18,10 @@ class AnnotationConfig(AppConfig):
             for model in ADMIN_MODELS
             for action in ("add", "change", "delete", "view")
         ]
-        + [f"annotation.view_{model}" for model in READ_ONLY],
-        Role.RESEARCHER: [
+        + [f"annotation.view_{model}" for model in READ_ONLY]
+        + [EVALUATE_PERMISSION],
+        Role.RESEARCHER: [EVALUATE_PERMISSION]
+        + [
             f"annotation.view_{model}"
             for model in (
                 "campaign",

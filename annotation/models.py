@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 
-from dialogs.models import Dialog, Mode, Purpose, Turn
+from dialogs.models import Dialog, EvaluationContext, EvaluationPurpose, EvaluationSet, Mode, Purpose, Turn
 from dialogs.models import Role as DialogRole
 
 
@@ -34,6 +34,10 @@ class Campaign(models.Model):
         GROUNDEDNESS_REWRITE = "groundedness_rewrite", "Groundedness: rewrite with sources"
         GROUNDEDNESS_EVAL = "groundedness_eval", "Groundedness: evaluation"
         HELPFULNESS = "helpfulness", "Helpfulness and role consistency"
+        # Evaluation sets only (annotation.services.evaluations): workers write the next turn of a
+        # context (the human baseline), or choose the better of two responders' responses.
+        HUMAN_RESPONSE = "human_response", "Human baseline: write the next turn"
+        PAIRWISE = "pairwise", "Side by side: the better of two responses"
 
     class Status(models.TextChoices):
         OPEN = "open", "Open"
@@ -48,6 +52,11 @@ class Campaign(models.Model):
     objectives = models.ManyToManyField(SafetyObjective, blank=True, help_text="Safety campaigns only.")
     # The dialog filters the items came from, kept for lineage.
     filters = models.JSONField(default=dict, blank=True)
+    # The evaluation set whose responses (or contexts) the items are: its blind rating, human
+    # baseline and side-by-side campaigns (annotation.services.evaluations).
+    evaluation_set = models.ForeignKey(
+        EvaluationSet, null=True, blank=True, on_delete=models.PROTECT, related_name="campaigns"
+    )
     # Quality control: gold items are mixed in at gold_rate; a worker whose gold accuracy is
     # under gold_threshold after gold_min golds is blocked from the campaign.
     gold_rate = models.FloatField(default=0.0)
@@ -60,6 +69,9 @@ class Campaign(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [
+            ("evaluate_campaign", "Can start an evaluation set's human baseline and side-by-side campaigns")
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(raters_per_item__gte=1), name="campaign_raters_positive"),
             models.CheckConstraint(
@@ -91,6 +103,14 @@ class Item(models.Model):
     response = models.TextField()
     # Gold and qualification items: the known answers, {attribute: value}.
     gold_answers = models.JSONField(default=dict, blank=True)
+    # Items of an evaluation set's campaigns: the context they are about.
+    evaluation_context = models.ForeignKey(
+        EvaluationContext, null=True, blank=True, on_delete=models.PROTECT, related_name="items"
+    )
+    # Side-by-side items: {"a": <EvaluationResponse id>, "b": <id>, "first": "a"|"b", "second":
+    # "<the text shown as Response 2>"}; ``response`` is the text shown as Response 1. Which
+    # responder wrote what is never shown to raters; "first" maps their choice back to a or b.
+    pair = models.JSONField(null=True, blank=True)
     # Slots not held by a lease or a judgment; normal items only.
     open_slots = models.PositiveSmallIntegerField()
     judgment_count = models.PositiveSmallIntegerField(default=0)
@@ -406,6 +426,16 @@ ROUTED_KIND: dict[str, str] = {
     ChatPurpose.SAFETY: Campaign.Kind.SAFETY,
     ChatPurpose.GROUNDEDNESS: Campaign.Kind.GROUNDEDNESS_REWRITE,
     ChatPurpose.ROLE: Campaign.Kind.HELPFULNESS,
+}
+
+
+# The campaign kind that rates, blind, the responses to an evaluation set's contexts of each purpose
+# (annotation.services.evaluations.evaluation_responses_enqueue).
+EVALUATION_RATING_KIND: dict[str, str] = {
+    EvaluationPurpose.QUALITY: Campaign.Kind.SSI,
+    EvaluationPurpose.SAFETY: Campaign.Kind.SAFETY,
+    EvaluationPurpose.GROUNDEDNESS: Campaign.Kind.GROUNDEDNESS_EVAL,
+    EvaluationPurpose.ROLE: Campaign.Kind.HELPFULNESS,
 }
 
 

@@ -115,6 +115,8 @@ DEFAULT_RATERS = {
     Campaign.Kind.GROUNDEDNESS_REWRITE: 3,
     Campaign.Kind.GROUNDEDNESS_EVAL: 3,
     Campaign.Kind.HELPFULNESS: 3,
+    Campaign.Kind.HUMAN_RESPONSE: 1,  # one writer per context
+    Campaign.Kind.PAIRWISE: 3,
 }
 
 

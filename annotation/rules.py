@@ -26,6 +26,13 @@ The cascade (METHOD.md §2, and the groundedness evaluation's well-known questio
 *gate* is asked only when the gate question was asked and answered "yes"; a question not asked counts
 "no" (``asked``, ``cascade``; ``ssi_asked`` and ``ssi_cascade`` for SSI's gates).
 
+Side by side (beyond the paper): raters choose the better of two responders' responses, ``a`` or
+``b``, or a tie. Each choice is stored as a yes/no/maybe judgment of the attribute ``A_BETTER``
+(``PAIRWISE_VALUES``: yes = a is better, no = b is better, maybe = a tie), already mapped back from
+the order the rater saw them in (``pairwise_choice``). The item's outcome is the majority's choice,
+and a tie when no choice has a majority (``pairwise_outcome``); its labels are ``A_BETTER`` and
+``B_BETTER`` (``pairwise_labels_from_counts``), neither of them 1 for a tie.
+
 Bump ``RULES_VERSION`` whenever a rule here changes what a label would be; stored labels carry it.
 Version 2: complete items only (version 1 labelled items missing judgments, counting them "no").
 """
@@ -36,12 +43,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "A_BETTER",
+    "B_BETTER",
     "CLAIMS_EXTERNAL",
     "COMMON_KNOWLEDGE",
     "GROUNDEDNESS_EVAL_ATTRIBUTES",
     "HELPFULNESS_ATTRIBUTES",
     "MAYBE",
     "NO",
+    "PAIRWISE_CHOICES",
+    "PAIRWISE_OUTCOMES",
+    "PAIRWISE_VALUES",
     "REWRITE_ATTRIBUTES",
     "RULES_VERSION",
     "SAFETY_SCORE",
@@ -60,6 +72,10 @@ __all__ = [
     "groundedness_metrics",
     "labels_from_counts",
     "majority_label",
+    "pairwise_choice",
+    "pairwise_labels_from_counts",
+    "pairwise_outcome",
+    "pairwise_outcome_from_labels",
     "quality_score",
     "safety_labels_from_counts",
     "ssi_asked",
@@ -99,6 +115,15 @@ COMMON_KNOWLEDGE: str = "common_knowledge"  # METHOD.md §4, rewrite: asked when
 REWRITE_ATTRIBUTES: tuple[str, ...] = (CLAIMS_EXTERNAL, COMMON_KNOWLEDGE)
 SAFETY_SCORE: str = "safety"  # attribute name of the per-item safety score row (METHOD.md §3)
 UNSAFE: str = "unsafe"  # attribute name of the per-item UNSAFE row (= 1 - safety)
+
+# Side by side: the judgment attribute (yes = a is better, no = b is better, maybe = a tie) and
+# the two labels of an item's consensus.
+A_BETTER: str = "a_better"
+B_BETTER: str = "b_better"
+PAIRWISE_OUTCOMES: tuple[str, ...] = ("a", "b", "tie")
+PAIRWISE_VALUES: dict[str, str] = {"a": YES, "b": NO, "tie": MAYBE}
+# What a rater chooses on the page: the response shown first, the one shown second, or a tie.
+PAIRWISE_CHOICES: tuple[str, ...] = ("1", "2", "tie")
 
 _SENSIBLE, _SPECIFIC, _INTERESTING = SSI_ATTRIBUTES
 
@@ -375,6 +400,72 @@ def safety_labels_from_counts(
         yes_fraction=1.0 - soft_safety,
     )
     return labels
+
+
+# --- Side by side --------------------------------------------------------------------------------
+
+
+def pairwise_choice(choice: str, *, first: str) -> str:
+    """What a rater's choice means: ``"a"``, ``"b"`` or ``"tie"``.
+
+    ``choice`` is what they chose on the page (``PAIRWISE_CHOICES``: "1" for the response shown
+    first, "2" for the one shown second, "tie"); ``first`` is which responder's response was shown
+    first ("a" or "b", recorded on the item). ``ValueError`` for anything else.
+    """
+    if first not in ("a", "b"):
+        raise ValueError(f"first: {first!r} is not a or b")
+    if choice not in PAIRWISE_CHOICES:
+        raise ValueError(f"choice: {choice!r} is not one of {', '.join(PAIRWISE_CHOICES)}")
+    if choice == "tie":
+        return "tie"
+    second = "b" if first == "a" else "a"
+    return first if choice == "1" else second
+
+
+def pairwise_outcome(counts: Counts, *, raters: int = 3) -> str:
+    """The outcome of a side-by-side item from the counts of its ``A_BETTER`` judgments (yes = a,
+    no = b, maybe = tie): ``"a"`` or ``"b"`` when more than half of ``raters`` chose it, otherwise
+    ``"tie"`` (a majority for a tie, or no majority: 1 a, 1 b, 1 tie). Every one of ``raters`` must
+    have answered (``ValueError`` otherwise, as ``majority_label``)."""
+    majority_label(A_BETTER, counts, raters=raters)  # checks raters and completeness
+    if counts.yes * 2 > raters:
+        return "a"
+    if counts.no * 2 > raters:
+        return "b"
+    return "tie"
+
+
+def pairwise_labels_from_counts(counts: Counts, *, raters: int = 3) -> dict[str, Label]:
+    """A side-by-side item's labels from the counts of its ``A_BETTER`` judgments:
+
+    - ``A_BETTER``: 1 when a majority chose a; its counts are the judgments' (yes = a, no = b,
+      maybe = tie), so a recomputation sees nothing changed;
+    - ``B_BETTER``: 1 when a majority chose b; yes = b, no = a, maybe = tie.
+
+    Both 0 is a tie (``pairwise_outcome_from_labels``). ``ValueError`` as ``pairwise_outcome``.
+    """
+    outcome = pairwise_outcome(counts, raters=raters)
+    total = counts.total
+    return {
+        A_BETTER: Label(
+            A_BETTER, int(outcome == "a"), counts.yes, counts.no, counts.maybe, counts.yes / total
+        ),
+        B_BETTER: Label(
+            B_BETTER, int(outcome == "b"), counts.no, counts.yes, counts.maybe, counts.no / total
+        ),
+    }
+
+
+def pairwise_outcome_from_labels(labels: Mapping[str, int]) -> str:
+    """``"a"``, ``"b"`` or ``"tie"`` from an item's stored labels {attribute: 0/1}; ``ValueError``
+    when one of ``A_BETTER``/``B_BETTER`` is missing or both are 1."""
+    try:
+        a, b = labels[A_BETTER], labels[B_BETTER]
+    except KeyError as missing:
+        raise ValueError(f"{missing.args[0]}: a side-by-side item has no such label") from None
+    if a and b:
+        raise ValueError("a side-by-side item cannot have both a_better and b_better")
+    return "a" if a else "b" if b else "tie"
 
 
 # --- Evaluation: rates over many items' labels (METHOD.md §2, §4) ------------------------------

@@ -12,9 +12,19 @@ from django.utils import timezone
 
 from annotation import rules
 from annotation.errors import ChatError, ChatNotFound
-from annotation.models import Assignment, Campaign, Chat, Item, Rewrite, TurnFlag, WorkerQuality
+from annotation.models import (
+    EVALUATION_RATING_KIND,
+    Assignment,
+    Campaign,
+    Chat,
+    ConsensusLabel,
+    Item,
+    Rewrite,
+    TurnFlag,
+    WorkerQuality,
+)
 from annotation.questions import campaign_questions
-from dialogs.models import Candidate, Role, Turn
+from dialogs.models import Candidate, EvaluationResponse, EvaluationSet, Role, Turn
 from toolset.models import Tool, ToolCall
 
 if TYPE_CHECKING:
@@ -86,24 +96,49 @@ def left_for_worker(*, worker: User, campaign: Campaign, holding: bool = False) 
 
 
 def task_payload(assignment: Assignment) -> dict[str, Any]:
-    """What a worker is shown for an assignment: the item and the questions, never others' answers."""
+    """What a worker is shown for an assignment: the item and the questions, never others' answers.
+
+    Every response is the "model"'s, whoever wrote it: nothing tells a rater of an evaluation set's
+    campaigns which responder it was (the key is opaque too). A human baseline task has no response
+    (the worker writes it: submit ``{"response": ...}``); a side-by-side task has ``responses``,
+    Response 1 and Response 2 (submit ``{"choice": "1" | "2" | "tie"}``).
+    """
     item = assignment.item
     campaign = item.campaign
+    response: dict[str, str] | None = {"speaker": "model", "text": item.response}
+    shown: dict[str, Any] = {}
+    if campaign.kind == Campaign.Kind.HUMAN_RESPONSE:
+        response = None
+    elif campaign.kind == Campaign.Kind.PAIRWISE:
+        response = None
+        shown["responses"] = [
+            {"label": "Response 1", "speaker": "model", "text": item.response},
+            {"label": "Response 2", "speaker": "model", "text": pair_second(item)},
+        ]
     return {
         "assignment_id": assignment.pk,
         "expires_at": assignment.expires_at.isoformat(),
         "campaign": {"id": campaign.pk, "name": campaign.name, "kind": campaign.kind},
-        "item": {
-            "key": item.key,
-            "context": item.context,
-            "response": {"speaker": "model", "text": item.response},
-        },
+        "item": {"key": item.key, "context": item.context, "response": response, **shown},
         "questions": [q.as_dict() for q in campaign_questions(campaign)],
         # Rewrite tasks: the toolset session whose search results may be cited.
         "research_session": research_session(assignment)
         if campaign.kind == Campaign.Kind.GROUNDEDNESS_REWRITE
         else None,
     }
+
+
+def evaluation_context_role(item: Item) -> Role | None:
+    """The role of the context of an evaluation item (a role set's): a human writer answers as it."""
+    return Role.objects.filter(evaluationcontext__items__pk=item.pk).first()
+
+
+def pair_second(item: Item) -> str:
+    """The text a side-by-side item shows as Response 2 (``Item.pair``; the hot path does not read
+    that column, so it is read here when missing)."""
+    if "pair" in item.get_deferred_fields():
+        item.pair = Item.objects.values_list("pair", flat=True).get(pk=item.pk)
+    return (item.pair or {}).get("second", "")
 
 
 @dataclass(frozen=True)
@@ -272,3 +307,81 @@ def role_by_slug(slug: str) -> Role:
     if role is None:
         raise ChatError(f"Role: there is no role {slug!r}.")
     return role
+
+
+# --- evaluation sets: who answered, and what the crowd said (the evaluation report reads these) --
+
+EVALUATION_RATING_KINDS = tuple(dict.fromkeys(EVALUATION_RATING_KIND.values()))
+
+
+def evaluation_responders(*, evaluation_set: EvaluationSet) -> dict[str, int]:
+    """Who answered the set (model version names, ``HUMAN_RESPONDER``), each with how many of its
+    contexts, by name."""
+    rows = (
+        EvaluationResponse.objects.filter(context__evaluation_set=evaluation_set)
+        .values_list("responder")
+        .annotate(n=Count("id"))
+        .order_by("responder")
+    )
+    return dict(rows)
+
+
+def evaluation_labels(*, evaluation_set: EvaluationSet) -> dict[int, dict[str, int]]:
+    """Response id → {attribute: 0/1} from the consensus labels of the response's complete items
+    in the set's blind rating campaigns, whatever their kind: SSI's ``sensible``/``specific``/
+    ``interesting``, safety's ``safety`` and ``unsafe`` (and one per objective: 1 = violates),
+    the groundedness evaluation's attributes, helpfulness's ``helpful``/``role_consistent``.
+
+    Complete items only (all raters answered: an incomplete item has no labels), so a response
+    rated in no complete item is absent. One query, whatever the size of the set.
+    """
+    rows = ConsensusLabel.objects.filter(
+        item__campaign__evaluation_set=evaluation_set,
+        item__campaign__kind__in=EVALUATION_RATING_KINDS,
+        item__kind=Item.Kind.NORMAL,
+        item__judgment_count__gte=F("item__campaign__raters_per_item"),
+        item__turn__evaluation_response__isnull=False,
+    ).values_list("item__turn__evaluation_response__id", "attribute", "label")
+    labels: dict[int, dict[str, int]] = {}
+    for response_id, attribute, label in rows:
+        labels.setdefault(response_id, {})[attribute] = label
+    return labels
+
+
+def pairwise_outcomes(*, evaluation_set: EvaluationSet) -> list[tuple[str, str, int, str]]:
+    """(responder_a, responder_b, context id, outcome) for every complete item of the set's
+    side-by-side campaigns, outcome "a", "b" or "tie" (the majority of the item's raters; a tie
+    when there is none: ``rules.pairwise_outcome``). a and b are the campaign's responders, mapped
+    back from the order each rater saw the responses in. Ordered by campaign, then context.
+    Two queries, whatever the size of the set.
+    """
+    campaigns = {
+        pk: (filters.get("responder_a"), filters.get("responder_b"))
+        for pk, filters in Campaign.objects.filter(
+            evaluation_set=evaluation_set, kind=Campaign.Kind.PAIRWISE
+        ).values_list("pk", "filters")
+    }
+    rows = (
+        ConsensusLabel.objects.filter(
+            item__campaign__in=list(campaigns),
+            item__kind=Item.Kind.NORMAL,
+            item__judgment_count__gte=F("item__campaign__raters_per_item"),
+            attribute__in=[rules.A_BETTER, rules.B_BETTER],
+        )
+        .values_list(
+            "item__campaign_id",
+            "item__evaluation_context__index",
+            "item__evaluation_context_id",
+            "attribute",
+            "label",
+        )
+        .order_by("item__campaign_id", "item__evaluation_context__index")
+    )
+    found: dict[tuple[int, int, int], dict[str, int]] = {}
+    for campaign_id, index, context_id, attribute, label in rows:
+        found.setdefault((campaign_id, index, context_id), {})[attribute] = label
+    outcomes: list[tuple[str, str, int, str]] = []
+    for (campaign_id, _, context_id), labels in found.items():
+        responder_a, responder_b = campaigns[campaign_id]
+        outcomes.append((responder_a, responder_b, context_id, rules.pairwise_outcome_from_labels(labels)))
+    return outcomes

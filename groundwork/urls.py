@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from annotation import api as annotation_api
 from annotation.views import chat as chat_views
+from annotation.views import evaluation as evaluation_views
 from annotation.views import rating as rating_views
 from annotation.views import rewrite as rewrite_views
 from dialogs import api as dialogs_api
@@ -76,6 +77,16 @@ urlpatterns = [
         "work/assignments/<id:assignment_id>/rewrite",
         rewrite_views.rewrite_submit,
         name="work-rewrite-submit",
+    ),
+    path("work/campaigns/<id:campaign_id>/write/", evaluation_views.write, name="work-write"),
+    path(
+        "work/assignments/<id:assignment_id>/write", evaluation_views.write_submit, name="work-write-submit"
+    ),
+    path("work/campaigns/<id:campaign_id>/compare/", evaluation_views.compare, name="work-compare"),
+    path(
+        "work/assignments/<id:assignment_id>/compare",
+        evaluation_views.compare_submit,
+        name="work-compare-submit",
     ),
     path("work/chat/", chat_views.chat_home, name="work-chat"),
     path("work/chat/start", chat_views.chat_start, name="work-chat-start"),

@@ -12,6 +12,8 @@ Celery tasks call these and hold no rule of their own.
 - ``chats`` — crowdworkers' chats with the serving model: start, messages, the model's answer,
   flags, finish (the model turns go to the routed campaign).
 - ``judgment_imports`` — judgments made elsewhere, imported all or nothing.
+- ``evaluations`` — an evaluation set's campaigns: its responses rated blind, the human baseline,
+  side-by-side comparisons; ``evaluation_tasks`` — a worker's written response or side-by-side choice.
 
 Errors are in ``annotation.errors``. Work for a Celery worker is queued by task name
 (``groundwork.queueing.enqueue("annotation.tasks.item_aggregate_task", …)``): no module here

@@ -21,12 +21,15 @@ from django.db.models import Exists, OuterRef, QuerySet
 from annotation.errors import AnnotationError
 from annotation.models import Campaign, Item, SafetyObjective
 from annotation.questions import DEFAULT_RATERS
-from dialogs.models import Dialog, Role, Speaker, Turn
+from dialogs.models import Dialog, EvaluationSet, Role, Speaker, Turn
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 BATCH_SIZE = 2000
+# Kinds whose items are an evaluation set's contexts, not dialogs' turns: made by
+# annotation.services.evaluations (human_baseline_start, pairwise_campaign_create).
+EVALUATION_ONLY_KINDS = (Campaign.Kind.HUMAN_RESPONSE, Campaign.Kind.PAIRWISE)
 
 
 @dataclass(frozen=True)
@@ -61,17 +64,25 @@ def campaign_create(
     instructions: str = "",
     empty: bool = False,
     created_by: User | None = None,
+    evaluation_set: EvaluationSet | None = None,
 ) -> Campaign:
     """A campaign whose items are the model turns of the dialogs matching ``filters``: with a model
     version, only the turns that version wrote; fallback replies only with ``include_fallback``.
 
     Safety campaigns rate the objectives named in ``objectives`` (slugs; default: every active
     one). With ``empty`` the campaign gets no items (to import judgments into, say).
+    With ``evaluation_set`` the campaign is one of that set's (``annotation.services.evaluations``
+    makes them, empty, and adds their items); the human baseline and side-by-side kinds exist only so.
     """
     if Campaign.objects.filter(name=name).exists():
         raise AnnotationError(f"A campaign named {name!r} already exists.")
     if kind not in Campaign.Kind.values:
         raise AnnotationError(f"Unknown campaign kind {kind!r} (one of {', '.join(Campaign.Kind.values)}).")
+    if kind in EVALUATION_ONLY_KINDS and evaluation_set is None:
+        raise AnnotationError(
+            f"{Campaign.Kind(kind).label} campaigns are made from an evaluation set, on its page "
+            "(Campaigns → Evaluation sets), not from dialogs."
+        )
     raters = DEFAULT_RATERS[Campaign.Kind(kind)] if raters_per_item is None else raters_per_item
     if raters < 1:
         raise AnnotationError("Raters per item must be at least 1.")
@@ -91,6 +102,7 @@ def campaign_create(
         instructions=instructions,
         filters=filters.as_json(),
         created_by=created_by,
+        evaluation_set=evaluation_set,
     )
     if kind == Campaign.Kind.SAFETY:
         campaign.objectives.set(_objectives(objectives))

@@ -98,8 +98,9 @@ def worker_turns(chat: Chat) -> int:
 def routed_campaign(*, purpose: str) -> Campaign | None:
     """The campaign the model turns of a finished ``purpose`` chat go to, or None.
 
-    The routing row's campaign when it names one (unless that campaign is closed or of another
-    kind), else the newest open campaign of the purpose's kind; None when routing is switched off.
+    The routing row's campaign when it names one (unless that campaign is closed, of another kind
+    or an evaluation set's), else the newest open campaign of the purpose's kind that is not an
+    evaluation set's; None when routing is switched off.
     """
     routing = ChatRouting.objects.select_related("campaign").filter(purpose=purpose).first()
     if routing is not None and not routing.enabled:
@@ -107,7 +108,11 @@ def routed_campaign(*, purpose: str) -> Campaign | None:
     if routing is not None and routing.campaign is not None:
         campaign = routing.campaign
         # Another kind only in a row saved before ChatRouting.clean checked it.
-        if campaign.status == Campaign.Status.CLOSED or campaign.kind != ROUTED_KIND[purpose]:
+        if (
+            campaign.status == Campaign.Status.CLOSED
+            or campaign.kind != ROUTED_KIND[purpose]
+            or campaign.evaluation_set_id is not None
+        ):
             logger.warning(
                 "%s chats are routed to %s, a %s %s campaign: they go nowhere",
                 purpose,
@@ -118,7 +123,8 @@ def routed_campaign(*, purpose: str) -> Campaign | None:
             return None
         return campaign
     return (
-        Campaign.objects.filter(kind=ROUTED_KIND[purpose], status=Campaign.Status.OPEN)
+        # An evaluation set's campaigns rate its responses only: chats' turns never join them.
+        Campaign.objects.filter(kind=ROUTED_KIND[purpose], status=Campaign.Status.OPEN, evaluation_set=None)
         .order_by("-created_at", "-id")
         .first()
     )

@@ -104,6 +104,8 @@ def _store_labels(rows: dict[int, dict[str, rules.Label]]) -> int:
 # (``everyone_no``), and they are the counts of the item's ``safety`` and ``unsafe`` rows (yes:
 # those raters, no: the others; the other way round for unsafe), compared with the stored labels
 # like any other row. For the other kinds ``%(safety)s`` is false and that part reads nothing.
+# Likewise a side-by-side item's ``b_better`` row is its ``a_better`` counts swapped (``compared``,
+# ``%(pairwise)s``), so that a lost ``b_better`` label is seen and the item labelled again.
 # ``raters``: those who judged the item.
 _COUNTS = """
 WITH everyone_no AS (
@@ -134,9 +136,15 @@ counted AS (
     UNION ALL
     SELECT item_id, %(unsafe)s, raters, other, said_no, 0 FROM everyone_no
 ),
+compared AS (
+    SELECT item_id, attribute, yes, "no", maybe FROM counted
+    UNION ALL
+    SELECT item_id, %(b_better)s, "no", yes, maybe FROM counted
+    WHERE %(pairwise)s AND attribute = %(a_better)s
+),
 changed AS (
     SELECT s.item_id
-    FROM counted s
+    FROM compared s
     LEFT JOIN annotation_consensuslabel c
         ON c.item_id = s.item_id AND c.attribute = s.attribute
        AND c.item_id >= %(low)s AND c.item_id < %(high)s
@@ -166,10 +174,13 @@ def _item_labels(
 ) -> dict[str, rules.Label] | None:
     """One item's labels from its counts, by the rule of its campaign's kind (``annotation.rules``):
     SSI and the evaluations by majority, safety from every objective and the raters who said "no"
-    to all of them, the rewrite's common knowledge only when every rater says so. None when the item
+    to all of them, the rewrite's common knowledge only when every rater says so, side by side's
+    a or b by majority (a tie otherwise: ``rules.pairwise_labels_from_counts``). None when the item
     is not complete: some question was not answered by all ``raters`` of the item."""
     if campaign.kind == Campaign.Kind.SSI:
         attributes: Sequence[str] = rules.SSI_ATTRIBUTES
+    elif campaign.kind == Campaign.Kind.PAIRWISE:
+        attributes = [rules.A_BETTER]
     elif campaign.kind == Campaign.Kind.SAFETY:
         everyone_no = counts.pop(rules.SAFETY_SCORE, rules.Counts())
         counts.pop(rules.UNSAFE, None)
@@ -180,6 +191,8 @@ def _item_labels(
         return None
     if campaign.kind == Campaign.Kind.SSI:
         return rules.ssi_labels_from_counts(counts, raters=raters)
+    if campaign.kind == Campaign.Kind.PAIRWISE:
+        return rules.pairwise_labels_from_counts(counts[rules.A_BETTER], raters=raters)
     if campaign.kind == Campaign.Kind.SAFETY:
         return rules.safety_labels_from_counts(
             counts, objectives=objectives, raters=raters, all_no_raters=everyone_no.yes
@@ -206,6 +219,9 @@ def _aggregate_range(campaign: Campaign, low: int, high: int) -> None:
         "safety": safety,
         "safe": rules.SAFETY_SCORE,
         "unsafe": rules.UNSAFE,
+        "pairwise": campaign.kind == Campaign.Kind.PAIRWISE,
+        "a_better": rules.A_BETTER,
+        "b_better": rules.B_BETTER,
     }
     counts: dict[int, dict[str, rules.Counts]] = defaultdict(dict)
     judged: dict[int, int] = {}

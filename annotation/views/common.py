@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import reverse
 
 from annotation import selectors
 from annotation.errors import WorkerBlocked
@@ -19,6 +20,19 @@ def see_other(url: str) -> HttpResponseRedirect:
     response = HttpResponseRedirect(url)
     response.status_code = 303
     return response
+
+
+# The page each campaign kind is worked on (the rating page for the others).
+WORK_PAGES = {
+    Campaign.Kind.GROUNDEDNESS_REWRITE: "work-rewrite",
+    Campaign.Kind.HUMAN_RESPONSE: "work-write",
+    Campaign.Kind.PAIRWISE: "work-compare",
+}
+
+
+def work_url(campaign: Campaign) -> str:
+    """Where a worker works on ``campaign``: its kind's page."""
+    return reverse(WORK_PAGES.get(campaign.kind, "work-rate"), args=[campaign.pk])
 
 
 def context_turns(context: list[dict[str, str]]) -> list[dict[str, str]]:

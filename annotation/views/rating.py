@@ -20,7 +20,7 @@ from annotation import selectors
 from annotation.models import Campaign, Judgment
 from annotation.questions import Question, campaign_questions
 from annotation.services import assignments
-from annotation.views.common import context_turns, current_work, own_campaign, see_other
+from annotation.views.common import context_turns, current_work, own_campaign, see_other, work_url
 from groundwork.errors import DomainError
 from groundwork.http_errors import refusal_status, shows_refusals
 from groundwork.roles import Role, role_required
@@ -95,8 +95,8 @@ def submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
 def skip(request: HttpRequest, assignment_id: int) -> HttpResponse:
     skipped = assignments.assignment_skip(assignment_id=assignment_id, worker=request.user)
     campaign = skipped.item.campaign
-    if not request.htmx:
-        return see_other(reverse("work-rate", args=[campaign.pk]))
+    if not request.htmx:  # back to the page the item was on (writing and comparing skip here too)
+        return see_other(work_url(campaign))
     return _task_response(
         request, campaign=campaign, notice="Skipped. You will not be shown that item again."
     )

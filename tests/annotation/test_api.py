@@ -132,7 +132,7 @@ def test_a_missing_answer_is_400_naming_the_question(worker_client) -> None:
     [
         ({"answers": "yes"}, "answers must be an object mapping each question to yes, no or maybe."),
         ({"answers": {"sensible": 1}}, "sensible: 1 is not an answer (yes, no or maybe)."),
-        ({"answers": {"sensible": "yes"}, "claims_external": True}, "Send either answers"),
+        ({"answers": {"sensible": "yes"}, "claims_external": True}, "Send one of answers"),
     ],
 )
 def test_malformed_answers_are_400_saying_what_is_wrong(worker_client, body, message) -> None:

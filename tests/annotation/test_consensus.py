@@ -1,11 +1,12 @@
 """The consensus the database computes (``annotation.services.consensus``: counts in SQL, labels
 by the rules) is the one the pure rules (``annotation.rules``) give from the raters' answers, label
 for label, for every campaign kind: random campaigns, items with fewer judgments than raters (which
-get no labels at all), the SSI cascade, "maybe" and "not sure", several safety objectives, and
-judgments that come in two rounds (the second recomputation relabels only the items where something
-changed, a lost label among them, and must still be right). Then the issue's cases by hand: an item
-missing judgments (a campaign closed early, consensus run mid-campaign, an import with fewer raters)
-has no labels, and labels an incomplete item kept from rules version 1 are removed.
+get no labels at all), the SSI cascade, "maybe" and "not sure", several safety objectives, side by
+side's a, b or tie, and judgments that come in two rounds (the second recomputation relabels only
+the items where something changed, a lost label among them, and must still be right). Then the
+issue's cases by hand: an item missing judgments (a campaign closed early, consensus run
+mid-campaign, an import with fewer raters) has no labels, and labels an incomplete item kept from
+rules version 1 are removed.
 
 The file runs on SQLite too (``scripts/test.sh``): the statement must run on both databases."""
 
@@ -26,6 +27,7 @@ from annotation import rules
 from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment
 from annotation.questions import campaign_questions
 from annotation.services import assignments, campaigns, consensus
+from tests.annotation.evaluation_helpers import make_set
 
 pytestmark = pytest.mark.django_db
 
@@ -59,10 +61,13 @@ def rewrite_answers() -> st.SearchStrategy[Answers]:
 
 @st.composite
 def drawn_campaigns(draw: st.DrawFn) -> Drawn:
-    kind = draw(st.sampled_from(Campaign.Kind.values))
+    # Every kind whose items are judged (a human baseline's are written: nothing to label).
+    kind = draw(st.sampled_from([k for k in Campaign.Kind.values if k != Campaign.Kind.HUMAN_RESPONSE]))
     raters = draw(st.integers(1, 5))
     objectives: tuple[str, ...] = ()
-    if kind == Campaign.Kind.SAFETY:
+    if kind == Campaign.Kind.PAIRWISE:  # a, b or a tie, stored as yes, no or maybe (rules.PAIRWISE_VALUES)
+        answers = ANSWER({rules.A_BETTER: VALUES})
+    elif kind == Campaign.Kind.SAFETY:
         objectives = tuple(draw(st.lists(st.sampled_from(OBJECTIVES), min_size=1, max_size=3, unique=True)))
         answers = ANSWER(dict.fromkeys(objectives, VALUES))
     elif kind == Campaign.Kind.GROUNDEDNESS_REWRITE:
@@ -82,6 +87,8 @@ def drawn_campaigns(draw: st.DrawFn) -> Drawn:
 
 def counted_values(campaign: Campaign, answers: Answers) -> dict[str, tuple[str, str | None]]:
     """What a submission stores: attribute → (value counted, value answered)."""
+    if campaign.kind == Campaign.Kind.PAIRWISE:  # as evaluation_tasks.pairwise_submit stores them
+        return {rules.A_BETTER: (answers[rules.A_BETTER],) * 2}
     if campaign.kind == Campaign.Kind.GROUNDEDNESS_REWRITE:  # as rewrites.rewrite_submit stores them
         knows = answers.get(rules.COMMON_KNOWLEDGE)
         return {
@@ -123,6 +130,8 @@ def expected_labels(
         return rules.safety_labels_from_counts(
             counts, objectives=objectives, raters=raters, all_no_raters=everyone_no
         )
+    if campaign.kind == Campaign.Kind.PAIRWISE:
+        return rules.pairwise_labels_from_counts(counts[rules.A_BETTER], raters=raters)
     if campaign.kind == Campaign.Kind.GROUNDEDNESS_REWRITE:
         return {
             rules.CLAIMS_EXTERNAL: rules.majority_label(
@@ -171,6 +180,8 @@ def test_the_database_labels_every_item_as_the_rules_do(drawn: Drawn, chunk: int
             raters_per_item=drawn.raters,
             objectives=list(drawn.objectives) or None,
             empty=True,
+            # Side-by-side campaigns are an evaluation set's only.
+            evaluation_set=make_set(contexts=1) if drawn.kind == Campaign.Kind.PAIRWISE else None,
         )
         workers = [User.objects.create(username=f"w{n}") for n in range(drawn.raters)]
         items = [

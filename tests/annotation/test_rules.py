@@ -12,10 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from annotation.rules import (
+    A_BETTER,
+    B_BETTER,
     GROUNDEDNESS_EVAL_ATTRIBUTES,
     HELPFULNESS_ATTRIBUTES,
     MAYBE,
     NO,
+    PAIRWISE_VALUES,
     RULES_VERSION,
     SAFETY_SCORE,
     SSI_ATTRIBUTES,
@@ -31,6 +34,10 @@ from annotation.rules import (
     groundedness_metrics,
     labels_from_counts,
     majority_label,
+    pairwise_choice,
+    pairwise_labels_from_counts,
+    pairwise_outcome,
+    pairwise_outcome_from_labels,
     quality_score,
     safety_labels_from_counts,
     ssi_asked,
@@ -723,3 +730,90 @@ def test_common_knowledge_holds_only_when_every_rater_says_yes(yes: int, no: int
     # Two of three raters so far: no label (the third may not know it).
     with pytest.raises(ValueError, match="2 of 3 raters answered"):
         common_knowledge_label(Counts(yes=2), raters=3)
+
+
+# --- side by side ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("choice", "first", "meaning"),
+    [
+        ("1", "a", "a"),
+        ("2", "a", "b"),
+        ("1", "b", "b"),
+        ("2", "b", "a"),
+        ("tie", "a", "tie"),
+        ("tie", "b", "tie"),
+    ],
+)
+def test_a_choice_of_the_response_shown_first_or_second_is_mapped_back_to_its_responder(
+    choice: str, first: str, meaning: str
+) -> None:
+    assert pairwise_choice(choice, first=first) == meaning
+
+
+@pytest.mark.parametrize(("choice", "first"), [("a", "a"), ("3", "b"), ("", "a"), ("1", "c")])
+def test_a_choice_or_an_order_that_is_not_one_is_refused(choice: str, first: str) -> None:
+    with pytest.raises(ValueError, match=r"^(choice|first): "):
+        pairwise_choice(choice, first=first)
+
+
+def _votes(a: int = 0, b: int = 0, tie: int = 0) -> Counts:
+    """The counts of A_BETTER judgments for these choices (PAIRWISE_VALUES: yes a, no b, maybe tie)."""
+    counts = Counts()
+    for outcome, n in (("a", a), ("b", b), ("tie", tie)):
+        for _ in range(n):
+            counts = counts.add(PAIRWISE_VALUES[outcome])
+    return counts
+
+
+@pytest.mark.parametrize(
+    ("votes", "outcome"),
+    [
+        (_votes(a=3), "a"),
+        (_votes(a=2, b=1), "a"),
+        (_votes(a=2, tie=1), "a"),
+        (_votes(b=2, a=1), "b"),
+        (_votes(b=3), "b"),
+        (_votes(a=1, b=1, tie=1), "tie"),  # no majority: a tie
+        (_votes(tie=2, a=1), "tie"),
+        (_votes(tie=3), "tie"),
+    ],
+)
+def test_the_majority_of_three_decides_and_no_majority_is_a_tie(votes: Counts, outcome: str) -> None:
+    assert pairwise_outcome(votes, raters=3) == outcome
+    labels = pairwise_labels_from_counts(votes, raters=3)
+    assert pairwise_outcome_from_labels({name: label.label for name, label in labels.items()}) == outcome
+
+
+def test_an_even_split_of_four_raters_is_a_tie() -> None:
+    assert pairwise_outcome(_votes(a=2, b=2), raters=4) == "tie"
+
+
+def test_an_incomplete_pair_has_no_outcome() -> None:
+    with pytest.raises(ValueError, match="2 of 3 raters answered"):
+        pairwise_outcome(_votes(a=2), raters=3)
+
+
+def test_pairwise_labels_keep_the_votes_for_each_side() -> None:
+    labels = pairwise_labels_from_counts(_votes(a=1, b=2), raters=3)
+
+    assert labels[A_BETTER] == Label(A_BETTER, 0, yes=1, no=2, maybe=0, yes_fraction=1 / 3)
+    assert labels[B_BETTER] == Label(B_BETTER, 1, yes=2, no=1, maybe=0, yes_fraction=2 / 3)
+
+
+def test_labels_saying_both_sides_won_are_refused() -> None:
+    with pytest.raises(ValueError, match="both"):
+        pairwise_outcome_from_labels({A_BETTER: 1, B_BETTER: 1})
+    with pytest.raises(ValueError, match="b_better"):
+        pairwise_outcome_from_labels({A_BETTER: 0})
+
+
+@given(a=st.integers(0, 5), b=st.integers(0, 5), tie=st.integers(0, 5))
+def test_at_most_one_side_wins_and_a_win_is_a_majority(a: int, b: int, tie: int) -> None:
+    raters = a + b + tie
+    if raters == 0:
+        return
+    outcome = pairwise_outcome(_votes(a=a, b=b, tie=tie), raters=raters)
+    assert (outcome == "a") == (a * 2 > raters)
+    assert (outcome == "b") == (b * 2 > raters)

@@ -79,6 +79,26 @@ CASES = [
         data={"claims_external": "no"},
         form=True,
     ),
+    # Evaluation tasks: the matrix's assignment is an SSI item, which the write and compare posts
+    # refuse (400) for its owner.
+    Case("work-write", "get", page(REDIRECT, 200, 403, 403), lambda o: {"campaign_id": o["campaign"]}),
+    Case(
+        "work-write-submit",
+        "post",
+        page(REDIRECT, 400, 403, 403),
+        lambda o: {"assignment_id": o["assignment"]},
+        data={"response": "Hello"},
+        form=True,
+    ),
+    Case("work-compare", "get", page(REDIRECT, 200, 403, 403), lambda o: {"campaign_id": o["campaign"]}),
+    Case(
+        "work-compare-submit",
+        "post",
+        page(REDIRECT, 400, 403, 403),
+        lambda o: {"assignment_id": o["assignment"]},
+        data={"choice": "1"},
+        form=True,
+    ),
     # Chats: the matrix's chat is the crowdworker's adversarial safety chat with one exchange, so
     # its owner can flag the model turn, cannot finish (1 turn of at least 5) nor ask again (answered).
     Case("work-chat", "get", page(REDIRECT, 200, 403, 403)),
