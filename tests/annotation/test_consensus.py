@@ -272,7 +272,46 @@ def test_a_recomputation_costs_the_same_few_queries_whatever_the_number_of_items
     for n in range(30):
         rated_item(campaign, f"k{n}", [{"sensible": "no"}] * (1 + n % 2))  # half of them incomplete
 
-    with django_assert_max_num_queries(6):
+    # The first computation's plain INSERT runs in a savepoint here, inside the test's transaction
+    # (two statements more than in a task, where it is a transaction of its own).
+    with django_assert_max_num_queries(8):
         assert consensus.campaign_aggregate(campaign=campaign) == 15
 
     assert len(stored_labels(campaign)) == 15
+
+
+def test_a_first_computation_upserts_when_an_items_labels_were_stored_meanwhile() -> None:
+    # A first computation writes with a plain INSERT (no label stored when it counted); should an
+    # item's own consensus (its last judgment's task) store labels between the count and the write,
+    # the INSERT fails whole and is made again as an upsert, with the labels of the later count.
+    campaign = campaigns.campaign_create(name="raced", kind="ssi", raters_per_item=3, empty=True)
+    item = rated_item(campaign, "raced", [{"sensible": "no"}] * 3)
+    consensus.item_aggregate(item_id=item.pk)  # the item's own task, "meanwhile"
+    ConsensusLabel.objects.filter(item=item).update(label=1, yes=3, no=0)  # as counted then
+    labelling = consensus._Labelling(campaign)
+    number = labelling.index(3, "0 3 0 11:interesting0 3 0 8:sensible0 3 0 8:specific")
+    assert number is not None
+
+    consensus._store_labels(labelling, {item.pk: number}, stored=False)
+
+    assert stored_labels(campaign)["raced"]["sensible"][:4] == (0, 0, 3, 0)
+
+
+def test_items_with_the_same_counts_share_one_labelling_equal_to_the_rules() -> None:
+    campaign = campaigns.campaign_create(name="shared", kind="ssi", raters_per_item=3, empty=True)
+    labelling = consensus._Labelling(campaign)
+    counts = "2 1 0 11:interesting2 0 1 8:sensible0 3 0 8:specific"
+
+    first, again = labelling.index(3, counts), labelling.index(3, counts)
+    more_raters = labelling.index(4, counts)  # the same counts, but four raters: incomplete
+
+    assert first == again is not None
+    assert more_raters is None
+    assert labelling.table[first] == rules.ssi_labels_from_counts(
+        {
+            "interesting": rules.Counts(yes=2, no=1),
+            "sensible": rules.Counts(yes=2, maybe=1),
+            "specific": rules.Counts(no=3),
+        },
+        raters=3,
+    )
