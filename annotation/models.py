@@ -219,7 +219,13 @@ class Rewrite(models.Model):
 
 
 class ConsensusLabel(models.Model):
-    # Served by the unique (item, attribute) index.
+    """The consensus on one attribute of one complete item (``annotation.services.consensus``).
+
+    Keyed by (item, attribute), which says a label is stored once per attribute: no surrogate id,
+    whose sequence and second index a campaign's first computation paid on every label it wrote."""
+
+    pk = models.CompositePrimaryKey("item_id", "attribute")
+    # Served by the primary key's index, which starts with the item.
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="labels", db_index=False)
     attribute = models.CharField(max_length=64)
     label = models.PositiveSmallIntegerField()
@@ -232,7 +238,6 @@ class ConsensusLabel(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["item", "attribute"], name="label_once_per_attribute"),
             models.CheckConstraint(condition=Q(label__in=[0, 1]), name="label_binary"),
         ]
 

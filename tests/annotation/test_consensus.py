@@ -190,7 +190,7 @@ def test_the_database_labels_every_item_as_the_rules_do(drawn: Drawn, chunk: int
 
         # One label lost (say an admin deleted it): its item is labelled again whole, since a
         # safety item's labels depend on each other.
-        stored = list(ConsensusLabel.objects.filter(item__campaign=campaign).order_by("id"))
+        stored = list(ConsensusLabel.objects.filter(item__campaign=campaign).order_by("item", "attribute"))
         if stored:
             stored[lost % len(stored)].delete()
         # The second round: the later raters of each item, then the item's consensus alone (as
