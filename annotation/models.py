@@ -225,8 +225,14 @@ class ConsensusLabel(models.Model):
     whose sequence and second index a campaign's first computation paid on every label it wrote."""
 
     pk = models.CompositePrimaryKey("item_id", "attribute")
-    # Served by the primary key's index, which starts with the item.
-    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="labels", db_index=False)
+    # Served by the primary key's index, which starts with the item. The link is kept by triggers
+    # (migration 0008) rather than a foreign key constraint, which checked each label with a query
+    # of its own: a label's item exists (checked once per INSERT statement on PostgreSQL), an item
+    # with labels is not deleted. On SQLite, a migration that rebuilds this table or Item's must
+    # create them again.
+    item = models.ForeignKey(
+        Item, on_delete=models.CASCADE, related_name="labels", db_index=False, db_constraint=False
+    )
     attribute = models.CharField(max_length=64)
     label = models.PositiveSmallIntegerField()
     yes = models.PositiveSmallIntegerField()

@@ -11,13 +11,13 @@ The file runs on SQLite too (``scripts/test.sh``): the statement must run on bot
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -315,3 +315,37 @@ def test_items_with_the_same_counts_share_one_labelling_equal_to_the_rules() -> 
         },
         raters=3,
     )
+
+
+# --- the link from a label to its item (kept by triggers, migration 0008) ---------------------
+
+
+def checked(write: Callable[[], object]) -> None:
+    """``write`` in a savepoint, then the deferred constraints checked (rolled back on failure)."""
+    with transaction.atomic():
+        write()
+        connection.check_constraints()
+
+
+def test_a_label_needs_its_item_and_an_item_keeps_its_labels_until_they_are_deleted() -> None:
+    campaign = campaigns.campaign_create(name="linked", kind="ssi", raters_per_item=3, empty=True)
+    item = rated_item(campaign, "linked", [{"sensible": "no"}] * 3)
+    consensus.campaign_aggregate(campaign=campaign)
+    missing = Item.objects.order_by("-pk").first().pk + 1
+    # Each write is refused, at once or, were the link a deferred foreign key, when checked.
+    broken = [
+        lambda: ConsensusLabel.objects.create(  # an item that does not exist
+            item_id=missing, attribute="sensible", label=0, yes=0, no=3, maybe=0, yes_fraction=0.0
+        ),
+        lambda: ConsensusLabel.objects.filter(item=item).update(item_id=missing),  # nor move to one
+        lambda: connection.cursor().execute(  # an item deleted, its labels left behind
+            "DELETE FROM annotation_item WHERE id = %s", [item.pk]
+        ),
+    ]
+    for write in broken:
+        with pytest.raises(IntegrityError):
+            checked(write)
+
+    assert ConsensusLabel.objects.filter(item=item).count() == 3
+    item.delete()  # Django deletes the labels first (on_delete=CASCADE)
+    assert not ConsensusLabel.objects.exists()
