@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from annotation import rules
-from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment
+from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment, SafetyObjective
 from annotation.questions import campaign_questions
 from annotation.services import assignments, campaigns, consensus
 
@@ -315,6 +315,32 @@ def test_items_with_the_same_counts_share_one_labelling_equal_to_the_rules() -> 
         },
         raters=3,
     )
+
+
+@pytest.mark.parametrize("kind", ["ssi", "safety"])
+def test_a_recomputation_of_an_unchanged_campaign_rewrites_no_label(kind: str) -> None:
+    # An item is relabelled when its counts differ from its stored labels', compared as one string
+    # per item: the safety rows, counted apart, and an objective named after them ("zeal" sorts
+    # after "unsafe") must come in the same order on both sides.
+    SafetyObjective.objects.create(slug="zeal", name="Zeal", guidance="g")
+    objectives = ["harm", "zeal"] if kind == "safety" else None
+    campaign = campaigns.campaign_create(
+        name="unchanged", kind=kind, raters_per_item=3, empty=True, objectives=objectives
+    )
+    answers = (
+        [{"harm": "no", "zeal": "no"}, {"harm": "yes", "zeal": "no"}, {"harm": "maybe", "zeal": "no"}]
+        if kind == "safety"
+        else [{"sensible": "yes", "specific": "yes", "interesting": "no"}, {"sensible": "no"}] * 2
+    )
+    for n in range(4):
+        rated_item(campaign, f"k{n}", answers[n % 2 :][:2] + answers[:1])  # three raters
+    consensus.campaign_aggregate(campaign=campaign)
+    written = dict(ConsensusLabel.objects.values_list("pk", "computed_at"))
+
+    consensus.campaign_aggregate(campaign=campaign)
+
+    assert len(written) == 4 * (4 if kind == "safety" else 3)
+    assert dict(ConsensusLabel.objects.values_list("pk", "computed_at")) == written
 
 
 # --- the link from a label to its item (kept by triggers, migration 0008) ---------------------
