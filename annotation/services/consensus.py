@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, connection, transaction
@@ -41,10 +42,15 @@ class _Labelling:
 
     def __init__(self, campaign: Campaign) -> None:
         self.campaign = campaign
-        safety = campaign.kind == Campaign.Kind.SAFETY
-        self.objectives = list(campaign.objectives.values_list("slug", flat=True)) if safety else []
         self.table: list[dict[str, rules.Label]] = []
         self._index: dict[tuple[int, str], int | None] = {}
+
+    @cached_property
+    def objectives(self) -> list[str]:
+        """A safety campaign's objectives (read when the first item is labelled), or none."""
+        if self.campaign.kind != Campaign.Kind.SAFETY:
+            return []
+        return list(self.campaign.objectives.values_list("slug", flat=True))
 
     def index(self, raters: int, counts: str) -> int | None:
         """The number in ``table`` of the labels of an item judged by ``raters`` whose counts are
