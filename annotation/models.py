@@ -239,8 +239,20 @@ class Rewrite(models.Model):
 
 
 class ConsensusLabel(models.Model):
-    # Served by the unique (item, attribute) index.
-    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="labels", db_index=False)
+    """The consensus on one attribute of one complete item (``annotation.services.consensus``).
+
+    Keyed by (item, attribute), which says a label is stored once per attribute: no surrogate id,
+    whose sequence and second index a campaign's first computation paid on every label it wrote."""
+
+    pk = models.CompositePrimaryKey("item_id", "attribute")
+    # Served by the primary key's index, which starts with the item. The link is kept by triggers
+    # (migration 0008) rather than a foreign key constraint, which checked each label with a query
+    # of its own: a label's item exists (checked once per INSERT statement on PostgreSQL), an item
+    # with labels is not deleted. On SQLite, a migration that rebuilds this table or Item's must
+    # create them again.
+    item = models.ForeignKey(
+        Item, on_delete=models.CASCADE, related_name="labels", db_index=False, db_constraint=False
+    )
     attribute = models.CharField(max_length=64)
     label = models.PositiveSmallIntegerField()
     yes = models.PositiveSmallIntegerField()
@@ -252,7 +264,6 @@ class ConsensusLabel(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["item", "attribute"], name="label_once_per_attribute"),
             models.CheckConstraint(condition=Q(label__in=[0, 1]), name="label_binary"),
         ]
 

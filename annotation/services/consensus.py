@@ -14,11 +14,11 @@ An item's last judgment queues ``item_aggregate``; a whole campaign is recompute
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from annotation import rules
@@ -33,12 +33,63 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 2000
 
 
-_UPSERT_LABELS = """
+class _Labelling:
+    """The labels ``_item_labels`` gives, computed once per distinct item: an item's labels depend
+    only on its counts and raters (and the campaign's kind and objectives, fixed for a run), so the
+    items of a campaign share a few hundred labellings (an SSI attribute of 5 raters has 21 possible
+    counts). ``table[n]`` is the n-th labelling; the frozen ``Label`` objects are shared by every
+    item that has it, and nothing changes them."""
+
+    def __init__(self, campaign: Campaign) -> None:
+        self.campaign = campaign
+        self.table: list[dict[str, rules.Label]] = []
+        self._index: dict[tuple[int, str], int | None] = {}
+
+    @cached_property
+    def objectives(self) -> list[str]:
+        """A safety campaign's objectives (read when the first item is labelled), or none."""
+        if self.campaign.kind != Campaign.Kind.SAFETY:
+            return []
+        return list(self.campaign.objectives.values_list("slug", flat=True))
+
+    def index(self, raters: int, counts: str) -> int | None:
+        """The number in ``table`` of the labels of an item judged by ``raters`` whose counts are
+        ``counts`` (as the counting query writes them, see ``_COUNTS_TEXT``); None when the item is
+        incomplete (some question not answered by all its raters)."""
+        key = (raters, counts)
+        try:
+            return self._index[key]
+        except KeyError:
+            pass
+        answered: dict[str, rules.Counts] = {}
+        at = 0
+        while at < len(counts):
+            colon = counts.index(":", at)
+            yes, no, maybe, length = map(int, counts[at:colon].split())
+            at = colon + 1 + length
+            answered[counts[colon + 1 : at]] = rules.Counts(yes=yes, no=no, maybe=maybe)
+        labels = _item_labels(self.campaign, answered, raters=raters, objectives=self.objectives)
+        number = None
+        if labels is not None:
+            number = len(self.table)
+            self.table.append(labels)
+        self._index[key] = number
+        return number
+
+
+_INSERT_LABELS = """
 INSERT INTO annotation_consensuslabel
     (item_id, attribute, label, yes, "no", maybe, yes_fraction, rules_version, computed_at)
-SELECT t.*, %(version)s, %(now)s
-FROM unnest(%(item)s::bigint[], %(attribute)s::varchar[], %(label)s::smallint[], %(yes)s::smallint[],
-            %(no)s::smallint[], %(maybe)s::smallint[], %(fraction)s::float8[]) AS t
+SELECT t.item_id, l.attribute, l.label, l.yes, l."no", l.maybe, l.yes_fraction, %(version)s, %(now)s
+FROM unnest(%(item)s::bigint[], %(labelling)s::integer[]) AS t(item_id, labelling)
+JOIN unnest(%(number)s::integer[], %(attribute)s::varchar[], %(label)s::smallint[], %(yes)s::smallint[],
+            %(no)s::smallint[], %(maybe)s::smallint[], %(fraction)s::float8[])
+     AS l(labelling, attribute, label, yes, "no", maybe, yes_fraction)
+  ON l.labelling = t.labelling
+ORDER BY t.item_id, l.attribute
+"""
+
+_UPSERT = """
 ON CONFLICT (item_id, attribute) DO UPDATE SET
     label = excluded.label, yes = excluded.yes, "no" = excluded."no", maybe = excluded.maybe,
     yes_fraction = excluded.yes_fraction, rules_version = excluded.rules_version,
@@ -46,56 +97,80 @@ ON CONFLICT (item_id, attribute) DO UPDATE SET
 """
 
 
-def _store_labels(rows: dict[int, dict[str, rules.Label]]) -> int:
-    """Upsert labels: on PostgreSQL one statement over arrays, elsewhere the ORM's bulk upsert."""
-    flat = [(item_id, label) for item_id, labels in rows.items() for label in labels.values()]
-    if connection.vendor == "postgresql":
-        if flat:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    _UPSERT_LABELS,
-                    {
-                        "item": [item_id for item_id, _ in flat],
-                        "attribute": [label.attribute for _, label in flat],
-                        "label": [label.label for _, label in flat],
-                        "yes": [label.yes for _, label in flat],
-                        "no": [label.no for _, label in flat],
-                        "maybe": [label.maybe for _, label in flat],
-                        "fraction": [label.yes_fraction for _, label in flat],
-                        "version": rules.RULES_VERSION,
-                        "now": timezone.now(),
-                    },
+def _store_labels(labelling: _Labelling, items: dict[int, int], *, stored: bool) -> None:
+    """Write the labels of ``items`` (item id -> its number in ``labelling.table``).
+
+    On PostgreSQL one statement: the items and the labellings they use go as arrays, and the
+    database joins them into label rows. A plain INSERT when none of the items had a label stored
+    (``stored`` false: a first computation); should another process store one meanwhile (an item's
+    last judgment queues its own consensus), the INSERT fails whole and is made again as the upsert
+    that is used whenever some label was stored. Elsewhere (SQLite) the ORM's bulk upsert."""
+    if not items:
+        return
+    if connection.vendor != "postgresql":
+        ConsensusLabel.objects.bulk_create(
+            [
+                ConsensusLabel(
+                    item_id=item_id,
+                    attribute=label.attribute,
+                    label=label.label,
+                    yes=label.yes,
+                    no=label.no,
+                    maybe=label.maybe,
+                    yes_fraction=label.yes_fraction,
+                    rules_version=rules.RULES_VERSION,
                 )
-        return len(flat)
-    objects = [
-        ConsensusLabel(
-            item_id=item_id,
-            attribute=label.attribute,
-            label=label.label,
-            yes=label.yes,
-            no=label.no,
-            maybe=label.maybe,
-            yes_fraction=label.yes_fraction,
-            rules_version=rules.RULES_VERSION,
+                for item_id, number in items.items()
+                for label in labelling.table[number].values()
+            ],
+            update_conflicts=True,
+            unique_fields=["item", "attribute"],
+            update_fields=["label", "yes", "no", "maybe", "yes_fraction", "rules_version", "computed_at"],
+            batch_size=BATCH_SIZE,
         )
-        for item_id, labels in rows.items()
-        for label in labels.values()
-    ]
-    ConsensusLabel.objects.bulk_create(
-        objects,
-        update_conflicts=True,
-        unique_fields=["item", "attribute"],
-        update_fields=["label", "yes", "no", "maybe", "yes_fraction", "rules_version", "computed_at"],
-        batch_size=BATCH_SIZE,
-    )
-    return len(objects)
+        return
+    used = sorted(set(items.values()))
+    rows = [(number, label) for number in used for label in labelling.table[number].values()]
+    params = {
+        # The two long arrays as literals: psycopg adapts a list element by element (a third of a
+        # second for the 66,667 items of the aggregate benchmark).
+        "item": "{" + ",".join(map(str, items)) + "}",
+        "labelling": "{" + ",".join(map(str, items.values())) + "}",
+        "number": [number for number, _ in rows],
+        "attribute": [label.attribute for _, label in rows],
+        "label": [label.label for _, label in rows],
+        "yes": [label.yes for _, label in rows],
+        "no": [label.no for _, label in rows],
+        "maybe": [label.maybe for _, label in rows],
+        "fraction": [label.yes_fraction for _, label in rows],
+        "version": rules.RULES_VERSION,
+        "now": timezone.now(),
+    }
+    with connection.cursor() as cursor:
+        if not stored:
+            try:
+                with transaction.atomic():
+                    cursor.execute(_INSERT_LABELS, params)
+                return
+            except IntegrityError:
+                logger.info("labels stored meanwhile for items %d..%d: upserting", min(items), max(items))
+        cursor.execute(_INSERT_LABELS + _UPSERT, params)
 
 
-# The counts of every (item, attribute) of the campaign's complete normal items in an id range
-# (judgment_count reached the raters per item: incomplete items are not read), for the
-# items where anything changed since their labels were stored (counts, rules version, a label
-# missing): one GROUP BY over the judgments (through their (item, attribute, value) index), the
-# stored labels of the same range beside them, and the counts again for the items that differ. A
+# The counts of the campaign's complete normal items in an id range (judgment_count reached the
+# raters per item: incomplete items are not read), for the items where anything changed since
+# their labels were stored (counts, rules version, a label missing). One row per such item: its id,
+# ``raters`` (those who judged it), whether it has labels stored, and ``counts``, its counts in one
+# string (``_COUNTS_TEXT``) that ``_Labelling`` labels once for every item with the same counts.
+#
+# ``counted`` is one GROUP BY over the judgments, through their (item, attribute, value) index (the
+# item's judgment count taken with MAX(), not grouped by, so that the grouping follows the index);
+# ``items`` puts each item's counts into one string, ``stored`` does the same with the stored
+# labels of the range, and an item is read when the two differ. Both read their rows in (item,
+# attribute) order, so both strings list the attributes in the same order; should a plan not
+# keep that order, an unchanged item would only be labelled again, never a changed one left out:
+# equal strings mean equal counts. The plans stream, one item after another, without a sort or
+# a hash table, so that a first computation costs little more than the GROUP BY, and a
 # recomputation of an unchanged campaign reads and writes nothing more. The whole item is labelled
 # again, not only the rows that differ: a safety item's labels depend on each other.
 #
@@ -104,25 +179,25 @@ def _store_labels(rows: dict[int, dict[str, rules.Label]]) -> int:
 # (``everyone_no``), and they are the counts of the item's ``safety`` and ``unsafe`` rows (yes:
 # those raters, no: the others; the other way round for unsafe), compared with the stored labels
 # like any other row. For the other kinds ``%(safety)s`` is false and that part reads nothing.
-# Likewise a side-by-side item's ``b_better`` row is its ``a_better`` counts swapped (``compared``,
-# ``%(pairwise)s``), so that a lost ``b_better`` label is seen and the item labelled again.
-# ``raters``: those who judged the item.
+# Likewise a side-by-side item's ``b_better`` row is its ``a_better`` counts swapped
+# (``%(pairwise)s``), so that its counts match the stored labels' and a lost ``b_better`` label is
+# seen and the item labelled again.
 _COUNTS = """
 WITH everyone_no AS (
-    SELECT r.item_id, r.raters,
+    SELECT r.item_id, MAX(r.raters) AS raters,
            COUNT(*) FILTER (WHERE r.other = 0) AS said_no, COUNT(*) FILTER (WHERE r.other > 0) AS other
     FROM (
-        SELECT j.item_id, i.judgment_count AS raters, COUNT(*) FILTER (WHERE j.value <> 'no') AS other
+        SELECT j.item_id, MAX(i.judgment_count) AS raters, COUNT(*) FILTER (WHERE j.value <> 'no') AS other
         FROM annotation_judgment j
         JOIN annotation_item i ON i.id = j.item_id
         WHERE %(safety)s AND i.campaign_id = %(campaign)s AND i.kind = 'normal'
           AND i.judgment_count >= %(raters)s AND j.item_id >= %(low)s AND j.item_id < %(high)s
-        GROUP BY j.item_id, i.judgment_count, j.assignment_id
+        GROUP BY j.item_id, j.assignment_id
     ) AS r
-    GROUP BY r.item_id, r.raters
+    GROUP BY r.item_id
 ),
 counted AS (
-    SELECT j.item_id, j.attribute, i.judgment_count AS raters,
+    SELECT j.item_id, j.attribute, MAX(i.judgment_count) AS raters,
            COUNT(*) FILTER (WHERE j.value = 'yes') AS yes,
            COUNT(*) FILTER (WHERE j.value = 'no') AS "no",
            COUNT(*) FILTER (WHERE j.value = 'maybe') AS maybe
@@ -130,31 +205,50 @@ counted AS (
     JOIN annotation_item i ON i.id = j.item_id
     WHERE i.campaign_id = %(campaign)s AND i.kind = 'normal' AND i.judgment_count >= %(raters)s
       AND j.item_id >= %(low)s AND j.item_id < %(high)s
-    GROUP BY j.item_id, j.attribute, i.judgment_count
+    GROUP BY j.item_id, j.attribute
     UNION ALL
-    SELECT item_id, %(safe)s, raters, said_no, other, 0 FROM everyone_no
+    SELECT item_id, CAST(%(safe)s AS varchar(64)), raters, said_no, other, CAST(0 AS bigint)
+    FROM everyone_no
     UNION ALL
-    SELECT item_id, %(unsafe)s, raters, other, said_no, 0 FROM everyone_no
+    SELECT item_id, CAST(%(unsafe)s AS varchar(64)), raters, other, said_no, CAST(0 AS bigint)
+    FROM everyone_no
+    UNION ALL
+    SELECT j.item_id, CAST(%(b_better)s AS varchar(64)), MAX(i.judgment_count),
+           COUNT(*) FILTER (WHERE j.value = 'no'), COUNT(*) FILTER (WHERE j.value = 'yes'),
+           COUNT(*) FILTER (WHERE j.value = 'maybe')
+    FROM annotation_judgment j
+    JOIN annotation_item i ON i.id = j.item_id
+    WHERE %(pairwise)s AND j.attribute = %(a_better)s AND i.campaign_id = %(campaign)s
+      AND i.kind = 'normal' AND i.judgment_count >= %(raters)s
+      AND j.item_id >= %(low)s AND j.item_id < %(high)s
+    GROUP BY j.item_id
 ),
-compared AS (
-    SELECT item_id, attribute, yes, "no", maybe FROM counted
-    UNION ALL
-    SELECT item_id, %(b_better)s, "no", yes, maybe FROM counted
-    WHERE %(pairwise)s AND attribute = %(a_better)s
+items AS (
+    SELECT s.item_id, MAX(s.raters) AS raters, {counts} AS counts
+    FROM (SELECT * FROM counted ORDER BY item_id, attribute) AS s
+    GROUP BY s.item_id
 ),
-changed AS (
-    SELECT s.item_id
-    FROM compared s
-    LEFT JOIN annotation_consensuslabel c
-        ON c.item_id = s.item_id AND c.attribute = s.attribute
-       AND c.item_id >= %(low)s AND c.item_id < %(high)s
-    WHERE c.id IS NULL OR c.yes <> s.yes OR c."no" <> s."no" OR c.maybe <> s.maybe
-       OR c.rules_version <> %(version)s
+stored AS (
+    SELECT s.item_id, {counts} AS counts,
+           COUNT(*) FILTER (WHERE s.rules_version <> %(version)s) AS outdated
+    FROM (
+        SELECT * FROM annotation_consensuslabel
+        WHERE item_id >= %(low)s AND item_id < %(high)s
+        ORDER BY item_id, attribute
+    ) AS s
+    GROUP BY s.item_id
 )
-SELECT s.item_id, s.attribute, s.raters, s.yes, s."no", s.maybe
-FROM counted s
-WHERE s.item_id IN (SELECT item_id FROM changed)
+SELECT t.item_id, t.raters, s.item_id IS NOT NULL, t.counts
+FROM items t
+LEFT JOIN stored s ON s.item_id = t.item_id
+WHERE s.item_id IS NULL OR s.counts <> t.counts OR s.outdated > 0
+ORDER BY t.item_id
 """
+# An item's counts in one string, ``<yes> <no> <maybe> <length of the attribute>:<attribute>`` per
+# attribute, which only the attribute's length delimits: unambiguous whatever the attribute is.
+_COUNTS_TEXT = """{aggregate}(s.yes || ' ' || s."no" || ' ' || s.maybe || ' ' || LENGTH(s.attribute) || ':'
+                             || s.attribute, '')"""
+_COUNTS_AGGREGATE = {"postgresql": "string_agg", "sqlite": "group_concat"}
 
 # Labels of the range's incomplete items: none should exist (labels stored by rules version 1,
 # which labelled incomplete items, or an item whose judgments were deleted with their rater).
@@ -176,7 +270,10 @@ def _item_labels(
     SSI and the evaluations by majority, safety from every objective and the raters who said "no"
     to all of them, the rewrite's common knowledge only when every rater says so, side by side's
     a or b by majority (a tie otherwise: ``rules.pairwise_labels_from_counts``). None when the item
-    is not complete: some question was not answered by all ``raters`` of the item."""
+    is not complete: some question was not answered by all ``raters`` of the item.
+
+    The one place the rules are applied; ``_Labelling`` calls it once per distinct (counts, raters),
+    so it must depend on nothing else (the campaign's kind and ``objectives`` are fixed for a run)."""
     if campaign.kind == Campaign.Kind.SSI:
         attributes: Sequence[str] = rules.SSI_ATTRIBUTES
     elif campaign.kind == Campaign.Kind.PAIRWISE:
@@ -205,55 +302,49 @@ def _item_labels(
     return labels
 
 
-def _aggregate_range(campaign: Campaign, low: int, high: int) -> None:
+def _aggregate_range(labelling: _Labelling, low: int, high: int) -> None:
     """Consensus for the campaign's normal items with ``low <= id < high``: the database counts the
-    complete items and leaves out those where nothing changed, the rules label the rest; incomplete
-    items lose any labels they had."""
-    safety = campaign.kind == Campaign.Kind.SAFETY
+    complete items and leaves out those where nothing changed, the rules label the rest (once per
+    distinct counts, ``labelling``); incomplete items lose any labels they had."""
+    campaign = labelling.campaign
     params = {
         "campaign": campaign.pk,
         "low": low,
         "high": high,
         "raters": campaign.raters_per_item,
         "version": rules.RULES_VERSION,
-        "safety": safety,
+        "safety": campaign.kind == Campaign.Kind.SAFETY,
         "safe": rules.SAFETY_SCORE,
         "unsafe": rules.UNSAFE,
         "pairwise": campaign.kind == Campaign.Kind.PAIRWISE,
         "a_better": rules.A_BETTER,
         "b_better": rules.B_BETTER,
     }
-    counts: dict[int, dict[str, rules.Counts]] = defaultdict(dict)
-    judged: dict[int, int] = {}
+    items: dict[int, int] = {}  # item id -> its labelling
+    short: list[int] = []  # judged by enough raters, but some question not answered by all of them
+    stored = False
     with connection.cursor() as cursor:
         cursor.execute(_DELETE_INCOMPLETE, params)
-        cursor.execute(_COUNTS, params)
-        for item_id, attribute, raters, yes, no, maybe in cursor:
-            counts[item_id][attribute] = rules.Counts(yes=yes, no=no, maybe=maybe)
-            judged[item_id] = raters
-    if not counts:
-        return
-    objectives = list(campaign.objectives.values_list("slug", flat=True)) if safety else []
-    labels: dict[int, dict[str, rules.Label]] = {}
-    short: list[int] = []  # judged by enough raters, but some question not answered by all of them
-    for item_id, answered in counts.items():
-        # The campaign's raters per item, or more where more judged it.
-        raters = max(campaign.raters_per_item, judged[item_id])
-        item_labels = _item_labels(campaign, answered, raters=raters, objectives=objectives)
-        if item_labels is None:
-            short.append(item_id)
-        else:
-            labels[item_id] = item_labels
+        counts_text = _COUNTS_TEXT.replace("{aggregate}", _COUNTS_AGGREGATE[connection.vendor])
+        cursor.execute(_COUNTS.replace("{counts}", counts_text), params)
+        for item_id, judged, labels_stored, counts in cursor:
+            # The campaign's raters per item, or more where more judged it.
+            number = labelling.index(max(campaign.raters_per_item, judged), counts)
+            if number is None:
+                short.append(item_id)
+            else:
+                items[item_id] = number
+                stored = stored or bool(labels_stored)
     if short:
         ConsensusLabel.objects.filter(item_id__in=short).delete()
-    _store_labels(labels)
+    _store_labels(labelling, items, stored=stored)
 
 
 def item_aggregate(*, item_id: int) -> None:
     """Recompute the consensus labels of one item (idempotent): labels when it is complete, none
     otherwise."""
     item = Item.objects.select_related("campaign").get(pk=item_id)
-    _aggregate_range(item.campaign, item_id, item_id + 1)
+    _aggregate_range(_Labelling(item.campaign), item_id, item_id + 1)
 
 
 @transaction.atomic
@@ -293,8 +384,9 @@ def campaign_aggregate(*, campaign: Campaign, run: AggregationRun | None = None,
         run.done = 0
         run.save(update_fields=["status", "total", "done"])
     if first is not None:
+        labelling = _Labelling(campaign)
         for low in range(first, last + 1, chunk):
-            _aggregate_range(campaign, low, low + chunk)
+            _aggregate_range(labelling, low, low + chunk)
             if run is not None:
                 run.done = bounds.filter(id__lt=low + chunk).count()
                 run.save(update_fields=["done"])

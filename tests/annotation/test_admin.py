@@ -321,6 +321,8 @@ def test_items_are_read_only_with_their_labels_inline(campaign, client, users) -
 
     assert item.key in page
     assert "sensible" in page
+    # The inline lists the item's three labels (keyed by item and attribute, without an id).
+    assert page.count('class="form-row has_original"') == 3
     assert 'name="_save"' not in page
     assert client.get(reverse("admin:annotation_item_add")).status_code == 403
     assert (

@@ -12,19 +12,19 @@ The file runs on SQLite too (``scripts/test.sh``): the statement must run on bot
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from annotation import rules
-from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment
+from annotation.models import Assignment, Campaign, ConsensusLabel, Item, Judgment, SafetyObjective
 from annotation.questions import campaign_questions
 from annotation.services import assignments, campaigns, consensus
 from tests.annotation.evaluation_helpers import make_set
@@ -201,7 +201,7 @@ def test_the_database_labels_every_item_as_the_rules_do(drawn: Drawn, chunk: int
 
         # One label lost (say an admin deleted it): its item is labelled again whole, since a
         # safety item's labels depend on each other.
-        stored = list(ConsensusLabel.objects.filter(item__campaign=campaign).order_by("id"))
+        stored = list(ConsensusLabel.objects.filter(item__campaign=campaign).order_by("item", "attribute"))
         if stored:
             stored[lost % len(stored)].delete()
         # The second round: the later raters of each item, then the item's consensus alone (as
@@ -283,7 +283,106 @@ def test_a_recomputation_costs_the_same_few_queries_whatever_the_number_of_items
     for n in range(30):
         rated_item(campaign, f"k{n}", [{"sensible": "no"}] * (1 + n % 2))  # half of them incomplete
 
-    with django_assert_max_num_queries(6):
+    # The first computation's plain INSERT runs in a savepoint here, inside the test's transaction
+    # (two statements more than in a task, where it is a transaction of its own).
+    with django_assert_max_num_queries(8):
         assert consensus.campaign_aggregate(campaign=campaign) == 15
 
     assert len(stored_labels(campaign)) == 15
+
+
+def test_a_first_computation_upserts_when_an_items_labels_were_stored_meanwhile() -> None:
+    # A first computation writes with a plain INSERT (no label stored when it counted); should an
+    # item's own consensus (its last judgment's task) store labels between the count and the write,
+    # the INSERT fails whole and is made again as an upsert, with the labels of the later count.
+    campaign = campaigns.campaign_create(name="raced", kind="ssi", raters_per_item=3, empty=True)
+    item = rated_item(campaign, "raced", [{"sensible": "no"}] * 3)
+    consensus.item_aggregate(item_id=item.pk)  # the item's own task, "meanwhile"
+    ConsensusLabel.objects.filter(item=item).update(label=1, yes=3, no=0)  # as counted then
+    labelling = consensus._Labelling(campaign)
+    number = labelling.index(3, "0 3 0 11:interesting0 3 0 8:sensible0 3 0 8:specific")
+    assert number is not None
+
+    consensus._store_labels(labelling, {item.pk: number}, stored=False)
+
+    assert stored_labels(campaign)["raced"]["sensible"][:4] == (0, 0, 3, 0)
+
+
+def test_items_with_the_same_counts_share_one_labelling_equal_to_the_rules() -> None:
+    campaign = campaigns.campaign_create(name="shared", kind="ssi", raters_per_item=3, empty=True)
+    labelling = consensus._Labelling(campaign)
+    counts = "2 1 0 11:interesting2 0 1 8:sensible0 3 0 8:specific"
+
+    first, again = labelling.index(3, counts), labelling.index(3, counts)
+    more_raters = labelling.index(4, counts)  # the same counts, but four raters: incomplete
+
+    assert first == again is not None
+    assert more_raters is None
+    assert labelling.table[first] == rules.ssi_labels_from_counts(
+        {
+            "interesting": rules.Counts(yes=2, no=1),
+            "sensible": rules.Counts(yes=2, maybe=1),
+            "specific": rules.Counts(no=3),
+        },
+        raters=3,
+    )
+
+
+@pytest.mark.parametrize("kind", ["ssi", "safety"])
+def test_a_recomputation_of_an_unchanged_campaign_rewrites_no_label(kind: str) -> None:
+    # An item is relabelled when its counts differ from its stored labels', compared as one string
+    # per item: the safety rows, counted apart, and an objective named after them ("zeal" sorts
+    # after "unsafe") must come in the same order on both sides.
+    SafetyObjective.objects.create(slug="zeal", name="Zeal", guidance="g")
+    objectives = ["harm", "zeal"] if kind == "safety" else None
+    campaign = campaigns.campaign_create(
+        name="unchanged", kind=kind, raters_per_item=3, empty=True, objectives=objectives
+    )
+    answers = (
+        [{"harm": "no", "zeal": "no"}, {"harm": "yes", "zeal": "no"}, {"harm": "maybe", "zeal": "no"}]
+        if kind == "safety"
+        else [{"sensible": "yes", "specific": "yes", "interesting": "no"}, {"sensible": "no"}] * 2
+    )
+    for n in range(4):
+        rated_item(campaign, f"k{n}", answers[n % 2 :][:2] + answers[:1])  # three raters
+    consensus.campaign_aggregate(campaign=campaign)
+    written = dict(ConsensusLabel.objects.values_list("pk", "computed_at"))
+
+    consensus.campaign_aggregate(campaign=campaign)
+
+    assert len(written) == 4 * (4 if kind == "safety" else 3)
+    assert dict(ConsensusLabel.objects.values_list("pk", "computed_at")) == written
+
+
+# --- the link from a label to its item (kept by triggers, migration 0009) ---------------------
+
+
+def checked(write: Callable[[], object]) -> None:
+    """``write`` in a savepoint, then the deferred constraints checked (rolled back on failure)."""
+    with transaction.atomic():
+        write()
+        connection.check_constraints()
+
+
+def test_a_label_needs_its_item_and_an_item_keeps_its_labels_until_they_are_deleted() -> None:
+    campaign = campaigns.campaign_create(name="linked", kind="ssi", raters_per_item=3, empty=True)
+    item = rated_item(campaign, "linked", [{"sensible": "no"}] * 3)
+    consensus.campaign_aggregate(campaign=campaign)
+    missing = Item.objects.order_by("-pk").first().pk + 1
+    # Each write is refused, at once or, were the link a deferred foreign key, when checked.
+    broken = [
+        lambda: ConsensusLabel.objects.create(  # an item that does not exist
+            item_id=missing, attribute="sensible", label=0, yes=0, no=3, maybe=0, yes_fraction=0.0
+        ),
+        lambda: ConsensusLabel.objects.filter(item=item).update(item_id=missing),  # nor move to one
+        lambda: connection.cursor().execute(  # an item deleted, its labels left behind
+            "DELETE FROM annotation_item WHERE id = %s", [item.pk]
+        ),
+    ]
+    for write in broken:
+        with pytest.raises(IntegrityError):
+            checked(write)
+
+    assert ConsensusLabel.objects.filter(item=item).count() == 3
+    item.delete()  # Django deletes the labels first (on_delete=CASCADE)
+    assert not ConsensusLabel.objects.exists()
