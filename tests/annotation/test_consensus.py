@@ -354,6 +354,24 @@ def test_a_recomputation_of_an_unchanged_campaign_rewrites_no_label(kind: str) -
     assert dict(ConsensusLabel.objects.values_list("pk", "computed_at")) == written
 
 
+def test_a_recomputation_of_an_unchanged_side_by_side_campaign_rewrites_no_label() -> None:
+    # The stored b_better row is a_better's counts swapped; the counting query swaps them too, so
+    # an unchanged item is not labelled again (and a lost b_better label would be seen).
+    campaign = Campaign.objects.create(name="pairs", kind=Campaign.Kind.PAIRWISE, raters_per_item=3)
+    for n, values in enumerate([("yes", "yes", "no"), ("no", "maybe", "no"), ("yes", "no", "maybe")]):
+        rated_item(campaign, f"p{n}", [{rules.A_BETTER: value} for value in values])
+    consensus.campaign_aggregate(campaign=campaign)
+    written = dict(ConsensusLabel.objects.values_list("pk", "computed_at"))
+
+    consensus.campaign_aggregate(campaign=campaign)
+
+    assert len(written) == 3 * 2  # a_better and b_better of each item
+    assert dict(ConsensusLabel.objects.values_list("pk", "computed_at")) == written
+    ConsensusLabel.objects.filter(attribute=rules.B_BETTER, item__key="p0").delete()
+    consensus.campaign_aggregate(campaign=campaign)
+    assert stored_labels(campaign)["p0"][rules.B_BETTER][:4] == (0, 1, 2, 0)
+
+
 # --- the link from a label to its item (kept by triggers, migration 0009) ---------------------
 
 
