@@ -20,6 +20,11 @@ side, which apps call, is ``trainer.inference``.
 
 P(rating) is normalised over the two rating tokens, so a small model that puts mass elsewhere
 after ``<ATTRIBUTE>`` still gives a probability between 0 and 1.
+
+Several contexts are answered in one batch (``respond_batch``, what an evaluation runs): their
+prompts are padded on the left to the longest and masked, so every row's response starts at the
+same cache position and step 2 works unchanged (the padding stays masked). One context is a batch
+of one, with no padding: chats and evaluations run the same code with the same settings.
 """
 
 from __future__ import annotations
@@ -100,6 +105,18 @@ class Answer:
 
 
 @dataclass
+class Sampled:
+    """What ``Scorer.sample_batch`` sampled: each prompt's candidates, and the shared cache (every
+    row's prompt, left-padded to ``prompt_length``, then its response) with the padding mask of
+    each row (None when no prompt was padded)."""
+
+    candidates: list[list[Candidate]]
+    cache: DynamicCache
+    prompt_length: int
+    prompt_mask: torch.Tensor | None
+
+
+@dataclass
 class Research:
     """The research loop's trace (METHOD.md §7): queries, what the toolset answered, the result."""
 
@@ -164,23 +181,53 @@ class Scorer:
     def sample(
         self, prompt: Sequence[int], settings: Settings, generator: torch.Generator | None = None
     ) -> tuple[list[Candidate], DynamicCache, int]:
-        """``settings.candidates`` responses to ``prompt``; the cache holds prompt + responses."""
+        """``settings.candidates`` responses to ``prompt``; the cache holds prompt + responses.
+        One context of ``sample_batch``: the same code answers one context or many."""
+        sampled = self.sample_batch([prompt], settings, generator)
+        return sampled.candidates[0], sampled.cache, sampled.prompt_length
+
+    @torch.no_grad()
+    def sample_batch(
+        self, prompts: Sequence[Sequence[int]], settings: Settings, generator: torch.Generator | None = None
+    ) -> Sampled:
+        """``settings.candidates`` responses to each of ``prompts``, all in one batch.
+
+        The prompts are padded on the left to the longest (masked: a row never attends to its
+        padding; position bias is relative, so padding does not move a token), encoded once, and
+        each prompt's cache is copied to its ``n`` rows; every row then samples top-k as ``sample``
+        does, until every row of the batch has ended or ``max_new_tokens``. One prompt has no
+        padding and no mask: exactly the one-context path. Row ``b * n + i`` is candidate ``i``
+        of prompt ``b``."""
         n = settings.candidates
-        prompt_ids = torch.tensor([list(prompt)[-settings.max_prompt_tokens :]])
+        rows = [list(prompt)[-settings.max_prompt_tokens :] for prompt in prompts]
+        if not rows:
+            raise ValueError("no prompt to sample from")
+        width = max(len(row) for row in rows)
+        prompt_ids = torch.full((len(rows), width), self.pad, dtype=torch.long)  # (B, W)
+        padded = any(len(row) < width for row in rows)
+        prompt_mask = torch.zeros((len(rows), width), dtype=torch.long) if padded else None  # (B, W)
+        for b, row in enumerate(rows):
+            prompt_ids[b, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            if prompt_mask is not None:
+                prompt_mask[b, width - len(row) :] = 1
         cache = DynamicCache(config=self.model.config)
-        logits = self.model(prompt_ids, cache=cache).logits[:, -1].float()  # (1, V)
+        out = self.model(prompt_ids, cache=cache, attention_mask=prompt_mask)
+        logits = out.logits[:, -1].float()  # (B, V)
         cache.batch_repeat_interleave(n)
-        logits = logits.expand(n, -1)
-        log_likelihood = torch.zeros(n)
-        lengths = torch.zeros(n, dtype=torch.long)
-        finished = torch.zeros(n, dtype=torch.bool)
+        logits = logits.repeat_interleave(n, dim=0)  # (B*n, V)
+        row_mask = None if prompt_mask is None else prompt_mask.repeat_interleave(n, dim=0)  # (B*n, W)
+        prompt_rows = row_mask
+        total = logits.shape[0]
+        log_likelihood = torch.zeros(total)
+        lengths = torch.zeros(total, dtype=torch.long)
+        finished = torch.zeros(total, dtype=torch.bool)
         sampled: list[torch.Tensor] = []
         fed = 0  # how many sampled steps are in the cache
         for _ in range(settings.max_new_tokens):
-            log_probs = torch.log_softmax(logits, dim=-1)  # (n, V)
-            top_values, top_ids = logits.topk(min(settings.top_k, logits.shape[-1]), dim=-1)  # (n, k)
-            pick = torch.multinomial(torch.softmax(top_values, dim=-1), 1, generator=generator)  # (n, 1)
-            token = top_ids.gather(1, pick).squeeze(1)  # (n,)
+            log_probs = torch.log_softmax(logits, dim=-1)  # (B*n, V)
+            top_values, top_ids = logits.topk(min(settings.top_k, logits.shape[-1]), dim=-1)  # (B*n, k)
+            pick = torch.multinomial(torch.softmax(top_values, dim=-1), 1, generator=generator)  # (B*n, 1)
+            token = top_ids.gather(1, pick).squeeze(1)  # (B*n,)
             token = torch.where(finished, torch.full_like(token, self.pad), token)
             log_likelihood += torch.where(finished, 0.0, log_probs.gather(1, token[:, None]).squeeze(1))
             ended = ~finished & (token == self.eos)
@@ -189,33 +236,52 @@ class Scorer:
             sampled.append(token)
             if finished.all():
                 break
-            logits = self.model(token[:, None], cache=cache).logits[:, -1].float()
+            row_mask = self._extend(row_mask)
+            logits = self.model(token[:, None], cache=cache, attention_mask=row_mask).logits[:, -1].float()
             fed += 1
         if fed < len(sampled):  # rows cut at max_new_tokens: put their last token in the cache too
-            self.model(sampled[-1][:, None], cache=cache)
-        steps = torch.stack(sampled, dim=1) if sampled else torch.zeros((n, 0), dtype=torch.long)  # (n, S)
-        candidates = []
-        for row in range(n):
-            ids = steps[row, : lengths[row]].tolist()
-            candidates.append(
-                Candidate(
-                    index=row,
-                    text=decode(self.tokenizer, ids),
-                    ids=ids,
-                    length=int(lengths[row]),
-                    finished=bool(finished[row]),
-                    log_likelihood=float(log_likelihood[row]),
+            self.model(sampled[-1][:, None], cache=cache, attention_mask=self._extend(row_mask))
+        # (B*n, S)
+        steps = torch.stack(sampled, dim=1) if sampled else torch.zeros((total, 0), dtype=torch.long)
+        groups: list[list[Candidate]] = []
+        for b in range(len(rows)):
+            group = []
+            for i in range(n):
+                row = b * n + i
+                ids = steps[row, : lengths[row]].tolist()
+                group.append(
+                    Candidate(
+                        index=i,
+                        text=decode(self.tokenizer, ids),
+                        ids=ids,
+                        length=int(lengths[row]),
+                        finished=bool(finished[row]),
+                        log_likelihood=float(log_likelihood[row]),
+                    )
                 )
-            )
-        return candidates, cache, prompt_ids.shape[1]
+            groups.append(group)
+        return Sampled(groups, cache, width, prompt_rows)
+
+    @staticmethod
+    def _extend(mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The attention mask with one more position, seen by its row (a new token)."""
+        if mask is None:
+            return None
+        return torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
 
     # --- scoring ----------------------------------------------------------------------------
 
     @torch.no_grad()
     def score_with_cache(
-        self, cache: DynamicCache, prompt_length: int, lengths: Sequence[int], attributes: Sequence[str]
+        self,
+        cache: DynamicCache,
+        prompt_length: int,
+        lengths: Sequence[int],
+        attributes: Sequence[str],
+        prompt_mask: torch.Tensor | None = None,
     ) -> dict[str, list[float]]:
-        """P(attribute = 1) of each row, reusing the sampling cache (one token per attribute).
+        """P(attribute = 1) of each row, reusing the sampling cache (one token per attribute);
+        ``prompt_mask`` (rows, prompt_length) is a batch's left padding (``Sampled.prompt_mask``).
 
         The cache is read, never changed: each layer's keys and values are copied once into a
         buffer with one free position, where every attribute's one-token forward puts its own."""
@@ -223,6 +289,8 @@ class Scorer:
         ends = torch.tensor([prompt_length + length for length in lengths])  # (n,)
         positions = torch.arange(total + 1)[None, :]  # (1, total + 1)
         mask = ((positions < ends[:, None]) | (positions == total)).long()  # (n, total + 1)
+        if prompt_mask is not None:
+            mask[:, :prompt_length] *= prompt_mask  # a row's padding stays unseen
         slot = _OneFreePosition(cache)
         out: dict[str, list[float]] = {}
         for name in attributes:
@@ -264,16 +332,78 @@ class Scorer:
     def respond(
         self, context: Sequence[tuple[str, str]], settings: Settings | None = None, seed: int | None = None
     ) -> Answer:
+        """Sample-and-rank one context: ``respond_batch`` of one (no padding)."""
+        return self.respond_batch([context], settings, seed)[0]
+
+    def respond_batch(
+        self,
+        contexts: Sequence[Sequence[tuple[str, str]]],
+        settings: Settings | None = None,
+        seed: int | None = None,
+    ) -> list[Answer]:
+        """Sample-and-rank several contexts at once (``sample_batch``): each context's candidates
+        are scored (with discriminators) and ranked exactly as one context's are; the answers in
+        the contexts' order. With ``seed`` the same contexts give the same answers."""
         settings = settings or Settings()
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        candidates, cache, prompt_length = self.sample(self.prompt(context), settings, generator)
+        sampled = self.sample_batch([self.prompt(context) for context in contexts], settings, generator)
         if self.discriminators:
+            rows = [candidate for group in sampled.candidates for candidate in group]
             scores = self.score_with_cache(
-                cache, prompt_length, [c.length for c in candidates], RANKED_ATTRIBUTES
+                sampled.cache,
+                sampled.prompt_length,
+                [c.length for c in rows],
+                RANKED_ATTRIBUTES,
+                prompt_mask=sampled.prompt_mask,
             )
-            for candidate in candidates:
-                candidate.scores = {name: scores[name][candidate.index] for name in RANKED_ATTRIBUTES}
-        return rank(candidates, discriminators=self.discriminators, settings=settings)
+            for row, candidate in enumerate(rows):
+                candidate.scores = {name: scores[name][row] for name in RANKED_ATTRIBUTES}
+        return [
+            rank(group, discriminators=self.discriminators, settings=settings) for group in sampled.candidates
+        ]
+
+    # --- likelihood of given responses --------------------------------------------------------
+
+    @torch.no_grad()
+    def response_log_likelihoods(
+        self,
+        pairs: Sequence[tuple[Sequence[tuple[str, str]], str]],
+        *,
+        max_tokens: int = 512,
+        batch_tokens: int = 4096,
+    ) -> list[float]:
+        """The mean token log-likelihood of each ``(context, response)``'s response (its tokens and
+        ``<eos>``) after its context, rendered as a generative example (``formats.generative``);
+        a long example loses its context from the left, never its response. Batched right-padded
+        (a causal model never sees the padding after a row), at most ``batch_tokens`` a batch."""
+        examples = []
+        for context, response in pairs:
+            example = formats.generative(self.tokenizer, context, response)
+            examples.append((example.ids[-max_tokens:], example.loss_mask[-max_tokens:]))
+        out = [0.0] * len(examples)
+        order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and (end - start + 1) * len(examples[order[end]][0]) <= batch_tokens:
+                end += 1
+            chunk = order[start:end]
+            width = len(examples[chunk[-1]][0])
+            ids = torch.full((len(chunk), width), self.pad, dtype=torch.long)  # (b, T)
+            loss = torch.zeros((len(chunk), width), dtype=torch.bool)  # (b, T): predicted here
+            for row, index in enumerate(chunk):
+                row_ids, row_mask = examples[index]
+                ids[row, : len(row_ids)] = torch.tensor(row_ids, dtype=torch.long)
+                loss[row, : len(row_mask)] = torch.tensor(row_mask, dtype=torch.bool)
+            logits = self.model(ids, use_cache=False).logits.float()  # (b, T, V)
+            # Position t predicts token t + 1.
+            log_probs = torch.log_softmax(logits[:, :-1], dim=-1).gather(2, ids[:, 1:, None]).squeeze(2)
+            targets = loss[:, 1:]  # (b, T - 1)
+            means = (log_probs * targets).sum(dim=1) / targets.sum(dim=1).clamp(min=1)
+            for row, index in enumerate(chunk):
+                out[index] = float(means[row])
+            start = end
+        return out
 
     # --- the research loop (METHOD.md §7) ----------------------------------------------------
 
