@@ -111,7 +111,7 @@ class Sampled:
     each row (None when no prompt was padded)."""
 
     candidates: list[list[Candidate]]
-    cache: DynamicCache
+    cache: Preallocated
     prompt_length: int
     prompt_mask: torch.Tensor | None
 
@@ -133,7 +133,7 @@ class _OneFreePosition:
     asks for it, stays the cached one. (``DynamicCache.update`` would copy the whole cache on every
     forward, and ``crop`` would be needed after each.)"""
 
-    def __init__(self, cache: DynamicCache) -> None:
+    def __init__(self, cache: DynamicCache | Preallocated) -> None:
         self.cache = cache
         self.length = cache.get_seq_length()
         self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -159,6 +159,69 @@ class _OneFreePosition:
         return key_buffer, value_buffer
 
 
+class _Layer:
+    """One layer of a ``Preallocated`` cache: ``keys`` and ``values`` are its filled part."""
+
+    def __init__(self) -> None:
+        self.key_buffer: torch.Tensor | None = None
+        self.value_buffer: torch.Tensor | None = None
+        self.length = 0
+
+    @property
+    def keys(self) -> torch.Tensor:
+        assert self.key_buffer is not None
+        return self.key_buffer[:, :, : self.length]
+
+    @property
+    def values(self) -> torch.Tensor:
+        assert self.value_buffer is not None
+        return self.value_buffer[:, :, : self.length]
+
+
+class Preallocated:
+    """The sampling's key/value cache: as many positions as the prompt and the new tokens can
+    fill, allocated once per layer and written in place. A ``DynamicCache`` copies every layer's
+    whole cache at every new token (``torch.cat``), which took more time than the model itself in a
+    batch of 16 contexts × 16 candidates. What the model and the scoring ask of a cache:
+    ``get_seq_length``, ``update`` (returns views of the filled part), ``batch_repeat_interleave``
+    and ``layers[i].keys``/``.values``."""
+
+    def __init__(self, capacity: int, layers: int) -> None:
+        self.capacity = capacity
+        self.layers = [_Layer() for _ in range(layers)]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.layers[layer_idx].length
+
+    def update(
+        self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        layer = self.layers[layer_idx]
+        if layer.key_buffer is None or layer.value_buffer is None:
+            rows, heads, _, size = keys.shape
+            layer.key_buffer = keys.new_empty((rows, heads, self.capacity, size))
+            layer.value_buffer = values.new_empty((rows, heads, self.capacity, size))
+        end = layer.length + keys.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"the cache holds {self.capacity} positions; {end} were asked for")
+        layer.key_buffer[:, :, layer.length : end] = keys
+        layer.value_buffer[:, :, layer.length : end] = values
+        layer.length = end
+        return layer.keys, layer.values
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        """Each row becomes ``repeats`` rows (its candidates), filled part copied once."""
+        for layer in self.layers:
+            if layer.key_buffer is None or layer.value_buffer is None:
+                continue
+            keys, values = layer.keys, layer.values
+            rows, heads, _, size = layer.key_buffer.shape
+            layer.key_buffer = keys.new_empty((rows * repeats, heads, self.capacity, size))
+            layer.value_buffer = values.new_empty((rows * repeats, heads, self.capacity, size))
+            layer.key_buffer[:, :, : layer.length] = keys.repeat_interleave(repeats, dim=0)
+            layer.value_buffer[:, :, : layer.length] = values.repeat_interleave(repeats, dim=0)
+
+
 class Scorer:
     """A model with its tokenizer, ready to sample and score (``model.eval()``)."""
 
@@ -180,7 +243,7 @@ class Scorer:
     @torch.no_grad()
     def sample(
         self, prompt: Sequence[int], settings: Settings, generator: torch.Generator | None = None
-    ) -> tuple[list[Candidate], DynamicCache, int]:
+    ) -> tuple[list[Candidate], Preallocated, int]:
         """``settings.candidates`` responses to ``prompt``; the cache holds prompt + responses.
         One context of ``sample_batch``: the same code answers one context or many."""
         sampled = self.sample_batch([prompt], settings, generator)
@@ -210,7 +273,7 @@ class Scorer:
             prompt_ids[b, width - len(row) :] = torch.tensor(row, dtype=torch.long)
             if prompt_mask is not None:
                 prompt_mask[b, width - len(row) :] = 1
-        cache = DynamicCache(config=self.model.config)
+        cache = Preallocated(width + settings.max_new_tokens, self.model.config.num_hidden_layers)
         out = self.model(prompt_ids, cache=cache, attention_mask=prompt_mask)
         logits = out.logits[:, -1].float()  # (B, V)
         cache.batch_repeat_interleave(n)
@@ -274,7 +337,7 @@ class Scorer:
     @torch.no_grad()
     def score_with_cache(
         self,
-        cache: DynamicCache,
+        cache: DynamicCache | Preallocated,
         prompt_length: int,
         lengths: Sequence[int],
         attributes: Sequence[str],
