@@ -111,7 +111,7 @@ class Sampled:
     each row (None when no prompt was padded)."""
 
     candidates: list[list[Candidate]]
-    cache: Preallocated
+    cache: SharedPromptCache
     prompt_length: int
     prompt_mask: torch.Tensor | None
 
@@ -133,7 +133,7 @@ class _OneFreePosition:
     asks for it, stays the cached one. (``DynamicCache.update`` would copy the whole cache on every
     forward, and ``crop`` would be needed after each.)"""
 
-    def __init__(self, cache: DynamicCache | Preallocated) -> None:
+    def __init__(self, cache: DynamicCache | SharedPromptCache) -> None:
         self.cache = cache
         self.length = cache.get_seq_length()
         self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -160,66 +160,129 @@ class _OneFreePosition:
 
 
 class _Layer:
-    """One layer of a ``Preallocated`` cache: ``keys`` and ``values`` are its filled part."""
+    """One layer of a ``SharedPromptCache``: the prompts' keys and values, one row per prompt,
+    and the sampled tokens', one row per candidate, each in a buffer written in place."""
 
     def __init__(self) -> None:
-        self.key_buffer: torch.Tensor | None = None
-        self.value_buffer: torch.Tensor | None = None
-        self.length = 0
+        self.prompt: tuple[torch.Tensor, torch.Tensor] | None = None  # (B, nh, W, hs) each
+        self.sampled: tuple[torch.Tensor, torch.Tensor] | None = None  # (B*n, nh, capacity, hs) each
+        self.length = 0  # sampled positions filled
+        self.repeats = 1
+        self.expanded = False  # each prompt row stands for its ``repeats`` candidates now
 
     @property
     def keys(self) -> torch.Tensor:
-        assert self.key_buffer is not None
-        return self.key_buffer[:, :, : self.length]
+        """Every row's keys, prompt then sampled tokens (a copy: for scoring, once)."""
+        return self._whole(0)
 
     @property
     def values(self) -> torch.Tensor:
-        assert self.value_buffer is not None
-        return self.value_buffer[:, :, : self.length]
+        return self._whole(1)
+
+    def _whole(self, which: int) -> torch.Tensor:
+        assert self.prompt is not None
+        prompt = self.prompt[which].repeat_interleave(self.repeats, dim=0)
+        if self.sampled is None:
+            return prompt
+        return torch.cat([prompt, self.sampled[which][:, :, : self.length]], dim=2)
 
 
-class Preallocated:
-    """The sampling's key/value cache: as many positions as the prompt and the new tokens can
-    fill, allocated once per layer and written in place. A ``DynamicCache`` copies every layer's
-    whole cache at every new token (``torch.cat``), which took more time than the model itself in a
-    batch of 16 contexts × 16 candidates. What the model and the scoring ask of a cache:
-    ``get_seq_length``, ``update`` (returns views of the filled part), ``batch_repeat_interleave``
-    and ``layers[i].keys``/``.values``."""
+class SharedPromptCache:
+    """The sampling's key/value cache. Every candidate of a prompt shares that prompt's keys and
+    values, kept once per prompt, not copied to its ``n`` rows; the sampled tokens' go into
+    buffers allocated once (``capacity`` positions) and written in place. Attention over it
+    (``attend``, which the model's attention calls instead of its own when the cache has it) reads
+    a prompt's keys once for all its candidates. Against a ``DynamicCache`` (prompt copied to every
+    row, the whole cache copied again at every token by ``torch.cat``) this saves most of the
+    memory traffic of sampling, which dominated a batch of 16 contexts × 16 candidates.
+
+    What else the model and the scoring ask of a cache: ``get_seq_length``, ``update``,
+    ``batch_repeat_interleave`` (the prompts' rows become their candidates'), and
+    ``layers[i].keys``/``.values`` (copies, for ``_OneFreePosition``)."""
 
     def __init__(self, capacity: int, layers: int) -> None:
         self.capacity = capacity
         self.layers = [_Layer() for _ in range(layers)]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.layers[layer_idx].length
+        layer = self.layers[layer_idx]
+        return (0 if layer.prompt is None else layer.prompt[0].shape[2]) + layer.length
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        """From now on each prompt row stands for ``repeats`` candidate rows."""
+        for layer in self.layers:
+            layer.repeats, layer.expanded = repeats, True
 
     def update(
         self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        layer = self.layers[layer_idx]
-        if layer.key_buffer is None or layer.value_buffer is None:
-            rows, heads, _, size = keys.shape
-            layer.key_buffer = keys.new_empty((rows, heads, self.capacity, size))
-            layer.value_buffer = values.new_empty((rows, heads, self.capacity, size))
-        end = layer.length + keys.shape[2]
-        if end > self.capacity:
-            raise ValueError(f"the cache holds {self.capacity} positions; {end} were asked for")
-        layer.key_buffer[:, :, layer.length : end] = keys
-        layer.value_buffer[:, :, layer.length : end] = values
-        layer.length = end
+        """Store the new tokens' keys and values (``_store``) and return every row's (copies)."""
+        layer = self._store(keys, values, layer_idx)
         return layer.keys, layer.values
 
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        """Each row becomes ``repeats`` rows (its candidates), filled part copied once."""
-        for layer in self.layers:
-            if layer.key_buffer is None or layer.value_buffer is None:
-                continue
-            keys, values = layer.keys, layer.values
-            rows, heads, _, size = layer.key_buffer.shape
-            layer.key_buffer = keys.new_empty((rows * repeats, heads, self.capacity, size))
-            layer.value_buffer = values.new_empty((rows * repeats, heads, self.capacity, size))
-            layer.key_buffer[:, :, : layer.length] = keys.repeat_interleave(repeats, dim=0)
-            layer.value_buffer[:, :, : layer.length] = values.repeat_interleave(repeats, dim=0)
+    def _store(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int) -> _Layer:
+        """The prompts' keys and values (before the repeat, once), then the sampled tokens'."""
+        layer = self.layers[layer_idx]
+        if not layer.expanded:
+            if layer.prompt is not None:
+                raise ValueError("a prompt is encoded once: sample its candidates after the repeat")
+            layer.prompt = (keys, values)
+            return layer
+        if layer.sampled is None:
+            rows, heads, _, size = keys.shape
+            layer.sampled = (
+                keys.new_empty((rows, heads, self.capacity, size)),
+                values.new_empty((rows, heads, self.capacity, size)),
+            )
+        end = layer.length + keys.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"the cache holds {self.capacity} sampled positions; {end} were asked for")
+        layer.sampled[0][:, :, layer.length : end] = keys
+        layer.sampled[1][:, :, layer.length : end] = values
+        layer.length = end
+        return layer
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor,
+        layer_idx: int,
+        scale: float,
+    ) -> torch.Tensor:
+        """``softmax(q kᵀ · scale + bias) v`` over every row's prompt and sampled tokens, as the
+        model's attention computes it, with each prompt's keys and values read once for its rows.
+        q, k, v: (rows, nh, T, hs); bias: (rows|1, nh, T, past + T). Returns (rows, nh, T, hs)."""
+        layer = self._store(k, v, layer_idx)
+        if not layer.expanded:  # the prompts themselves
+            assert layer.prompt is not None
+            keys, values = layer.prompt
+            weights = torch.softmax((q @ keys.transpose(-2, -1)) * scale + bias, dim=-1)
+            return weights @ values
+        assert layer.prompt is not None
+        assert layer.sampled is not None
+        prompt_keys, prompt_values = layer.prompt  # (B, nh, W, hs)
+        sampled_keys = layer.sampled[0][:, :, : layer.length]  # (B*n, nh, t, hs)
+        sampled_values = layer.sampled[1][:, :, : layer.length]
+        rows, heads, steps, _ = q.shape
+        n, prompts, width = layer.repeats, prompt_keys.shape[0], prompt_keys.shape[2]
+
+        def by_prompt(x: torch.Tensor) -> torch.Tensor:  # (B*n, nh, T, d) -> (B, nh, n*T, d)
+            return (
+                x.reshape(prompts, n, heads, steps, -1).transpose(1, 2).reshape(prompts, heads, n * steps, -1)
+            )
+
+        def by_row(x: torch.Tensor) -> torch.Tensor:  # (B, nh, n*T, d) -> (B*n, nh, T, d)
+            spread = x.reshape(prompts, heads, n, steps, -1).transpose(1, 2)
+            return spread.reshape(rows, heads, steps, -1)
+
+        on_prompt = by_row(by_prompt(q) @ prompt_keys.transpose(-2, -1))  # (B*n, nh, T, W)
+        on_sampled = q @ sampled_keys.transpose(-2, -1)  # (B*n, nh, T, t)
+        scores = torch.cat([on_prompt, on_sampled], dim=-1) * scale + bias
+        weights = torch.softmax(scores, dim=-1)  # (B*n, nh, T, W + t)
+        from_prompt = by_row(by_prompt(weights[..., :width]) @ prompt_values)  # (B*n, nh, T, hs)
+        return from_prompt + weights[..., width:] @ sampled_values
 
 
 class Scorer:
@@ -243,7 +306,7 @@ class Scorer:
     @torch.no_grad()
     def sample(
         self, prompt: Sequence[int], settings: Settings, generator: torch.Generator | None = None
-    ) -> tuple[list[Candidate], Preallocated, int]:
+    ) -> tuple[list[Candidate], SharedPromptCache, int]:
         """``settings.candidates`` responses to ``prompt``; the cache holds prompt + responses.
         One context of ``sample_batch``: the same code answers one context or many."""
         sampled = self.sample_batch([prompt], settings, generator)
@@ -273,7 +336,7 @@ class Scorer:
             prompt_ids[b, width - len(row) :] = torch.tensor(row, dtype=torch.long)
             if prompt_mask is not None:
                 prompt_mask[b, width - len(row) :] = 1
-        cache = Preallocated(width + settings.max_new_tokens, self.model.config.num_hidden_layers)
+        cache = SharedPromptCache(settings.max_new_tokens, self.model.config.num_hidden_layers)
         out = self.model(prompt_ids, cache=cache, attention_mask=prompt_mask)
         logits = out.logits[:, -1].float()  # (B, V)
         cache.batch_repeat_interleave(n)
@@ -337,7 +400,7 @@ class Scorer:
     @torch.no_grad()
     def score_with_cache(
         self,
-        cache: DynamicCache | Preallocated,
+        cache: DynamicCache | SharedPromptCache,
         prompt_length: int,
         lengths: Sequence[int],
         attributes: Sequence[str],

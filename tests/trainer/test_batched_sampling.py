@@ -113,3 +113,17 @@ def test_response_likelihoods_are_those_of_each_generative_example_alone(scorer:
         log_probs = logits.log_softmax(-1)
         scored = [float(log_probs[i - 1, example.ids[i]]) for i, bit in enumerate(example.loss_mask) if bit]
         assert value == pytest.approx(sum(scored) / len(scored), abs=1e-4)
+
+
+def test_one_candidate_per_context_is_sampled_as_its_likelihood_says(scorer: sampling.Scorer) -> None:
+    """The shared-prompt cache with no copy at all (one candidate a prompt)."""
+    prompts = [scorer.prompt(context) for context in CONTEXTS]
+    settings = sampling.Settings(candidates=1, max_new_tokens=6)
+
+    sampled = scorer.sample_batch(prompts, settings, torch.Generator().manual_seed(3))
+
+    assert [len(group) for group in sampled.candidates] == [1, 1, 1]
+    for prompt, (candidate,) in zip(prompts, sampled.candidates, strict=True):
+        assert candidate.log_likelihood == pytest.approx(
+            _log_likelihood_alone(scorer, prompt, candidate), abs=1e-3
+        )
