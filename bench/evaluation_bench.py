@@ -1,18 +1,19 @@
 """Benchmark of evaluating a model version (``make bench``, part ``evaluate``; the bench database).
 
-A set of ``--evaluate-contexts`` contexts (1,000) is answered by a model version of the default
-size (``GroundworkConfig``'s, what ``make run`` trains), freshly initialised with a fixed seed and
-saved as a model version (the speed does not depend on the weights), with a tokenizer trained on
-made-up words as the inference benchmark's. Contexts are seeded: 1 to 3 turns of 5 to 40 words.
-Every answer is made exactly as in production, end to end through
+A set of ``--evaluate-contexts`` contexts (1,000) is answered by a model of the default size (the
+architecture of ``make run``'s first model: ``GroundworkConfig``'s sizes, a tokenizer trained on
+the demo conversations with a vocabulary of at most 8,192), freshly initialised with a fixed seed
+and saved as a model version (the speed does not depend on the weights). The contexts are those of
+the demo conversations (chatterbot-corpus, what ``make run``'s demo set is cut from: every model
+turn after a user turn gives the turns before it; 8 tokens at the median, about 260 at most), in
+a seeded order. Every answer is made exactly as in production, end to end through
 ``trainer.services.evaluation_runs.evaluation_run`` (sample-and-rank with the chat settings: 16
 candidates, top-k 40, up to 48 new tokens; each answer stored with its 16 candidates):
 
 - **batched**: the whole set, ``EVALUATION_BATCH_CONTEXTS`` contexts per model call;
 - **one at a time**: ``batch_contexts=1``, what answering the set as chats would cost, on an
   evenly spread sample of ``--evaluate-single`` contexts of the same set (100: the rate per
-  context is what is compared, and the whole set one at a time takes about ten minutes; give
-  ``--evaluate-single 1000`` for it).
+  context is what is compared; ``--evaluate-single 1000`` answers the whole set this way too).
 
 The figure of each is the evaluation's own ``contexts_per_second`` (answering and storing; loading
 the model and the metrics after are not counted), and their ratio (goal ≥ 3). A random model
@@ -46,22 +47,27 @@ PART = "evaluate"
 PREFIX = "evaluate."
 SEED = 20261205
 WORK_DIR = ROOT / "var" / "bench" / "evaluate"
-WORDS = [f"w{i}x{i * 7 % 13}" for i in range(3000)]
 
 
 def _contexts(count: int) -> list[dict[str, Any]]:
-    rng = random.Random(SEED)  # noqa: S311 - made-up words, not secrets
-    out = []
-    for i in range(count):
-        turns = [
-            {
-                "speaker": "user" if t % 2 == 0 else "model",
-                "text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 40))),
-            }
-            for t in range(rng.choice((1, 1, 3)))
-        ]
-        out.append({"id": f"b{i}", "purpose": "quality", "context": turns})
-    return out
+    """``count`` contexts of the demo conversations (what ``make run``'s demo set is cut from):
+    every model turn after a user turn gives one, the turns before it; seeded order, repeated
+    when ``count`` is larger than what there is."""
+    from dialogs import demo
+
+    every = []
+    for record in demo.chatterbot_records():
+        turns = [{"speaker": t.speaker, "text": t.text} for t in record.turns]
+        every += [turns[:i] for i in range(1, len(turns)) if turns[i]["speaker"] == "model"]
+    random.Random(SEED).shuffle(every)  # noqa: S311 - an order, not a secret
+    return [{"id": f"b{i}", "purpose": "quality", "context": every[i % len(every)]} for i in range(count)]
+
+
+def _texts() -> list[str]:
+    """What the tokenizer is trained on: the demo conversations, as make run's first model's."""
+    from dialogs import demo
+
+    return [turn.text for record in demo.chatterbot_records() for turn in record.turns]
 
 
 def _model_version(name: str, model: dict[str, int] | None) -> Any:
@@ -73,9 +79,7 @@ def _model_version(name: str, model: dict[str, int] | None) -> Any:
     from trainer.services.dataset_builds import tokenizer_sha256
 
     directory = settings.ARTIFACTS_DIR / "models" / name
-    tokenizer = tokenizers.train_tokenizer(
-        [" ".join(WORDS[i : i + 40]) for i in range(0, len(WORDS), 5)], vocab_size=8192
-    )
+    tokenizer = tokenizers.train_tokenizer(_texts(), vocab_size=8192)
     config = GroundworkConfig(
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,

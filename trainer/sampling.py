@@ -160,19 +160,21 @@ class _OneFreePosition:
 
 
 class _Layer:
-    """One layer of a ``SharedPromptCache``: the prompts' keys and values, one row per prompt,
-    and the sampled tokens', one row per candidate, each in a buffer written in place."""
+    """One layer of a ``SharedPromptCache``: the prompts' keys and values, one row per prompt
+    (B, nh, W, hs), and the sampled tokens', per prompt and candidate (B, nh, n, capacity, hs),
+    in buffers written in place."""
 
     def __init__(self) -> None:
-        self.prompt: tuple[torch.Tensor, torch.Tensor] | None = None  # (B, nh, W, hs) each
-        self.sampled: tuple[torch.Tensor, torch.Tensor] | None = None  # (B*n, nh, capacity, hs) each
+        self.prompt: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.sampled: tuple[torch.Tensor, torch.Tensor] | None = None
         self.length = 0  # sampled positions filled
         self.repeats = 1
         self.expanded = False  # each prompt row stands for its ``repeats`` candidates now
 
     @property
     def keys(self) -> torch.Tensor:
-        """Every row's keys, prompt then sampled tokens (a copy: for scoring, once)."""
+        """Every row's keys (B*n, nh, W + t, hs), prompt then sampled tokens: a copy, for the
+        scoring (once)."""
         return self._whole(0)
 
     @property
@@ -184,7 +186,10 @@ class _Layer:
         prompt = self.prompt[which].repeat_interleave(self.repeats, dim=0)
         if self.sampled is None:
             return prompt
-        return torch.cat([prompt, self.sampled[which][:, :, : self.length]], dim=2)
+        sampled = self.sampled[which][:, :, :, : self.length]  # (B, nh, n, t, hs)
+        prompts, heads, n, steps, size = sampled.shape
+        rows = sampled.permute(0, 2, 1, 3, 4).reshape(prompts * n, heads, steps, size)
+        return torch.cat([prompt, rows], dim=2)
 
 
 class SharedPromptCache:
@@ -209,7 +214,8 @@ class SharedPromptCache:
         return (0 if layer.prompt is None else layer.prompt[0].shape[2]) + layer.length
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        """From now on each prompt row stands for ``repeats`` candidate rows."""
+        """From now on each prompt row stands for ``repeats`` candidate rows (row ``b * n + i``
+        is candidate ``i`` of prompt ``b``)."""
         for layer in self.layers:
             layer.repeats, layer.expanded = repeats, True
 
@@ -221,24 +227,25 @@ class SharedPromptCache:
         return layer.keys, layer.values
 
     def _store(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int) -> _Layer:
-        """The prompts' keys and values (before the repeat, once), then the sampled tokens'."""
+        """The prompts' keys and values (before the repeat, once), then the sampled tokens'
+        ((B*n, nh, T, hs) rows, kept by prompt)."""
         layer = self.layers[layer_idx]
         if not layer.expanded:
             if layer.prompt is not None:
                 raise ValueError("a prompt is encoded once: sample its candidates after the repeat")
             layer.prompt = (keys, values)
             return layer
+        assert layer.prompt is not None
+        _, heads, steps, size = keys.shape
+        prompts, n = layer.prompt[0].shape[0], layer.repeats
         if layer.sampled is None:
-            rows, heads, _, size = keys.shape
-            layer.sampled = (
-                keys.new_empty((rows, heads, self.capacity, size)),
-                values.new_empty((rows, heads, self.capacity, size)),
-            )
-        end = layer.length + keys.shape[2]
+            shape = (prompts, heads, n, self.capacity, size)
+            layer.sampled = (keys.new_empty(shape), values.new_empty(shape))
+        end = layer.length + steps
         if end > self.capacity:
             raise ValueError(f"the cache holds {self.capacity} sampled positions; {end} were asked for")
-        layer.sampled[0][:, :, layer.length : end] = keys
-        layer.sampled[1][:, :, layer.length : end] = values
+        for buffer, new in zip(layer.sampled, (keys, values), strict=True):
+            buffer[:, :, :, layer.length : end] = new.view(prompts, n, heads, steps, size).transpose(1, 2)
         layer.length = end
         return layer
 
@@ -253,7 +260,8 @@ class SharedPromptCache:
     ) -> torch.Tensor:
         """``softmax(q kᵀ · scale + bias) v`` over every row's prompt and sampled tokens, as the
         model's attention computes it, with each prompt's keys and values read once for its rows.
-        q, k, v: (rows, nh, T, hs); bias: (rows|1, nh, T, past + T). Returns (rows, nh, T, hs)."""
+        q, k, v: (rows, nh, T, hs); bias: (rows|1, nh, T, past + T), whose prompt part is the same
+        for a prompt's rows (its padding and the positions). Returns (rows, nh, T, hs)."""
         layer = self._store(k, v, layer_idx)
         if not layer.expanded:  # the prompts themselves
             assert layer.prompt is not None
@@ -263,26 +271,30 @@ class SharedPromptCache:
         assert layer.prompt is not None
         assert layer.sampled is not None
         prompt_keys, prompt_values = layer.prompt  # (B, nh, W, hs)
-        sampled_keys = layer.sampled[0][:, :, : layer.length]  # (B*n, nh, t, hs)
-        sampled_values = layer.sampled[1][:, :, : layer.length]
-        rows, heads, steps, _ = q.shape
-        n, prompts, width = layer.repeats, prompt_keys.shape[0], prompt_keys.shape[2]
-
-        def by_prompt(x: torch.Tensor) -> torch.Tensor:  # (B*n, nh, T, d) -> (B, nh, n*T, d)
-            return (
-                x.reshape(prompts, n, heads, steps, -1).transpose(1, 2).reshape(prompts, heads, n * steps, -1)
-            )
-
-        def by_row(x: torch.Tensor) -> torch.Tensor:  # (B, nh, n*T, d) -> (B*n, nh, T, d)
-            spread = x.reshape(prompts, heads, n, steps, -1).transpose(1, 2)
-            return spread.reshape(rows, heads, steps, -1)
-
-        on_prompt = by_row(by_prompt(q) @ prompt_keys.transpose(-2, -1))  # (B*n, nh, T, W)
-        on_sampled = q @ sampled_keys.transpose(-2, -1)  # (B*n, nh, T, t)
-        scores = torch.cat([on_prompt, on_sampled], dim=-1) * scale + bias
-        weights = torch.softmax(scores, dim=-1)  # (B*n, nh, T, W + t)
-        from_prompt = by_row(by_prompt(weights[..., :width]) @ prompt_values)  # (B*n, nh, T, hs)
-        return from_prompt + weights[..., width:] @ sampled_values
+        sampled_keys = layer.sampled[0][:, :, :, : layer.length]  # (B, nh, n, t, hs)
+        sampled_values = layer.sampled[1][:, :, :, : layer.length]
+        rows, heads, steps, size = q.shape
+        prompts, n, width = prompt_keys.shape[0], layer.repeats, prompt_keys.shape[2]
+        # Everything by prompt: (B, nh, n, T, ·). The bias's prompt part from each prompt's first row.
+        grouped_q = (q * scale).view(prompts, n, heads, steps, size).transpose(1, 2)  # (B, nh, n, T, hs)
+        if bias.shape[0] == 1:
+            bias_prompt = bias[:, :, None, :, :width]  # (1, nh, 1, T, W)
+            bias_sampled = bias[:, :, None, :, width:]  # (1, nh, 1, T, t)
+        else:
+            by_prompt = bias.view(prompts, n, heads, steps, -1).transpose(1, 2)  # (B, nh, n, T, W + t)
+            bias_prompt = by_prompt[:, :, :1, :, :width]  # (B, nh, 1, T, W)
+            bias_sampled = by_prompt[:, :, :, :, width:]  # (B, nh, n, T, t)
+        on_prompt = grouped_q.reshape(prompts, heads, n * steps, size) @ prompt_keys.transpose(-2, -1)
+        on_prompt = on_prompt.view(prompts, heads, n, steps, width) + bias_prompt  # (B, nh, n, T, W)
+        on_sampled = grouped_q @ sampled_keys.transpose(-2, -1) + bias_sampled  # (B, nh, n, T, t)
+        # One softmax over both parts, without joining them.
+        top = torch.maximum(on_prompt.amax(-1, keepdim=True), on_sampled.amax(-1, keepdim=True))
+        on_prompt = (on_prompt - top).exp_()
+        on_sampled = (on_sampled - top).exp_()
+        total = on_prompt.sum(-1, keepdim=True) + on_sampled.sum(-1, keepdim=True)  # (B, nh, n, T, 1)
+        from_prompt = on_prompt.view(prompts, heads, n * steps, width) @ prompt_values  # (B, nh, n*T, hs)
+        y = (from_prompt.view(prompts, heads, n, steps, size) + on_sampled @ sampled_values) / total
+        return y.transpose(1, 2).reshape(rows, heads, steps, size)  # (B*n, nh, T, hs)
 
 
 class Scorer:

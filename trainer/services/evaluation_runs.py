@@ -8,9 +8,10 @@ ranking for a fine-tuned version, the research loop for a grounded one, the safe
 when every candidate is unsafe), only several contexts per model call
 (``Scorer.respond_batch``): contexts sorted by prompt length, at most ``EVALUATION_BATCH_CONTEXTS``
 a batch and ``EVALUATION_BATCH_TOKENS`` rows × tokens. Each answer is stored with
-``dialogs.evaluation_responses.evaluation_response_add``, credited to the version; ``done`` moves
-after every batch. Then the metrics measured without raters go into ``Evaluation.metrics``, and
-the set's responses go to its rating campaigns (annotation's ``evaluation_responses_enqueue``).
+``dialogs.evaluation_responses.evaluation_response_add``, credited to the version, a batch's
+answers and its progress (``done``) in one transaction. Then the metrics measured without raters
+go into ``Evaluation.metrics``, and the set's responses go to its rating campaigns (annotation's
+``evaluation_responses_enqueue``).
 
 A run whose worker died is taken over: by the redelivered message (``_evaluation_claim``) or, when
 the whole worker died, by ``evaluation_recover`` when a worker starts; either way it resumes.
@@ -204,30 +205,40 @@ def _evaluation_answer(
             sampling_settings,
             seed=None if seed is None else seed + number,
         )
-        for (context, model_context), answer in zip(chosen, answers, strict=True):
-            reply = inference.reply_of(
-                answer,
-                scorer=scorer,
-                context=model_context,
-                version=version,
-                grounded=grounded,
-                session=f"evaluation-{evaluation.pk}-context-{context.pk}",
+        replies = [
+            (
+                context,
+                inference.reply_of(
+                    answer,
+                    scorer=scorer,
+                    context=model_context,
+                    version=version,
+                    grounded=grounded,
+                    session=f"evaluation-{evaluation.pk}-context-{context.pk}",
+                ),
             )
-            try:
-                evaluation_response_add(
-                    context=context,
-                    responder=version.name,
-                    text=reply.text,
-                    base_text=reply.base_text,
-                    research=reply.research,
-                    candidates=reply.candidates,
-                    fallback=reply.fallback,
-                )
-            except EvaluationResponseExists:
-                logger.warning("%s: context %s was answered meanwhile; kept", evaluation, context.external_id)
-            answered_now += 1
-            done += 1
-        Evaluation.objects.filter(pk=evaluation.pk).update(done=done, heartbeat_at=timezone.now())
+            for (context, model_context), answer in zip(chosen, answers, strict=True)
+        ]
+        # A batch's answers are stored together, with the progress: one commit a batch.
+        with transaction.atomic():
+            for context, reply in replies:
+                try:
+                    evaluation_response_add(
+                        context=context,
+                        responder=version.name,
+                        text=reply.text,
+                        base_text=reply.base_text,
+                        research=reply.research,
+                        candidates=reply.candidates,
+                        fallback=reply.fallback,
+                    )
+                except EvaluationResponseExists:
+                    logger.warning(
+                        "%s: context %s was answered meanwhile; kept", evaluation, context.external_id
+                    )
+            answered_now += len(replies)
+            done += len(replies)
+            Evaluation.objects.filter(pk=evaluation.pk).update(done=done, heartbeat_at=timezone.now())
     seconds = time.monotonic() - started
     previous = (evaluation.metrics or {}).get("contexts_per_second")
     return {
