@@ -29,6 +29,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from annotation.services.evaluations import evaluation_responses_enqueue
 from dialogs.evaluation_responses import EvaluationResponseExists, evaluation_response_add
 from dialogs.models import Candidate, EvaluationContext, EvaluationResponse, EvaluationSet
 from trainer import inference, sampling, selectors
@@ -63,23 +64,8 @@ def evaluation_run(
     )
     evaluation.refresh_from_db()
     logger.info("%s: done, %s", evaluation, metrics)
-    _responses_enqueue(evaluation.evaluation_set)
+    evaluation_responses_enqueue(evaluation_set=evaluation.evaluation_set)  # the set's rating campaigns
     return evaluation
-
-
-def _responses_enqueue(evaluation_set: EvaluationSet) -> None:
-    """Put the set's new responses into its blind-rating campaigns (annotation's service)."""
-    # MERGE: annotation.services.evaluations comes with the crowdeval branch; once merged, import
-    # it at the top of this module and drop this guard.
-    try:
-        from annotation.services.evaluations import evaluation_responses_enqueue
-    except ImportError:
-        logger.warning(
-            "annotation.services.evaluations is missing: the responses of %s go to no campaign",
-            evaluation_set,
-        )
-        return
-    evaluation_responses_enqueue(evaluation_set=evaluation_set)
 
 
 def _evaluation_claim(evaluation_id: int, worker: str) -> Evaluation | None:
