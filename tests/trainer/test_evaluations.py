@@ -19,6 +19,7 @@ import torch
 from kombu.exceptions import OperationalError
 from rest_framework.test import APIClient
 
+from annotation.models import Item
 from dialogs import evaluation_responses
 from dialogs.evaluation_sets import evaluation_set_import, parse_objects
 from dialogs.models import Candidate, EvaluationResponse, EvaluationSet, Turn
@@ -196,6 +197,11 @@ def test_the_run_answers_every_context_once_credited_to_the_version(artifacts: N
     assert metrics["validation_loss"] == version.metrics["final"]["validation_loss"]
     assert metrics["contexts_per_second"] > 0
     assert metrics["fallbacks"] == sum(1 for r in answered.values() if r.turn.fallback)
+
+    # Its answers went up for blind rating: the set's SSI campaign (quality contexts) has them.
+    rated = Item.objects.filter(campaign__evaluation_set=chosen)
+    assert sorted(rated.values_list("turn_id", flat=True)) == sorted(r.turn_id for r in answered.values())
+    assert set(rated.values_list("campaign__kind", flat=True)) == {"ssi"}
 
     # Asking again changes nothing: the evaluation is done.
     again = evaluations.evaluation_request(evaluation_set=chosen, model_version=version)
