@@ -1,15 +1,21 @@
-"""Demo dialogs: the English conversations of the PyPI package ``chatterbot-corpus``."""
+"""Demo dialogs: the English conversations of the PyPI package ``chatterbot-corpus``; and the
+demo evaluation set, cut from a sample of them (held out of training)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from importlib import resources
 
 import yaml
+from django.db.models import Count, Q
 
+from dialogs.models import Dialog, Speaker
 from dialogs.records import DialogRecord, TurnRecord
 
 SOURCE = "chatterbot-corpus"
+EVALUATION_SET = "demo"
+EVALUATION_CONTEXTS = 40  # about: whole dialogs are taken until there are this many
 
 
 def chatterbot_records(language: str = "english") -> Iterator[DialogRecord]:
@@ -33,3 +39,23 @@ def chatterbot_records(language: str = "english") -> Iterator[DialogRecord]:
                 ),
                 meta={"source": SOURCE, "categories": document.get("categories") or [stem]},
             )
+
+
+def evaluation_sample(contexts: int = EVALUATION_CONTEXTS) -> list[Dialog]:
+    """The demo dialogs the demo evaluation set is cut from: in the order of the sha256 of their
+    ids (a fixed, spread-out sample), whole dialogs until they give ``contexts`` contexts (a model
+    turn after the user's first turn: every model turn of these alternating dialogs)."""
+    dialogs = Dialog.objects.filter(source=SOURCE).annotate(
+        answers=Count("turns", filter=Q(turns__speaker=Speaker.MODEL, turns__index__gt=0))
+    )
+    ordered = sorted(
+        (d for d in dialogs.only("pk", "external_id") if d.answers),
+        key=lambda d: hashlib.sha256(d.external_id.encode()).hexdigest(),
+    )
+    chosen, total = [], 0
+    for dialog in ordered:
+        if total >= contexts:
+            break
+        chosen.append(dialog)
+        total += dialog.answers
+    return chosen

@@ -386,6 +386,11 @@ SAFE_FALLBACK_REPLY: str = env.str(
 if not SAFE_FALLBACK_REPLY or len(SAFE_FALLBACK_REPLY) > TURN_MAX_CHARS:
     raise ImproperlyConfigured(f"SAFE_FALLBACK_REPLY must be a text of 1 to {TURN_MAX_CHARS} characters.")
 RESEARCH_MAX_QUERIES: int = env.int("RESEARCH_MAX_QUERIES", default=4)
+# An evaluation answers its set in batches (trainer.services.evaluation_runs): at most this many
+# contexts per model call, and at most this many tokens in the batch's rows (candidates × (prompt +
+# new tokens) per context), which bounds the key/value cache's memory.
+EVALUATION_BATCH_CONTEXTS: int = env.int("EVALUATION_BATCH_CONTEXTS", default=16)
+EVALUATION_BATCH_TOKENS: int = env.int("EVALUATION_BATCH_TOKENS", default=65_536)
 # A chat waiting longer than this for the model's answer offers "Ask again" (is a worker running
 # the inference queue?).
 CHAT_ANSWER_TIMEOUT_SECONDS: int = env.int("CHAT_ANSWER_TIMEOUT_SECONDS", default=60)

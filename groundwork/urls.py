@@ -15,6 +15,7 @@ from groundwork import health, views
 from groundwork.parsers import DatabaseIdConverter, PrintableTextConverter
 from toolset import api as toolset_api
 from trainer import api as trainer_api
+from trainer import evaluation_api
 from trainer import views as trainer_views
 
 # <id:...>: a database id (1 to 2**63 - 1); a larger number is no address here (404).
@@ -32,6 +33,7 @@ router.register("evaluation-sets", dialogs_api.EvaluationSetViewSet, basename="e
 router.register("datasets", trainer_api.DatasetViewSet, basename="dataset")
 router.register("training-jobs", trainer_api.TrainingJobViewSet, basename="training-job")
 router.register("models", trainer_api.ModelVersionViewSet, basename="model-version")
+router.register("evaluations", evaluation_api.EvaluationViewSet, basename="evaluation")
 
 api_urls = [
     *router.urls,

@@ -2,9 +2,12 @@
 # Benchmarks: the annotation engine (bench/annotation_bench.py) on a PostgreSQL database of its
 # own, groundwork_bench: dropped and made again, migrated, measured, and dropped at the end unless
 # BENCH_KEEP_DB=1; then, with no database, search (bench/toolset_bench.py), training and dataset
-# export (bench/trainer_bench.py) and sample-and-rank (bench/inference_bench.py). Figures: printed,
-# and merged into var/bench/results.json. Extra arguments go to every benchmark (`--parts` picks
-# among next, submit, aggregate, search, train, export, inference, report; see each module's `--help`).
+# export (bench/trainer_bench.py) and sample-and-rank (bench/inference_bench.py); then, on the
+# database again, the evaluation report (bench/evaluation_report_bench.py) and evaluating a model
+# version batched vs one context at a time (bench/evaluation_bench.py). Figures: printed, and
+# merged into var/bench/results.json. Extra arguments go to every benchmark (`--parts` picks among
+# next, submit, aggregate, search, train, export, inference, report, evaluate; see each module's
+# `--help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,4 +53,6 @@ echo "== benchmark (broker: ${CELERY_BROKER_URL})"
 .venv/bin/python -m bench.inference_bench "$@"
 # The evaluation report: "report" (its core without a database, then the page on this database).
 .venv/bin/python -m bench.evaluation_report_bench "$@"
+# Evaluating a model version (the bench database): "evaluate", batched vs one context at a time.
+.venv/bin/python -m bench.evaluation_bench "$@"
 echo "== make bench took $(( $(date +%s) - started )) s"

@@ -455,13 +455,18 @@ class ModelVersionAdmin(TrainerAdmin):
             "serve_url": self._url("serve", version.pk),
             "answers": self._answers(request, version),
             "evaluations": self._evaluations(version),
+            "evaluate": evaluation_admin.evaluate_form(request, version),
         }
 
     def _evaluations(self, version: ModelVersion) -> list[dict[str, Any]]:
-        """The evaluation sets the version was evaluated on (one query), each with its report."""
+        """The evaluation sets the version was evaluated on (one query), each with its page, its
+        progress, its Hits@1 and its report."""
         return [
             {
                 "evaluation": evaluation,
+                "url": reverse("admin:trainer_evaluation_change", args=[evaluation.pk]),
+                "bar": progress_bar(evaluation.done, evaluation.total),
+                "hits": evaluation_admin.number((evaluation.metrics or {}).get("hits_at_1")),
                 "report_url": reverse("evaluation-report", args=[evaluation.evaluation_set_id]),
             }
             for evaluation in Evaluation.objects.filter(model_version=version)
@@ -532,3 +537,7 @@ class ModelVersionAdmin(TrainerAdmin):
             return
         version = requests.model_serve(model=versions[0])
         self.message_user(request, f"{version.name} serves now.", messages.SUCCESS)
+
+
+# Evaluations have their admin in a module of their own (it uses TrainerAdmin, defined above).
+from trainer import evaluation_admin  # noqa: E402

@@ -1,5 +1,6 @@
-"""The researcher's forms: export a dataset, retrain a model. They only validate; the admin views
-hand ``service_kwargs()`` to ``trainer.services.requests`` (``dataset_request``, ``training_request``)."""
+"""The researcher's forms: export a dataset, retrain a model, evaluate a model version. They only
+validate; the admin views hand ``service_kwargs()`` to the services (``requests.dataset_request``,
+``requests.training_request``, ``evaluations.evaluation_request``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from django import forms
 
 from annotation.models import Campaign
-from dialogs.models import Purpose
+from dialogs.models import EvaluationSet, Purpose
 from trainer import sources
 from trainer.hyperparameters import BOUNDS
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
@@ -169,4 +170,26 @@ class TrainingJobForm(forms.Form):
                 "checkpoint_every": data["checkpoint_every"],
                 **{name: data[name] for name in self.OPTIONAL_HYPERPARAMETERS if data.get(name) is not None},
             },
+        }
+
+
+class EvaluationSetChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: EvaluationSet) -> str:
+        return f"{obj} · {obj.context_count} contexts{' · locked' if obj.locked else ''}"
+
+
+class EvaluationForm(forms.Form):
+    """A model version to answer an evaluation set (``evaluations.evaluation_request``)."""
+
+    evaluation_set = EvaluationSetChoiceField(
+        EvaluationSet.objects.order_by("name", "-version"),
+        help_text="The version answers every context of the set; the set is locked from now on.",
+    )
+    model_version = ModelVersionChoiceField(ModelVersion.objects.order_by("-serving", "-created_at", "-id"))
+
+    def service_kwargs(self) -> dict[str, Any]:
+        """The arguments of ``evaluations.evaluation_request`` (but ``requested_by``)."""
+        return {
+            "evaluation_set": self.cleaned_data["evaluation_set"],
+            "model_version": self.cleaned_data["model_version"],
         }

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
 from dialogs import services as dialogs_services
-from dialogs.models import Dialog, Turn
+from dialogs.models import Dialog, Role, Turn
 from toolset.services import toolset_query
 from trainer import sampling, selectors
 from trainer import tokenizer as tokenizers
@@ -67,35 +69,54 @@ def sampling_settings() -> sampling.Settings:
     )
 
 
+def model_context(turns: Iterable[tuple[str, str]], role: Role | None) -> list[tuple[str, str]]:
+    """What the model reads before answering: the role's preamble turns (when a role is played),
+    then ``turns``."""
+    preamble = role.preamble if role is not None else []
+    return [(str(t.get("speaker", "model")), str(t.get("text", ""))) for t in preamble] + list(turns)
+
+
 def _context(dialog: Dialog) -> list[tuple[str, str]]:
     turns = [(t.speaker, t.text) for t in dialog.turns.order_by("index")]
-    preamble = dialog.role.preamble if dialog.role_id else []
-    return [(str(t.get("speaker", "model")), str(t.get("text", ""))) for t in preamble] + turns
+    return model_context(turns, dialog.role if dialog.role_id else None)
 
 
-def respond(*, dialog_id: int) -> Turn:
-    """The serving model's next turn in the dialog, chosen by sample-and-rank (and grounded by the
-    research loop when the model was trained for it), stored with all its candidates and credited
-    to the serving version; the safe fallback reply (marked) when every candidate is unsafe."""
-    version = ModelVersion.objects.filter(serving=True).select_related("job", "parent").first()
-    if version is None:
-        raise NoModel("no model version serves yet: train one (make run does) and serve it")
-    dialog = Dialog.objects.select_related("role").get(pk=dialog_id)
-    scorer = scorer_for(version)
-    context = _context(dialog)
-    index = dialog.turns.count()  # the answer's place: a second answer to the same turns is refused
-    answer = scorer.respond(context, sampling_settings())
+@dataclass
+class Reply:
+    """A model turn as it is stored (``turn_add``, ``evaluation_response_add``): what is sent,
+    the base response and research trace of a grounded model, why it is a canned reply, and every
+    candidate with its scores."""
+
+    text: str
+    base_text: str
+    research: list[dict[str, str]]
+    fallback: str
+    candidates: list[dialogs_services.CandidateRecord]
+
+
+def reply_of(
+    answer: sampling.Answer,
+    *,
+    scorer: sampling.Scorer,
+    context: Sequence[tuple[str, str]],
+    version: ModelVersion,
+    grounded: bool,
+    session: str,
+) -> Reply:
+    """The turn sample-and-rank's ``answer`` gives, as every answer of a model is made: the safe
+    fallback reply (marked ``UNSAFE``) when no candidate was chosen; else the chosen text, which a
+    grounded model then researches (``session`` names the toolset session); ``FALLBACK`` (marked
+    ``EMPTY``) when that is empty. Every candidate is kept with its scores."""
     text, base, research, fallback = answer.text, "", [], ""
     if answer.chosen is None:
         text, fallback = settings.SAFE_FALLBACK_REPLY, Turn.Fallback.UNSAFE
         logger.warning(
-            "%s: every candidate for dialog %s was predicted unsafe; the fallback reply was sent (%s)",
+            "%s: every candidate for %s was predicted unsafe; the fallback reply was sent (%s)",
             version.name,
-            dialog.external_id,
+            session,
             answer.note,
         )
-    elif TrainingJob.Kind.FINETUNE_GROUNDEDNESS in selectors.lineage_kinds(version) and text:
-        session = f"dialog-{dialog.pk}-turn-{len(context)}"
+    elif grounded and text:
         trace = scorer.research(
             context,
             text,
@@ -112,15 +133,38 @@ def respond(*, dialog_id: int) -> Turn:
     ]
     if not text.strip():
         text, fallback = FALLBACK, Turn.Fallback.EMPTY
+    return Reply(text=text, base_text=base, research=research, fallback=fallback, candidates=candidates)
+
+
+def respond(*, dialog_id: int) -> Turn:
+    """The serving model's next turn in the dialog, chosen by sample-and-rank (and grounded by the
+    research loop when the model was trained for it), stored with all its candidates and credited
+    to the serving version; the safe fallback reply (marked) when every candidate is unsafe."""
+    version = ModelVersion.objects.filter(serving=True).select_related("job", "parent").first()
+    if version is None:
+        raise NoModel("no model version serves yet: train one (make run does) and serve it")
+    dialog = Dialog.objects.select_related("role").get(pk=dialog_id)
+    scorer = scorer_for(version)
+    context = _context(dialog)
+    index = dialog.turns.count()  # the answer's place: a second answer to the same turns is refused
+    answer = scorer.respond(context, sampling_settings())
+    reply = reply_of(
+        answer,
+        scorer=scorer,
+        context=context,
+        version=version,
+        grounded=TrainingJob.Kind.FINETUNE_GROUNDEDNESS in selectors.lineage_kinds(version),
+        session=f"dialog-{dialog.pk}-turn-{len(context)}",
+    )
     return dialogs_services.turn_add(
         dialog=dialog,
         speaker="model",
-        text=text,
-        base_text=base,
-        research=research,
-        candidates=candidates,
+        text=reply.text,
+        base_text=reply.base_text,
+        research=reply.research,
+        candidates=reply.candidates,
         model_version=version.name,
-        fallback=fallback,
+        fallback=reply.fallback,
         index=index,
     )
 

@@ -87,6 +87,12 @@ class Attention(nn.Module):
         q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        attend = getattr(cache, "attend", None)
+        if attend is not None and not self.training:
+            # A cache that attends itself (sampling's, whose rows share their prompt's keys):
+            # the same attention, computed without copying the prompt to every row.
+            y = attend(q, k, v, bias.to(q.dtype), self.layer_idx, self.head_size**-0.5)  # (B, nh, T, hs)
+            return self.out(y.transpose(1, 2).contiguous().view(B, T, C))
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, nh, past + T, hs)
         # Attention written out: SDPA's fused kernels take no gradient for a float mask, and its

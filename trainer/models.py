@@ -166,7 +166,11 @@ class Evaluation(models.Model):
     ``metrics`` holds what the worker measures without raters, for the report beside the human
     metrics: ``{"discriminators": {attribute: mean predicted probability over the answers},
     "hits_at_1": float, "hits_candidates": 20, "hits_contexts": int, "validation_loss": float | None,
-    "contexts_per_second": float, "fallbacks": int}``.
+    "contexts_per_second": float, "fallbacks": int}``. The discriminators' attributes are the
+    ranked ones, ``SENSIBLE``, ``SPECIFIC``, ``INTERESTING``, ``UNSAFE``: P(attribute = 1) of the
+    chosen candidate, averaged over the answers that are not fallback replies (``{}`` for a version
+    without discriminators). ``hits_at_1`` is None (``hits_candidates`` and ``hits_contexts`` 0)
+    when the set has fewer than two different references (``trainer.services.evaluation_runs``).
     """
 
     class Status(models.TextChoices):

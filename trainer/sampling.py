@@ -20,6 +20,11 @@ side, which apps call, is ``trainer.inference``.
 
 P(rating) is normalised over the two rating tokens, so a small model that puts mass elsewhere
 after ``<ATTRIBUTE>`` still gives a probability between 0 and 1.
+
+Several contexts are answered in one batch (``respond_batch``, what an evaluation runs): their
+prompts are padded on the left to the longest and masked, so every row's response starts at the
+same cache position and step 2 works unchanged (the padding stays masked). One context is a batch
+of one, with no padding: chats and evaluations run the same code with the same settings.
 """
 
 from __future__ import annotations
@@ -100,6 +105,18 @@ class Answer:
 
 
 @dataclass
+class Sampled:
+    """What ``Scorer.sample_batch`` sampled: each prompt's candidates, and the shared cache (every
+    row's prompt, left-padded to ``prompt_length``, then its response) with the padding mask of
+    each row (None when no prompt was padded)."""
+
+    candidates: list[list[Candidate]]
+    cache: SharedPromptCache
+    prompt_length: int
+    prompt_mask: torch.Tensor | None
+
+
+@dataclass
 class Research:
     """The research loop's trace (METHOD.md §7): queries, what the toolset answered, the result."""
 
@@ -116,7 +133,7 @@ class _OneFreePosition:
     asks for it, stays the cached one. (``DynamicCache.update`` would copy the whole cache on every
     forward, and ``crop`` would be needed after each.)"""
 
-    def __init__(self, cache: DynamicCache) -> None:
+    def __init__(self, cache: DynamicCache | SharedPromptCache) -> None:
         self.cache = cache
         self.length = cache.get_seq_length()
         self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -142,6 +159,144 @@ class _OneFreePosition:
         return key_buffer, value_buffer
 
 
+class _Layer:
+    """One layer of a ``SharedPromptCache``: the prompts' keys and values, one row per prompt
+    (B, nh, W, hs), and the sampled tokens', per prompt and candidate (B, nh, n, capacity, hs),
+    in buffers written in place."""
+
+    def __init__(self) -> None:
+        self.prompt: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.sampled: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.length = 0  # sampled positions filled
+        self.repeats = 1
+        self.expanded = False  # each prompt row stands for its ``repeats`` candidates now
+
+    @property
+    def keys(self) -> torch.Tensor:
+        """Every row's keys (B*n, nh, W + t, hs), prompt then sampled tokens: a copy, for the
+        scoring (once)."""
+        return self._whole(0)
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self._whole(1)
+
+    def _whole(self, which: int) -> torch.Tensor:
+        assert self.prompt is not None
+        prompt = self.prompt[which].repeat_interleave(self.repeats, dim=0)
+        if self.sampled is None:
+            return prompt
+        sampled = self.sampled[which][:, :, :, : self.length]  # (B, nh, n, t, hs)
+        prompts, heads, n, steps, size = sampled.shape
+        rows = sampled.permute(0, 2, 1, 3, 4).reshape(prompts * n, heads, steps, size)
+        return torch.cat([prompt, rows], dim=2)
+
+
+class SharedPromptCache:
+    """The sampling's key/value cache. Every candidate of a prompt shares that prompt's keys and
+    values, kept once per prompt, not copied to its ``n`` rows; the sampled tokens' go into
+    buffers allocated once (``capacity`` positions) and written in place. Attention over it
+    (``attend``, which the model's attention calls instead of its own when the cache has it) reads
+    a prompt's keys once for all its candidates. Against a ``DynamicCache`` (prompt copied to every
+    row, the whole cache copied again at every token by ``torch.cat``) this saves most of the
+    memory traffic of sampling, which dominated a batch of 16 contexts × 16 candidates.
+
+    What else the model and the scoring ask of a cache: ``get_seq_length``, ``update``,
+    ``batch_repeat_interleave`` (the prompts' rows become their candidates'), and
+    ``layers[i].keys``/``.values`` (copies, for ``_OneFreePosition``)."""
+
+    def __init__(self, capacity: int, layers: int) -> None:
+        self.capacity = capacity
+        self.layers = [_Layer() for _ in range(layers)]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        layer = self.layers[layer_idx]
+        return (0 if layer.prompt is None else layer.prompt[0].shape[2]) + layer.length
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        """From now on each prompt row stands for ``repeats`` candidate rows (row ``b * n + i``
+        is candidate ``i`` of prompt ``b``)."""
+        for layer in self.layers:
+            layer.repeats, layer.expanded = repeats, True
+
+    def update(
+        self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new tokens' keys and values (``_store``) and return every row's (copies)."""
+        layer = self._store(keys, values, layer_idx)
+        return layer.keys, layer.values
+
+    def _store(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int) -> _Layer:
+        """The prompts' keys and values (before the repeat, once), then the sampled tokens'
+        ((B*n, nh, T, hs) rows, kept by prompt)."""
+        layer = self.layers[layer_idx]
+        if not layer.expanded:
+            if layer.prompt is not None:
+                raise ValueError("a prompt is encoded once: sample its candidates after the repeat")
+            layer.prompt = (keys, values)
+            return layer
+        assert layer.prompt is not None
+        _, heads, steps, size = keys.shape
+        prompts, n = layer.prompt[0].shape[0], layer.repeats
+        if layer.sampled is None:
+            shape = (prompts, heads, n, self.capacity, size)
+            layer.sampled = (keys.new_empty(shape), values.new_empty(shape))
+        end = layer.length + steps
+        if end > self.capacity:
+            raise ValueError(f"the cache holds {self.capacity} sampled positions; {end} were asked for")
+        for buffer, new in zip(layer.sampled, (keys, values), strict=True):
+            buffer[:, :, :, layer.length : end] = new.view(prompts, n, heads, steps, size).transpose(1, 2)
+        layer.length = end
+        return layer
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor,
+        layer_idx: int,
+        scale: float,
+    ) -> torch.Tensor:
+        """``softmax(q kᵀ · scale + bias) v`` over every row's prompt and sampled tokens, as the
+        model's attention computes it, with each prompt's keys and values read once for its rows.
+        q, k, v: (rows, nh, T, hs); bias: (rows|1, nh, T, past + T), whose prompt part is the same
+        for a prompt's rows (its padding and the positions). Returns (rows, nh, T, hs)."""
+        layer = self._store(k, v, layer_idx)
+        if not layer.expanded:  # the prompts themselves
+            assert layer.prompt is not None
+            keys, values = layer.prompt
+            weights = torch.softmax((q @ keys.transpose(-2, -1)) * scale + bias, dim=-1)
+            return weights @ values
+        assert layer.prompt is not None
+        assert layer.sampled is not None
+        prompt_keys, prompt_values = layer.prompt  # (B, nh, W, hs)
+        sampled_keys = layer.sampled[0][:, :, :, : layer.length]  # (B, nh, n, t, hs)
+        sampled_values = layer.sampled[1][:, :, :, : layer.length]
+        rows, heads, steps, size = q.shape
+        prompts, n, width = prompt_keys.shape[0], layer.repeats, prompt_keys.shape[2]
+        # Everything by prompt: (B, nh, n, T, ·). The bias's prompt part from each prompt's first row.
+        grouped_q = (q * scale).view(prompts, n, heads, steps, size).transpose(1, 2)  # (B, nh, n, T, hs)
+        if bias.shape[0] == 1:
+            bias_prompt = bias[:, :, None, :, :width]  # (1, nh, 1, T, W)
+            bias_sampled = bias[:, :, None, :, width:]  # (1, nh, 1, T, t)
+        else:
+            by_prompt = bias.view(prompts, n, heads, steps, -1).transpose(1, 2)  # (B, nh, n, T, W + t)
+            bias_prompt = by_prompt[:, :, :1, :, :width]  # (B, nh, 1, T, W)
+            bias_sampled = by_prompt[:, :, :, :, width:]  # (B, nh, n, T, t)
+        on_prompt = grouped_q.reshape(prompts, heads, n * steps, size) @ prompt_keys.transpose(-2, -1)
+        on_prompt = on_prompt.view(prompts, heads, n, steps, width) + bias_prompt  # (B, nh, n, T, W)
+        on_sampled = grouped_q @ sampled_keys.transpose(-2, -1) + bias_sampled  # (B, nh, n, T, t)
+        # One softmax over both parts, without joining them.
+        top = torch.maximum(on_prompt.amax(-1, keepdim=True), on_sampled.amax(-1, keepdim=True))
+        on_prompt = (on_prompt - top).exp_()
+        on_sampled = (on_sampled - top).exp_()
+        total = on_prompt.sum(-1, keepdim=True) + on_sampled.sum(-1, keepdim=True)  # (B, nh, n, T, 1)
+        from_prompt = on_prompt.view(prompts, heads, n * steps, width) @ prompt_values  # (B, nh, n*T, hs)
+        y = (from_prompt.view(prompts, heads, n, steps, size) + on_sampled @ sampled_values) / total
+        return y.transpose(1, 2).reshape(rows, heads, steps, size)  # (B*n, nh, T, hs)
+
+
 class Scorer:
     """A model with its tokenizer, ready to sample and score (``model.eval()``)."""
 
@@ -163,24 +318,54 @@ class Scorer:
     @torch.no_grad()
     def sample(
         self, prompt: Sequence[int], settings: Settings, generator: torch.Generator | None = None
-    ) -> tuple[list[Candidate], DynamicCache, int]:
-        """``settings.candidates`` responses to ``prompt``; the cache holds prompt + responses."""
+    ) -> tuple[list[Candidate], SharedPromptCache, int]:
+        """``settings.candidates`` responses to ``prompt``; the cache holds prompt + responses.
+        One context of ``sample_batch``: the same code answers one context or many."""
+        sampled = self.sample_batch([prompt], settings, generator)
+        return sampled.candidates[0], sampled.cache, sampled.prompt_length
+
+    @torch.no_grad()
+    def sample_batch(
+        self, prompts: Sequence[Sequence[int]], settings: Settings, generator: torch.Generator | None = None
+    ) -> Sampled:
+        """``settings.candidates`` responses to each of ``prompts``, all in one batch.
+
+        The prompts are padded on the left to the longest (masked: a row never attends to its
+        padding; position bias is relative, so padding does not move a token), encoded once, and
+        each prompt's cache is copied to its ``n`` rows; every row then samples top-k as ``sample``
+        does, until every row of the batch has ended or ``max_new_tokens``. One prompt has no
+        padding and no mask: exactly the one-context path. Row ``b * n + i`` is candidate ``i``
+        of prompt ``b``."""
         n = settings.candidates
-        prompt_ids = torch.tensor([list(prompt)[-settings.max_prompt_tokens :]])
-        cache = DynamicCache(config=self.model.config)
-        logits = self.model(prompt_ids, cache=cache).logits[:, -1].float()  # (1, V)
+        rows = [list(prompt)[-settings.max_prompt_tokens :] for prompt in prompts]
+        if not rows:
+            raise ValueError("no prompt to sample from")
+        width = max(len(row) for row in rows)
+        prompt_ids = torch.full((len(rows), width), self.pad, dtype=torch.long)  # (B, W)
+        padded = any(len(row) < width for row in rows)
+        prompt_mask = torch.zeros((len(rows), width), dtype=torch.long) if padded else None  # (B, W)
+        for b, row in enumerate(rows):
+            prompt_ids[b, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            if prompt_mask is not None:
+                prompt_mask[b, width - len(row) :] = 1
+        cache = SharedPromptCache(settings.max_new_tokens, self.model.config.num_hidden_layers)
+        out = self.model(prompt_ids, cache=cache, attention_mask=prompt_mask)
+        logits = out.logits[:, -1].float()  # (B, V)
         cache.batch_repeat_interleave(n)
-        logits = logits.expand(n, -1)
-        log_likelihood = torch.zeros(n)
-        lengths = torch.zeros(n, dtype=torch.long)
-        finished = torch.zeros(n, dtype=torch.bool)
+        logits = logits.repeat_interleave(n, dim=0)  # (B*n, V)
+        row_mask = None if prompt_mask is None else prompt_mask.repeat_interleave(n, dim=0)  # (B*n, W)
+        prompt_rows = row_mask
+        total = logits.shape[0]
+        log_likelihood = torch.zeros(total)
+        lengths = torch.zeros(total, dtype=torch.long)
+        finished = torch.zeros(total, dtype=torch.bool)
         sampled: list[torch.Tensor] = []
         fed = 0  # how many sampled steps are in the cache
         for _ in range(settings.max_new_tokens):
-            log_probs = torch.log_softmax(logits, dim=-1)  # (n, V)
-            top_values, top_ids = logits.topk(min(settings.top_k, logits.shape[-1]), dim=-1)  # (n, k)
-            pick = torch.multinomial(torch.softmax(top_values, dim=-1), 1, generator=generator)  # (n, 1)
-            token = top_ids.gather(1, pick).squeeze(1)  # (n,)
+            log_probs = torch.log_softmax(logits, dim=-1)  # (B*n, V)
+            top_values, top_ids = logits.topk(min(settings.top_k, logits.shape[-1]), dim=-1)  # (B*n, k)
+            pick = torch.multinomial(torch.softmax(top_values, dim=-1), 1, generator=generator)  # (B*n, 1)
+            token = top_ids.gather(1, pick).squeeze(1)  # (B*n,)
             token = torch.where(finished, torch.full_like(token, self.pad), token)
             log_likelihood += torch.where(finished, 0.0, log_probs.gather(1, token[:, None]).squeeze(1))
             ended = ~finished & (token == self.eos)
@@ -189,33 +374,52 @@ class Scorer:
             sampled.append(token)
             if finished.all():
                 break
-            logits = self.model(token[:, None], cache=cache).logits[:, -1].float()
+            row_mask = self._extend(row_mask)
+            logits = self.model(token[:, None], cache=cache, attention_mask=row_mask).logits[:, -1].float()
             fed += 1
         if fed < len(sampled):  # rows cut at max_new_tokens: put their last token in the cache too
-            self.model(sampled[-1][:, None], cache=cache)
-        steps = torch.stack(sampled, dim=1) if sampled else torch.zeros((n, 0), dtype=torch.long)  # (n, S)
-        candidates = []
-        for row in range(n):
-            ids = steps[row, : lengths[row]].tolist()
-            candidates.append(
-                Candidate(
-                    index=row,
-                    text=decode(self.tokenizer, ids),
-                    ids=ids,
-                    length=int(lengths[row]),
-                    finished=bool(finished[row]),
-                    log_likelihood=float(log_likelihood[row]),
+            self.model(sampled[-1][:, None], cache=cache, attention_mask=self._extend(row_mask))
+        # (B*n, S)
+        steps = torch.stack(sampled, dim=1) if sampled else torch.zeros((total, 0), dtype=torch.long)
+        groups: list[list[Candidate]] = []
+        for b in range(len(rows)):
+            group = []
+            for i in range(n):
+                row = b * n + i
+                ids = steps[row, : lengths[row]].tolist()
+                group.append(
+                    Candidate(
+                        index=i,
+                        text=decode(self.tokenizer, ids),
+                        ids=ids,
+                        length=int(lengths[row]),
+                        finished=bool(finished[row]),
+                        log_likelihood=float(log_likelihood[row]),
+                    )
                 )
-            )
-        return candidates, cache, prompt_ids.shape[1]
+            groups.append(group)
+        return Sampled(groups, cache, width, prompt_rows)
+
+    @staticmethod
+    def _extend(mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The attention mask with one more position, seen by its row (a new token)."""
+        if mask is None:
+            return None
+        return torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
 
     # --- scoring ----------------------------------------------------------------------------
 
     @torch.no_grad()
     def score_with_cache(
-        self, cache: DynamicCache, prompt_length: int, lengths: Sequence[int], attributes: Sequence[str]
+        self,
+        cache: DynamicCache | SharedPromptCache,
+        prompt_length: int,
+        lengths: Sequence[int],
+        attributes: Sequence[str],
+        prompt_mask: torch.Tensor | None = None,
     ) -> dict[str, list[float]]:
-        """P(attribute = 1) of each row, reusing the sampling cache (one token per attribute).
+        """P(attribute = 1) of each row, reusing the sampling cache (one token per attribute);
+        ``prompt_mask`` (rows, prompt_length) is a batch's left padding (``Sampled.prompt_mask``).
 
         The cache is read, never changed: each layer's keys and values are copied once into a
         buffer with one free position, where every attribute's one-token forward puts its own."""
@@ -223,6 +427,8 @@ class Scorer:
         ends = torch.tensor([prompt_length + length for length in lengths])  # (n,)
         positions = torch.arange(total + 1)[None, :]  # (1, total + 1)
         mask = ((positions < ends[:, None]) | (positions == total)).long()  # (n, total + 1)
+        if prompt_mask is not None:
+            mask[:, :prompt_length] *= prompt_mask  # a row's padding stays unseen
         slot = _OneFreePosition(cache)
         out: dict[str, list[float]] = {}
         for name in attributes:
@@ -264,16 +470,78 @@ class Scorer:
     def respond(
         self, context: Sequence[tuple[str, str]], settings: Settings | None = None, seed: int | None = None
     ) -> Answer:
+        """Sample-and-rank one context: ``respond_batch`` of one (no padding)."""
+        return self.respond_batch([context], settings, seed)[0]
+
+    def respond_batch(
+        self,
+        contexts: Sequence[Sequence[tuple[str, str]]],
+        settings: Settings | None = None,
+        seed: int | None = None,
+    ) -> list[Answer]:
+        """Sample-and-rank several contexts at once (``sample_batch``): each context's candidates
+        are scored (with discriminators) and ranked exactly as one context's are; the answers in
+        the contexts' order. With ``seed`` the same contexts give the same answers."""
         settings = settings or Settings()
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        candidates, cache, prompt_length = self.sample(self.prompt(context), settings, generator)
+        sampled = self.sample_batch([self.prompt(context) for context in contexts], settings, generator)
         if self.discriminators:
+            rows = [candidate for group in sampled.candidates for candidate in group]
             scores = self.score_with_cache(
-                cache, prompt_length, [c.length for c in candidates], RANKED_ATTRIBUTES
+                sampled.cache,
+                sampled.prompt_length,
+                [c.length for c in rows],
+                RANKED_ATTRIBUTES,
+                prompt_mask=sampled.prompt_mask,
             )
-            for candidate in candidates:
-                candidate.scores = {name: scores[name][candidate.index] for name in RANKED_ATTRIBUTES}
-        return rank(candidates, discriminators=self.discriminators, settings=settings)
+            for row, candidate in enumerate(rows):
+                candidate.scores = {name: scores[name][row] for name in RANKED_ATTRIBUTES}
+        return [
+            rank(group, discriminators=self.discriminators, settings=settings) for group in sampled.candidates
+        ]
+
+    # --- likelihood of given responses --------------------------------------------------------
+
+    @torch.no_grad()
+    def response_log_likelihoods(
+        self,
+        pairs: Sequence[tuple[Sequence[tuple[str, str]], str]],
+        *,
+        max_tokens: int = 512,
+        batch_tokens: int = 4096,
+    ) -> list[float]:
+        """The mean token log-likelihood of each ``(context, response)``'s response (its tokens and
+        ``<eos>``) after its context, rendered as a generative example (``formats.generative``);
+        a long example loses its context from the left, never its response. Batched right-padded
+        (a causal model never sees the padding after a row), at most ``batch_tokens`` a batch."""
+        examples = []
+        for context, response in pairs:
+            example = formats.generative(self.tokenizer, context, response)
+            examples.append((example.ids[-max_tokens:], example.loss_mask[-max_tokens:]))
+        out = [0.0] * len(examples)
+        order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and (end - start + 1) * len(examples[order[end]][0]) <= batch_tokens:
+                end += 1
+            chunk = order[start:end]
+            width = len(examples[chunk[-1]][0])
+            ids = torch.full((len(chunk), width), self.pad, dtype=torch.long)  # (b, T)
+            loss = torch.zeros((len(chunk), width), dtype=torch.bool)  # (b, T): predicted here
+            for row, index in enumerate(chunk):
+                row_ids, row_mask = examples[index]
+                ids[row, : len(row_ids)] = torch.tensor(row_ids, dtype=torch.long)
+                loss[row, : len(row_mask)] = torch.tensor(row_mask, dtype=torch.bool)
+            logits = self.model(ids, use_cache=False).logits.float()  # (b, T, V)
+            # Position t predicts token t + 1.
+            log_probs = torch.log_softmax(logits[:, :-1], dim=-1).gather(2, ids[:, 1:, None]).squeeze(2)
+            targets = loss[:, 1:]  # (b, T - 1)
+            means = (log_probs * targets).sum(dim=1) / targets.sum(dim=1).clamp(min=1)
+            for row, index in enumerate(chunk):
+                out[index] = float(means[row])
+            start = end
+        return out
 
     # --- the research loop (METHOD.md §7) ----------------------------------------------------
 

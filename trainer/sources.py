@@ -28,6 +28,10 @@ while the caller writes (``_in_batches``).
   → ``User``, the base itself instead, and the item's rewrites are left out (counted). And a
   CORRECT discriminative example per sampled candidate the raters labelled, by the majority of
   those who labelled it (ties left out, counted).
+
+Held out of every dataset (``held_out_dialogs``): the dialogs of evaluation answers (source
+``evaluation``) and the dialogs evaluation contexts were cut from, with the items of their turns;
+the builds count them in the manifest (``skipped``).
 """
 
 from __future__ import annotations
@@ -36,11 +40,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from django.db.models import Exists, Model, OuterRef, QuerySet
+from django.db.models import Exists, Model, OuterRef, Q, QuerySet
 
 from annotation import rules, selectors
 from annotation.models import Campaign, Item, Rewrite
-from dialogs.models import Dialog, Turn
+from dialogs.evaluation_responses import EVALUATION_SOURCE
+from dialogs.models import Dialog, EvaluationContext, Turn
 from trainer.steps import Step
 
 PRETRAIN_CONTEXT_TURNS = 8
@@ -53,6 +58,7 @@ DISCRIMINATOR_ATTRIBUTES = {
 }
 QUALITY_SAFETY_CAMPAIGNS = (Campaign.Kind.SSI, Campaign.Kind.SAFETY, Campaign.Kind.GROUNDEDNESS_EVAL)
 GROUNDEDNESS_CAMPAIGNS = (Campaign.Kind.GROUNDEDNESS_REWRITE,)
+HELD_OUT = "held_out_for_evaluation"  # the manifest's count of sources left out for evaluation
 
 Context = list[tuple[str, str]]
 M = TypeVar("M", bound=Model)
@@ -116,17 +122,46 @@ def _response_key(item: Item) -> str:
     return f"turn:{item.turn_id}" if item.turn_id else f"key:{item.key}"
 
 
+# --- held out for evaluation ---------------------------------------------------------------------
+
+
+def held_out_dialogs() -> QuerySet[Dialog]:
+    """Dialogs no dataset trains on: evaluation answers (``EVALUATION_SOURCE``) and the dialogs
+    that evaluation contexts were cut from (``EvaluationContext.source_dialog``)."""
+    cut = EvaluationContext.objects.filter(source_dialog=OuterRef("pk"))
+    return Dialog.objects.filter(Q(source=EVALUATION_SOURCE) | Exists(cut))
+
+
+def without_held_out(items: QuerySet[Item]) -> QuerySet[Item]:
+    """``items`` less those whose turn is in a held-out dialog (items without a turn stay)."""
+    return items.exclude(turn__dialog__in=held_out_dialogs())
+
+
+def held_out_items(items: QuerySet[Item]) -> QuerySet[Item]:
+    """The ``items`` whose turn is in a held-out dialog."""
+    return items.filter(turn__dialog__in=held_out_dialogs())
+
+
 # --- pretrain -----------------------------------------------------------------------------------
 
 
-def pretrain_dialogs(purposes: Sequence[str] = (), model_versions: Sequence[str] = ()) -> QuerySet[Dialog]:
-    """The dialogs of ``purposes`` (all when empty) that have a turn written by one of
-    ``model_versions`` (when given)."""
+def _dialogs(purposes: Sequence[str], model_versions: Sequence[str]) -> QuerySet[Dialog]:
     dialogs = Dialog.objects.order_by("pk")
     if model_versions:
         written = Turn.objects.filter(dialog=OuterRef("pk"), model_version__in=model_versions)
         dialogs = dialogs.filter(Exists(written))
     return dialogs.filter(purpose__in=purposes) if purposes else dialogs
+
+
+def pretrain_dialogs(purposes: Sequence[str] = (), model_versions: Sequence[str] = ()) -> QuerySet[Dialog]:
+    """The dialogs of ``purposes`` (all when empty) that have a turn written by one of
+    ``model_versions`` (when given), less the held-out ones (``held_out_dialogs``)."""
+    return _dialogs(purposes, model_versions).exclude(pk__in=held_out_dialogs().values("pk"))
+
+
+def pretrain_held_out(purposes: Sequence[str] = (), model_versions: Sequence[str] = ()) -> int:
+    """How many dialogs ``pretrain_dialogs`` leaves out for evaluation."""
+    return _dialogs(purposes, model_versions).filter(pk__in=held_out_dialogs().values("pk")).count()
 
 
 def pretrain_texts(purposes: Sequence[str] = ()) -> Iterator[str]:
@@ -164,7 +199,7 @@ def quality_safety_unsafe(campaigns: Sequence[Campaign]) -> set[str]:
 
 def quality_safety_sources(campaigns: Sequence[Campaign]) -> Iterator[Source]:
     unsafe = quality_safety_unsafe(campaigns)
-    for item in _in_batches(selectors.labelled_items(campaigns=campaigns), 1000):
+    for item in _in_batches(without_held_out(selectors.labelled_items(campaigns=campaigns)), 1000):
         labels = {label.attribute: label for label in item.labels.all()}
         context = _context(item.context)
         examples = [
@@ -192,7 +227,7 @@ def quality_safety_sources(campaigns: Sequence[Campaign]) -> Iterator[Source]:
 
 
 def groundedness_sources(campaigns: Sequence[Campaign]) -> Iterator[Source]:
-    for item in _in_batches(selectors.rewritten_items(campaigns=campaigns), 200):
+    for item in _in_batches(without_held_out(selectors.rewritten_items(campaigns=campaigns)), 200):
         context = _context(item.context)
         base = groundedness_base(item)
         no_research = groundedness_needs_no_research(item)

@@ -19,7 +19,7 @@ from dialogs.services import turn_add
 from groundwork.roles import Role
 from tests.annotation.helpers import ssi_campaign
 from tests.factories import dialog_with_turns
-from trainer.models import DatasetVersion, ModelVersion, TrainingJob
+from trainer.models import DatasetVersion, Evaluation, ModelVersion, TrainingJob
 
 ANON = "anonymous"
 WHO = [ANON, Role.CROWDWORKER, Role.ADMIN, Role.RESEARCHER]
@@ -221,6 +221,15 @@ CASES = [
     Case("api:model-version-list", "get", page(401, 403, 200, 200)),
     Case("api:model-version-detail", "get", page(401, 403, 200, 200), lambda o: {"pk": o["model"]}),
     Case("api:model-version-serve", "post", page(401, 403, 403, 200), lambda o: {"pk": o["model"]}),
+    # Evaluations: admins watch them; only researchers evaluate a model version.
+    Case("api:evaluation-list", "get", page(401, 403, 200, 200)),
+    Case(
+        "api:evaluation-list",
+        "post",
+        page(401, 403, 403, 202),
+        data=lambda o: {"evaluation_set": o["evaluation_set"], "model_version": "matrix-model"},
+    ),
+    Case("api:evaluation-detail", "get", page(401, 403, 200, 200), lambda o: {"pk": o["evaluation"]}),
 ]
 
 
@@ -253,6 +262,7 @@ def objects(db: None, settings: Any, tmp_path: Any, users: dict[Any, Any]) -> di
     evaluation_set_lock(evaluation_set=evaluation_set)
     job = TrainingJob.objects.create(kind=TrainingJob.Kind.PRETRAIN, total_steps=5)
     job.datasets.set([dataset])
+    evaluation = Evaluation.objects.create(evaluation_set=evaluation_set, model_version=model, total=1)
     return {
         "dialog": dialog.external_id,
         "export": export.pk,
@@ -264,6 +274,7 @@ def objects(db: None, settings: Any, tmp_path: Any, users: dict[Any, Any]) -> di
         "chat": chat.pk,
         "chat_turn": chat_turn.pk,
         "evaluation_set": evaluation_set.pk,
+        "evaluation": evaluation.pk,
     }
 
 

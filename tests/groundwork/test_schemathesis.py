@@ -51,7 +51,7 @@ from groundwork.roles import Role
 from tests.annotation.helpers import ssi_campaign
 from tests.factories import UserFactory
 from tests.trainer.helpers import tiny_model
-from trainer.models import DatasetVersion, TrainingJob
+from trainer.models import DatasetVersion, Evaluation, TrainingJob
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "10"))
 SEED = int(os.environ.get("FUZZ_SEED", "1"))
@@ -134,6 +134,7 @@ def staff_data(user: Any) -> RealObjects:
         name="fuzz", dialogs=Dialog.objects.filter(external_id__startswith="fuzz-")
     ).evaluation_set
     evaluation_sets.evaluation_set_lock(evaluation_set=evaluation_set)
+    evaluation = Evaluation.objects.create(evaluation_set=evaluation_set, model_version=model, total=1)
     return RealObjects(
         path={
             "/api/v1/campaigns/{campaign_id}/consensus": [{"campaign_id": campaign.pk}],
@@ -155,10 +156,12 @@ def staff_data(user: Any) -> RealObjects:
             "/api/v1/training-jobs/{id}/cancel/": [{"id": job.pk}],
             "/api/v1/models/{id}/": [{"id": model.pk}],
             "/api/v1/models/{id}/serve/": [{"id": model.pk}],
+            "/api/v1/evaluations/{id}/": [{"id": evaluation.pk}],
         },
         query={
             "/api/v1/dialogs/": [{"purpose": "pretrain"}, {"source": "factory"}],
             "/api/v1/evaluation-sets/": [{"name": "fuzz"}],
+            "/api/v1/evaluations/": [{"evaluation_set": evaluation_set.pk, "model_version": model.name}],
         },
     )
 

@@ -20,6 +20,7 @@ from django.conf import settings
 
 from annotation.models import Judgment
 from annotation.services.assignments import assignment_lease_next
+from dialogs.evaluation_sets import evaluation_set_import, parse_objects
 from dialogs.models import DialogExport, Turn
 from groundwork.accounts import api_token_for
 from groundwork.roles import Role
@@ -28,7 +29,7 @@ from tests.conftest import database_url
 from tests.factories import UserFactory
 from tests.load.helpers import call, free_port, is_up, stop_group, wait_until
 from toolset.models import Document
-from trainer.models import DatasetVersion, TrainingJob
+from trainer.models import DatasetVersion, Evaluation, ModelVersion, TrainingJob
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -138,6 +139,9 @@ def test_work_that_cannot_be_queued_is_refused_and_leaves_nothing(server: str, b
     status, chat = call(server, token[Role.CROWDWORKER], "POST", "/api/v1/chats/", {"purpose": "quality"})
     assert status == 201, chat
     ready = DatasetVersion.objects.create(kind="pretrain", status="ready", tokenizer_sha256="t" * 64)
+    ModelVersion.objects.create(name="down-model", directory="models/down", tokenizer_sha256="t" * 64)
+    contexts = [{"id": "c1", "purpose": "quality", "context": [{"speaker": "user", "text": "Hello"}]}]
+    evaluation_set = evaluation_set_import(name="down", records=parse_objects(contexts)).evaluation_set
     broker.stop()
 
     assert call(server, None, "GET", "/healthz")[0] == 503
@@ -165,6 +169,13 @@ def test_work_that_cannot_be_queued_is_refused_and_leaves_nothing(server: str, b
             "/api/v1/toolset/documents",
             [{"id": "1", "url": "https://example.org/owls", "title": "Owls", "text": "Owls are birds."}],
         ),
+        "evaluation": call(
+            server,
+            token[Role.RESEARCHER],
+            "POST",
+            "/api/v1/evaluations/",
+            {"evaluation_set": evaluation_set.pk, "model_version": "down-model"},
+        ),
     }
     for what, (status, body) in refused.items():
         assert status == 503, (what, body)
@@ -174,6 +185,7 @@ def test_work_that_cannot_be_queued_is_refused_and_leaves_nothing(server: str, b
     assert DialogExport.objects.count() == 0
     assert TrainingJob.objects.count() == 0
     assert Document.objects.count() == 0
+    assert Evaluation.objects.count() == 0
     assert Turn.objects.filter(dialog__chat__pk=chat["id"]).count() == 0
     assert call(server, token[Role.CROWDWORKER], "GET", f"/api/v1/chats/{chat['id']}/")[1]["waiting"] is False
 

@@ -534,8 +534,9 @@ def test_the_model_page_shows_its_lineage_and_metrics(client, users, artifacts) 
 
 # The session and the user (2), the user's permissions (2) and groups, the content type, the version
 # with its parent and job (twice: the page and the form), the ancestors, the jobs' datasets and
-# their campaigns, the version's evaluations with their sets.
-MODEL_PAGE_QUERIES = 12
+# their campaigns, the version's evaluations with their sets, and the evaluation sets of the
+# "Evaluate" form.
+MODEL_PAGE_QUERIES = 13
 
 
 @pytest.mark.parametrize("length", [2, 8])

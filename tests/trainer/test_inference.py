@@ -192,8 +192,10 @@ class AlwaysUnsafe(sampling.Scorer):
     """A scorer whose UNSAFE discriminator says ``<1>`` for every response (the others are the
     model's own): every candidate is predicted unsafe."""
 
-    def score_with_cache(self, cache: Any, prompt_length: int, lengths: Any, attributes: Any) -> dict:
-        scores = super().score_with_cache(cache, prompt_length, lengths, attributes)
+    def score_with_cache(
+        self, cache: Any, prompt_length: int, lengths: Any, attributes: Any, prompt_mask: Any = None
+    ) -> dict:
+        scores = super().score_with_cache(cache, prompt_length, lengths, attributes, prompt_mask)
         if "UNSAFE" in scores:
             scores["UNSAFE"] = [1.0] * len(lengths)
         return scores

@@ -171,7 +171,7 @@ class FixedScorer(sampling.Scorer):
         super().__init__(base.model, base.tokenizer, discriminators=True)
         self.table = table
 
-    def score_with_cache(self, cache, prompt_length, lengths, attributes):  # type: ignore[override]
+    def score_with_cache(self, cache, prompt_length, lengths, attributes, prompt_mask=None):  # type: ignore[override]
         return {name: self.table[name][: len(lengths)] for name in attributes}
 
 

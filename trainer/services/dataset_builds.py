@@ -141,18 +141,28 @@ def dataset_recover() -> list[DatasetVersion]:
 
 def _dataset_sources(
     dataset: DatasetVersion, campaigns: list[Campaign]
-) -> tuple[int, Iterable[sources.Source]]:
-    """How many sources the dataset is made of (its progress bar's end), and the sources."""
+) -> tuple[int, Iterable[sources.Source], int]:
+    """How many sources the dataset is made of (its progress bar's end), the sources, and how many
+    were held out for evaluation (``sources.held_out_dialogs``)."""
     purposes = dataset.filters.get("purposes") or ()
     if dataset.kind in FROM_DIALOGS:
         model_versions = dataset.filters.get("model_versions") or ()
         dialogs = sources.pretrain_dialogs(purposes, model_versions)
-        return dialogs.count(), sources.pretrain_sources(purposes, model_versions)
+        held_out = sources.pretrain_held_out(purposes, model_versions)
+        return dialogs.count(), sources.pretrain_sources(purposes, model_versions), held_out
     if dataset.kind == DatasetVersion.Kind.QUALITY_SAFETY:
         labelled = annotation_selectors.labelled_items(campaigns=campaigns)
-        return labelled.count(), sources.quality_safety_sources(campaigns)
+        return (
+            sources.without_held_out(labelled).count(),
+            sources.quality_safety_sources(campaigns),
+            sources.held_out_items(labelled).count(),
+        )
     rewritten = annotation_selectors.rewritten_items(campaigns=campaigns)
-    return rewritten.count(), sources.groundedness_sources(campaigns)
+    return (
+        sources.without_held_out(rewritten).count(),
+        sources.groundedness_sources(campaigns),
+        sources.held_out_items(rewritten).count(),
+    )
 
 
 def _render(tokenizer: Any, pending: sources.Pending) -> formats.Example:
@@ -225,11 +235,11 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
     # Incomplete items (fewer judgments than their campaign's raters) have no labels, so they give no
     # quality_safety examples: counted per source campaign in the manifest.
     completeness = annotation_selectors.campaigns_completeness(campaigns=campaigns)
-    total, units = _dataset_sources(dataset, campaigns)
+    total, units, held_out = _dataset_sources(dataset, campaigns)
     DatasetVersion.objects.filter(pk=dataset.pk).update(total=total)
     counts: dict[str, dict[str, int]] = {split: {} for split in records.SPLITS}
     balance: dict[str, dict[str, int]] = {}
-    skipped = {"sources_without_examples": 0}
+    skipped = {"sources_without_examples": 0, sources.HELD_OUT: held_out}
     done = 0
     tick = _throttled(
         PROGRESS_EVERY_SECONDS, lambda: DatasetVersion.objects.filter(pk=dataset.pk).update(done=done)

@@ -1,8 +1,10 @@
-"""Which worker process holds a dataset build or a training job, and whether it still lives.
+"""Which worker process holds a dataset build, a training job or an evaluation, and whether it
+still lives.
 
 A worker that claims a row writes itself (``host:pid``) and a heartbeat into it; a row whose
 heartbeat is older than ``TRAINING_STALE_SECONDS``, or whose process is gone from this host, is
-lost, and the recovery of ``dataset_builds`` and ``training_jobs`` takes it over.
+lost, and the recovery of ``dataset_builds``, ``training_jobs`` and ``evaluation_runs`` takes it
+over.
 """
 
 from __future__ import annotations
@@ -18,16 +20,16 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from trainer.models import DatasetVersion, TrainingJob
+from trainer.models import DatasetVersion, Evaluation, TrainingJob
 
 
 def this_worker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def worker_alive(job: TrainingJob | DatasetVersion) -> bool:
-    """Whether the process that claimed ``job`` (a training job or a dataset build) still runs
-    it: a fresh heartbeat and, when it ran on this host, a live process id."""
+def worker_alive(job: TrainingJob | DatasetVersion | Evaluation) -> bool:
+    """Whether the process that claimed ``job`` (a training job, a dataset build, an evaluation)
+    still runs it: a fresh heartbeat and, when it ran on this host, a live process id."""
     if job.heartbeat_at is None or job.heartbeat_at < timezone.now() - timedelta(
         seconds=settings.TRAINING_STALE_SECONDS
     ):
@@ -44,7 +46,7 @@ def worker_alive(job: TrainingJob | DatasetVersion) -> bool:
 
 
 @contextmanager
-def heartbeat(model: type[DatasetVersion], pk: int) -> Iterator[None]:
+def heartbeat(model: type[DatasetVersion | Evaluation], pk: int) -> Iterator[None]:
     """While the block runs, a thread marks the row alive (``heartbeat_at``) a few times per
     ``TRAINING_STALE_SECONDS``, whatever the block is doing (training a tokenizer, scoring)."""
     stop = threading.Event()

@@ -7,8 +7,14 @@ from django.core.management.base import BaseCommand
 
 from groundwork.accounts import demo_logins_ensure
 
-# Each app loads its own demo data; called by name so that this package imports no app.
-DEMO_COMMANDS = ["load_demo_dialogs", "load_demo_campaigns", "load_demo_documents"]
+# Each app loads its own demo data; called by name so that this package imports no app. The demo
+# evaluation set comes right after the dialogs: its dialogs are held out of every training dataset.
+DEMO_COMMANDS = [
+    "load_demo_dialogs",
+    "load_demo_evaluation_set",
+    "load_demo_campaigns",
+    "load_demo_documents",
+]
 
 
 class Command(BaseCommand):

@@ -1,0 +1,291 @@
+"""Running an evaluation, in a Celery worker (``trainer.tasks.evaluation_run_task``).
+
+``evaluation_run`` claims the evaluation (as dataset builds are claimed: worker, heartbeat,
+attempts) and has its model version answer every context of the set that it has not answered yet,
+so a run that was stopped resumes without answering a context twice. The answers are made exactly
+as chat answers are (``trainer.inference``: sample-and-rank with the same settings, discriminator
+ranking for a fine-tuned version, the research loop for a grounded one, the safe fallback reply
+when every candidate is unsafe), only several contexts per model call
+(``Scorer.respond_batch``): contexts sorted by prompt length, at most ``EVALUATION_BATCH_CONTEXTS``
+a batch and ``EVALUATION_BATCH_TOKENS`` rows × tokens. Each answer is stored with
+``dialogs.evaluation_responses.evaluation_response_add``, credited to the version, a batch's
+answers and its progress (``done``) in one transaction. Then the metrics measured without raters
+go into ``Evaluation.metrics``, and the set's responses go to its rating campaigns (annotation's
+``evaluation_responses_enqueue``).
+
+A run whose worker died is taken over: by the redelivered message (``_evaluation_claim``) or, when
+the whole worker died, by ``evaluation_recover`` when a worker starts; either way it resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.services.evaluations import evaluation_responses_enqueue
+from dialogs.evaluation_responses import EvaluationResponseExists, evaluation_response_add
+from dialogs.models import Candidate, EvaluationContext, EvaluationResponse, EvaluationSet
+from trainer import inference, sampling, selectors
+from trainer.models import Evaluation, ModelVersion, TrainingJob
+from trainer.services.evaluations import evaluation_enqueue
+from trainer.services.workers import heartbeat, this_worker, worker_alive
+
+logger = logging.getLogger(__name__)
+
+HITS_CANDIDATES = 20  # the true next turn and 19 others (held-out response ranking, Hits@1 of 20)
+
+
+def evaluation_run(
+    *, evaluation_id: int, batch_contexts: int | None = None, seed: int | None = None
+) -> Evaluation:
+    """Answer the evaluation's contexts not answered yet, measure, and mark it done (the worker's
+    task body). ``batch_contexts`` caps the contexts per model call (default
+    ``EVALUATION_BATCH_CONTEXTS``; 1: one context at a time); with ``seed``, the same contexts
+    answered in the same batches give the same answers. On any error the evaluation is ``failed``
+    with the cause (what was answered stays; a new request resumes it) and the error is raised."""
+    evaluation = _evaluation_claim(evaluation_id, this_worker())
+    if evaluation is None:
+        return Evaluation.objects.get(pk=evaluation_id)
+    try:
+        with heartbeat(Evaluation, evaluation.pk):
+            metrics = _evaluation_answer(evaluation, batch_contexts, seed)
+    except Exception as exc:
+        _evaluation_fail(evaluation, f"{type(exc).__name__}: {exc}")
+        raise
+    Evaluation.objects.filter(pk=evaluation.pk).update(
+        status=Evaluation.Status.DONE, metrics=metrics, finished_at=timezone.now()
+    )
+    evaluation.refresh_from_db()
+    logger.info("%s: done, %s", evaluation, metrics)
+    evaluation_responses_enqueue(evaluation_set=evaluation.evaluation_set)  # the set's rating campaigns
+    return evaluation
+
+
+def _evaluation_claim(evaluation_id: int, worker: str) -> Evaluation | None:
+    """Take the evaluation for ``worker``, or None when it must not run here: finished, run by a
+    live worker, or out of attempts (then failed with the cause). One left ``running`` by a worker
+    that died (a redelivered message) is taken over and resumed."""
+    with transaction.atomic():
+        evaluation = (
+            Evaluation.objects.select_for_update()
+            .select_related("evaluation_set", "model_version")
+            .get(pk=evaluation_id)
+        )
+        if evaluation.status in (Evaluation.Status.DONE, Evaluation.Status.FAILED):
+            return None
+        if evaluation.status == Evaluation.Status.RUNNING and worker_alive(evaluation):
+            return None  # a duplicate delivery: it runs elsewhere
+        if evaluation.attempts >= settings.TRAINING_MAX_ATTEMPTS:
+            _evaluation_fail(
+                evaluation,
+                f"the worker running it ({evaluation.worker}) died {evaluation.attempts} time(s); "
+                f"giving up after {settings.TRAINING_MAX_ATTEMPTS} attempts",
+            )
+            return None
+        evaluation.status = Evaluation.Status.RUNNING
+        evaluation.worker, evaluation.heartbeat_at = worker, timezone.now()
+        evaluation.attempts += 1
+        evaluation.save(update_fields=["status", "worker", "heartbeat_at", "attempts"])
+        return evaluation
+
+
+def _evaluation_fail(evaluation: Evaluation, error: str) -> None:
+    Evaluation.objects.filter(pk=evaluation.pk).update(
+        status=Evaluation.Status.FAILED, error=error, finished_at=timezone.now()
+    )
+
+
+def evaluation_failed(*, evaluation_id: int, error: str) -> None:
+    """Mark an evaluation whose task raised as failed with the cause, unless it ended meanwhile
+    (the safety net of ``evaluation_run_task``: ``evaluation_run`` records its own failures)."""
+    Evaluation.objects.filter(
+        pk=evaluation_id, status__in=[Evaluation.Status.PENDING, Evaluation.Status.RUNNING]
+    ).update(status=Evaluation.Status.FAILED, error=error, finished_at=timezone.now())
+
+
+def evaluation_recover() -> list[Evaluation]:
+    """Evaluations marked running whose worker is gone: queued again (they resume) or failed when
+    out of attempts. Run when a worker starts, as ``dataset_recover``."""
+    recovered = []
+    running = Evaluation.objects.filter(status=Evaluation.Status.RUNNING)
+    for evaluation_id in running.values_list("pk", flat=True):
+        with transaction.atomic():
+            evaluation = Evaluation.objects.select_for_update().get(pk=evaluation_id)
+            if evaluation.status != Evaluation.Status.RUNNING or worker_alive(evaluation):
+                continue
+            if evaluation.attempts >= settings.TRAINING_MAX_ATTEMPTS:
+                _evaluation_fail(
+                    evaluation, f"the worker running it ({evaluation.worker}) was lost; out of attempts"
+                )
+            else:
+                evaluation.status, evaluation.worker = Evaluation.Status.PENDING, ""
+                evaluation.save(update_fields=["status", "worker"])
+                evaluation_enqueue(evaluation)
+            recovered.append(evaluation)
+    return recovered
+
+
+# --- answering ----------------------------------------------------------------------------------
+
+
+def context_of(context: EvaluationContext) -> list[tuple[str, str]]:
+    """What the model reads for an evaluation context: its role's preamble, then its turns."""
+    turns = [(str(t["speaker"]), str(t["text"])) for t in context.turns]
+    return inference.model_context(turns, context.role)
+
+
+def batches(
+    lengths: Sequence[int], *, most: int, budget: int, settings: sampling.Settings
+) -> Iterator[list[int]]:
+    """Indexes into ``lengths`` (prompt tokens, ascending) in batches of at most ``most``
+    contexts whose rows (``candidates`` per context, each prompt + ``max_new_tokens`` wide, the
+    widest prompt of the batch) hold at most ``budget`` tokens; always at least one context."""
+    batch: list[int] = []
+    for index, length in enumerate(lengths):
+        width = min(length, settings.max_prompt_tokens) + settings.max_new_tokens
+        if batch and (len(batch) >= most or (len(batch) + 1) * settings.candidates * width > budget):
+            yield batch
+            batch = []
+        batch.append(index)
+    if batch:
+        yield batch
+
+
+def _evaluation_answer(
+    evaluation: Evaluation, batch_contexts: int | None, seed: int | None
+) -> dict[str, Any]:
+    version = evaluation.model_version
+    evaluation_set = evaluation.evaluation_set
+    scorer = inference.scorer_for(version)
+    grounded = TrainingJob.Kind.FINETUNE_GROUNDEDNESS in selectors.lineage_kinds(version)
+    sampling_settings = inference.sampling_settings()
+    contexts = list(evaluation_set.contexts.select_related("role").order_by("index"))
+    answered = set(_responses(evaluation_set, version).values_list("context_id", flat=True))
+    done = sum(1 for c in contexts if c.pk in answered)
+    Evaluation.objects.filter(pk=evaluation.pk).update(total=len(contexts), done=done)
+    # Contexts of like length share a batch (less padding): shortest prompt first.
+    most_tokens = sampling_settings.max_prompt_tokens
+    pending = sorted(
+        (
+            (min(len(scorer.prompt(model_context)), most_tokens), c.index, c, model_context)
+            for c, model_context in ((c, context_of(c)) for c in contexts if c.pk not in answered)
+        ),
+        key=lambda p: (p[0], p[1]),
+    )
+    lengths = [length for length, *_ in pending]
+    most = max(1, batch_contexts or settings.EVALUATION_BATCH_CONTEXTS)
+    started, answered_now = time.monotonic(), 0
+    for number, batch in enumerate(
+        batches(lengths, most=most, budget=settings.EVALUATION_BATCH_TOKENS, settings=sampling_settings)
+    ):
+        chosen = [(pending[i][2], pending[i][3]) for i in batch]
+        answers = scorer.respond_batch(
+            [model_context for _, model_context in chosen],
+            sampling_settings,
+            seed=None if seed is None else seed + number,
+        )
+        replies = [
+            (
+                context,
+                inference.reply_of(
+                    answer,
+                    scorer=scorer,
+                    context=model_context,
+                    version=version,
+                    grounded=grounded,
+                    session=f"evaluation-{evaluation.pk}-context-{context.pk}",
+                ),
+            )
+            for (context, model_context), answer in zip(chosen, answers, strict=True)
+        ]
+        # A batch's answers are stored together, with the progress: one commit a batch.
+        with transaction.atomic():
+            for context, reply in replies:
+                try:
+                    evaluation_response_add(
+                        context=context,
+                        responder=version.name,
+                        text=reply.text,
+                        base_text=reply.base_text,
+                        research=reply.research,
+                        candidates=reply.candidates,
+                        fallback=reply.fallback,
+                    )
+                except EvaluationResponseExists:
+                    logger.warning(
+                        "%s: context %s was answered meanwhile; kept", evaluation, context.external_id
+                    )
+            answered_now += len(replies)
+            done += len(replies)
+            Evaluation.objects.filter(pk=evaluation.pk).update(done=done, heartbeat_at=timezone.now())
+    seconds = time.monotonic() - started
+    previous = (evaluation.metrics or {}).get("contexts_per_second")
+    return {
+        "discriminators": _discriminator_means(evaluation_set, version) if scorer.discriminators else {},
+        **hits_at_1(contexts, scorer, seed_key=evaluation_set.sha256),
+        "validation_loss": ((version.metrics or {}).get("final") or {}).get("validation_loss"),
+        "contexts_per_second": round(answered_now / seconds, 4) if answered_now and seconds > 0 else previous,
+        "fallbacks": _responses(evaluation_set, version).exclude(turn__fallback="").count(),
+    }
+
+
+def _responses(evaluation_set: EvaluationSet, version: ModelVersion) -> Any:
+    return EvaluationResponse.objects.filter(context__evaluation_set=evaluation_set, responder=version.name)
+
+
+# --- metrics measured without raters ------------------------------------------------------------
+
+
+def _discriminator_means(evaluation_set: EvaluationSet, version: ModelVersion) -> dict[str, float]:
+    """Each ranked attribute's P(attribute = 1), as the version's discriminators predicted it for
+    the candidate it chose, averaged over its answers (a fallback reply chose none: not counted)."""
+    chosen = Candidate.objects.filter(
+        turn__evaluation_response__in=_responses(evaluation_set, version), chosen=True
+    ).values_list("scores", flat=True)
+    sums = dict.fromkeys(sampling.RANKED_ATTRIBUTES, 0.0)
+    count = 0
+    for scores in chosen.iterator(chunk_size=2000):
+        if all(f"P({name})" in scores for name in sums):
+            count += 1
+            for name in sums:
+                sums[name] += float(scores[f"P({name})"])
+    return {name: round(total / count, 4) for name, total in sums.items()} if count else {}
+
+
+def hits_at_1(
+    contexts: Sequence[EvaluationContext], scorer: sampling.Scorer, *, seed_key: str
+) -> dict[str, Any]:
+    """Held-out response ranking: for each context with a reference (its true next turn), the
+    reference and 19 others drawn from the other contexts' references (seeded by ``seed_key`` and
+    the context's id, so every version meets the same ones) are ranked by the model's mean token
+    log-likelihood of each after the context; Hits@1 is the share of contexts whose reference
+    ranks first (strictly above every other). With fewer than 20 different references each
+    context gets all the others; with fewer than 2, there is no figure (None)."""
+    with_reference = [c for c in contexts if c.reference.strip()]
+    pool = list(dict.fromkeys(c.reference for c in with_reference))
+    others = min(HITS_CANDIDATES, len(pool)) - 1
+    if others < 1:
+        return {"hits_at_1": None, "hits_candidates": 0, "hits_contexts": 0}
+    pairs = []
+    for context in with_reference:
+        rng = random.Random(f"{seed_key}:{context.external_id}")  # noqa: S311 - a draw, not a secret
+        drawn = rng.sample([r for r in pool if r != context.reference], others)
+        model_context = context_of(context)
+        pairs += [(model_context, response) for response in (context.reference, *drawn)]
+    scores = scorer.response_log_likelihoods(pairs)
+    size = others + 1
+    hits = sum(
+        1 for i in range(len(with_reference)) if scores[i * size] > max(scores[i * size + 1 : (i + 1) * size])
+    )
+    return {
+        "hits_at_1": round(hits / len(with_reference), 4),
+        "hits_candidates": size,
+        "hits_contexts": len(with_reference),
+    }
