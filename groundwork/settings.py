@@ -294,6 +294,8 @@ SPECTACULAR_SETTINGS = {
         "TrainingJobKindEnum": "trainer.models.TrainingJob.Kind",
         "ChatPurposeEnum": "annotation.models.ChatPurpose",
         "ChatStatusEnum": "annotation.models.Chat.Status",
+        # Dialog exports and evaluations: pending, running, done, failed.
+        "JobStatusEnum": "trainer.models.Evaluation.Status",
     },
 }
 

@@ -15,7 +15,7 @@ from django.urls import URLPattern, path, reverse
 
 from dialogs.models import EvaluationSet
 from groundwork.admin import progress_bar
-from trainer.admin import TrainerAdmin
+from trainer.admin_base import TrainerAdmin
 from trainer.charts import finite
 from trainer.forms import EvaluationForm
 from trainer.models import Evaluation, ModelVersion
