@@ -270,31 +270,85 @@ class SharedPromptCache:
             return weights @ values
         assert layer.prompt is not None
         assert layer.sampled is not None
-        prompt_keys, prompt_values = layer.prompt  # (B, nh, W, hs)
         sampled_keys = layer.sampled[0][:, :, :, : layer.length]  # (B, nh, n, t, hs)
         sampled_values = layer.sampled[1][:, :, :, : layer.length]
-        rows, heads, steps, size = q.shape
-        prompts, n, width = prompt_keys.shape[0], layer.repeats, prompt_keys.shape[2]
-        # Everything by prompt: (B, nh, n, T, ·). The bias's prompt part from each prompt's first row.
-        grouped_q = (q * scale).view(prompts, n, heads, steps, size).transpose(1, 2)  # (B, nh, n, T, hs)
-        if bias.shape[0] == 1:
-            bias_prompt = bias[:, :, None, :, :width]  # (1, nh, 1, T, W)
-            bias_sampled = bias[:, :, None, :, width:]  # (1, nh, 1, T, t)
-        else:
-            by_prompt = bias.view(prompts, n, heads, steps, -1).transpose(1, 2)  # (B, nh, n, T, W + t)
-            bias_prompt = by_prompt[:, :, :1, :, :width]  # (B, nh, 1, T, W)
-            bias_sampled = by_prompt[:, :, :, :, width:]  # (B, nh, n, T, t)
-        on_prompt = grouped_q.reshape(prompts, heads, n * steps, size) @ prompt_keys.transpose(-2, -1)
-        on_prompt = on_prompt.view(prompts, heads, n, steps, width) + bias_prompt  # (B, nh, n, T, W)
-        on_sampled = grouped_q @ sampled_keys.transpose(-2, -1) + bias_sampled  # (B, nh, n, T, t)
-        # One softmax over both parts, without joining them.
-        top = torch.maximum(on_prompt.amax(-1, keepdim=True), on_sampled.amax(-1, keepdim=True))
-        on_prompt = (on_prompt - top).exp_()
-        on_sampled = (on_sampled - top).exp_()
-        total = on_prompt.sum(-1, keepdim=True) + on_sampled.sum(-1, keepdim=True)  # (B, nh, n, T, 1)
-        from_prompt = on_prompt.view(prompts, heads, n * steps, width) @ prompt_values  # (B, nh, n*T, hs)
-        y = (from_prompt.view(prompts, heads, n, steps, size) + on_sampled @ sampled_values) / total
-        return y.transpose(1, 2).reshape(rows, heads, steps, size)  # (B*n, nh, T, hs)
+        return _attend_shared(q, layer.prompt, (sampled_keys, sampled_values), bias, scale)
+
+
+def _attend_shared(
+    q: torch.Tensor,
+    prompt: tuple[torch.Tensor, torch.Tensor],
+    sampled: tuple[torch.Tensor, torch.Tensor],
+    bias: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """``softmax(q kᵀ · scale + bias) v`` for rows that share their prompt's keys and values:
+    q (rows, nh, T, hs), rows = B prompts × n candidates; ``prompt`` keys and values (B, nh, W, hs),
+    read once for a prompt's rows; ``sampled`` the rows' own (B, nh, n, t, hs); bias (rows|1, nh,
+    T, W + t): each row's own (in scoring, rows of a prompt stand at different positions, so their
+    relative position bias to the prompt differs). Returns (rows, nh, T, hs)."""
+    prompt_keys, prompt_values = prompt
+    sampled_keys, sampled_values = sampled
+    rows, heads, steps, size = q.shape
+    prompts, width = prompt_keys.shape[0], prompt_keys.shape[2]
+    n = rows // prompts
+    # Everything by prompt: (B, nh, n, T, ·).
+    grouped_q = (q * scale).view(prompts, n, heads, steps, size).transpose(1, 2)  # (B, nh, n, T, hs)
+    if bias.shape[0] == 1:
+        bias_prompt = bias[:, :, None, :, :width]  # (1, nh, 1, T, W)
+        bias_sampled = bias[:, :, None, :, width:]  # (1, nh, 1, T, t)
+    else:
+        by_prompt = bias.view(prompts, n, heads, steps, -1).transpose(1, 2)  # (B, nh, n, T, W + t)
+        bias_prompt = by_prompt[:, :, :, :, :width]  # (B, nh, n, T, W)
+        bias_sampled = by_prompt[:, :, :, :, width:]  # (B, nh, n, T, t)
+    on_prompt = grouped_q.reshape(prompts, heads, n * steps, size) @ prompt_keys.transpose(-2, -1)
+    on_prompt = on_prompt.view(prompts, heads, n, steps, width) + bias_prompt  # (B, nh, n, T, W)
+    on_sampled = grouped_q @ sampled_keys.transpose(-2, -1) + bias_sampled  # (B, nh, n, T, t)
+    # One softmax over both parts, without joining them.
+    top = torch.maximum(on_prompt.amax(-1, keepdim=True), on_sampled.amax(-1, keepdim=True))
+    on_prompt = (on_prompt - top).exp_()
+    on_sampled = (on_sampled - top).exp_()
+    total = on_prompt.sum(-1, keepdim=True) + on_sampled.sum(-1, keepdim=True)  # (B, nh, n, T, 1)
+    from_prompt = on_prompt.view(prompts, heads, n * steps, width) @ prompt_values  # (B, nh, n*T, hs)
+    y = (from_prompt.view(prompts, heads, n, steps, size) + on_sampled @ sampled_values) / total
+    return y.transpose(1, 2).reshape(rows, heads, steps, size)  # (B*n, nh, T, hs)
+
+
+class _OneMoreToken:
+    """``_OneFreePosition`` for a ``SharedPromptCache``: each scoring forward's one token attends
+    to its row's prompt (read once per prompt, never copied to the rows), its sampled tokens and
+    itself, through the same shared attention as sampling; the cache is not changed."""
+
+    def __init__(self, cache: SharedPromptCache) -> None:
+        self.cache = cache
+        self.length = cache.get_seq_length()
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.length
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor,
+        layer_idx: int,
+        scale: float,
+    ) -> torch.Tensor:
+        layer = self.cache.layers[layer_idx]
+        assert layer.prompt is not None
+        prompts, n = layer.prompt[0].shape[0], layer.repeats
+        _, heads, _, size = k.shape
+        own = [
+            k.view(prompts, n, heads, 1, size).transpose(1, 2),
+            v.view(prompts, n, heads, 1, size).transpose(1, 2),
+        ]
+        if layer.sampled is not None:  # (B, nh, n, t, hs), then the token's own position
+            own = [
+                torch.cat([past[:, :, :, : layer.length], new], dim=3)
+                for past, new in zip(layer.sampled, own, strict=True)
+            ]
+        return _attend_shared(q, layer.prompt, (own[0], own[1]), bias, scale)
 
 
 class Scorer:
@@ -429,7 +483,7 @@ class Scorer:
         mask = ((positions < ends[:, None]) | (positions == total)).long()  # (n, total + 1)
         if prompt_mask is not None:
             mask[:, :prompt_length] *= prompt_mask  # a row's padding stays unseen
-        slot = _OneFreePosition(cache)
+        slot = _OneMoreToken(cache) if isinstance(cache, SharedPromptCache) else _OneFreePosition(cache)
         out: dict[str, list[float]] = {}
         for name in attributes:
             token = torch.full((len(lengths), 1), self.attribute_ids[name])
