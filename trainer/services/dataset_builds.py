@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from annotation import rules
@@ -29,7 +27,7 @@ from trainer import tokenizer as tokenizers
 from trainer.modeling import GroundworkForCausalLM
 from trainer.models import DatasetVersion
 from trainer.services.requests import FROM_DIALOGS, TrainerError, dataset_enqueue
-from trainer.services.workers import heartbeat, this_worker, worker_alive
+from trainer.services.workers import heartbeat, job_claim, job_fail, job_recover, this_worker
 
 PROGRESS_EVERY_SECONDS = 1.0
 MAX_SCORED_TOKENS = 512  # a long dialog's context is cut from the left for scoring
@@ -50,7 +48,7 @@ def dataset_build(*, dataset_id: int) -> DatasetVersion:
             manifest = _dataset_write(dataset, directory)
     except Exception as exc:
         shutil.rmtree(directory, ignore_errors=True)
-        _dataset_fail(dataset, f"{type(exc).__name__}: {exc}")
+        job_fail(dataset, f"{type(exc).__name__}: {exc}")
         if not isinstance(exc, TrainerError):
             raise
         dataset.refresh_from_db()
@@ -77,34 +75,15 @@ def dataset_build(*, dataset_id: int) -> DatasetVersion:
 
 
 def _dataset_claim(dataset_id: int, worker: str) -> DatasetVersion | None:
-    """Take the dataset for ``worker``, or None when it must not be built here: finished, built
-    by a live worker, or out of attempts (then failed with the cause). A dataset left
-    ``running`` by a worker that died (a redelivered message) is taken over and built anew."""
-    with transaction.atomic():
-        dataset = DatasetVersion.objects.select_for_update().get(pk=dataset_id)
-        if dataset.status in (DatasetVersion.Status.READY, DatasetVersion.Status.FAILED):
-            return None
-        if dataset.status == DatasetVersion.Status.RUNNING and worker_alive(dataset):
-            return None  # a duplicate delivery: it is being built elsewhere
-        if dataset.attempts >= settings.TRAINING_MAX_ATTEMPTS:
-            _dataset_fail(
-                dataset,
-                f"the worker building it ({dataset.worker}) died {dataset.attempts} time(s); "
-                f"giving up after {settings.TRAINING_MAX_ATTEMPTS} attempts",
-            )
-            return None
-        dataset.status = DatasetVersion.Status.RUNNING
-        dataset.directory = f"datasets/{dataset.pk}"
-        dataset.worker, dataset.heartbeat_at = worker, timezone.now()
-        dataset.attempts += 1
-        dataset.done = 0
-        dataset.save(update_fields=["status", "directory", "worker", "heartbeat_at", "attempts", "done"])
-        return dataset
-
-
-def _dataset_fail(dataset: DatasetVersion, error: str) -> None:
-    DatasetVersion.objects.filter(pk=dataset.pk).update(
-        status=DatasetVersion.Status.FAILED, error=error, finished_at=timezone.now()
+    """Take the dataset for ``worker`` (``job_claim``); a build taken over starts anew."""
+    return job_claim(
+        DatasetVersion.objects.all(),
+        dataset_id,
+        worker,
+        finished=(DatasetVersion.Status.READY, DatasetVersion.Status.FAILED),
+        doing="building",
+        directory=f"datasets/{dataset_id}",
+        done=0,
     )
 
 
@@ -119,21 +98,7 @@ def dataset_failed(*, dataset_id: int, error: str) -> None:
 def dataset_recover() -> list[DatasetVersion]:
     """Builds marked running whose worker is gone: queue them again (they start from scratch) or
     fail them when out of attempts. Run when a worker starts, as ``training_recover``."""
-    recovered = []
-    running = DatasetVersion.objects.filter(status=DatasetVersion.Status.RUNNING)
-    for dataset_id in running.values_list("pk", flat=True):
-        with transaction.atomic():
-            dataset = DatasetVersion.objects.select_for_update().get(pk=dataset_id)
-            if dataset.status != DatasetVersion.Status.RUNNING or worker_alive(dataset):
-                continue
-            if dataset.attempts >= settings.TRAINING_MAX_ATTEMPTS:
-                _dataset_fail(dataset, f"the worker building it ({dataset.worker}) was lost; out of attempts")
-            else:
-                dataset.status, dataset.worker = DatasetVersion.Status.PENDING, ""
-                dataset.save(update_fields=["status", "worker"])
-                dataset_enqueue(dataset)
-            recovered.append(dataset)
-    return recovered
+    return job_recover(DatasetVersion, doing="building", enqueue=dataset_enqueue)
 
 
 # --- writing the files --------------------------------------------------------------------------

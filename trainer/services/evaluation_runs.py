@@ -35,7 +35,7 @@ from dialogs.models import Candidate, EvaluationContext, EvaluationResponse, Eva
 from trainer import inference, sampling, selectors
 from trainer.models import Evaluation, ModelVersion, TrainingJob
 from trainer.services.evaluations import evaluation_enqueue
-from trainer.services.workers import heartbeat, this_worker, worker_alive
+from trainer.services.workers import heartbeat, job_claim, job_fail, job_recover, this_worker
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def evaluation_run(
         with heartbeat(Evaluation, evaluation.pk):
             metrics = _evaluation_answer(evaluation, batch_contexts, seed)
     except Exception as exc:
-        _evaluation_fail(evaluation, f"{type(exc).__name__}: {exc}")
+        job_fail(evaluation, f"{type(exc).__name__}: {exc}")
         raise
     Evaluation.objects.filter(pk=evaluation.pk).update(
         status=Evaluation.Status.DONE, metrics=metrics, finished_at=timezone.now()
@@ -69,36 +69,13 @@ def evaluation_run(
 
 
 def _evaluation_claim(evaluation_id: int, worker: str) -> Evaluation | None:
-    """Take the evaluation for ``worker``, or None when it must not run here: finished, run by a
-    live worker, or out of attempts (then failed with the cause). One left ``running`` by a worker
-    that died (a redelivered message) is taken over and resumed."""
-    with transaction.atomic():
-        evaluation = (
-            Evaluation.objects.select_for_update()
-            .select_related("evaluation_set", "model_version")
-            .get(pk=evaluation_id)
-        )
-        if evaluation.status in (Evaluation.Status.DONE, Evaluation.Status.FAILED):
-            return None
-        if evaluation.status == Evaluation.Status.RUNNING and worker_alive(evaluation):
-            return None  # a duplicate delivery: it runs elsewhere
-        if evaluation.attempts >= settings.TRAINING_MAX_ATTEMPTS:
-            _evaluation_fail(
-                evaluation,
-                f"the worker running it ({evaluation.worker}) died {evaluation.attempts} time(s); "
-                f"giving up after {settings.TRAINING_MAX_ATTEMPTS} attempts",
-            )
-            return None
-        evaluation.status = Evaluation.Status.RUNNING
-        evaluation.worker, evaluation.heartbeat_at = worker, timezone.now()
-        evaluation.attempts += 1
-        evaluation.save(update_fields=["status", "worker", "heartbeat_at", "attempts"])
-        return evaluation
-
-
-def _evaluation_fail(evaluation: Evaluation, error: str) -> None:
-    Evaluation.objects.filter(pk=evaluation.pk).update(
-        status=Evaluation.Status.FAILED, error=error, finished_at=timezone.now()
+    """Take the evaluation for ``worker`` (``job_claim``); one taken over resumes."""
+    return job_claim(
+        Evaluation.objects.select_related("evaluation_set", "model_version"),
+        evaluation_id,
+        worker,
+        finished=(Evaluation.Status.DONE, Evaluation.Status.FAILED),
+        doing="running",
     )
 
 
@@ -113,23 +90,7 @@ def evaluation_failed(*, evaluation_id: int, error: str) -> None:
 def evaluation_recover() -> list[Evaluation]:
     """Evaluations marked running whose worker is gone: queued again (they resume) or failed when
     out of attempts. Run when a worker starts, as ``dataset_recover``."""
-    recovered = []
-    running = Evaluation.objects.filter(status=Evaluation.Status.RUNNING)
-    for evaluation_id in running.values_list("pk", flat=True):
-        with transaction.atomic():
-            evaluation = Evaluation.objects.select_for_update().get(pk=evaluation_id)
-            if evaluation.status != Evaluation.Status.RUNNING or worker_alive(evaluation):
-                continue
-            if evaluation.attempts >= settings.TRAINING_MAX_ATTEMPTS:
-                _evaluation_fail(
-                    evaluation, f"the worker running it ({evaluation.worker}) was lost; out of attempts"
-                )
-            else:
-                evaluation.status, evaluation.worker = Evaluation.Status.PENDING, ""
-                evaluation.save(update_fields=["status", "worker"])
-                evaluation_enqueue(evaluation)
-            recovered.append(evaluation)
-    return recovered
+    return job_recover(Evaluation, doing="running", enqueue=evaluation_enqueue)
 
 
 # --- answering ----------------------------------------------------------------------------------
