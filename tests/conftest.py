@@ -35,6 +35,8 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 QUEUES = "default,inference"  # training has its own worker (training_worker)
+# The node names of the Celery workers this session started (``_worker``).
+_RUNNING_WORKERS: list[str] = []
 
 
 @pytest.fixture(scope="session")
@@ -104,8 +106,11 @@ def _worker(
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"the Celery worker {name} did not start:\n{log.read_text()}")
             process.log = log  # type: ignore[attr-defined]
+            _RUNNING_WORKERS.append(expected)
             yield process
         finally:
+            if expected in _RUNNING_WORKERS:
+                _RUNNING_WORKERS.remove(expected)
             process.terminate()
             try:
                 process.wait(timeout=20)
@@ -137,6 +142,40 @@ def training_worker(
         django_db_blocker,
         tmp_path_factory,
     )
+
+
+def _wait_for_idle_workers(timeout: float = 30) -> None:
+    """Until the session's workers run nothing and their queues are empty: a task a test queued
+    (an item's consensus after a submission) must not run into the next test's database flush,
+    which then deadlocks with it."""
+    from groundwork.celery import app
+
+    deadline = time.monotonic() + timeout
+    with app.connection_for_read() as broker:
+        client = broker.default_channel.client  # Redis: the worker tests run on Redis only
+        while time.monotonic() < deadline:
+            waiting = sum(client.llen(queue) for queue in ("celery", *QUEUES.split(","), "training"))
+            inspect = app.control.inspect(destination=_RUNNING_WORKERS, timeout=1)
+            busy = [
+                tasks for reply in (inspect.active(), inspect.reserved()) for tasks in (reply or {}).values()
+            ]
+            if not waiting and not any(busy):
+                return
+            time.sleep(0.05)
+
+
+@pytest.fixture(autouse=True)
+def _workers_idle_after_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test whose rows a worker may still be reading (``transaction=True``), wait for the
+    session's workers to be idle before its database is flushed (set up after the database, so
+    torn down before it)."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = marker is not None and bool(marker.kwargs.get("transaction"))
+    if transactional:
+        request.getfixturevalue("transactional_db")
+    yield
+    if transactional and _RUNNING_WORKERS:
+        _wait_for_idle_workers()
 
 
 @pytest.fixture(autouse=True)
