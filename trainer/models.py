@@ -67,7 +67,14 @@ class DatasetVersion(models.Model):
 
 
 class ModelVersion(models.Model):
+    class Kind(models.TextChoices):
+        TRAINED = "trained", "Trained here (a Groundwork model)"
+        IMPORTED = "imported", "Imported (a transformers causal language model from a local folder)"
+
     name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.TRAINED)
+    # An imported version: the folder it was copied from (its files now live under ``directory``).
+    source = models.CharField(max_length=500, blank=True)
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )
@@ -79,6 +86,10 @@ class ModelVersion(models.Model):
     parameters = models.PositiveBigIntegerField(default=0)
     tokenizer_sha256 = models.CharField(max_length=64)
     metrics = models.JSONField(default=dict, blank=True)
+    # Where the job that made it trained ("cpu", "cuda" …, with the world size) and in which
+    # precision ("fp32", "bf16"); blank for an imported version.
+    device = models.CharField(max_length=100, blank=True)
+    precision = models.CharField(max_length=16, blank=True)
     serving = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -126,6 +137,11 @@ class TrainingJob(models.Model):
     total_steps = models.PositiveIntegerField(default=0)
     loss = models.FloatField(null=True, blank=True)
     tokens_per_second = models.FloatField(null=True, blank=True)
+    # Tokens per second over the whole run so far (tokens_per_second is the latest interval's).
+    average_tokens_per_second = models.FloatField(null=True, blank=True)
+    # Where it trains and in which precision, decided on the worker when the run starts.
+    device = models.CharField(max_length=100, blank=True)
+    precision = models.CharField(max_length=16, blank=True)
     # [[step, train loss], ...] for the loss curve; validation points in metrics.
     history = models.JSONField(default=list, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
