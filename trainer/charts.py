@@ -128,6 +128,9 @@ BAR_PALETTE = (
 BASELINE_COLOUR = "#555555"
 BARS_TOP, BARS_PLOT_HEIGHT, BARS_LEFT, BARS_RIGHT_MARGIN = 16, 220, 56, 16
 BARS_GROUP_GAP, BARS_GROUP_MIN_WIDTH, BARS_LEGEND_ROW, BARS_LEGEND_ITEM = 18, 72, 18, 150
+# A bar chart shrinks to the page's width (the stylesheet's max-width: 100%), down to this share of
+# its size (11 px text stays 8 px or more); a narrower page scrolls it sideways.
+BARS_LEAST_SCALE = 0.75
 
 
 def _series_colour(index: int, count: int, baseline: bool) -> str:
@@ -168,7 +171,7 @@ def grouped_bars(
     out = [
         f'<svg class="report-chart" xmlns="http://www.w3.org/2000/svg" role="img" '
         f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" font-size="11" '
-        f'font-family="sans-serif">',
+        f'font-family="sans-serif" style="min-width: {round(width * BARS_LEAST_SCALE)}px">',
         f"<title>{escape(title)}</title>",
     ]
     for tick in (0, 0.25, 0.5, 0.75, 1):
