@@ -17,7 +17,7 @@ class DocumentAdmin(admin.ModelAdmin):
     list_filter = ["source"]
     search_fields = ["title", "url"]
     date_hierarchy = "created_at"
-    readonly_fields = ["created_at"]
+    readonly_fields = ["created_at", "generation"]
 
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "url":

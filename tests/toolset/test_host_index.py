@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from groundwork.roles import Role
 from toolset import services
 from toolset.models import Document, DocumentGeneration, DocumentRemoval
 from toolset.records import DocumentRecord
@@ -127,3 +128,21 @@ def test_a_search_does_not_wait_for_another_process_catching_up(
         release.set()
         other.join()
     assert titles("numbat", "s2") == ["Numbat"]
+
+
+def test_the_admins_edits_and_deletions_reach_every_host(
+    settings: Any, hosts: dict[str, Path], users: Any, client: Any
+) -> None:
+    load(("Okapi", "The okapi lives in the rainforest."), ("Quokka", "The quokka smiles."))
+    okapi, quokka = Document.objects.get(title="Okapi"), Document.objects.get(title="Quokka")
+    client.force_login(users[Role.ADMIN])
+
+    edited = {"title": "Okapi", "body": "The okapi is related to the giraffe.", "source": "test"}
+    assert client.post(f"/admin/toolset/document/{okapi.pk}/change/", edited).status_code == 302
+    assert client.post(f"/admin/toolset/document/{quokka.pk}/delete/", {"post": "yes"}).status_code == 302
+
+    for name, host in hosts.items():
+        on(settings, host)
+        assert titles("giraffe", name) == ["Okapi"]
+        assert titles("rainforest", name) == []
+        assert titles("quokka", name) == []
