@@ -90,12 +90,12 @@ class SearchIndex:
     # --- writing ---------------------------------------------------------------------------
     def rebuild(self, documents: Iterable[IndexedDocument], *, mark: str | None = None) -> int:
         """Replace the whole index with ``documents`` in one commit; returns how many. ``mark``
-        (when given) is recorded once the commit is done."""
-        with self._writer() as writer:
+        is recorded once the commit is done (without one, the old mark no longer holds)."""
+        with self._writer(mark) as writer:
+            if mark is None:
+                self.mark_path.unlink(missing_ok=True)
             writer.delete_all_documents()
             count = self._add(writer, documents)
-        if mark is not None:
-            self._mark_write(mark)
         return count
 
     def update(
@@ -107,12 +107,10 @@ class SearchIndex:
     ) -> int:
         """Add or replace ``documents`` (by URL) and drop ``removed_urls``, in one commit;
         ``mark`` (when given) is recorded once the commit is done."""
-        with self._writer() as writer:
+        with self._writer(mark) as writer:
             for url in removed_urls:
                 writer.delete_documents_by_term("url", url)
             count = self._add(writer, documents, replace=True)
-        if mark is not None:
-            self._mark_write(mark)
         return count
 
     @contextmanager
@@ -165,8 +163,8 @@ class SearchIndex:
             count += 1
         return count
 
-    def _writer(self) -> _Writer:
-        return _Writer(self)
+    def _writer(self, mark: str | None = None) -> _Writer:
+        return _Writer(self, mark)
 
     def _index(self) -> tantivy.Index:
         with _OPEN_LOCK:
@@ -238,10 +236,12 @@ def _snippet(snippet: tantivy.Snippet, body: str) -> str:
 
 
 class _Writer:
-    """One writer at a time across processes; commits on success, rolls back on error."""
+    """One writer at a time across processes; commits on success (then records ``mark``, if
+    any, before letting the next writer in), rolls back on error."""
 
-    def __init__(self, search_index: SearchIndex) -> None:
+    def __init__(self, search_index: SearchIndex, mark: str | None = None) -> None:
         self.search_index = search_index
+        self.mark = mark
         self.lock = search_index._lock()
         self.writer: tantivy.IndexWriter | None = None
 
@@ -260,6 +260,8 @@ class _Writer:
             if exc_type is None:
                 self.writer.commit()
                 self.writer.wait_merging_threads()
+                if self.mark is not None:
+                    self.search_index._mark_write(self.mark)
             else:
                 self.writer.rollback()
         finally:
