@@ -179,8 +179,11 @@ def training_memory(
     what the forward keeps for backward and the first gradients of backward
     (``activation_bytes_per_token``); not counted: the
     framework (CUDA context, allocator slack, kernels' workspaces), dropout masks (dropout is 0 by
-    default), the data and the attention bias (``n_head × T²``, shared by the batch). Counted the
-    the saved tensors are those torch keeps (``tests/trainer/test_sizing.py`` counts them).
+    default), the data and the attention bias (``n_head × T²``, shared by the batch). The saved
+    tensors are those torch keeps, within 3 % (``tests/trainer/test_sizing.py`` counts them); on
+    the CPU, a process's peak resident memory over two AdamW steps came 8-19 % above the total
+    (tiny at 16 × 256 and small at 4 × 256 tokens, fp32 and bf16: allocator slack and the
+    transient buffers of backward).
     """
     if precision not in PRECISION_BYTES:
         raise ValueError(f"precision must be one of {', '.join(PRECISION_BYTES)}, not {precision!r}")
