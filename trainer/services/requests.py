@@ -197,15 +197,15 @@ def hyperparameters_split(kind: str, hyperparameters: dict[str, Any]) -> tuple[H
     preset's sizes, each one ``model`` names replacing the preset's); ``TrainerError`` naming the
     field otherwise."""
     data = dict(hyperparameters or {})
-    sizing = {key: data.pop(key) for key in MODEL_KEYS if key in data}
-    if any(value not in (None, "", {}) for value in sizing.values()) and kind != TrainingJob.Kind.PRETRAIN:
+    size_keys = {key: data.pop(key) for key in MODEL_KEYS if key in data}
+    if any(value not in (None, "", {}) for value in size_keys.values()) and kind != TrainingJob.Kind.PRETRAIN:
         raise TrainerError(
             "model sizes (hyperparameters.preset and hyperparameters.model) are for pretrain jobs; "
             "a fine-tune keeps its base model's",
             field="hyperparameters",
         )
     try:
-        return Hyperparameters.from_dict(data), model_sizes_resolve(**sizing)
+        return Hyperparameters.from_dict(data), model_sizes_resolve(**size_keys)
     except HyperparameterError as exc:
         raise TrainerError(str(exc), field="hyperparameters") from None
 
@@ -225,7 +225,7 @@ def training_request(
     rendered with the base model's tokenizer."""
     if kind not in TrainingJob.Kind.values:
         raise TrainerError(f"kind must be one of {', '.join(TrainingJob.Kind.values)}, not {kind!r}")
-    hp, sizing = hyperparameters_split(kind, hyperparameters or {})
+    hp, size_keys = hyperparameters_split(kind, hyperparameters or {})
     datasets = list(datasets)
     if not datasets:
         raise TrainerError("choose at least one dataset")
@@ -254,7 +254,7 @@ def training_request(
     job = TrainingJob.objects.create(
         kind=kind,
         base_model=base_model,
-        hyperparameters={**hp.as_dict(), **sizing},
+        hyperparameters={**hp.as_dict(), **size_keys},
         total_steps=hp.steps,
         created_by=created_by,
     )
