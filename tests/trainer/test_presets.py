@@ -222,6 +222,7 @@ def test_the_job_page_shows_parameters_memory_and_tokens_per_second(client: Any,
     memory = sizing.training_memory_bytes(config, batch_size=8, seq_len=128)
     for shown in (page, fragment):
         assert "Model size" in shown
+        assert "<dt>preset</dt><dd>small</dd>" in shown
         assert "36,317,952 (36.3M)" in shown
         assert f"{sizing.human_bytes(memory)} for a step of 8 × 128 tokens in fp32" in shown
         assert "987.6 tokens/s on average, 1234.5 tokens/s the latest interval" in shown
