@@ -4,6 +4,11 @@ per item × attribute, streamed from the database (the API's download, ``export_
 Only complete items are exported (all the campaign's raters per item have answered: only they have
 labels). Incomplete items are left out, and ``incomplete_count`` says how many there are: the API
 sends it in the ``X-Incomplete-Items`` header, ``export_consensus`` prints it.
+
+Each label says which aggregation made it: ``majority`` (the paper's rules, ``annotation.rules``),
+and, once the campaign has been aggregated with Dawid–Skene (``annotation.services.rater_models``),
+the rater-aware label beside it (``dawid_skene``: its hard label and the posterior probability
+that the label is 1, the soft label).
 """
 
 from __future__ import annotations
@@ -19,46 +24,91 @@ from typing import IO, Any
 
 from annotation import rules, selectors
 from annotation.errors import AnnotationError
-from annotation.models import Campaign, ConsensusLabel, Item
+from annotation.models import Campaign, ConsensusLabel, Item, RaterAwareLabel, RaterModelRun
 
 BATCH_SIZE = 2000
 
 EXPORT_FORMATS = ("jsonl", "csv")
 CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 INCOMPLETE_HEADER = "X-Incomplete-Items"  # the API's response header: incomplete items left out
-CSV_HEADER = ("key", "attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version")
+MAJORITY = "majority"
+DAWID_SKENE = "dawid_skene"
+CSV_HEADER = (
+    "key",
+    "attribute",
+    "label",
+    "yes",
+    "no",
+    "maybe",
+    "yes_fraction",
+    "rules_version",
+    "aggregation",
+    "dawid_skene_label",
+    "dawid_skene_probability",
+)
 _LABEL_COLUMNS = ("attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version")
+
+
+def _complete(campaign: Campaign) -> dict[str, Any]:
+    return {
+        "item__campaign": campaign,
+        "item__kind": Item.Kind.NORMAL,
+        "item__judgment_count__gte": campaign.raters_per_item,
+    }
 
 
 def _label_groups(campaign: Campaign) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """(item key, its labels) for each labelled complete normal item, in item order, streamed from the
-    database (labels an incomplete item kept from an older rules version are not read)."""
+    database (labels an incomplete item kept from an older rules version are not read). A label the
+    campaign's Dawid–Skene run gave too is under its ``dawid_skene`` key ((label, probability)),
+    read by a second stream in the same order."""
     rows = (
-        ConsensusLabel.objects.filter(
-            item__campaign=campaign,
-            item__kind=Item.Kind.NORMAL,
-            item__judgment_count__gte=campaign.raters_per_item,
-        )
+        ConsensusLabel.objects.filter(**_complete(campaign))
         .order_by("item_id", "attribute")
         .values("item_id", "item__key", *_LABEL_COLUMNS)
         .iterator(chunk_size=BATCH_SIZE)
     )
-    for (_, key), labels in groupby(rows, key=lambda row: (row["item_id"], row["item__key"])):
-        yield key, list(labels)
+    soft = (
+        RaterAwareLabel.objects.filter(**_complete(campaign))
+        .order_by("item_id", "attribute")
+        .values_list("item_id", "attribute", "label", "probability")
+        .iterator(chunk_size=BATCH_SIZE)
+    )
+    pending = next(soft, None)
+    for (item_id, key), group in groupby(rows, key=lambda row: (row["item_id"], row["item__key"])):
+        labels = list(group)
+        while pending is not None and pending[0] < item_id:
+            pending = next(soft, None)
+        found: dict[str, tuple[int, float]] = {}
+        while pending is not None and pending[0] == item_id:
+            found[pending[1]] = (pending[2], pending[3])
+            pending = next(soft, None)
+        for row in labels:
+            row[DAWID_SKENE] = found.get(row["attribute"])
+        yield key, labels
 
 
-def _jsonl_item(campaign: Campaign, key: str, labels: list[dict[str, Any]]) -> str:
+def _jsonl_item(campaign: Campaign, run_id: int | None, key: str, labels: list[dict[str, Any]]) -> str:
     record: dict[str, Any] = {
         "key": key,
-        "labels": {
-            row["attribute"]: {name: row[name] for name in ("label", "yes", "no", "maybe", "yes_fraction")}
-            for row in labels
-        },
+        "labels": {row["attribute"]: _jsonl_label(row) for row in labels},
         "rules_version": labels[0]["rules_version"],
+        "aggregations": [MAJORITY, DAWID_SKENE] if run_id is not None else [MAJORITY],
     }
+    if run_id is not None:
+        record["dawid_skene_run"] = run_id
     if campaign.kind == Campaign.Kind.SAFETY and rules.SAFETY_SCORE in record["labels"]:
         record["safety_score"] = record["labels"][rules.SAFETY_SCORE]["label"]
     return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def _jsonl_label(row: dict[str, Any]) -> dict[str, Any]:
+    label = {name: row[name] for name in ("label", "yes", "no", "maybe", "yes_fraction")}
+    label["aggregation"] = MAJORITY
+    if row[DAWID_SKENE] is not None:
+        hard, probability = row[DAWID_SKENE]
+        label[DAWID_SKENE] = {"aggregation": DAWID_SKENE, "label": hard, "probability": probability}
+    return label
 
 
 class _Echo:
@@ -69,13 +119,19 @@ class _Echo:
 
 
 def _csv_item(writer: Any, key: str, labels: list[dict[str, Any]]) -> str:
-    return "".join(writer.writerow([key, *(row[name] for name in _LABEL_COLUMNS)]) for row in labels)
+    return "".join(
+        writer.writerow(
+            [key, *(row[name] for name in _LABEL_COLUMNS), MAJORITY, *(row[DAWID_SKENE] or ("", ""))]
+        )
+        for row in labels
+    )
 
 
 def _formatter(campaign: Campaign, format: str) -> tuple[str, Callable[[str, list[dict[str, Any]]], str]]:
     """The header and the per-item text of an export format."""
     if format == "jsonl":
-        return "", partial(_jsonl_item, campaign)
+        run = campaign.rater_model_runs.filter(status=RaterModelRun.Status.DONE).values_list("pk", flat=True)
+        return "", partial(_jsonl_item, campaign, run.first())
     if format == "csv":
         writer = csv.writer(_Echo())
         return writer.writerow(CSV_HEADER), partial(_csv_item, writer)
@@ -92,9 +148,11 @@ def consensus_lines(*, campaign: Campaign, format: str) -> Iterator[str]:
     """The consensus export of ``campaign``, item by item, for a streaming response.
 
     ``jsonl``: one JSON line per labelled (complete) item, ``{"key", "labels": {attribute: {"label", "yes",
-    "no", "maybe", "yes_fraction"}}, "rules_version"}``; safety items also carry ``"safety_score"``,
-    the label of the ``safety`` row (METHOD.md §3). ``csv``: one row per labelled item × attribute
-    under the header ``CSV_HEADER``. An unknown format raises ``AnnotationError`` at once.
+    "no", "maybe", "yes_fraction", "aggregation": "majority"[, "dawid_skene": {"aggregation":
+    "dawid_skene", "label", "probability"}]}}, "rules_version", "aggregations"[, "dawid_skene_run"]}``;
+    safety items also carry ``"safety_score"``, the label of the ``safety`` row (METHOD.md §3).
+    ``csv``: one row per labelled item × attribute under the header ``CSV_HEADER`` (the Dawid–Skene
+    columns blank where there is none). An unknown format raises ``AnnotationError`` at once.
     """
     header, item_text = _formatter(campaign, format)
 

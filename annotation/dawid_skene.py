@@ -11,6 +11,11 @@ fitted together by EM from the majority vote's start (crowd-kit's ``DawidSkene``
 with the others' consensus weighs more than one who does not, so a few careful raters can outvote
 several noisy ones where a majority cannot.
 
+A rater with fewer than ``POOL_BELOW`` answers to a question has no confusion matrix of their own:
+one or two answers say nothing about the person who gave them, and a matrix fitted to them only
+explains them away (every answer then counts for nothing and each item gets the prior). Such raters
+share one matrix, the pool's (FED, which does not name its annotators, is all pool).
+
 Per rater, ``accuracy`` is the expected share of their answers that are right under the fitted
 model: the mean over their answers of the posterior probability of the label they gave. The flag
 rule (``flagged``) marks raters far below the others, for an admin to look at; nothing blocks them.
@@ -18,6 +23,7 @@ rule (``flagged``) marks raters far below the others, for an admin to look at; n
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -26,6 +32,8 @@ import pandas as pd
 from crowdkit.aggregation import DawidSkene
 
 METHOD = "dawid_skene"
+POOL_BELOW = 10  # answers; raters with fewer share one confusion matrix
+_POOL = -1  # the pool's rater id in the model (ours are positive)
 MAX_ITERATIONS = 100
 TOLERANCE = 1e-7  # on the evidence lower bound per answer (crowd-kit's stopping rule)
 
@@ -40,7 +48,8 @@ FLAG_MARGIN = 0.15
 @dataclass(frozen=True)
 class RaterFit:
     """One rater on one attribute: answers given, estimated accuracy, confusion matrix
-    ``confusion[true][answer]`` = P(answer | true label), labels 0 and 1."""
+    ``confusion[true][answer]`` = P(answer | true label), labels 0 and 1 (the pool's, for a rater
+    with fewer than ``POOL_BELOW`` answers)."""
 
     answers: int
     accuracy: float
@@ -80,8 +89,14 @@ def fit(items: np.ndarray, raters: np.ndarray, answers: np.ndarray) -> Attribute
         raise ValueError("a rater answers an item at most once")
     if data.empty:
         return AttributeFit(np.empty(0, np.int64), np.empty(0), {}, 0)
+    raters_seen = data["worker"].map(data["worker"].value_counts())
+    pooled = data.assign(worker=data["worker"].where(raters_seen >= POOL_BELOW, _POOL))
     model = DawidSkene(n_iter=MAX_ITERATIONS, tol=TOLERANCE)
-    model.fit(data)
+    with warnings.catch_warnings():
+        # crowd-kit 1.4.2 still passes pandas 3's deprecated inplace=/copy= keywords (they work
+        # until pandas 4; requirements.txt pins pandas 3).
+        warnings.simplefilter("ignore", category=pd.errors.Pandas4Warning)
+        model.fit(pooled)  # the pool's answers to one item are so many observations of its matrix
     # A label nobody gave has no column: its posterior is 0.
     probas = model.probas_.reindex(columns=[0, 1], fill_value=0.0).sort_index()
     task_ids = probas.index.to_numpy(np.int64)
@@ -109,8 +124,9 @@ def _rater_fits(
     table = {(int(w), int(a)): (float(row[0]), float(row[1])) for (w, a), row in matrix.iterrows()}
     fits = {}
     for rater_id, n, acc in zip(ids.tolist(), counts.tolist(), accuracy.tolist(), strict=True):
-        given_0 = table.get((rater_id, 0), (0.0, 0.0))  # (P(0 | true 0), P(0 | true 1))
-        given_1 = table.get((rater_id, 1), (0.0, 0.0))
+        own = rater_id if n >= POOL_BELOW else _POOL
+        given_0 = table.get((own, 0), (0.0, 0.0))  # (P(0 | true 0), P(0 | true 1))
+        given_1 = table.get((own, 1), (0.0, 0.0))
         confusion = ((given_0[0], given_1[0]), (given_0[1], given_1[1]))
         fits[rater_id] = RaterFit(answers=n, accuracy=acc, confusion=confusion)
     return fits

@@ -10,8 +10,9 @@ task's body) calls ``campaign_rater_aggregate``, which
    range of item ids at a time;
 3. fits Dawid–Skene per question, on "did the rater say yes?" (for side by side, ``b_better`` is
    fitted on "did the rater choose b?"); a safety item's ``safety`` posterior is the probability
-   that it violates no objective, the product over objectives of 1 - P(violates), and ``unsafe``
-   its complement, as the majority's safety label is 1 only when no objective is violated;
+   that it is clear of every objective, the product over objectives of P(clear), each fitted on
+   "did the rater say no?", and ``unsafe`` its complement, as the majority's safety label is 1
+   only when every objective has a majority of "no";
 4. replaces the campaign's ``RaterAwareLabel`` rows and stores each rater's ``RaterEstimate`` per
    attribute (accuracy, confusion matrix, flag), and per attribute the agreement of the two labels.
 
@@ -105,13 +106,19 @@ class _Judgments:
         return sum(len(chunk) for chunk in self.items)
 
 
+_CLEAR = ":no"  # a safety objective's second question: is the response clear of it ("no")?
+
+
 def _questions(campaign: Campaign, judgments: _Judgments) -> list[tuple[str, str, int]]:
-    """What is fitted: (label attribute, judgment attribute, the value that counts as 1)."""
+    """What is fitted: (label attribute, judgment attribute, the value that counts as 1). A safety
+    objective is fitted twice, as the majority reads it twice: violated when most say "yes", clear
+    of it when most say "no" (a "maybe" is neither); ``<slug>:no`` is the second, which gives the
+    safety label and is not stored as a label of its own."""
     if campaign.kind == Campaign.Kind.PAIRWISE:
         return [(rules.A_BETTER, rules.A_BETTER, _YES), (rules.B_BETTER, rules.A_BETTER, _NO)]
     if campaign.kind == Campaign.Kind.SAFETY:
         slugs = list(campaign.objectives.order_by("slug").values_list("slug", flat=True))
-        return [(slug, slug, _YES) for slug in slugs]
+        return [(slug, slug, _YES) for slug in slugs] + [(slug + _CLEAR, slug, _NO) for slug in slugs]
     return [(attribute, attribute, _YES) for attribute in sorted(judgments.attributes)]
 
 
@@ -132,7 +139,9 @@ def _store(
     """Replace the campaign's rater-aware labels with these (one transaction: readers see the old
     labels or the new ones)."""
     labels: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = [
-        (attribute, fit.items, fit.labels, fit.probability) for attribute, fit in fits.items()
+        (attribute, fit.items, fit.labels, fit.probability)
+        for attribute, fit in fits.items()
+        if not attribute.endswith(_CLEAR)
     ]
     if safety is not None:
         items, p_safe = safety
@@ -164,15 +173,18 @@ def _store(
 
 
 def _safety(fits: dict[str, dawid_skene.AttributeFit]) -> tuple[np.ndarray, np.ndarray] | None:
-    """P(safe) of the items every objective was fitted for: the product of 1 - P(violates)."""
-    if not fits:
+    """P(safe) of the items every objective was fitted for: the product over objectives of the
+    probability that the response is clear of it (``_CLEAR``), as the majority's safety label is 1
+    only when every objective has a majority of "no"."""
+    clear = [fit for attribute, fit in fits.items() if attribute.endswith(_CLEAR)]
+    if not clear:
         return None
-    items = None
-    for fit in fits.values():
-        items = fit.items if items is None else np.intersect1d(items, fit.items)
+    items = clear[0].items
+    for fit in clear[1:]:
+        items = np.intersect1d(items, fit.items)
     p_safe = np.ones(len(items))
-    for fit in fits.values():
-        p_safe *= 1.0 - fit.probability[np.searchsorted(fit.items, items)]
+    for fit in clear:
+        p_safe *= fit.probability[np.searchsorted(fit.items, items)]
     return items, p_safe
 
 
@@ -218,7 +230,9 @@ def campaign_rater_aggregate(*, campaign: Campaign, run: RaterModelRun | None = 
         with connection.cursor() as cursor:
             cursor.execute(_AGREEMENT, [campaign.pk])
             run.agreement = {attribute: agree / total for attribute, total, agree in cursor.fetchall()}
-        run.iterations = {attribute: fit.iterations for attribute, fit in fits.items()}
+        run.iterations = {
+            attribute: fit.iterations for attribute, fit in fits.items() if not attribute.endswith(_CLEAR)
+        }
         run.judgments = judgments.count
         run.items = len(np.unique(np.concatenate(judgments.items))) if judgments.items else 0
         run.status = RaterModelRun.Status.DONE
@@ -239,6 +253,8 @@ def campaign_rater_aggregate(*, campaign: Campaign, run: RaterModelRun | None = 
 def _store_estimates(run: RaterModelRun, fits: dict[str, dawid_skene.AttributeFit]) -> None:
     estimates = []
     for attribute, fit in fits.items():
+        if attribute.endswith(_CLEAR):
+            continue  # the raters of a safety objective are estimated on its "violates" question
         flagged = dawid_skene.flagged(fit.raters)
         estimates += [
             RaterEstimate(
