@@ -22,9 +22,11 @@ from itertools import groupby
 from pathlib import Path
 from typing import IO, Any
 
+from django.db.models import F, FilteredRelation, Q
+
 from annotation import rules, selectors
 from annotation.errors import AnnotationError
-from annotation.models import Campaign, ConsensusLabel, Item, RaterAwareLabel, RaterModelRun
+from annotation.models import Campaign, ConsensusLabel, Item
 
 BATCH_SIZE = 2000
 
@@ -59,44 +61,37 @@ def _complete(campaign: Campaign) -> dict[str, Any]:
 
 def _label_groups(campaign: Campaign) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """(item key, its labels) for each labelled complete normal item, in item order, streamed from the
-    database (labels an incomplete item kept from an older rules version are not read). A label the
-    campaign's Dawid–Skene run gave too is under its ``dawid_skene`` key ((label, probability)),
-    read by a second stream in the same order."""
+    database in one query (labels an incomplete item kept from an older rules version are not read).
+    Each label's ``ds__label`` and ``ds__probability`` are those of the campaign's Dawid–Skene run
+    for it, or None."""
     rows = (
-        ConsensusLabel.objects.filter(**_complete(campaign))
+        ConsensusLabel.objects.filter(
+            item__campaign=campaign,
+            item__kind=Item.Kind.NORMAL,
+            item__judgment_count__gte=campaign.raters_per_item,
+        )
+        .annotate(
+            ds=FilteredRelation(
+                "item__rater_aware_labels", condition=Q(item__rater_aware_labels__attribute=F("attribute"))
+            )
+        )
         .order_by("item_id", "attribute")
-        .values("item_id", "item__key", *_LABEL_COLUMNS)
+        .values("item_id", "item__key", *_LABEL_COLUMNS, "ds__label", "ds__probability")
         .iterator(chunk_size=BATCH_SIZE)
     )
-    soft = (
-        RaterAwareLabel.objects.filter(**_complete(campaign))
-        .order_by("item_id", "attribute")
-        .values_list("item_id", "attribute", "label", "probability")
-        .iterator(chunk_size=BATCH_SIZE)
-    )
-    pending = next(soft, None)
-    for (item_id, key), group in groupby(rows, key=lambda row: (row["item_id"], row["item__key"])):
-        labels = list(group)
-        while pending is not None and pending[0] < item_id:
-            pending = next(soft, None)
-        found: dict[str, tuple[int, float]] = {}
-        while pending is not None and pending[0] == item_id:
-            found[pending[1]] = (pending[2], pending[3])
-            pending = next(soft, None)
-        for row in labels:
-            row[DAWID_SKENE] = found.get(row["attribute"])
-        yield key, labels
+    for (_, key), labels in groupby(rows, key=lambda row: (row["item_id"], row["item__key"])):
+        yield key, list(labels)
 
 
-def _jsonl_item(campaign: Campaign, run_id: int | None, key: str, labels: list[dict[str, Any]]) -> str:
+def _jsonl_item(campaign: Campaign, key: str, labels: list[dict[str, Any]]) -> str:
     record: dict[str, Any] = {
         "key": key,
         "labels": {row["attribute"]: _jsonl_label(row) for row in labels},
         "rules_version": labels[0]["rules_version"],
-        "aggregations": [MAJORITY, DAWID_SKENE] if run_id is not None else [MAJORITY],
+        "aggregations": [MAJORITY, DAWID_SKENE]
+        if any(row["ds__label"] is not None for row in labels)
+        else [MAJORITY],
     }
-    if run_id is not None:
-        record["dawid_skene_run"] = run_id
     if campaign.kind == Campaign.Kind.SAFETY and rules.SAFETY_SCORE in record["labels"]:
         record["safety_score"] = record["labels"][rules.SAFETY_SCORE]["label"]
     return json.dumps(record, ensure_ascii=False) + "\n"
@@ -105,9 +100,12 @@ def _jsonl_item(campaign: Campaign, run_id: int | None, key: str, labels: list[d
 def _jsonl_label(row: dict[str, Any]) -> dict[str, Any]:
     label = {name: row[name] for name in ("label", "yes", "no", "maybe", "yes_fraction")}
     label["aggregation"] = MAJORITY
-    if row[DAWID_SKENE] is not None:
-        hard, probability = row[DAWID_SKENE]
-        label[DAWID_SKENE] = {"aggregation": DAWID_SKENE, "label": hard, "probability": probability}
+    if row["ds__label"] is not None:
+        label[DAWID_SKENE] = {
+            "aggregation": DAWID_SKENE,
+            "label": row["ds__label"],
+            "probability": row["ds__probability"],
+        }
     return label
 
 
@@ -121,17 +119,25 @@ class _Echo:
 def _csv_item(writer: Any, key: str, labels: list[dict[str, Any]]) -> str:
     return "".join(
         writer.writerow(
-            [key, *(row[name] for name in _LABEL_COLUMNS), MAJORITY, *(row[DAWID_SKENE] or ("", ""))]
+            [
+                key,
+                *(row[name] for name in _LABEL_COLUMNS),
+                MAJORITY,
+                *_blank_none(row["ds__label"], row["ds__probability"]),
+            ]
         )
         for row in labels
     )
 
 
+def _blank_none(*values: Any) -> list[Any]:
+    return ["" if value is None else value for value in values]
+
+
 def _formatter(campaign: Campaign, format: str) -> tuple[str, Callable[[str, list[dict[str, Any]]], str]]:
     """The header and the per-item text of an export format."""
     if format == "jsonl":
-        run = campaign.rater_model_runs.filter(status=RaterModelRun.Status.DONE).values_list("pk", flat=True)
-        return "", partial(_jsonl_item, campaign, run.first())
+        return "", partial(_jsonl_item, campaign)
     if format == "csv":
         writer = csv.writer(_Echo())
         return writer.writerow(CSV_HEADER), partial(_csv_item, writer)
@@ -149,7 +155,7 @@ def consensus_lines(*, campaign: Campaign, format: str) -> Iterator[str]:
 
     ``jsonl``: one JSON line per labelled (complete) item, ``{"key", "labels": {attribute: {"label", "yes",
     "no", "maybe", "yes_fraction", "aggregation": "majority"[, "dawid_skene": {"aggregation":
-    "dawid_skene", "label", "probability"}]}}, "rules_version", "aggregations"[, "dawid_skene_run"]}``;
+    "dawid_skene", "label", "probability"}]}}, "rules_version", "aggregations"}``;
     safety items also carry ``"safety_score"``, the label of the ``safety`` row (METHOD.md §3).
     ``csv``: one row per labelled item × attribute under the header ``CSV_HEADER`` (the Dawid–Skene
     columns blank where there is none). An unknown format raises ``AnnotationError`` at once.
