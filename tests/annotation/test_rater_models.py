@@ -456,3 +456,30 @@ def test_convabuse_aggregated_by_dawid_skene_agrees_with_the_majority_and_estima
     assert all(share >= 0.9 for share in run.agreement.values()), run.agreement
     assert len(estimates) == 8
     assert all(e.answers >= 20 for e in estimates)
+
+
+# --- the dataset manifest says which aggregation made the labels ------------------------------
+
+
+@pytest.mark.django_db
+def test_a_dataset_manifest_says_its_labels_are_the_majoritys_and_names_the_dawid_skene_run(
+    settings, tmp_path, monkeypatch
+) -> None:
+    from tests.trainer.helpers import labelled_campaigns, tiny_model
+    from trainer.services import dataset_builds, requests
+
+    settings.ARTIFACTS_DIR = tmp_path
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    tiny_model()
+    ssi, safety = labelled_campaigns(items=6)
+    run = rater_models.campaign_rater_aggregate(campaign=ssi)
+    dataset = requests.dataset_request(kind="quality_safety", campaigns=[ssi, safety], enqueue=False)
+
+    dataset = dataset_builds.dataset_build(dataset_id=dataset.pk)
+
+    assert dataset.status == "ready", dataset.error
+    manifest = json.loads((dataset.path / "manifest.json").read_text())
+    assert {c["name"]: c["label_aggregation"] for c in manifest["source_campaigns"]} == {
+        ssi.name: {"labels": "majority", "dawid_skene_run": run.pk},
+        safety.name: {"labels": "majority", "dawid_skene_run": None},
+    }
