@@ -35,7 +35,7 @@ METHOD = "dawid_skene"
 POOL_BELOW = 10  # answers; raters with fewer share one confusion matrix
 _POOL = -1  # the pool's rater id in the model (ours are positive)
 MAX_ITERATIONS = 100
-TOLERANCE = 1e-7  # on the evidence lower bound per answer (crowd-kit's stopping rule)
+TOLERANCE = 1e-5  # on the evidence lower bound per answer (crowd-kit's default stopping rule)
 
 # The flag rule: on one attribute, a rater with at least FLAG_MIN_ANSWERS answers is flagged when
 # their estimated accuracy is more than FLAG_MARGIN below the median of the raters with that many
