@@ -30,6 +30,7 @@ from annotation.models import (
     ChatRouting,
     ConsensusLabel,
     Item,
+    RaterModelRun,
     SafetyObjective,
     TurnFlag,
     WorkerQuality,
@@ -39,6 +40,7 @@ from dialogs.models import Dialog, Role
 from groundwork.admin import ReadOnlyAdmin, ServiceAddMixin, progress_bar
 
 AGGREGATE_PERMISSION = "annotation.add_aggregationrun"
+RATER_MODEL_PERMISSION = "annotation.add_ratermodelrun"
 
 
 # --- safety objectives ------------------------------------------------------------------------
@@ -235,6 +237,16 @@ class CampaignAdmin(ServiceAddMixin, admin.ModelAdmin):
                 view(self.consensus_progress_view),
                 name="annotation_campaign_consensus_progress",
             ),
+            path(
+                "<path:object_id>/rater-model/run/",
+                view(self.rater_model_run_view),
+                name="annotation_campaign_rater_model_run",
+            ),
+            path(
+                "<path:object_id>/rater-model/progress/",
+                view(self.rater_model_progress_view),
+                name="annotation_campaign_rater_model_progress",
+            ),
             *super().get_urls(),
         ]
 
@@ -269,10 +281,16 @@ class CampaignAdmin(ServiceAddMixin, admin.ModelAdmin):
         campaign = self.get_object(request, unquote(object_id))
         if campaign is not None and self.has_view_or_change_permission(request, campaign):
             workers, worker_total = agreement.campaign_workers(campaign=campaign)
+            raters = agreement.campaign_rater_estimates(
+                campaign=campaign, workers=[worker.worker_id for worker in workers]
+            )
             progress = selectors.campaign_progress(campaign=campaign)
             extra_context = {
                 **(extra_context or {}),
                 **self._run_context(request, campaign),
+                **self._rater_model_context(request, campaign),
+                "raters": raters,
+                "worker_rows": [(worker, raters.cells(worker.worker_id)) for worker in workers],
                 "progress": progress,
                 "progress_bar": progress_bar(progress["complete"], progress["total"]),
                 "alphas": agreement.campaign_alpha(campaign=campaign),
@@ -299,6 +317,22 @@ class CampaignAdmin(ServiceAddMixin, admin.ModelAdmin):
             "can_aggregate": request.user.has_perm(AGGREGATE_PERMISSION),
             "run_url": reverse("admin:annotation_campaign_consensus_run", args=[campaign.pk]),
             "progress_url": reverse("admin:annotation_campaign_consensus_progress", args=[campaign.pk]),
+            "change_url": reverse("admin:annotation_campaign_change", args=[campaign.pk]),
+        }
+
+    def _rater_model_context(self, request: HttpRequest, campaign: Campaign) -> dict[str, Any]:
+        run = campaign.rater_model_runs.first()
+        return {
+            "campaign": campaign,
+            "rater_run": run,
+            "rater_run_live": run is not None
+            and run.status in (RaterModelRun.Status.PENDING, RaterModelRun.Status.RUNNING),
+            "rater_run_bar": progress_bar(run.done, run.total) if run else "",
+            "can_run_rater_model": request.user.has_perm(RATER_MODEL_PERMISSION),
+            "rater_run_url": reverse("admin:annotation_campaign_rater_model_run", args=[campaign.pk]),
+            "rater_progress_url": reverse(
+                "admin:annotation_campaign_rater_model_progress", args=[campaign.pk]
+            ),
             "change_url": reverse("admin:annotation_campaign_change", args=[campaign.pk]),
         }
 
@@ -329,6 +363,31 @@ class CampaignAdmin(ServiceAddMixin, admin.ModelAdmin):
         if getattr(request, "htmx", False):
             return self._run_fragment(request, campaign)
         self.message_user(request, f"Consensus run {run.pk} queued; its progress shows below.", messages.INFO)
+        return HttpResponseRedirect(reverse("admin:annotation_campaign_change", args=[campaign.pk]))
+
+    def _rater_model_fragment(self, request: HttpRequest, campaign: Campaign) -> TemplateResponse:
+        return TemplateResponse(
+            request,
+            "admin/annotation/campaign/change_form.html#rater_run",
+            self._rater_model_context(request, campaign),
+        )
+
+    def rater_model_progress_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The latest Dawid–Skene run of a campaign, as a fragment the change page polls while it runs."""
+        return self._rater_model_fragment(request, self._visible_campaign(request, object_id))
+
+    @method_decorator(require_POST)
+    def rater_model_run_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Queue a Dawid–Skene aggregation of the campaign on a worker ("Aggregate with Dawid–Skene")."""
+        campaign = self._visible_campaign(request, object_id)
+        if not request.user.has_perm(RATER_MODEL_PERMISSION):
+            raise PermissionDenied
+        run = consensus.rater_aggregation_request(campaign=campaign, requested_by=request.user)
+        if getattr(request, "htmx", False):
+            return self._rater_model_fragment(request, campaign)
+        self.message_user(
+            request, f"Dawid–Skene run {run.pk} queued; its progress shows below.", messages.INFO
+        )
         return HttpResponseRedirect(reverse("admin:annotation_campaign_change", args=[campaign.pk]))
 
 
@@ -429,6 +488,26 @@ class AggregationRunAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: AggregationRun | None = None) -> bool:
         return False
+
+
+@admin.register(RaterModelRun)
+class RaterModelRunAdmin(ReadOnlyAdmin):
+    """Dawid–Skene runs are started from a campaign's page and run by a worker; here they are read."""
+
+    list_display = [
+        "id",
+        "campaign",
+        "method",
+        "status",
+        "done",
+        "total",
+        "judgments",
+        "items",
+        "finished_at",
+    ]
+    list_filter = ["status"]
+    list_select_related = ["campaign"]
+    readonly_fields = [f.name for f in RaterModelRun._meta.fields]
 
 
 # --- chats ------------------------------------------------------------------------------------

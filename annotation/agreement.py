@@ -1,4 +1,5 @@
-"""How far raters agree in a campaign (Krippendorff's alpha), and what each rater did.
+"""How far raters agree in a campaign (Krippendorff's alpha), and what each rater did: items rated,
+gold accuracy, and the accuracy Dawid–Skene estimates for them (``campaign_rater_estimates``).
 
 Alpha is computed per attribute over the normal items, nominal level, from value counts: one
 row per item, one column per answer (yes, no, maybe), as one GROUP BY over the judgments gives
@@ -20,7 +21,15 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count
 
 from annotation import rules
-from annotation.models import Assignment, Campaign, Item, Judgment, WorkerQuality
+from annotation.models import (
+    Assignment,
+    Campaign,
+    Item,
+    Judgment,
+    RaterEstimate,
+    RaterModelRun,
+    WorkerQuality,
+)
 from annotation.questions import campaign_questions
 
 COLUMNS: tuple[str, ...] = rules.VALUES  # yes, no, maybe: the columns of the value-count matrix
@@ -114,3 +123,42 @@ def campaign_workers(*, campaign: Campaign, limit: int = 200) -> tuple[list[Work
             )
         )
     return records, len(everyone)
+
+
+@dataclass(frozen=True)
+class RaterEstimates:
+    """The campaign's latest finished Dawid–Skene run (None: none yet), the attributes it fitted,
+    and each worker's estimate per attribute; ``flagged`` names the raters the flag rule marked,
+    with the attributes (``annotation.dawid_skene.flagged``)."""
+
+    run: RaterModelRun | None
+    attributes: list[str]
+    by_worker: dict[int, dict[str, RaterEstimate]]
+    flagged: list[tuple[str, list[str]]]
+
+    def cells(self, worker_id: int) -> list[RaterEstimate | None]:
+        """One worker's estimates in the order of ``attributes`` (None where they gave no answer)."""
+        mine = self.by_worker.get(worker_id, {})
+        return [mine.get(attribute) for attribute in self.attributes]
+
+
+def campaign_rater_estimates(*, campaign: Campaign, workers: Sequence[int]) -> RaterEstimates:
+    """The estimates of ``workers`` (those the page lists) and every flagged rater's, from the
+    campaign's latest finished Dawid–Skene run. Three queries whatever the number of workers."""
+    run = campaign.rater_model_runs.filter(status=RaterModelRun.Status.DONE).first()
+    if run is None:
+        return RaterEstimates(run=None, attributes=[], by_worker={}, flagged=[])
+    attributes = sorted(run.iterations)
+    by_worker: dict[int, dict[str, RaterEstimate]] = defaultdict(dict)
+    for estimate in RaterEstimate.objects.filter(run=run, worker_id__in=list(workers)):
+        by_worker[estimate.worker_id][estimate.attribute] = estimate
+    flagged: dict[str, list[str]] = defaultdict(list)
+    for username, attribute in (
+        RaterEstimate.objects.filter(run=run, flagged=True)
+        .order_by("worker__username", "attribute")
+        .values_list("worker__username", "attribute")
+    ):
+        flagged[username].append(attribute)
+    return RaterEstimates(
+        run=run, attributes=attributes, by_worker=dict(by_worker), flagged=list(flagged.items())
+    )

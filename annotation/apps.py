@@ -2,8 +2,24 @@ from django.apps import AppConfig
 
 from groundwork.roles import Role
 
-ADMIN_MODELS = ("campaign", "item", "safetyobjective", "workerquality", "aggregationrun", "chatrouting")
-READ_ONLY = ("assignment", "judgment", "consensuslabel", "chat", "turnflag")
+ADMIN_MODELS = (
+    "campaign",
+    "item",
+    "safetyobjective",
+    "workerquality",
+    "aggregationrun",
+    "ratermodelrun",
+    "chatrouting",
+)
+READ_ONLY = (
+    "assignment",
+    "judgment",
+    "consensuslabel",
+    "raterawarelabel",
+    "raterestimate",
+    "chat",
+    "turnflag",
+)
 # Start an evaluation set's human baseline and side-by-side campaigns (the evaluation set's page).
 EVALUATE_PERMISSION = "annotation.evaluate_campaign"
 
@@ -29,6 +45,7 @@ class AnnotationConfig(AppConfig):
                 "safetyobjective",
                 "consensuslabel",
                 "aggregationrun",
+                "ratermodelrun",
                 "chatrouting",
                 "chat",
                 "turnflag",

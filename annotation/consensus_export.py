@@ -4,6 +4,11 @@ per item × attribute, streamed from the database (the API's download, ``export_
 Only complete items are exported (all the campaign's raters per item have answered: only they have
 labels). Incomplete items are left out, and ``incomplete_count`` says how many there are: the API
 sends it in the ``X-Incomplete-Items`` header, ``export_consensus`` prints it.
+
+Each label says which aggregation made it: ``majority`` (the paper's rules, ``annotation.rules``),
+and, once the campaign has been aggregated with Dawid–Skene (``annotation.services.rater_models``),
+the rater-aware label beside it (``dawid_skene``: its hard label and the posterior probability
+that the label is 1, the soft label).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from itertools import groupby
 from pathlib import Path
 from typing import IO, Any
 
+from django.db.models import F, FilteredRelation, Q
+
 from annotation import rules, selectors
 from annotation.errors import AnnotationError
 from annotation.models import Campaign, ConsensusLabel, Item
@@ -26,21 +33,50 @@ BATCH_SIZE = 2000
 EXPORT_FORMATS = ("jsonl", "csv")
 CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 INCOMPLETE_HEADER = "X-Incomplete-Items"  # the API's response header: incomplete items left out
-CSV_HEADER = ("key", "attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version")
+MAJORITY = "majority"
+DAWID_SKENE = "dawid_skene"
+CSV_HEADER = (
+    "key",
+    "attribute",
+    "label",
+    "yes",
+    "no",
+    "maybe",
+    "yes_fraction",
+    "rules_version",
+    "aggregation",
+    "dawid_skene_label",
+    "dawid_skene_probability",
+)
 _LABEL_COLUMNS = ("attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version")
+
+
+def _complete(campaign: Campaign) -> dict[str, Any]:
+    return {
+        "item__campaign": campaign,
+        "item__kind": Item.Kind.NORMAL,
+        "item__judgment_count__gte": campaign.raters_per_item,
+    }
 
 
 def _label_groups(campaign: Campaign) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """(item key, its labels) for each labelled complete normal item, in item order, streamed from the
-    database (labels an incomplete item kept from an older rules version are not read)."""
+    database in one query (labels an incomplete item kept from an older rules version are not read).
+    Each label's ``ds__label`` and ``ds__probability`` are those of the campaign's Dawid–Skene run
+    for it, or None."""
     rows = (
         ConsensusLabel.objects.filter(
             item__campaign=campaign,
             item__kind=Item.Kind.NORMAL,
             item__judgment_count__gte=campaign.raters_per_item,
         )
+        .annotate(
+            ds=FilteredRelation(
+                "item__rater_aware_labels", condition=Q(item__rater_aware_labels__attribute=F("attribute"))
+            )
+        )
         .order_by("item_id", "attribute")
-        .values("item_id", "item__key", *_LABEL_COLUMNS)
+        .values("item_id", "item__key", *_LABEL_COLUMNS, "ds__label", "ds__probability")
         .iterator(chunk_size=BATCH_SIZE)
     )
     for (_, key), labels in groupby(rows, key=lambda row: (row["item_id"], row["item__key"])):
@@ -50,15 +86,27 @@ def _label_groups(campaign: Campaign) -> Iterator[tuple[str, list[dict[str, Any]
 def _jsonl_item(campaign: Campaign, key: str, labels: list[dict[str, Any]]) -> str:
     record: dict[str, Any] = {
         "key": key,
-        "labels": {
-            row["attribute"]: {name: row[name] for name in ("label", "yes", "no", "maybe", "yes_fraction")}
-            for row in labels
-        },
+        "labels": {row["attribute"]: _jsonl_label(row) for row in labels},
         "rules_version": labels[0]["rules_version"],
+        "aggregations": [MAJORITY, DAWID_SKENE]
+        if any(row["ds__label"] is not None for row in labels)
+        else [MAJORITY],
     }
     if campaign.kind == Campaign.Kind.SAFETY and rules.SAFETY_SCORE in record["labels"]:
         record["safety_score"] = record["labels"][rules.SAFETY_SCORE]["label"]
     return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def _jsonl_label(row: dict[str, Any]) -> dict[str, Any]:
+    label = {name: row[name] for name in ("label", "yes", "no", "maybe", "yes_fraction")}
+    label["aggregation"] = MAJORITY
+    if row["ds__label"] is not None:
+        label[DAWID_SKENE] = {
+            "aggregation": DAWID_SKENE,
+            "label": row["ds__label"],
+            "probability": row["ds__probability"],
+        }
+    return label
 
 
 class _Echo:
@@ -69,7 +117,21 @@ class _Echo:
 
 
 def _csv_item(writer: Any, key: str, labels: list[dict[str, Any]]) -> str:
-    return "".join(writer.writerow([key, *(row[name] for name in _LABEL_COLUMNS)]) for row in labels)
+    return "".join(
+        writer.writerow(
+            [
+                key,
+                *(row[name] for name in _LABEL_COLUMNS),
+                MAJORITY,
+                *_blank_none(row["ds__label"], row["ds__probability"]),
+            ]
+        )
+        for row in labels
+    )
+
+
+def _blank_none(*values: Any) -> list[Any]:
+    return ["" if value is None else value for value in values]
 
 
 def _formatter(campaign: Campaign, format: str) -> tuple[str, Callable[[str, list[dict[str, Any]]], str]]:
@@ -92,9 +154,11 @@ def consensus_lines(*, campaign: Campaign, format: str) -> Iterator[str]:
     """The consensus export of ``campaign``, item by item, for a streaming response.
 
     ``jsonl``: one JSON line per labelled (complete) item, ``{"key", "labels": {attribute: {"label", "yes",
-    "no", "maybe", "yes_fraction"}}, "rules_version"}``; safety items also carry ``"safety_score"``,
-    the label of the ``safety`` row (METHOD.md §3). ``csv``: one row per labelled item × attribute
-    under the header ``CSV_HEADER``. An unknown format raises ``AnnotationError`` at once.
+    "no", "maybe", "yes_fraction", "aggregation": "majority"[, "dawid_skene": {"aggregation":
+    "dawid_skene", "label", "probability"}]}}, "rules_version", "aggregations"}``;
+    safety items also carry ``"safety_score"``, the label of the ``safety`` row (METHOD.md §3).
+    ``csv``: one row per labelled item × attribute under the header ``CSV_HEADER`` (the Dawid–Skene
+    columns blank where there is none). An unknown format raises ``AnnotationError`` at once.
     """
     header, item_text = _formatter(campaign, format)
 

@@ -19,6 +19,7 @@ from annotation.models import (
     Chat,
     ConsensusLabel,
     Item,
+    RaterModelRun,
     Rewrite,
     TurnFlag,
     WorkerQuality,
@@ -177,6 +178,21 @@ def campaigns_completeness(*, campaigns: Sequence[Campaign]) -> dict[int, Comple
     for row in rows:
         found[row["campaign_id"]] = Completeness(row["total"], row["complete"], row["partly_rated"])
     return found
+
+
+def campaigns_label_aggregations(*, campaigns: Sequence[Campaign]) -> dict[int, dict[str, Any]]:
+    """Which aggregation made the labels datasets take from each campaign, by campaign id, for a
+    dataset manifest: ``labels`` is always ``majority`` (``ConsensusLabel``, the paper's rules);
+    ``dawid_skene_run`` is the campaign's latest finished Dawid–Skene run, whose soft labels the
+    consensus export carries beside them (None when there is none). One query."""
+    runs: dict[int, int] = {}
+    for campaign_id, run_id in (
+        RaterModelRun.objects.filter(campaign__in=campaigns, status=RaterModelRun.Status.DONE)
+        .order_by("campaign_id", "-created_at", "-id")
+        .values_list("campaign_id", "id")
+    ):
+        runs.setdefault(campaign_id, run_id)
+    return {c.pk: {"labels": "majority", "dawid_skene_run": runs.get(c.pk)} for c in campaigns}
 
 
 def campaign_progress(*, campaign: Campaign) -> dict[str, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from annotation.services import chats, consensus
+from annotation.services import chats, consensus, rater_models
 from groundwork.queueing import JobTask
 
 
@@ -24,6 +24,19 @@ def item_aggregate_task(item_id: int) -> None:
 )
 def aggregation_run_task(run_id: int) -> None:
     consensus.aggregation_run(run_id=run_id)
+
+
+@shared_task(
+    base=JobTask,
+    job_failed=consensus.rater_aggregation_failed,
+    acks_late=True,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=3,
+)
+def rater_aggregation_run_task(run_id: int) -> None:
+    """Dawid–Skene for a whole campaign (queued by ``consensus.rater_aggregation_request``)."""
+    rater_models.rater_aggregation_run(run_id=run_id)
 
 
 @shared_task(base=JobTask, job_failed=chats.chat_failed, acks_late=True)

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import DefaultRouter
 
 from annotation import api as annotation_api
+from annotation import rater_api
 from annotation.views import chat as chat_views
 from annotation.views import evaluation as evaluation_views
 from annotation.views import rating as rating_views
@@ -131,6 +132,11 @@ urlpatterns = [
         "api/v1/campaigns/<id:campaign_id>/consensus",
         annotation_api.ConsensusExportView.as_view(),
         name="campaign-consensus-export",
+    ),
+    path(
+        "api/v1/campaigns/<id:campaign_id>/rater-model",
+        rater_api.RaterModelView.as_view(),
+        name="campaign-rater-model",
     ),
     path("api/v1/chats/", annotation_api.ChatStartView.as_view(), name="chat-start"),
     path("api/v1/chats/<id:chat_id>/", annotation_api.ChatDetailView.as_view(), name="chat-detail"),

@@ -22,7 +22,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from annotation import rules
-from annotation.models import AggregationRun, Campaign, ConsensusLabel, Item
+from annotation.models import AggregationRun, Campaign, ConsensusLabel, Item, RaterModelRun
 from groundwork import queueing
 
 if TYPE_CHECKING:
@@ -414,3 +414,32 @@ def aggregation_run(*, run_id: int) -> AggregationRun:
         return run
     campaign_aggregate(campaign=run.campaign, run=run)  # a failure: the task marks the run failed
     return run
+
+
+# --- labels that know their raters (annotation.services.rater_models, run by a worker) --------
+
+
+@transaction.atomic
+def rater_aggregation_request(*, campaign: Campaign, requested_by: User | None) -> RaterModelRun:
+    """Queue a Dawid–Skene aggregation of the campaign beside its majority vote on a worker
+    (``annotation.services.rater_models``); a run already pending or running is returned instead."""
+    Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
+    active = RaterModelRun.objects.filter(
+        campaign=campaign, status__in=[RaterModelRun.Status.PENDING, RaterModelRun.Status.RUNNING]
+    ).first()
+    if active is not None:
+        return active
+    run = RaterModelRun.objects.create(campaign=campaign, requested_by=requested_by)
+    queueing.enqueue(
+        "annotation.tasks.rater_aggregation_run_task",
+        run.pk,
+        undo=RaterModelRun.objects.filter(pk=run.pk).delete,
+    )
+    return run
+
+
+def rater_aggregation_failed(*, run_id: int, error: str) -> None:
+    """Mark a Dawid–Skene run whose task raised as failed with the cause, unless it ended meanwhile."""
+    RaterModelRun.objects.filter(
+        pk=run_id, status__in=[RaterModelRun.Status.PENDING, RaterModelRun.Status.RUNNING]
+    ).update(status=RaterModelRun.Status.FAILED, error=error, finished_at=timezone.now())

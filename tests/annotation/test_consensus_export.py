@@ -44,10 +44,18 @@ def test_the_jsonl_export_has_one_line_per_labelled_item(one_rater) -> None:
     assert rows[0] == {
         "key": "a",
         "labels": {
-            attribute: {"label": 1, "yes": 1, "no": 0, "maybe": 0, "yes_fraction": 1.0}
+            attribute: {
+                "label": 1,
+                "yes": 1,
+                "no": 0,
+                "maybe": 0,
+                "yes_fraction": 1.0,
+                "aggregation": "majority",
+            }
             for attribute in ("interesting", "sensible", "specific")
         },
         "rules_version": "2",
+        "aggregations": ["majority"],  # no Dawid–Skene run (tests/annotation/test_rater_models.py)
     }
     assert "safety_score" not in rows[0]
 
@@ -81,8 +89,8 @@ def test_the_csv_export_has_one_row_per_item_and_attribute(one_rater) -> None:
 
     assert rows[0] == list(consensus_export.CSV_HEADER)
     assert len(rows) == 1 + 2 * 3
-    assert rows[1] == ["a, with a comma", "interesting", "1", "1", "0", "0", "1.0", "2"]
-    assert ["b", "sensible", "0", "0", "0", "1", "0.0", "2"] in rows
+    assert rows[1] == ["a, with a comma", "interesting", "1", "1", "0", "0", "1.0", "2", "majority", "", ""]
+    assert ["b", "sensible", "0", "0", "0", "1", "0.0", "2", "majority", "", ""] in rows
 
 
 def test_the_export_is_one_streamed_query_whatever_the_number_of_items(

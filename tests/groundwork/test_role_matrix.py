@@ -198,6 +198,9 @@ CASES = [
     Case(
         "campaign-consensus-export", "get", page(401, 403, 200, 200), lambda o: {"campaign_id": o["campaign"]}
     ),
+    Case("campaign-rater-model", "post", page(401, 403, 202, 403), lambda o: {"campaign_id": o["campaign"]}),
+    # The matrix's campaign has no Dawid–Skene run: 404 once the role is admitted.
+    Case("campaign-rater-model", "get", page(401, 403, 404, 404), lambda o: {"campaign_id": o["campaign"]}),
     # Trainer: admins watch and export datasets; only researchers train and choose the serving model.
     Case("api:dataset-list", "get", page(401, 403, 200, 200)),
     Case("api:dataset-list", "post", page(401, 403, 202, 202), data={"kind": "pretrain"}),

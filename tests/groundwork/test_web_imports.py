@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("torch", "transformers", "pyarrow")
+HEAVY = ("torch", "transformers", "pyarrow", "crowdkit", "sklearn")  # the last two: Dawid–Skene's
 
 PROBE = """
 import json, sys

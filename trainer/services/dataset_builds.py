@@ -200,6 +200,7 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
     # Incomplete items (fewer judgments than their campaign's raters) have no labels, so they give no
     # quality_safety examples: counted per source campaign in the manifest.
     completeness = annotation_selectors.campaigns_completeness(campaigns=campaigns)
+    aggregations = annotation_selectors.campaigns_label_aggregations(campaigns=campaigns)
     total, units, held_out = _dataset_sources(dataset, campaigns)
     DatasetVersion.objects.filter(pk=dataset.pk).update(total=total)
     counts: dict[str, dict[str, int]] = {split: {} for split in records.SPLITS}
@@ -249,6 +250,7 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
                 "raters_per_item": c.raters_per_item,
                 "complete_items": completeness[c.pk].complete,
                 "incomplete_items": completeness[c.pk].incomplete,
+                "label_aggregation": aggregations[c.pk],
             }
             for c in campaigns
         ],
