@@ -19,28 +19,29 @@ from typing import IO, Any
 
 from annotation import rules, selectors
 from annotation.errors import AnnotationError
-from annotation.models import Campaign, ConsensusLabel, Item
+from annotation.models import Campaign, ConsensusLabel, Item, item_complete
 
 BATCH_SIZE = 2000
 
 EXPORT_FORMATS = ("jsonl", "csv")
 CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 INCOMPLETE_HEADER = "X-Incomplete-Items"  # the API's response header: incomplete items left out
-CSV_HEADER = ("key", "attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version")
+CSV_HEADER = ("key", "attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version", "raters")
 _LABEL_COLUMNS = ("attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version")
 
 
 def _label_groups(campaign: Campaign) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """(item key, its labels) for each labelled complete normal item, in item order, streamed from the
-    database (labels an incomplete item kept from an older rules version are not read)."""
+    database (labels an incomplete item kept from an older rules version are not read). Each label
+    row carries ``item__judgment_count``: the raters the item had."""
     rows = (
         ConsensusLabel.objects.filter(
+            item_complete("item__", campaign.raters_per_item),
             item__campaign=campaign,
             item__kind=Item.Kind.NORMAL,
-            item__judgment_count__gte=campaign.raters_per_item,
         )
         .order_by("item_id", "attribute")
-        .values("item_id", "item__key", *_LABEL_COLUMNS)
+        .values("item_id", "item__key", "item__judgment_count", *_LABEL_COLUMNS)
         .iterator(chunk_size=BATCH_SIZE)
     )
     for (_, key), labels in groupby(rows, key=lambda row: (row["item_id"], row["item__key"])):
@@ -55,6 +56,7 @@ def _jsonl_item(campaign: Campaign, key: str, labels: list[dict[str, Any]]) -> s
             for row in labels
         },
         "rules_version": labels[0]["rules_version"],
+        "raters": labels[0]["item__judgment_count"],
     }
     if campaign.kind == Campaign.Kind.SAFETY and rules.SAFETY_SCORE in record["labels"]:
         record["safety_score"] = record["labels"][rules.SAFETY_SCORE]["label"]
@@ -69,7 +71,10 @@ class _Echo:
 
 
 def _csv_item(writer: Any, key: str, labels: list[dict[str, Any]]) -> str:
-    return "".join(writer.writerow([key, *(row[name] for name in _LABEL_COLUMNS)]) for row in labels)
+    return "".join(
+        writer.writerow([key, *(row[name] for name in _LABEL_COLUMNS), row["item__judgment_count"]])
+        for row in labels
+    )
 
 
 def _formatter(campaign: Campaign, format: str) -> tuple[str, Callable[[str, list[dict[str, Any]]], str]]:
@@ -92,9 +97,12 @@ def consensus_lines(*, campaign: Campaign, format: str) -> Iterator[str]:
     """The consensus export of ``campaign``, item by item, for a streaming response.
 
     ``jsonl``: one JSON line per labelled (complete) item, ``{"key", "labels": {attribute: {"label", "yes",
-    "no", "maybe", "yes_fraction"}}, "rules_version"}``; safety items also carry ``"safety_score"``,
-    the label of the ``safety`` row (METHOD.md §3). ``csv``: one row per labelled item × attribute
-    under the header ``CSV_HEADER``. An unknown format raises ``AnnotationError`` at once.
+    "no", "maybe", "yes_fraction"}}, "rules_version", "raters"}``; safety items also carry
+    ``"safety_score"``, the label of the ``safety`` row (METHOD.md §3). ``csv``: one row per labelled
+    item × attribute under the header ``CSV_HEADER``. ``raters`` is how many raters the item had: the
+    campaign's raters per item, or fewer for an item decided before its last rater (a campaign that
+    stops once the answer is decided), whose counts and ``yes_fraction`` are over those raters. An
+    unknown format raises ``AnnotationError`` at once.
     """
     header, item_text = _formatter(campaign, format)
 

@@ -213,7 +213,17 @@ def test_export_consensus_writes_csv_to_stdout(labelled) -> None:
     out, _ = run("export_consensus", "--campaign=done", "--format=csv", "-")
 
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[0] == ["key", "attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version"]
+    assert rows[0] == [
+        "key",
+        "attribute",
+        "label",
+        "yes",
+        "no",
+        "maybe",
+        "yes_fraction",
+        "rules_version",
+        "raters",
+    ]
     assert len(rows) == 1 + 2 * 3
 
 

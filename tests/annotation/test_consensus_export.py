@@ -48,6 +48,7 @@ def test_the_jsonl_export_has_one_line_per_labelled_item(one_rater) -> None:
             for attribute in ("interesting", "sensible", "specific")
         },
         "rules_version": "2",
+        "raters": 1,
     }
     assert "safety_score" not in rows[0]
 
