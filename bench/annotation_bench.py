@@ -58,7 +58,15 @@ def _server_config(text: str) -> ServerConfig:
     raise argparse.ArgumentTypeError(f"{text!r}: expected sync:N or gthread:NxT")
 
 
-OTHER_PARTS = {"search", "train", "export", "inference", "report", "evaluate"}  # run by the other benchmarks
+OTHER_PARTS = {
+    "search",
+    "train",
+    "export",
+    "inference",
+    "report",
+    "evaluate",
+    "decided",
+}  # run by the other benchmarks
 
 
 def main(argv: Sequence[str] | None = None) -> int:

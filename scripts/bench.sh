@@ -4,10 +4,11 @@
 # BENCH_KEEP_DB=1; then, with no database, search (bench/toolset_bench.py), training and dataset
 # export (bench/trainer_bench.py) and sample-and-rank (bench/inference_bench.py); then, on the
 # database again, the evaluation report (bench/evaluation_report_bench.py) and evaluating a model
-# version batched vs one context at a time (bench/evaluation_bench.py). Figures: printed, and
-# merged into var/bench/results.json. Extra arguments go to every benchmark (`--parts` picks among
-# next, submit, aggregate, search, train, export, inference, report, evaluate; see each module's
-# `--help`).
+# version batched vs one context at a time (bench/evaluation_bench.py); and, with no database, the
+# ratings saved by stopping once the answer is decided, replayed on FED and ConvAbuse
+# (bench/decided_bench.py). Figures: printed, and merged into var/bench/results.json. Extra
+# arguments go to every benchmark (`--parts` picks among next, submit, aggregate, search, train,
+# export, inference, report, evaluate, decided; see each module's `--help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,4 +56,6 @@ echo "== benchmark (broker: ${CELERY_BROKER_URL})"
 .venv/bin/python -m bench.evaluation_report_bench "$@"
 # Evaluating a model version (the bench database): "evaluate", batched vs one context at a time.
 .venv/bin/python -m bench.evaluation_bench "$@"
+# Stopping once the answer is decided (no database): "decided", ratings saved on FED and ConvAbuse.
+.venv/bin/python -m bench.decided_bench "$@"
 echo "== make bench took $(( $(date +%s) - started )) s"

@@ -38,7 +38,7 @@ BATCH_SIZE = 2000
 
 
 class _Labelling:
-    """The labels ``_item_labels`` gives, computed once per distinct item: an item's labels depend
+    """The labels ``item_labels`` gives, computed once per distinct item: an item's labels depend
     only on its counts and raters (and the campaign's kind and objectives, fixed for a run), so the
     items of a campaign share a few hundred labellings (an SSI attribute of 5 raters has 21 possible
     counts). ``table[n]`` is the n-th labelling; the frozen ``Label`` objects are shared by every
@@ -72,7 +72,7 @@ class _Labelling:
             yes, no, maybe, length = map(int, counts[at:colon].split())
             at = colon + 1 + length
             answered[counts[colon + 1 : at]] = rules.Counts(yes=yes, no=no, maybe=maybe)
-        labels = _item_labels(self.campaign, answered, raters=raters, objectives=self.objectives)
+        labels = item_labels(self.campaign, answered, raters=raters, objectives=self.objectives)
         number = None
         if labels is not None:
             number = len(self.table)
@@ -270,7 +270,7 @@ WHERE item_id IN (
 """
 
 
-def _item_labels(
+def item_labels(
     campaign: Campaign, counts: dict[str, rules.Counts], *, raters: int, objectives: Sequence[str]
 ) -> dict[str, rules.Label] | None:
     """One item's labels from its counts, by the rule of its campaign's kind (``annotation.rules``):

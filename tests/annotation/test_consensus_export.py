@@ -82,8 +82,8 @@ def test_the_csv_export_has_one_row_per_item_and_attribute(one_rater) -> None:
 
     assert rows[0] == list(consensus_export.CSV_HEADER)
     assert len(rows) == 1 + 2 * 3
-    assert rows[1] == ["a, with a comma", "interesting", "1", "1", "0", "0", "1.0", "2"]
-    assert ["b", "sensible", "0", "0", "0", "1", "0.0", "2"] in rows
+    assert rows[1] == ["a, with a comma", "interesting", "1", "1", "0", "0", "1.0", "2", "1"]
+    assert ["b", "sensible", "0", "0", "0", "1", "0.0", "2", "1"] in rows
 
 
 def test_the_export_is_one_streamed_query_whatever_the_number_of_items(
