@@ -49,8 +49,7 @@ INSERT_JUDGMENTS = "INSERT INTO annotation_judgment (assignment_id, item_id, att
 # its campaign stops once the answer is decided (the submission then decides it: no extra round
 # trip); nothing is read otherwise. Attributes are slugs: no space, no comma.
 JUDGED_SO_FAR = """CASE WHEN c.stop_when_decided AND i.kind = 'normal' THEN
-               (SELECT {aggregate}(j.value || ' ' || j.attribute, '
-') FROM annotation_judgment j
+               (SELECT {aggregate}(j.value || ' ' || j.attribute, ',') FROM annotation_judgment j
                 WHERE j.item_id = i.id) END"""
 _STRING_AGGREGATE = {"postgresql": "string_agg", "sqlite": "group_concat"}
 
