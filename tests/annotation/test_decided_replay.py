@@ -131,3 +131,16 @@ def test_convabuse_items_stopped_when_decided_get_their_three_annotators_labels(
 
     assert hard_labels(campaign) == expected
     assert asked < 3 * len(chosen)
+
+
+def test_the_bench_replays_both_data_sets_and_no_label_differs_from_the_full_panels() -> None:
+    from bench.decided_bench import bench_decided
+
+    metrics = {metric.name: metric for metric in bench_decided(external_data(), seeds=2)}
+
+    assert metrics["decided.fed_ssi.items"].value == 373  # 375 turn-level items less 2 with free text
+    assert metrics["decided.convabuse_safety.items"].value == 613  # the turns with 3 annotators or more
+    for name in ("fed_ssi", "convabuse_safety"):
+        assert metrics[f"decided.{name}.labels_differ"].value == 0
+        assert metrics[f"decided.{name}.labels_differ"].ok()
+        assert 0 < metrics[f"decided.{name}.saved_share"].value < 100
