@@ -92,6 +92,7 @@ def test_three_yes_of_five_release_the_remaining_slots_and_label_the_item_with_i
     assert (progress["complete"], progress["decided"], progress["saved"], progress["planned"]) == (1, 1, 2, 5)
     (line,) = consensus_export.consensus_lines(campaign=campaign, format="jsonl")
     assert json.loads(line)["raters"] == 3
+    assert list(selectors.labelled_items(campaigns=[campaign])) == [item]  # what datasets read
 
 
 def test_three_no_to_sensible_decide_every_attribute_through_the_cascade() -> None:
