@@ -3,13 +3,18 @@ judgments, take a slot of the next item and lease it, read the worker's standing
 
 Every API submit runs these statements and its next lease, so they skip the ORM: building its
 queries cost about five times the CPU the database spent answering them (README, benchmarks).
-The statements are plain SQL that PostgreSQL and SQLite both run, the same text on both; the row
-locks come from Django's own clause for the backend (``connection.ops.for_update_sql``), which
-SQLite, whose writers queue behind one another, leaves out. On PostgreSQL two steps run their
-statements as one (INSERT and UPDATE inside WITH, which SQLite lacks): the submission's three
-writes, and the lease's take and insert, which then needs no transaction around it; a live
-lease's submission needs none either (``store_submission``). Rows come back as model instances
+The statements are plain SQL that PostgreSQL and SQLite both run, the same text on both (but for the
+name of the string aggregate: ``string_agg``, ``group_concat``); the row locks come from Django's
+own clause for the backend (``connection.ops.for_update_sql``), which SQLite, whose writers queue
+behind one another, leaves out. On PostgreSQL two steps run their statements as one (INSERT and
+UPDATE inside WITH, which SQLite lacks): the submission's three writes, and the lease's take and
+insert, which then needs no transaction around it; a live lease's submission needs none either
+(``store_submission``). Rows come back as model instances
 built with ``Model.from_db``: fields a statement does not read are deferred, not defaulted.
+
+A campaign that stops once the answer is decided (``Campaign.stop_when_decided``) costs no extra
+round trip: the assignment's read also reads its item's judgments so far, the service decides, and
+the submission's UPDATE of the item's count releases its remaining slots when it decides the item.
 
 Business rules (who may submit what, the cascade, gold) stay in ``annotation.services``. Apart
 from ``lease_open_item`` and (on PostgreSQL) ``store_submission``, atomic on their own, and the unlocked
