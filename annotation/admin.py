@@ -404,7 +404,7 @@ class ConsensusLabelInline(admin.TabularInline):
 class ItemAdmin(ReadOnlyAdmin):
     """Items are made by campaigns and imports; here they are read, with their consensus labels."""
 
-    list_display = ["key", "campaign", "kind", "open_slots", "judgment_count"]
+    list_display = ["key", "campaign", "kind", "open_slots", "judgment_count", "decided_at_raters"]
     list_filter = ["kind", "campaign"]
     list_select_related = ["campaign"]
     search_fields = ["key"]
@@ -414,6 +414,7 @@ class ItemAdmin(ReadOnlyAdmin):
         "kind",
         "open_slots",
         "judgment_count",
+        "decided_at_raters",
         "context",
         "response",
         "gold_answers",
