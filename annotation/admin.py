@@ -11,7 +11,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -34,6 +34,7 @@ from annotation.models import (
     SafetyObjective,
     TurnFlag,
     WorkerQuality,
+    item_complete,
 )
 from annotation.services import assignments, campaigns, chats, consensus
 from dialogs.models import Dialog, Role
@@ -123,6 +124,13 @@ class CampaignCreateForm(forms.Form):
     empty = forms.BooleanField(
         required=False, label="No items", help_text="Create the campaign empty, to import judgments into."
     )
+    stop_when_decided = forms.BooleanField(
+        required=False,
+        label="Stop asking once the answer is decided",
+        help_text=Campaign._meta.get_field("stop_when_decided").help_text
+        + " Off by default: the paper asks every rater. For SSI, safety, groundedness evaluation and "
+        "helpfulness campaigns.",
+    )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -142,6 +150,7 @@ class CampaignCreateForm(forms.Form):
             "objectives": [o.slug for o in data["objectives"]] or None,
             "instructions": data["instructions"],
             "empty": data["empty"],
+            "stop_when_decided": data["stop_when_decided"],
         }
 
     def filters(self) -> campaigns.DialogFilters:
@@ -172,6 +181,7 @@ class CampaignAdmin(ServiceAddMixin, admin.ModelAdmin):
         "kind",
         "status",
         "raters_per_item",
+        "stop_when_decided",
         "objective_names",
         "instructions",
         "evaluation_set_link",
@@ -187,6 +197,7 @@ class CampaignAdmin(ServiceAddMixin, admin.ModelAdmin):
     readonly_fields = [
         "kind",
         "raters_per_item",
+        "stop_when_decided",
         "objective_names",
         "evaluation_set_link",
         "filters",
@@ -201,9 +212,7 @@ class CampaignAdmin(ServiceAddMixin, admin.ModelAdmin):
             .get_queryset(request)
             .annotate(
                 item_total=Count("items", filter=normal),
-                item_complete=Count(
-                    "items", filter=normal & Q(items__judgment_count__gte=F("raters_per_item"))
-                ),
+                item_complete=Count("items", filter=normal & item_complete("items__", "raters_per_item")),
             )
         )
 
@@ -257,7 +266,7 @@ class CampaignAdmin(ServiceAddMixin, admin.ModelAdmin):
     add_title = "Add campaign"
     add_submit = "Create campaign"
     add_fieldsets = [
-        ("Campaign", "", ["name", "kind", "raters_per_item", "instructions"]),
+        ("Campaign", "", ["name", "kind", "raters_per_item", "stop_when_decided", "instructions"]),
         (
             "Items: the model turns of these dialogs",
             "A blank filter takes every dialog.",
@@ -454,7 +463,7 @@ class ConsensusLabelInline(admin.TabularInline):
 class ItemAdmin(ReadOnlyAdmin):
     """Items are made by campaigns and imports; here they are read, with their consensus labels."""
 
-    list_display = ["key", "campaign", "kind", "open_slots", "judgment_count"]
+    list_display = ["key", "campaign", "kind", "open_slots", "judgment_count", "decided_at_raters"]
     list_filter = ["kind", "campaign"]
     list_select_related = ["campaign"]
     search_fields = ["key"]
@@ -464,6 +473,7 @@ class ItemAdmin(ReadOnlyAdmin):
         "kind",
         "open_slots",
         "judgment_count",
+        "decided_at_raters",
         "context",
         "response",
         "gold_answers",

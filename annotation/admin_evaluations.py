@@ -15,7 +15,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.admin import ModelAdmin
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, F, Q
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -25,7 +25,7 @@ from django.views.decorators.http import require_POST
 from annotation import selectors
 from annotation.apps import EVALUATE_PERMISSION
 from annotation.errors import AnnotationError
-from annotation.models import Campaign, Item
+from annotation.models import Campaign, Item, item_complete
 from annotation.services import evaluations
 from dialogs.models import HUMAN_RESPONDER, EvaluationSet
 from groundwork.admin import progress_bar
@@ -127,9 +127,7 @@ class EvaluationSetPages:
             Campaign.objects.filter(evaluation_set=evaluation_set)
             .annotate(
                 item_total=Count("items", filter=normal),
-                item_complete=Count(
-                    "items", filter=normal & Q(items__judgment_count__gte=F("raters_per_item"))
-                ),
+                item_complete=Count("items", filter=normal & item_complete("items__", "raters_per_item")),
             )
             .order_by("created_at", "id")
         )

@@ -256,9 +256,10 @@ class ConsensusExportView(APIView):
     @extend_schema(
         parameters=[OpenApiParameter("format", OpenApiTypes.STR, enum=consensus_export.EXPORT_FORMATS)],
         description=(
-            "Only complete items are exported: those all the campaign's raters per item have answered. "
-            "Incomplete items have no labels and are left out; the `X-Incomplete-Items` response header "
-            "says how many there are."
+            "Only complete items are exported: those all the campaign's raters per item have answered, "
+            "or, in a campaign that stops once the answer is decided, those no remaining rater could "
+            "change. Each item says how many raters it had (`raters`). Incomplete items have no labels "
+            "and are left out; the `X-Incomplete-Items` response header says how many there are."
         ),
         responses={
             (200, "application/x-ndjson"): OpenApiTypes.BINARY,

@@ -26,7 +26,7 @@ from django.db.models import F, FilteredRelation, Q
 
 from annotation import rules, selectors
 from annotation.errors import AnnotationError
-from annotation.models import Campaign, ConsensusLabel, Item
+from annotation.models import Campaign, ConsensusLabel, Item, item_complete
 
 BATCH_SIZE = 2000
 
@@ -44,6 +44,7 @@ CSV_HEADER = (
     "maybe",
     "yes_fraction",
     "rules_version",
+    "raters",
     "aggregation",
     "dawid_skene_label",
     "dawid_skene_probability",
@@ -51,24 +52,16 @@ CSV_HEADER = (
 _LABEL_COLUMNS = ("attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version")
 
 
-def _complete(campaign: Campaign) -> dict[str, Any]:
-    return {
-        "item__campaign": campaign,
-        "item__kind": Item.Kind.NORMAL,
-        "item__judgment_count__gte": campaign.raters_per_item,
-    }
-
-
 def _label_groups(campaign: Campaign) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """(item key, its labels) for each labelled complete normal item, in item order, streamed from the
     database in one query (labels an incomplete item kept from an older rules version are not read).
-    Each label's ``ds__label`` and ``ds__probability`` are those of the campaign's Dawid–Skene run
-    for it, or None."""
+    Each label row carries ``item__judgment_count``: the raters the item had; and ``ds__label`` and
+    ``ds__probability``: those of the campaign's Dawid–Skene run for it, or None."""
     rows = (
         ConsensusLabel.objects.filter(
+            item_complete("item__", campaign.raters_per_item),
             item__campaign=campaign,
             item__kind=Item.Kind.NORMAL,
-            item__judgment_count__gte=campaign.raters_per_item,
         )
         .annotate(
             ds=FilteredRelation(
@@ -76,7 +69,9 @@ def _label_groups(campaign: Campaign) -> Iterator[tuple[str, list[dict[str, Any]
             )
         )
         .order_by("item_id", "attribute")
-        .values("item_id", "item__key", *_LABEL_COLUMNS, "ds__label", "ds__probability")
+        .values(
+            "item_id", "item__key", "item__judgment_count", *_LABEL_COLUMNS, "ds__label", "ds__probability"
+        )
         .iterator(chunk_size=BATCH_SIZE)
     )
     for (_, key), labels in groupby(rows, key=lambda row: (row["item_id"], row["item__key"])):
@@ -88,6 +83,7 @@ def _jsonl_item(campaign: Campaign, key: str, labels: list[dict[str, Any]]) -> s
         "key": key,
         "labels": {row["attribute"]: _jsonl_label(row) for row in labels},
         "rules_version": labels[0]["rules_version"],
+        "raters": labels[0]["item__judgment_count"],
         "aggregations": [MAJORITY, DAWID_SKENE]
         if any(row["ds__label"] is not None for row in labels)
         else [MAJORITY],
@@ -122,6 +118,7 @@ def _csv_item(writer: Any, key: str, labels: list[dict[str, Any]]) -> str:
             [
                 key,
                 *(row[name] for name in _LABEL_COLUMNS),
+                row["item__judgment_count"],
                 MAJORITY,
                 *_blank_none(row["ds__label"], row["ds__probability"]),
             ]
@@ -155,10 +152,13 @@ def consensus_lines(*, campaign: Campaign, format: str) -> Iterator[str]:
 
     ``jsonl``: one JSON line per labelled (complete) item, ``{"key", "labels": {attribute: {"label", "yes",
     "no", "maybe", "yes_fraction", "aggregation": "majority"[, "dawid_skene": {"aggregation":
-    "dawid_skene", "label", "probability"}]}}, "rules_version", "aggregations"}``;
+    "dawid_skene", "label", "probability"}]}}, "rules_version", "raters", "aggregations"}``;
     safety items also carry ``"safety_score"``, the label of the ``safety`` row (METHOD.md §3).
     ``csv``: one row per labelled item × attribute under the header ``CSV_HEADER`` (the Dawid–Skene
-    columns blank where there is none). An unknown format raises ``AnnotationError`` at once.
+    columns blank where there is none). ``raters`` is how many raters the item had: the campaign's
+    raters per item, or fewer for an item decided before its last rater (a campaign that stops once
+    the answer is decided), whose counts and ``yes_fraction`` are over those raters. An unknown
+    format raises ``AnnotationError`` at once.
     """
     header, item_text = _formatter(campaign, format)
 

@@ -3,13 +3,18 @@ judgments, take a slot of the next item and lease it, read the worker's standing
 
 Every API submit runs these statements and its next lease, so they skip the ORM: building its
 queries cost about five times the CPU the database spent answering them (README, benchmarks).
-The statements are plain SQL that PostgreSQL and SQLite both run, the same text on both; the row
-locks come from Django's own clause for the backend (``connection.ops.for_update_sql``), which
-SQLite, whose writers queue behind one another, leaves out. On PostgreSQL two steps run their
-statements as one (INSERT and UPDATE inside WITH, which SQLite lacks): the submission's three
-writes, and the lease's take and insert, which then needs no transaction around it; a live
-lease's submission needs none either (``store_submission``). Rows come back as model instances
+The statements are plain SQL that PostgreSQL and SQLite both run, the same text on both (but for the
+name of the string aggregate: ``string_agg``, ``group_concat``); the row locks come from Django's
+own clause for the backend (``connection.ops.for_update_sql``), which SQLite, whose writers queue
+behind one another, leaves out. On PostgreSQL two steps run their statements as one (INSERT and
+UPDATE inside WITH, which SQLite lacks): the submission's three writes, and the lease's take and
+insert, which then needs no transaction around it; a live lease's submission needs none either
+(``store_submission``). Rows come back as model instances
 built with ``Model.from_db``: fields a statement does not read are deferred, not defaulted.
+
+A campaign that stops once the answer is decided (``Campaign.stop_when_decided``) costs no extra
+round trip: the assignment's read also reads its item's judgments so far, the service decides, and
+the submission's UPDATE of the item's count releases its remaining slots when it decides the item.
 
 Business rules (who may submit what, the cascade, gold) stay in ``annotation.services``. Apart
 from ``lease_open_item`` and (on PostgreSQL) ``store_submission``, atomic on their own, and the unlocked
@@ -38,12 +43,20 @@ CAMPAIGN_FIELDS = (
     "gold_min",
     "gold_threshold",
     "qualification_threshold",
+    "stop_when_decided",
 )
 # What a worker is shown of an item, and what submitting needs of it.
 ITEM_FIELDS = ("id", "campaign_id", "key", "kind", "turn_id", "context", "response", "gold_answers")
 ITEM_JSON_AT = tuple(ITEM_FIELDS.index(name) for name in ("context", "gold_answers"))
 INSERT_LEASE = "INSERT INTO annotation_assignment (item_id, worker_id, state, expires_at, created_at)"
 INSERT_JUDGMENTS = "INSERT INTO annotation_judgment (assignment_id, item_id, attribute, value, raw_value)"
+# The item's judgments so far, "<value> <attribute>" each, comma-separated, read with the assignment when
+# its campaign stops once the answer is decided (the submission then decides it: no extra round
+# trip); nothing is read otherwise. Attributes are slugs: no space, no comma.
+JUDGED_SO_FAR = """CASE WHEN c.stop_when_decided AND i.kind = 'normal' THEN
+               (SELECT {aggregate}(j.value || ' ' || j.attribute, ',') FROM annotation_judgment j
+                WHERE j.item_id = i.id) END"""
+_STRING_AGGREGATE = {"postgresql": "string_agg", "sqlite": "group_concat"}
 
 
 @dataclass(frozen=True)
@@ -76,7 +89,8 @@ def _statements(vendor: str) -> Statements:
     item_columns = [Item._meta.get_field(name).column for name in ITEM_FIELDS]
     read_assignment = f"""
         SELECT a.worker_id, a.state, a.expires_at > %s, a.submission,
-               {", ".join(f"i.{column}" for column in item_columns)}, i.judgment_count, {campaign_columns}
+               {", ".join(f"i.{column}" for column in item_columns)}, i.judgment_count, {campaign_columns},
+               {JUDGED_SO_FAR.format(aggregate=_STRING_AGGREGATE.get(vendor, "string_agg"))}
         FROM annotation_assignment a
         JOIN annotation_item i ON i.id = a.item_id
         JOIN annotation_campaign c ON c.id = i.campaign_id
@@ -151,6 +165,12 @@ def _item(row: tuple[Any, ...]) -> Item:
     return Item.from_db(connection.alias, ITEM_FIELDS, values)
 
 
+def _judged(text: str) -> tuple[str, str]:
+    """(attribute, value) from one judgment as ``JUDGED_SO_FAR`` writes it."""
+    value, _, attribute = text.partition(" ")
+    return attribute, value
+
+
 # --- submitting -------------------------------------------------------------------------------
 
 
@@ -160,6 +180,9 @@ class Found:
 
     assignment: Assignment
     live: bool  # the lease had not run out at ``now``
+    # Normal items of campaigns that stop when decided: the item's judgments when it was read,
+    # (attribute, value) each; None elsewhere.
+    judged: list[tuple[str, str]] | None = None
 
 
 def find_assignment(assignment_id: int, *, now: datetime, lock: bool) -> Found | None:
@@ -176,7 +199,12 @@ def find_assignment(assignment_id: int, *, now: datetime, lock: bool) -> Found |
     item_end = 4 + len(ITEM_FIELDS)
     item = _item(row[4:item_end])
     item.judgment_count = row[item_end]
-    item.campaign = Campaign.from_db(connection.alias, CAMPAIGN_FIELDS, row[item_end + 1 :])
+    campaign_end = item_end + 1 + len(CAMPAIGN_FIELDS)
+    item.campaign = Campaign.from_db(connection.alias, CAMPAIGN_FIELDS, row[item_end + 1 : campaign_end])
+    judged_text = row[campaign_end]
+    judged = None
+    if item.campaign.stop_when_decided and item.kind == Item.Kind.NORMAL:
+        judged = [_judged(text) for text in judged_text.split(",")] if judged_text else []
     if isinstance(submission, str):
         submission = json.loads(submission)
     assignment = Assignment.from_db(
@@ -185,19 +213,25 @@ def find_assignment(assignment_id: int, *, now: datetime, lock: bool) -> Found |
         (assignment_id, item.pk, worker_id, state, submission),
     )
     assignment.item = item
-    return Found(assignment=assignment, live=bool(live))
+    return Found(assignment=assignment, live=bool(live), judged=judged)
 
 
 Values = dict[str, tuple[str, str | None]]  # attribute → (value counted, value answered or None)
-Stored = tuple[list[Judgment], int | None]  # the judgments, the item's judgment count (None: gold)
+# The judgments, the item's judgment count (None: gold) and the count it was decided at (None: not
+# decided; the campaign's raters per item make it complete).
+Stored = tuple[list[Judgment], int | None, int | None]
 MARK_SUBMITTED = (
     "UPDATE annotation_assignment SET state = %s, submitted_at = %s, submission = %s WHERE id = %s"
 )
 RETURNING_JUDGED = "RETURNING attribute, id"
 JUDGED_IDS = "(SELECT json_object_agg(attribute, id) FROM judged)"  # attribute → judgment id
 COUNT_JUDGMENT = (
-    "UPDATE annotation_item SET judgment_count = judgment_count + 1 WHERE id = {item} AND kind = %s"
+    "UPDATE annotation_item SET judgment_count = judgment_count + 1{decide} WHERE id = {item} AND kind = %s"
 )
+# The submission decides the item: its remaining slots are released, and it is complete at this
+# count (kept if a concurrent submission decided it first: right values always see the old row).
+DECIDE = ", open_slots = 0, decided_at_raters = COALESCE(decided_at_raters, judgment_count + 1)"
+RETURNING_COUNTED = "RETURNING judgment_count, decided_at_raters"
 
 
 def stores_atomically() -> bool:
@@ -212,12 +246,16 @@ def store_submission(
     *,
     now: datetime,
     submission: dict[str, Any],
+    decides: bool = False,
 ) -> Stored | None:
     """Mark the assignment submitted, only while its lease is held and live at ``now``; insert one
     judgment per attribute (value counted, value answered or None when not asked) and count the
-    judgment on a normal item. Returns the judgments and the item's new judgment count (None for
-    gold and qualification items), or None when the lease was not held any more (another request
-    submitted it, or it ran out): nothing is written then.
+    judgment on a normal item; with ``decides`` (the submission decides the item: its labels can no
+    longer change) the same UPDATE releases the item's remaining slots and records the count it was
+    decided at. Returns the judgments, the item's new judgment count (None for gold and
+    qualification items) and the count it was decided at (None: not decided), or None when the
+    lease was not held any more (another request submitted it, or it ran out): nothing is written
+    then.
 
     PostgreSQL runs it as one statement, with or without a lock on the row: a concurrent writer of
     the assignment's row makes it wait and test the lease again on the row that writer left (READ
@@ -236,6 +274,7 @@ def store_submission(
     ]
     answers = ", ".join(["(%s, %s, %s)"] * len(rows))
     answer_params = [field for row in rows for field in row[2:]]
+    count_judgment = COUNT_JUDGMENT.replace("{decide}", DECIDE if decides else "")
     with connection.cursor() as cursor:
         if stores_atomically():
             cursor.execute(
@@ -244,12 +283,13 @@ def store_submission(
                                     SELECT %s, marked.item_id, v.attribute, v.value, v.raw_value
                                     FROM marked, (VALUES {answers}) AS v (attribute, value, raw_value)
                                     {RETURNING_JUDGED}),
-                         counted AS ({COUNT_JUDGMENT.format(item="(SELECT item_id FROM marked)")}
-                                     RETURNING judgment_count)
-                    SELECT EXISTS (SELECT FROM marked), {JUDGED_IDS}, (SELECT judgment_count FROM counted)""",  # noqa: S608 - our SQL; values are parameters
+                         counted AS ({count_judgment.format(item="(SELECT item_id FROM marked)")}
+                                     {RETURNING_COUNTED})
+                    SELECT EXISTS (SELECT FROM marked), {JUDGED_IDS}, (SELECT judgment_count FROM counted),
+                           (SELECT decided_at_raters FROM counted)""",  # noqa: S608 - our SQL; values are parameters
                 [*marked_params, assignment.pk, *answer_params, Item.Kind.NORMAL],
             )
-            held, ids, count = cursor.fetchone()
+            held, ids, count, decided_at = cursor.fetchone()
         else:
             cursor.execute(marked, marked_params)
             held = cursor.rowcount == 1
@@ -258,14 +298,14 @@ def store_submission(
                 cursor.execute(f"{judged} {RETURNING_JUDGED}", [field for row in rows for field in row])
                 ids = dict(cursor.fetchall())
                 cursor.execute(
-                    f"{COUNT_JUDGMENT.format(item='%s')} RETURNING judgment_count",
+                    f"{count_judgment.format(item='%s')} {RETURNING_COUNTED}",
                     [assignment.item_id, Item.Kind.NORMAL],
                 )
-                counted_row = cursor.fetchone()
-                count = counted_row[0] if counted_row else None
+                count, decided_at = cursor.fetchone() or (None, None)
     if not held:
         return None
-    return _stored(assignment, rows, ids, count, now=now, submission=submission)
+    judgments = _stored(assignment, rows, ids, now=now, submission=submission)
+    return judgments, count, decided_at
 
 
 def _judgment_rows(assignment: Assignment, values: Values) -> list[tuple[Any, ...]]:
@@ -279,11 +319,10 @@ def _stored(
     assignment: Assignment,
     rows: list[tuple[Any, ...]],
     ids: dict[str, int],
-    count: int | None,
     *,
     now: datetime,
     submission: dict[str, Any],
-) -> Stored:
+) -> list[Judgment]:
     assignment.state = Assignment.State.SUBMITTED
     assignment.submitted_at = now
     assignment.submission = submission
@@ -291,7 +330,7 @@ def _stored(
         Judgment(id=ids[attr], assignment_id=a, item_id=i, attribute=attr, value=v, raw_value=raw)
         for a, i, attr, v, raw in rows
     ]
-    return judgments, count
+    return judgments
 
 
 # --- leasing ----------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 
 from dialogs.models import Dialog, EvaluationContext, EvaluationPurpose, EvaluationSet, Mode, Purpose, Turn
 from dialogs.models import Role as DialogRole
@@ -64,6 +65,15 @@ class Campaign(models.Model):
     gold_threshold = models.FloatField(default=0.7)
     # When set, a worker first answers every qualification item and needs this accuracy.
     qualification_threshold = models.FloatField(null=True, blank=True)
+    # Beyond the paper (which asks every rater): an item whose labels no remaining rater can change
+    # releases its remaining slots at once (annotation.rules, "Decided items"). Fixed at creation.
+    stop_when_decided = models.BooleanField(
+        default=False,
+        help_text="Stop asking once the answer is decided: an item whose labels the raters still to "
+        "answer can no longer change gets no more ratings. Its labels are those all its raters would "
+        "have given; its counts say how many raters it had. Gold and qualification items always get "
+        "every rater.",
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -114,6 +124,10 @@ class Item(models.Model):
     # Slots not held by a lease or a judgment; normal items only.
     open_slots = models.PositiveSmallIntegerField()
     judgment_count = models.PositiveSmallIntegerField(default=0)
+    # Campaigns that stop when decided: the judgments the item had when its labels could no longer
+    # change (its remaining slots were released then). It is complete from that many judgments on,
+    # not the campaign's raters per item (``item_complete``). Null: it waits for every rater.
+    decided_at_raters = models.PositiveSmallIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -133,6 +147,15 @@ class Item(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+def item_complete(item: str = "", raters: str | int = "campaign__raters_per_item") -> Q:
+    """Complete items (only they have consensus labels): their judgments reached the raters they
+    need, the campaign's raters per item (``raters``: a field path from the model queried, or a
+    number), or for a decided item the judgments it had when decided. ``item`` is the path to the
+    item from the model queried ("item__" from a label, "items__" from a campaign)."""
+    needed = Value(raters) if isinstance(raters, int) else F(raters)
+    return Q(**{f"{item}judgment_count__gte": Coalesce(F(f"{item}decided_at_raters"), needed)})
 
 
 class Assignment(models.Model):

@@ -33,6 +33,16 @@ the order the rater saw them in (``pairwise_choice``). The item's outcome is the
 and a tie when no choice has a majority (``pairwise_outcome``); its labels are ``A_BETTER`` and
 ``B_BETTER`` (``pairwise_labels_from_counts``), neither of them 1 for a tie.
 
+Decided items (beyond the paper: a campaign option, off by default): an item whose labels can no
+longer change whatever its remaining raters say is *decided* (``majority_decided``,
+``labels_decided``, ``ssi_decided``, ``safety_decided``, ``pairwise_decided``), and needs no more
+ratings. Its labels are then the rules' labels of the raters it had, with ``raters`` = that number:
+for every attribute, a majority of ``raters`` planned is fixed exactly when it is fixed for the
+raters so far too (``yes > R/2`` implies ``yes > n/2`` for ``n <= R``, and ``yes + (R - n) <= R/2``
+implies ``yes <= n/2``), so the hard labels are those the full panel would have given, whatever
+the others would have said (tests/annotation/test_decided_rules.py checks every completion), and
+the counts and soft labels say how many raters it had.
+
 Bump ``RULES_VERSION`` whenever a rule here changes what a label would be; stored labels carry it.
 Version 2: complete items only (version 1 labelled items missing judgments, counting them "no").
 """
@@ -70,16 +80,21 @@ __all__ = [
     "cascade",
     "common_knowledge_label",
     "groundedness_metrics",
+    "labels_decided",
     "labels_from_counts",
+    "majority_decided",
     "majority_label",
     "pairwise_choice",
+    "pairwise_decided",
     "pairwise_labels_from_counts",
     "pairwise_outcome",
     "pairwise_outcome_from_labels",
     "quality_score",
+    "safety_decided",
     "safety_labels_from_counts",
     "ssi_asked",
     "ssi_cascade",
+    "ssi_decided",
     "ssi_labels_from_counts",
     "ssi_rates",
 ]
@@ -466,6 +481,78 @@ def pairwise_outcome_from_labels(labels: Mapping[str, int]) -> str:
     if a and b:
         raise ValueError("a side-by-side item cannot have both a_better and b_better")
     return "a" if a else "b" if b else "tie"
+
+
+# --- Decided items: no rater still to answer can change the labels ------------------------------
+
+
+def _raters_so_far(counts: Mapping[str, Counts], attributes: Sequence[str], raters: int) -> int | None:
+    """How many raters answered, when every one of ``attributes`` was answered by the same number of
+    them (between 1 and ``raters``); None otherwise (nothing answered, or a question some rater left
+    unanswered: such an item is never decided)."""
+    _check_raters(raters)
+    totals = {counts.get(attribute, Counts()).total for attribute in attributes}
+    if len(totals) != 1:
+        return None
+    (answered,) = totals
+    if answered > raters:
+        raise ValueError(f"{answered} answers but only {raters} raters per item")
+    return answered or None
+
+
+def majority_decided(counts: Counts, *, raters: int) -> bool:
+    """Whether the majority label of one attribute (``majority_label`` over ``raters``) is the same
+    whatever the ``raters - counts.total`` raters still to answer say: already more than half said
+    yes, or even if all of them said yes, yes would not reach a majority. ``ValueError`` when more
+    than ``raters`` answered."""
+    _check_raters(raters)
+    if counts.total > raters:
+        raise ValueError(f"{counts.total} answers but only {raters} raters per item")
+    left = raters - counts.total
+    return counts.yes * 2 > raters or (counts.yes + left) * 2 <= raters
+
+
+def labels_decided(counts: Mapping[str, Counts], *, attributes: Sequence[str], raters: int) -> bool:
+    """Whether the majority labels of ``attributes`` (``labels_from_counts``) are all decided
+    (``majority_decided``); False unless every attribute was answered by the same raters, at least
+    one. After the cascade (``cascade``), counts already hold a gate's effect: a question not asked
+    counts "no", so *specific* can never have more "yes" than *sensible*."""
+    if _raters_so_far(counts, attributes, raters) is None:
+        return False
+    return all(majority_decided(counts[attribute], raters=raters) for attribute in attributes)
+
+
+def ssi_decided(counts: Mapping[str, Counts], *, raters: int = 5) -> bool:
+    """Whether an SSI item's three labels (METHOD.md §2) are decided: see ``labels_decided``."""
+    return labels_decided(counts, attributes=SSI_ATTRIBUTES, raters=raters)
+
+
+def safety_decided(counts: Mapping[str, Counts], *, objectives: Sequence[str], raters: int = 3) -> bool:
+    """Whether a safety item's labels (``safety_labels_from_counts``) are decided: each objective's
+    "violates" label (``majority_decided``), and its safety score, which is 1 only when a majority
+    said "no" to every objective: decided safe when that already holds, decided unsafe when some
+    objective cannot reach a majority of "no" even if every rater still to answer says "no". Two
+    raters of three who said "no" to every objective make the item safe whatever the third says."""
+    _check_objectives(objectives)
+    answered = _raters_so_far(counts, objectives, raters)
+    if answered is None:
+        return False
+    left = raters - answered
+    per_objective = [counts[objective] for objective in objectives]
+    if not all(majority_decided(objective, raters=raters) for objective in per_objective):
+        return False
+    safe = all(objective.no * 2 > raters for objective in per_objective)
+    unsafe = any((objective.no + left) * 2 <= raters for objective in per_objective)
+    return safe or unsafe
+
+
+def pairwise_decided(counts: Counts, *, raters: int = 3) -> bool:
+    """Whether a side-by-side item's outcome (``pairwise_labels_from_counts``) is decided: both "a has
+    a majority" (yes) and "b has a majority" (no) are (``majority_decided``)."""
+    if counts.total == 0:
+        return False
+    swapped = Counts(yes=counts.no, no=counts.yes, maybe=counts.maybe)
+    return majority_decided(counts, raters=raters) and majority_decided(swapped, raters=raters)
 
 
 # --- Evaluation: rates over many items' labels (METHOD.md §2, §4) ------------------------------

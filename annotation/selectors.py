@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import TYPE_CHECKING, Any
 
-from django.db.models import Count, F, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Count, Prefetch, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
 from annotation import rules
@@ -23,6 +23,7 @@ from annotation.models import (
     Rewrite,
     TurnFlag,
     WorkerQuality,
+    item_complete,
 )
 from annotation.questions import campaign_questions
 from dialogs.models import Candidate, EvaluationResponse, EvaluationSet, Role, Turn
@@ -159,7 +160,7 @@ class Completeness:
 
 
 def _complete() -> Q:
-    return Q(judgment_count__gte=F("campaign__raters_per_item"))
+    return item_complete()
 
 
 def campaigns_completeness(*, campaigns: Sequence[Campaign]) -> dict[int, Completeness]:
@@ -195,11 +196,25 @@ def campaigns_label_aggregations(*, campaigns: Sequence[Campaign]) -> dict[int, 
     return {c.pk: {"labels": "majority", "dawid_skene_run": runs.get(c.pk)} for c in campaigns}
 
 
-def campaign_progress(*, campaign: Campaign) -> dict[str, int]:
-    """Normal items: total, complete (all raters judged: labelled), incomplete (not labelled), and of
-    those how many are partly rated and not rated at all; and the judgments (submitted assignments)."""
+def campaign_progress(*, campaign: Campaign) -> dict[str, int | float]:
+    """Normal items: total, complete (all raters judged, or decided: labelled), incomplete (not
+    labelled), and of those how many are partly rated and not rated at all; the judgments
+    (submitted assignments); and in a campaign that stops once the answer is decided, the items
+    decided before their last rater (``decided``) and the judgments they were spared (``saved``:
+    their raters per item less the judgments they got, a late one on a lease held when the item
+    was decided included; ``planned``: the judgments every item would take, ``saved_share``: the
+    saved ones in percent of those)."""
     counted = campaigns_completeness(campaigns=[campaign])[campaign.pk]
+    decided = Item.objects.filter(
+        campaign=campaign, kind=Item.Kind.NORMAL, decided_at_raters__lt=campaign.raters_per_item
+    ).aggregate(items=Count("id"), judged=Sum("judgment_count"))
+    saved = decided["items"] * campaign.raters_per_item - (decided["judged"] or 0)
+    planned = counted.total * campaign.raters_per_item
     return {
+        "decided": decided["items"],
+        "saved": saved,
+        "planned": planned,
+        "saved_share": 100 * saved / planned if planned else 0.0,
         "total": counted.total,
         "complete": counted.complete,
         "incomplete": counted.incomplete,
@@ -352,10 +367,10 @@ def evaluation_labels(*, evaluation_set: EvaluationSet) -> dict[int, dict[str, i
     rated in no complete item is absent. One query, whatever the size of the set.
     """
     rows = ConsensusLabel.objects.filter(
+        item_complete("item__", "item__campaign__raters_per_item"),
         item__campaign__evaluation_set=evaluation_set,
         item__campaign__kind__in=EVALUATION_RATING_KINDS,
         item__kind=Item.Kind.NORMAL,
-        item__judgment_count__gte=F("item__campaign__raters_per_item"),
         item__turn__evaluation_response__isnull=False,
     ).values_list("item__turn__evaluation_response__id", "attribute", "label")
     labels: dict[int, dict[str, int]] = {}
@@ -379,9 +394,9 @@ def pairwise_outcomes(*, evaluation_set: EvaluationSet) -> list[tuple[str, str, 
     }
     rows = (
         ConsensusLabel.objects.filter(
+            item_complete("item__", "item__campaign__raters_per_item"),
             item__campaign__in=list(campaigns),
             item__kind=Item.Kind.NORMAL,
-            item__judgment_count__gte=F("item__campaign__raters_per_item"),
             attribute__in=[rules.A_BETTER, rules.B_BETTER],
         )
         .values_list(

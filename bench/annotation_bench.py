@@ -66,6 +66,7 @@ OTHER_PARTS = {
     "report",
     "evaluate",
     "raters",
+    "decided",
 }  # run by the other benchmarks
 
 

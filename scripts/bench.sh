@@ -5,10 +5,11 @@
 # export (bench/trainer_bench.py) and sample-and-rank (bench/inference_bench.py); then, on the
 # database again, the evaluation report (bench/evaluation_report_bench.py) and evaluating a model
 # version batched vs one context at a time (bench/evaluation_bench.py), and a campaign aggregated
-# with Dawid–Skene vs the majority vote (bench/raters_bench.py). Figures: printed, and merged into
-# var/bench/results.json. Extra arguments go to every benchmark (`--parts` picks among next,
-# submit, aggregate, search, train, export, inference, report, evaluate, raters; see each module's
-# `--help`).
+# with Dawid–Skene vs the majority vote (bench/raters_bench.py); and, with no database, the
+# ratings saved by stopping once the answer is decided, replayed on FED and ConvAbuse
+# (bench/decided_bench.py). Figures: printed, and merged into var/bench/results.json. Extra
+# arguments go to every benchmark (`--parts` picks among next, submit, aggregate, search, train,
+# export, inference, report, evaluate, raters, decided; see each module's `--help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,4 +60,6 @@ echo "== benchmark (broker: ${CELERY_BROKER_URL})"
 .venv/bin/python -m bench.evaluation_bench "$@"
 # Labels that know their raters (the bench database): "raters", Dawid–Skene vs the majority vote.
 .venv/bin/python -m bench.raters_bench "$@"
+# Stopping once the answer is decided (no database): "decided", ratings saved on FED and ConvAbuse.
+.venv/bin/python -m bench.decided_bench "$@"
 echo "== make bench took $(( $(date +%s) - started )) s"

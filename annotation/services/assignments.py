@@ -32,6 +32,7 @@ from annotation.errors import (
 )
 from annotation.models import Assignment, Campaign, Item, Judgment, WorkerQuality
 from annotation.questions import campaign_questions, question_gates
+from annotation.services import consensus
 from groundwork import queueing
 
 if TYPE_CHECKING:
@@ -153,7 +154,8 @@ def _give_back_slots(item_ids: Iterable[int]) -> None:
         freed[item_id] += 1
     # In id order, so two transactions freeing slots never wait on each other in a cycle.
     for item_id in sorted(freed):
-        Item.objects.filter(pk=item_id, kind=Item.Kind.NORMAL).update(
+        # A decided item's released slots stay released.
+        Item.objects.filter(pk=item_id, kind=Item.Kind.NORMAL, decided_at_raters__isnull=True).update(
             open_slots=F("open_slots") + freed[item_id]
         )
 
@@ -248,7 +250,7 @@ def judgment_submit(*, assignment_id: int, worker: User, answers: Mapping[str, A
         check_lease_held(locked)
         values = judgment_values(campaign=assignment.item.campaign, answers=submitted)
         judgments = submission_complete(
-            assignment=assignment, worker=worker, values=values, submission=submitted
+            assignment=assignment, worker=worker, values=values, submission=submitted, judged=locked.judged
         )
     return Submission(assignment, judgments, created=True)
 
@@ -262,11 +264,17 @@ def _submit_if_leased(found: hot_path.Found, *, answers: Mapping[str, Any]) -> S
         return None
     submitted = _normalise(answers)
     values = judgment_values(campaign=item.campaign, answers=submitted)
-    stored = hot_path.store_submission(assignment, values, now=timezone.now(), submission=submitted)
+    stored = hot_path.store_submission(
+        assignment,
+        values,
+        now=timezone.now(),
+        submission=submitted,
+        decides=_decides(item, found.judged, values),
+    )
     if stored is None:
         return None
-    judgments, count = stored
-    _counted(item, count)
+    judgments, count, decided_at = stored
+    _counted(item, count, decided_at)
     return Submission(assignment, judgments, created=True)
 
 
@@ -288,27 +296,59 @@ def submission_complete(
     worker: User,
     values: Mapping[str, tuple[str, str | None]],
     submission: dict[str, Any],
+    judged: list[tuple[str, str]] | None = None,
 ) -> list[Judgment]:
     """Store the judgments and mark the assignment submitted; the item's last judgment triggers
-    its consensus after commit, a gold or qualification item updates the worker's record."""
+    its consensus after commit, a gold or qualification item updates the worker's record.
+    ``judged``: the item's judgments before this one (``hot_path.Found.judged``), read when its
+    campaign stops once the answer is decided: a submission that decides the item releases its
+    remaining slots."""
     item = assignment.item
-    stored = hot_path.store_submission(assignment, values, now=timezone.now(), submission=submission)
+    stored = hot_path.store_submission(
+        assignment,
+        values,
+        now=timezone.now(),
+        submission=submission,
+        decides=_decides(item, judged, values),
+    )
     if stored is None:  # the lease ran out since it was locked and checked
         raise AssignmentConflict(LEASE_LOST)
-    judgments, count = stored
+    judgments, count, decided_at = stored
     if count is None:  # a gold or qualification item: no count, the worker's record instead
         _record_gold(item=item, worker=worker, values=values)
     else:
-        _counted(item, count)
+        _counted(item, count, decided_at)
     return judgments
 
 
-def _counted(item: Item, count: int) -> None:
-    """An item's judgment was counted: its last one triggers its consensus after commit. The
-    judgment is the rater's work and is kept whatever happens to the task: with the broker down
-    the label waits for the campaign's next recomputation (a button, ``manage.py aggregate``, and
-    every quality_safety dataset build, which recomputes its campaigns first)."""
-    if count >= item.campaign.raters_per_item:
+def _decides(
+    item: Item, judged: list[tuple[str, str]] | None, values: Mapping[str, tuple[str, str | None]]
+) -> bool:
+    """Whether this submission (``values``) decides the item, after the judgments it had
+    (``judged``; None: its campaign asks every rater, or it is a gold or qualification item).
+
+    ``judged`` was read before this submission is stored, so a submission made meanwhile by another
+    rater may be missing from it. That never makes a wrong decision: labels decided by some of an
+    item's judgments stay decided whatever the others are (``annotation.rules``, "Decided items").
+    It can only miss one, and the item then gets its next rater. The last rater decides nothing:
+    the item is complete anyway."""
+    if judged is None or item.judgment_count + 1 >= item.campaign.raters_per_item:
+        return False
+    counts: dict[str, rules.Counts] = {}
+    for attribute, value in [*judged, *((attribute, value) for attribute, (value, _) in values.items())]:
+        counts[attribute] = counts.get(attribute, rules.Counts()).add(value)
+    return consensus.item_decided(item.campaign, counts, attributes=list(values))
+
+
+def _counted(item: Item, count: int, decided_at: int | None = None) -> None:
+    """An item's judgment was counted: its last one (the campaign's raters per item, or for a
+    decided item the count it was decided at, and any judgment after that) triggers its consensus
+    after commit. The judgment is the rater's work and is kept whatever happens to the task: with
+    the broker down the label waits for the campaign's next recomputation (a button,
+    ``manage.py aggregate``, and every quality_safety dataset build, which recomputes its campaigns
+    first)."""
+    needed = item.campaign.raters_per_item if decided_at is None else decided_at
+    if count >= needed:
         queueing.enqueue("annotation.tasks.item_aggregate_task", item.pk, best_effort=True)
 
 

@@ -21,6 +21,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from annotation.errors import AnnotationError
 from annotation.models import Campaign, Item, SafetyObjective
 from annotation.questions import DEFAULT_RATERS
+from annotation.services.consensus import DECIDABLE_KINDS
 from dialogs.models import Dialog, EvaluationSet, Role, Speaker, Turn
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def campaign_create(
     empty: bool = False,
     created_by: User | None = None,
     evaluation_set: EvaluationSet | None = None,
+    stop_when_decided: bool = False,
 ) -> Campaign:
     """A campaign whose items are the model turns of the dialogs matching ``filters``: with a model
     version, only the turns that version wrote; fallback replies only with ``include_fallback``.
@@ -73,6 +75,9 @@ def campaign_create(
     one). With ``empty`` the campaign gets no items (to import judgments into, say).
     With ``evaluation_set`` the campaign is one of that set's (``annotation.services.evaluations``
     makes them, empty, and adds their items); the human baseline and side-by-side kinds exist only so.
+    With ``stop_when_decided`` (off by default: the paper asks every rater) an item stops getting
+    raters once no remaining rater can change its labels (``annotation.rules``, "Decided items");
+    for the kinds labelled by majority only (``consensus.DECIDABLE_KINDS``).
     """
     if Campaign.objects.filter(name=name).exists():
         raise AnnotationError(f"A campaign named {name!r} already exists.")
@@ -86,6 +91,11 @@ def campaign_create(
     raters = DEFAULT_RATERS[Campaign.Kind(kind)] if raters_per_item is None else raters_per_item
     if raters < 1:
         raise AnnotationError("Raters per item must be at least 1.")
+    if stop_when_decided and kind not in DECIDABLE_KINDS:
+        raise AnnotationError(
+            f"{Campaign.Kind(kind).label} campaigns ask every rater: stopping once the answer is decided "
+            f"is for {', '.join(str(Campaign.Kind(k).label) for k in DECIDABLE_KINDS)} campaigns."
+        )
     if objectives and kind != Campaign.Kind.SAFETY:
         raise AnnotationError("Objectives are for safety campaigns only.")
     filters = filters or DialogFilters()
@@ -103,6 +113,7 @@ def campaign_create(
         filters=filters.as_json(),
         created_by=created_by,
         evaluation_set=evaluation_set,
+        stop_when_decided=stop_when_decided,
     )
     if kind == Campaign.Kind.SAFETY:
         campaign.objectives.set(_objectives(objectives))

@@ -1,7 +1,11 @@
 """Consensus: the labels of each item from its judgments, by the rules of ``annotation.rules``.
 
 Only complete items are labelled: an item is complete when its judgments reached the campaign's
-raters per item and each of those raters answered every question (``rules.answered_by_all``). An
+raters per item and each of those raters answered every question (``rules.answered_by_all``). In a
+campaign that stops once the answer is decided (``Campaign.stop_when_decided``), a decided item is
+complete from the judgments it had when decided (``Item.decided_at_raters``), and is labelled by
+the same rules over the raters it had: the full panel's hard labels (``annotation.rules``, "Decided
+items"), with counts and soft labels that say how many raters it had. An
 incomplete item has no labels (any it had are deleted), so it is left out of the consensus export
 and of every dataset until its last rater answers; ``annotation.selectors`` counts complete and
 incomplete items for the campaign page, the export and dataset manifests.
@@ -22,7 +26,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from annotation import rules
-from annotation.models import AggregationRun, Campaign, ConsensusLabel, Item, RaterModelRun
+from annotation.models import AggregationRun, Campaign, ConsensusLabel, Item, RaterModelRun, item_complete
 from groundwork import queueing
 
 if TYPE_CHECKING:
@@ -34,7 +38,7 @@ BATCH_SIZE = 2000
 
 
 class _Labelling:
-    """The labels ``_item_labels`` gives, computed once per distinct item: an item's labels depend
+    """The labels ``item_labels`` gives, computed once per distinct item: an item's labels depend
     only on its counts and raters (and the campaign's kind and objectives, fixed for a run), so the
     items of a campaign share a few hundred labellings (an SSI attribute of 5 raters has 21 possible
     counts). ``table[n]`` is the n-th labelling; the frozen ``Label`` objects are shared by every
@@ -68,7 +72,7 @@ class _Labelling:
             yes, no, maybe, length = map(int, counts[at:colon].split())
             at = colon + 1 + length
             answered[counts[colon + 1 : at]] = rules.Counts(yes=yes, no=no, maybe=maybe)
-        labels = _item_labels(self.campaign, answered, raters=raters, objectives=self.objectives)
+        labels = item_labels(self.campaign, answered, raters=raters, objectives=self.objectives)
         number = None
         if labels is not None:
             number = len(self.table)
@@ -158,10 +162,11 @@ def _store_labels(labelling: _Labelling, items: dict[int, int], *, stored: bool)
 
 
 # The counts of the campaign's complete normal items in an id range (judgment_count reached the
-# raters per item: incomplete items are not read), for the items where anything changed since
-# their labels were stored (counts, rules version, a label missing). One row per such item: its id,
-# ``raters`` (those who judged it), whether it has labels stored, and ``counts``, its counts in one
-# string (``_COUNTS_TEXT``) that ``_Labelling`` labels once for every item with the same counts.
+# raters per item, or for a decided item the count it was decided at: incomplete items are not
+# read), for the items where anything changed since their labels were stored (counts, rules
+# version, a label missing). One row per such item: its id, ``raters`` (those who judged it),
+# whether it has labels stored, and ``counts``, its counts in one string (``_COUNTS_TEXT``) that
+# ``_Labelling`` labels once for every item with the same counts.
 #
 # ``counted`` is one GROUP BY over the judgments, through their (item, attribute, value) index (the
 # item's judgment count taken with MAX(), not grouped by, so that the grouping follows the index);
@@ -191,7 +196,8 @@ WITH everyone_no AS (
         FROM annotation_judgment j
         JOIN annotation_item i ON i.id = j.item_id
         WHERE %(safety)s AND i.campaign_id = %(campaign)s AND i.kind = 'normal'
-          AND i.judgment_count >= %(raters)s AND j.item_id >= %(low)s AND j.item_id < %(high)s
+          AND i.judgment_count >= COALESCE(i.decided_at_raters, %(raters)s)
+          AND j.item_id >= %(low)s AND j.item_id < %(high)s
         GROUP BY j.item_id, j.assignment_id
     ) AS r
     GROUP BY r.item_id
@@ -203,7 +209,8 @@ counted AS (
            COUNT(*) FILTER (WHERE j.value = 'maybe') AS maybe
     FROM annotation_judgment j
     JOIN annotation_item i ON i.id = j.item_id
-    WHERE i.campaign_id = %(campaign)s AND i.kind = 'normal' AND i.judgment_count >= %(raters)s
+    WHERE i.campaign_id = %(campaign)s AND i.kind = 'normal'
+      AND i.judgment_count >= COALESCE(i.decided_at_raters, %(raters)s)
       AND j.item_id >= %(low)s AND j.item_id < %(high)s
     GROUP BY j.item_id, j.attribute
     UNION ALL
@@ -219,7 +226,7 @@ counted AS (
     FROM annotation_judgment j
     JOIN annotation_item i ON i.id = j.item_id
     WHERE %(pairwise)s AND j.attribute = %(a_better)s AND i.campaign_id = %(campaign)s
-      AND i.kind = 'normal' AND i.judgment_count >= %(raters)s
+      AND i.kind = 'normal' AND i.judgment_count >= COALESCE(i.decided_at_raters, %(raters)s)
       AND j.item_id >= %(low)s AND j.item_id < %(high)s
     GROUP BY j.item_id
 ),
@@ -258,12 +265,12 @@ DELETE FROM annotation_consensuslabel
 WHERE item_id IN (
     SELECT id FROM annotation_item
     WHERE campaign_id = %(campaign)s AND kind = 'normal' AND id >= %(low)s AND id < %(high)s
-      AND judgment_count < %(raters)s
+      AND judgment_count < COALESCE(decided_at_raters, %(raters)s)
 )
 """
 
 
-def _item_labels(
+def item_labels(
     campaign: Campaign, counts: dict[str, rules.Counts], *, raters: int, objectives: Sequence[str]
 ) -> dict[str, rules.Label] | None:
     """One item's labels from its counts, by the rule of its campaign's kind (``annotation.rules``):
@@ -302,6 +309,39 @@ def _item_labels(
     return labels
 
 
+# Kinds whose campaigns may stop asking once an item's answer is decided (``item_decided``): those
+# labelled by majority. Not the rewrite, whose researched rewrites are the work wanted from every
+# rater, nor the human baseline, which has no judgments to decide.
+DECIDABLE_KINDS = (
+    Campaign.Kind.SSI,
+    Campaign.Kind.SAFETY,
+    Campaign.Kind.GROUNDEDNESS_EVAL,
+    Campaign.Kind.HELPFULNESS,
+    Campaign.Kind.PAIRWISE,
+)
+
+
+def item_decided(campaign: Campaign, counts: dict[str, rules.Counts], *, attributes: Sequence[str]) -> bool:
+    """Whether an item of ``campaign`` with these counts (its raters' judgments so far, after the
+    cascade) is decided: no rater still to answer can change any of its labels (``annotation.rules``,
+    "Decided items"). ``attributes``: the campaign's questions (a safety campaign's objectives).
+    False for the kinds not in ``DECIDABLE_KINDS``, and for counts that do not fit the campaign (more
+    judgments than its raters per item): the item then simply waits for every rater."""
+    raters = campaign.raters_per_item
+    try:
+        if campaign.kind == Campaign.Kind.SSI:
+            return rules.ssi_decided(counts, raters=raters)
+        if campaign.kind == Campaign.Kind.SAFETY:
+            return rules.safety_decided(counts, objectives=attributes, raters=raters)
+        if campaign.kind == Campaign.Kind.PAIRWISE:
+            return rules.pairwise_decided(counts.get(rules.A_BETTER, rules.Counts()), raters=raters)
+        if campaign.kind in DECIDABLE_KINDS:
+            return rules.labels_decided(counts, attributes=attributes, raters=raters)
+    except ValueError as exc:
+        logger.warning("campaign %s: an item was not decided: %s", campaign.name, exc)
+    return False
+
+
 def _aggregate_range(labelling: _Labelling, low: int, high: int) -> None:
     """Consensus for the campaign's normal items with ``low <= id < high``: the database counts the
     complete items and leaves out those where nothing changed, the rules label the rest (once per
@@ -328,8 +368,10 @@ def _aggregate_range(labelling: _Labelling, low: int, high: int) -> None:
         counts_text = _COUNTS_TEXT.replace("{aggregate}", _COUNTS_AGGREGATE[connection.vendor])
         cursor.execute(_COUNTS.replace("{counts}", counts_text), params)
         for item_id, judged, labels_stored, counts in cursor:
-            # The campaign's raters per item, or more where more judged it.
-            number = labelling.index(max(campaign.raters_per_item, judged), counts)
+            # Those who judged it: the campaign's raters per item (or more, where more judged it),
+            # or for a decided item those it had (those it was decided at, or more: a rater who
+            # held a lease then may still answer, and the labels stay the full panel's).
+            number = labelling.index(judged, counts)
             if number is None:
                 short.append(item_id)
             else:
@@ -395,7 +437,7 @@ def campaign_aggregate(*, campaign: Campaign, run: AggregationRun | None = None,
         run.done = run.total
         run.finished_at = timezone.now()
         run.save(update_fields=["status", "done", "finished_at"])
-    labelled = bounds.filter(judgment_count__gte=campaign.raters_per_item).count()
+    labelled = bounds.filter(item_complete(raters=campaign.raters_per_item)).count()
     logger.info("campaign %s: consensus for %d complete items", campaign.name, labelled)
     return labelled
 

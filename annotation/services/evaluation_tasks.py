@@ -145,5 +145,6 @@ def pairwise_submit(*, assignment_id: int, worker: User, choice: str) -> Submiss
             worker=worker,
             values={rules.A_BETTER: (value, value)},
             submission=submitted,
+            judged=locked.judged,
         )
     return Submission(assignment, judgments, created=True)

@@ -42,7 +42,8 @@ SELECT j.item_id, a.worker_id, j.attribute, CASE j.value WHEN 'yes' THEN 1 WHEN 
 FROM annotation_judgment j
 JOIN annotation_item i ON i.id = j.item_id
 JOIN annotation_assignment a ON a.id = j.assignment_id
-WHERE i.campaign_id = %(campaign)s AND i.kind = 'normal' AND i.judgment_count >= %(raters)s
+WHERE i.campaign_id = %(campaign)s AND i.kind = 'normal'
+  AND i.judgment_count >= COALESCE(i.decided_at_raters, %(raters)s)
   AND j.item_id >= %(low)s AND j.item_id < %(high)s
 """
 _YES, _NO = 1, 0

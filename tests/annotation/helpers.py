@@ -74,6 +74,7 @@ def external_data() -> Path:
     """Where the third-party rating data lives (shared/external-data beside or inside the checkout)."""
     candidates = [Path(os.environ["EXTERNAL_DATA_DIR"])] if os.environ.get("EXTERNAL_DATA_DIR") else []
     candidates += [ROOT / "shared" / "external-data", ROOT.parent / "shared" / "external-data"]
+    candidates += [ROOT.parent.parent / "shared" / "external-data"]  # a git worktree under <repo>/../wt/
     for candidate in candidates:
         if (candidate / "fed_data.json").is_file():
             return candidate

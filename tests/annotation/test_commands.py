@@ -222,6 +222,7 @@ def test_export_consensus_writes_csv_to_stdout(labelled) -> None:
         "maybe",
         "yes_fraction",
         "rules_version",
+        "raters",
         "aggregation",
         "dawid_skene_label",
         "dawid_skene_probability",

@@ -55,6 +55,7 @@ def test_the_jsonl_export_has_one_line_per_labelled_item(one_rater) -> None:
             for attribute in ("interesting", "sensible", "specific")
         },
         "rules_version": "2",
+        "raters": 1,
         "aggregations": ["majority"],  # no Dawid–Skene run (tests/annotation/test_rater_models.py)
     }
     assert "safety_score" not in rows[0]
@@ -89,8 +90,21 @@ def test_the_csv_export_has_one_row_per_item_and_attribute(one_rater) -> None:
 
     assert rows[0] == list(consensus_export.CSV_HEADER)
     assert len(rows) == 1 + 2 * 3
-    assert rows[1] == ["a, with a comma", "interesting", "1", "1", "0", "0", "1.0", "2", "majority", "", ""]
-    assert ["b", "sensible", "0", "0", "0", "1", "0.0", "2", "majority", "", ""] in rows
+    assert rows[1] == [
+        "a, with a comma",
+        "interesting",
+        "1",
+        "1",
+        "0",
+        "0",
+        "1.0",
+        "2",
+        "1",
+        "majority",
+        "",
+        "",
+    ]
+    assert ["b", "sensible", "0", "0", "0", "1", "0.0", "2", "1", "majority", "", ""] in rows
 
 
 def test_the_export_is_one_streamed_query_whatever_the_number_of_items(

@@ -248,6 +248,9 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
                 "name": c.name,
                 "kind": c.kind,
                 "raters_per_item": c.raters_per_item,
+                # Items decided before their last rater are complete at the raters they had (their
+                # hard labels are the full panel's; annotation.rules, "Decided items").
+                "stop_when_decided": c.stop_when_decided,
                 "complete_items": completeness[c.pk].complete,
                 "incomplete_items": completeness[c.pk].incomplete,
                 "label_aggregation": aggregations[c.pk],

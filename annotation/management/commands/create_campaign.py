@@ -50,6 +50,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--instructions", default="")
         parser.add_argument("--empty", action="store_true", help="No items (to import judgments into).")
+        parser.add_argument(
+            "--stop-when-decided",
+            action="store_true",
+            help="Stop asking once an item's answer is decided (no remaining rater can change its labels); "
+            "off by default: the paper asks every rater.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         purpose = options["purpose"]
@@ -83,6 +89,7 @@ class Command(BaseCommand):
                 objectives=objectives or None,
                 instructions=options["instructions"],
                 empty=options["empty"],
+                stop_when_decided=options["stop_when_decided"],
             )
         except AnnotationError as exc:
             raise CommandError(str(exc)) from None
