@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +66,24 @@ def _run(world_size: int, folder: Path, *, steps: int = 12, stop_after: int | No
     )
 
     def report(progress: training.Progress) -> bool:
-        return stop_after is None or progress.step < stop_after
+        if stop_after is None:
+            return True
+        time.sleep(hp.report_every)  # so the next step reports too, however fast steps are
+        return progress.step < stop_after
+
+    def checkpointed(step: int) -> None:
+        if stop_after is not None:
+            time.sleep(hp.report_every)  # so the step of the first checkpoint reports
 
     progress = distributed.run(
-        model, _examples(), hp, pad_id=0, checkpoint_dir=folder, report=report, device=torch.device("cpu")
+        model,
+        _examples(),
+        hp,
+        pad_id=0,
+        checkpoint_dir=folder,
+        report=report,
+        on_checkpoint=checkpointed,
+        device=torch.device("cpu"),
     )
     return progress, model
 
@@ -92,10 +107,11 @@ def test_two_gloo_processes_follow_the_one_process_loss_curve(tmp_path: Path) ->
 def test_a_cancellation_reaches_every_rank_and_the_run_resumes_from_rank_0s_checkpoint(
     tmp_path: Path,
 ) -> None:
-    """Cancelled at step 6 (checkpoint at step 4): every rank stops (else the call would hang on
+    """Cancelled at step 6 (checkpoint at step 4; from step 4 on, every step reports): every
+    rank stops (else the call would hang on
     the next collective); the next 2-process run resumes from the checkpoint and ends on the
     uninterrupted 1-process curve."""
-    with pytest.raises(training.Cancelled, match="cancelled at step"):
+    with pytest.raises(training.Cancelled, match="cancelled at step 6"):
         _run(2, tmp_path / "two", stop_after=6)
     checkpoint = training.load_checkpoint(tmp_path / "two")
     assert checkpoint is not None
