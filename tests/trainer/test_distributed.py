@@ -97,7 +97,7 @@ def test_two_gloo_processes_follow_the_one_process_loss_curve(tmp_path: Path) ->
     assert max(differences) <= LOSS_TOLERANCE, differences
     assert one.history[-1][1] < one.history[0][1]  # it learns: the curves compared are not flat
     weights = max(
-        float((a - b).abs().max())
+        float((a.detach() - b.detach()).abs().max())
         for a, b in zip(one_model.parameters(), two_model.parameters(), strict=True)
     )
     assert weights <= WEIGHT_TOLERANCE
