@@ -17,6 +17,8 @@ median tokens/s of its timed steps. torch uses as many threads as this process m
 flushes denormal floats to zero (they halve the speed) for both. The share of the machine's CPU that
 other processes took meanwhile (from /proc) is reported too: above 10 %, the figures are disturbed.
 
+``ddp``: DDP scaling efficiency of 2 gloo processes against 1 (``bench/ddp_bench.py``).
+
 ``export``: ``trainer.records.DatasetWriter`` writing synthetic discriminative examples (a context
 of 3 turns of about 60 characters, a response, the rendered text, about 80 ``input_ids`` and their
 ``loss_mask``, an attribute and a label, the split from ``records.split_of``; seeded, every row
@@ -30,8 +32,8 @@ keeps it across fork and exec, so a child of this process (torch loaded, after `
 report the parent's peak; VmHWM belongs to the child's own address space.
 
 The table is printed and the figures merged into var/bench/results.json. Arguments this script
-does not know (the other benchmarks') are ignored, and so are parts other than ``train`` and
-``export``.
+does not know (the other benchmarks') are ignored, and so are parts other than ``train``,
+``export`` and ``ddp``.
 """
 
 from __future__ import annotations
@@ -55,14 +57,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.cpu import machine_busy_seconds, self_seconds
+from bench.ddp_bench import bench_ddp
 from bench.report import ROOT, Metric, print_table, say, write_results
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
 
-PARTS = ("train", "export")
-PREFIXES = {"train": "train: ", "export": "export: "}
+PARTS = ("train", "export", "ddp")
+PREFIXES = {"train": "train: ", "export": "export: ", "ddp": "ddp: "}
 WALL = "trainer_bench.wall_s"
 SEED = 20261128
 WORK_DIR = ROOT / "var" / "bench"
@@ -462,6 +465,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics += bench_train(TrainPlan(warmup=2, steps=4) if args.quick else TrainPlan(warmup=3, steps=20))
     if "export" in parts:
         metrics += bench_export(QUICK_EXPORT_SIZES if args.quick else EXPORT_SIZES)
+    if "ddp" in parts:  # DDP scaling, 2 gloo processes vs 1 (bench/ddp_bench.py)
+        plan = {"warmup": 1, "steps": 3} if args.quick else {"warmup": 2, "steps": 10}
+        metrics += bench_ddp(**plan, threads=_threads())
     metrics.append(Metric(WALL, time.monotonic() - started, "s"))
     print()
     print_table(metrics)

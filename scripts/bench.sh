@@ -6,7 +6,7 @@
 # database again, the evaluation report (bench/evaluation_report_bench.py) and evaluating a model
 # version batched vs one context at a time (bench/evaluation_bench.py). Figures: printed, and
 # merged into var/bench/results.json. Extra arguments go to every benchmark (`--parts` picks among
-# next, submit, aggregate, search, train, export, inference, report, evaluate; see each module's
+# next, submit, aggregate, search, train, export, ddp, inference, report, evaluate; see each module's
 # `--help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +47,8 @@ echo "== benchmark (broker: ${CELERY_BROKER_URL})"
 .venv/bin/python -m bench.annotation_bench "$@"
 # Full-text search (no database): runs unless --parts leaves out "search"; ignores the other arguments.
 .venv/bin/python -m bench.toolset_bench "$@"
-# Trainer (no database): "train" (vs GPT-2) and "export" unless --parts leaves them out; ignores the rest.
+# Trainer (no database): "train" (vs GPT-2), "export" and "ddp" (2 gloo processes vs 1) unless --parts
+# leaves them out; ignores the rest.
 .venv/bin/python -m bench.trainer_bench "$@"
 # Sample-and-rank (no database): "inference" (scoring with the cache vs re-encoding, one turn).
 .venv/bin/python -m bench.inference_bench "$@"
