@@ -9,7 +9,7 @@ What a report needs from its metrics, each computed by ``annotation.rules`` per 
 - ``ContextResamples.difference``: the difference between two versions' means on the contexts
   both have a value for, with a *paired* bootstrap interval (each resample draws the same contexts
   for both versions, so what a context does to both cancels out); ``Difference.excludes_zero``
-  flags a difference the interval says is real.
+  flags a difference the interval says is real, from ``MIN_FLAGGED_CONTEXTS`` shared contexts on.
 - ``win_rate``: a pairwise comparison's share of wins of A over B, ties counted half, with the
   Wilson score interval (Wilson 1927; Newcombe 1998, method 3).
 
@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_CONFIDENCE",
     "DEFAULT_RESAMPLES",
     "DEFAULT_SEED",
+    "MIN_FLAGGED_CONTEXTS",
     "ContextResamples",
     "Difference",
     "Interval",
@@ -66,6 +67,11 @@ __all__ = [
 DEFAULT_RESAMPLES: int = 2_000
 DEFAULT_CONFIDENCE: float = 0.95
 DEFAULT_SEED: int = 0
+# The fewest shared contexts a paired difference is flagged on. n contexts have C(2n - 1, n)
+# distinct bootstrap resamples: 1, 3, 10 and 35 for n = 1 to 4, too few for a 2.5th and a 97.5th
+# percentile to mean anything (one context gives the interval [d, d], which "excludes 0" for any
+# d != 0); 126 for n = 5, 462 for 6.
+MIN_FLAGGED_CONTEXTS: int = 5
 
 
 @dataclass(frozen=True)
@@ -90,8 +96,9 @@ class Difference:
 
     @property
     def excludes_zero(self) -> bool:
-        """Whether the interval leaves out 0: the data say A and B differ (at its confidence)."""
-        return self.low > 0 or self.high < 0
+        """Whether the interval leaves out 0: the data say A and B differ (at its confidence).
+        Never on fewer than ``MIN_FLAGGED_CONTEXTS`` contexts, whose resamples are too few to say."""
+        return self.n >= MIN_FLAGGED_CONTEXTS and (self.low > 0 or self.high < 0)
 
 
 @dataclass(frozen=True)

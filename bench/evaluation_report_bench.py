@@ -16,11 +16,12 @@ kept as a figure).
   and again with them kept (every later one); and the labels' way to per-response values
   (``response_values`` of 5,000 responses).
 - **page** (the bench database): the set, its 250 contexts, 20 model versions with their
-  ``Evaluation`` rows and 5,000 answers (dialogs, turns, ``EvaluationResponse``) written in bulk;
-  then what the report page does, end to end: the loader's queries, the per-response values, the
-  report, the chart and the page's HTML rendered (``TemplateResponse``), first view (resamples
-  drawn) and second. The labels and outcomes are given to the loader as the selectors of
-  ``annotation.selectors`` would give them: their two queries are not in the figure.
+  ``Evaluation`` rows and 5,000 answers (dialogs, turns, ``EvaluationResponse``), the set's four
+  blind rating campaigns with an item per answer each (20,000 complete items, about 60,000
+  consensus labels) and a side-by-side campaign of the two latest versions, written in bulk; then
+  the report page's view itself (``trainer.views.evaluation_report_page``) over a request: the
+  loader's queries with ``annotation.selectors``' label and outcome queries, the per-response
+  values, the report, the chart and the page's HTML, first view (resamples drawn) and later ones.
 """
 
 from __future__ import annotations
@@ -199,35 +200,125 @@ def seed_database() -> tuple[Any, dict[int, dict[str, int]], list[tuple[str, str
     )
     labels = {r.pk: labels_of(rng, names.index(r.responder)) for r in responses}
     outcomes = [(names[-1], names[-2], c.pk, rng.choice(("a", "a", "b", "tie"))) for c in contexts]
+    seed_labels(evaluation_set, stamp, responses, labels, outcomes)
     return evaluation_set, labels, outcomes
 
 
+# Which rating campaign of the set labels which attributes (annotation.rules), and its raters.
+CAMPAIGN_ATTRIBUTES: dict[str, tuple[int, tuple[str, ...]]] = {
+    "ssi": (5, ("sensible", "specific", "interesting", "understandable")),
+    "safety": (3, ("safety", "harm")),
+    "groundedness_eval": (3, ("claims_external", "well_known", "factually_correct", "cites_source")),
+    "helpfulness": (3, ("helpful", "role_consistent")),
+}
+
+
+def seed_labels(
+    evaluation_set: Any,
+    stamp: str,
+    responses: Sequence[Any],
+    labels: dict[int, dict[str, int]],
+    outcomes: Sequence[tuple[str, str, int, str]],
+) -> None:
+    """The set's blind rating campaigns, a complete item per answer in each with its consensus
+    labels, and the side-by-side campaign's items with theirs: what ``annotation.selectors``
+    reads for the report, in bulk (``annotation.services`` would compute the same rows from
+    judgments, at a cost this benchmark is not about)."""
+    from django.db import connection
+
+    from annotation import rules
+    from annotation.models import Campaign, ConsensusLabel, Item
+
+    def label(item: Any, attribute: str, value: int, raters: int) -> Any:
+        return ConsensusLabel(
+            item=item,
+            attribute=attribute,
+            label=value,
+            yes=raters if value else 0,
+            no=0 if value else raters,
+            maybe=0,
+            yes_fraction=float(value),
+            rules_version=rules.RULES_VERSION,
+        )
+
+    rows: list[Any] = []
+    for kind, (raters, attributes) in CAMPAIGN_ATTRIBUTES.items():
+        campaign = Campaign.objects.create(
+            name=f"bench-report-{kind}-{stamp}",
+            kind=kind,
+            raters_per_item=raters,
+            evaluation_set=evaluation_set,
+        )
+        items = Item.objects.bulk_create(
+            Item(
+                campaign=campaign,
+                key=f"response-{response.pk}",
+                turn_id=response.turn_id,
+                evaluation_context_id=response.context_id,
+                response="",
+                open_slots=0,
+                judgment_count=raters,
+            )
+            for response in responses
+        )
+        rows += [
+            label(item, attribute, labels[response.pk][attribute], raters)
+            for item, response in zip(items, responses, strict=True)
+            for attribute in attributes
+        ]
+    a, b = outcomes[0][:2]
+    pairwise = Campaign.objects.create(
+        name=f"bench-report-pairwise-{stamp}",
+        kind=Campaign.Kind.PAIRWISE,
+        raters_per_item=3,
+        evaluation_set=evaluation_set,
+        filters={"responder_a": a, "responder_b": b},
+    )
+    items = Item.objects.bulk_create(
+        Item(
+            campaign=pairwise,
+            key=f"pair-{context}",
+            evaluation_context_id=context,
+            response="",
+            open_slots=0,
+            judgment_count=3,
+        )
+        for _, _, context, _ in outcomes
+    )
+    for item, (_, _, _, outcome) in zip(items, outcomes, strict=True):
+        rows += [
+            label(item, rules.A_BETTER, int(outcome == "a"), 3),
+            label(item, rules.B_BETTER, int(outcome == "b"), 3),
+        ]
+    ConsensusLabel.objects.bulk_create(rows, batch_size=5_000)
+    # What autovacuum does soon after a bulk load: without statistics the planner takes the new
+    # tables for empty and joins 60,000 labels row by row (about twice the time).
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+
 def bench_page(repeats: int) -> list[Metric]:
-    from django.contrib import admin
     from django.contrib.auth.models import User
-    from django.template.response import TemplateResponse
     from django.test import RequestFactory
     from django.urls import reverse
 
-    from trainer.evaluation_report_loader import evaluation_set_report, set_resamples
-    from trainer.views import report_page_context
+    from trainer.evaluation_report_loader import set_resamples
+    from trainer.views import evaluation_report_page
 
     started = time.monotonic()
-    evaluation_set, labels, outcomes = seed_database()
-    say(f"page: seeded {len(labels):,} answers in {time.monotonic() - started:.1f} s")
+    evaluation_set, labels, _outcomes = seed_database()
+    say(f"page: seeded {len(labels):,} answers and their labels in {time.monotonic() - started:.1f} s")
     user = User(username="bench-report", is_superuser=True, is_staff=True)
     url = reverse("evaluation-report", args=[evaluation_set.pk])
     sizes: list[int] = []
 
     def view() -> None:
-        # What trainer.views.evaluation_report_page does, with the labels given.
         request = RequestFactory().get(url)
         request.user = user
-        report, inputs = evaluation_set_report(
-            evaluation_set, params=request.GET, labels=labels, outcomes=outcomes
-        )
-        context = {**admin.site.each_context(request), **report_page_context(report, inputs, evaluation_set)}
-        response = TemplateResponse(request, "admin/trainer/evaluation_report.html", context).render()
+        response = evaluation_report_page(request, evaluation_set.pk)
+        response.render()
+        if response.status_code != 200:
+            raise RuntimeError(f"the report page answered {response.status_code}")
         sizes.append(len(response.content))
 
     first_ms, first_cpu = timed_ms(view, repeats, before=set_resamples.cache_clear)

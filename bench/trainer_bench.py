@@ -16,6 +16,9 @@ machine hits both alike; the warm-up steps are not counted, and the figure of ea
 median tokens/s of its timed steps. torch uses as many threads as this process may use CPUs, and
 flushes denormal floats to zero (they halve the speed) for both. The share of the machine's CPU that
 other processes took meanwhile (from /proc) is reported too: above 10 %, the figures are disturbed.
+Then model FLOPs utilisation (``bench.mfu``): this machine's matmul peak in fp32 (and bf16 when
+training autocasts to it), measured in the same run, and the MFU of ours (the default, "tiny") at
+its tokens/s above and of the "small" preset (36M parameters; a few steps of 4 x 256 tokens).
 
 ``ddp``: DDP scaling efficiency of 2 gloo processes against 1 (``bench/ddp_bench.py``).
 
@@ -58,6 +61,7 @@ import numpy as np
 
 from bench.cpu import machine_busy_seconds, self_seconds
 from bench.ddp_bench import bench_ddp
+from bench.mfu import bench_mfu
 from bench.report import ROOT, Metric, print_table, say, write_results
 
 if TYPE_CHECKING:
@@ -170,7 +174,8 @@ def _train_step(
     return seconds, loss.detach().item()
 
 
-def bench_train(plan: TrainPlan) -> list[Metric]:
+def bench_train(plan: TrainPlan, small: TrainPlan) -> list[Metric]:
+    """Ours against GPT-2 (``plan``), then the MFU of ours and of the small preset (``small``)."""
     import torch
 
     from trainer.training import BF16_IN_HARDWARE
@@ -240,6 +245,15 @@ def bench_train(plan: TrainPlan) -> list[Metric]:
         metrics.append(Metric(f"train: {name} parameters", count, "parameters"))
     metrics.append(Metric("train: tokens per step", tokens, "tokens"))
     metrics.append(Metric("train: CPU taken by other processes", share * 100, "%"))
+    metrics += bench_mfu(
+        ours_config=ours,
+        ours_tokens_per_second=rates[OURS],
+        context=CONTEXT,
+        bf16=BF16_IN_HARDWARE,
+        warmup=small.warmup,
+        steps=small.steps,
+        seed=SEED,
+    )
     return metrics
 
 
@@ -462,7 +476,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     metrics: list[Metric] = []
     if "train" in parts:
-        metrics += bench_train(TrainPlan(warmup=2, steps=4) if args.quick else TrainPlan(warmup=3, steps=20))
+        metrics += bench_train(
+            TrainPlan(warmup=2, steps=4) if args.quick else TrainPlan(warmup=3, steps=20),
+            small=TrainPlan(warmup=1, steps=2) if args.quick else TrainPlan(warmup=1, steps=3),
+        )
     if "export" in parts:
         metrics += bench_export(QUICK_EXPORT_SIZES if args.quick else EXPORT_SIZES)
     if "ddp" in parts:  # DDP scaling, 2 gloo processes vs 1 (bench/ddp_bench.py)

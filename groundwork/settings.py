@@ -25,6 +25,13 @@ env = environ.Env()
 DEBUG: bool = env.bool("DEBUG", default=False)
 ARTIFACTS_DIR = Path(env.str("ARTIFACTS_DIR", default=str(BASE_DIR / "var"))).resolve()
 ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+# With several hosts, ARTIFACTS_DIR is storage they all reach (datasets, checkpoints, model
+# versions, exports: files written once, whole, by one process), and LOCAL_ARTIFACTS_DIR a folder
+# on each host's own disk for what must not be shared: the search index, a database that each
+# host keeps in step with PostgreSQL (toolset.services). Unset: ARTIFACTS_DIR (one host).
+LOCAL_ARTIFACTS_DIR: Path | None = (
+    Path(env.str("LOCAL_ARTIFACTS_DIR")).resolve() if env.str("LOCAL_ARTIFACTS_DIR", default="") else None
+)
 
 
 # The embedded default (`make run`): no DATABASE_URL, so the SQLite file under ARTIFACTS_DIR.

@@ -47,8 +47,8 @@ echo "== benchmark (broker: ${CELERY_BROKER_URL})"
 .venv/bin/python -m bench.annotation_bench "$@"
 # Full-text search (no database): runs unless --parts leaves out "search"; ignores the other arguments.
 .venv/bin/python -m bench.toolset_bench "$@"
-# Trainer (no database): "train" (vs GPT-2), "export" and "ddp" (2 gloo processes vs 1) unless --parts
-# leaves them out; ignores the rest.
+# Trainer (no database): "train" (vs GPT-2, and MFU of ours and the small preset), "export" and "ddp"
+# (2 gloo processes vs 1) unless --parts leaves them out; ignores the rest.
 .venv/bin/python -m bench.trainer_bench "$@"
 # Sample-and-rank (no database): "inference" (scoring with the cache vs re-encoding, one turn).
 .venv/bin/python -m bench.inference_bench "$@"

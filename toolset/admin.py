@@ -17,7 +17,7 @@ class DocumentAdmin(admin.ModelAdmin):
     list_filter = ["source"]
     search_fields = ["title", "url"]
     date_hierarchy = "created_at"
-    readonly_fields = ["created_at"]
+    readonly_fields = ["created_at", "generation"]
 
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "url":
@@ -29,18 +29,13 @@ class DocumentAdmin(admin.ModelAdmin):
         return [*self.readonly_fields, "url"] if obj is not None else self.readonly_fields
 
     def save_model(self, request: HttpRequest, obj: Document, form: Any, change: bool) -> None:
-        super().save_model(request, obj, form, change)
-        services.search_index_sync_later(urls=[obj.url])
+        services.document_save(document=obj)
 
     def delete_model(self, request: HttpRequest, obj: Document) -> None:
-        url = obj.url
-        super().delete_model(request, obj)
-        services.search_index_sync_later(urls=[url])
+        services.documents_delete(documents=Document.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Document]) -> None:
-        urls = list(queryset.values_list("url", flat=True))
-        super().delete_queryset(request, queryset)
-        services.search_index_sync_later(urls=urls)
+        services.documents_delete(documents=queryset)
 
 
 @admin.register(ToolCall)

@@ -1,4 +1,5 @@
-"""The toolset's tables: the document corpus that search reads, and the log of every tool call."""
+"""The toolset's tables: the document corpus that search reads, the generations that let every
+host's search index follow it, and the log of every tool call."""
 
 from __future__ import annotations
 
@@ -21,13 +22,16 @@ class Tool(models.TextChoices):
 
 
 class Document(models.Model):
-    """One document of the search corpus. The database is the source of truth; the search index
-    under ARTIFACTS_DIR is derived from it and can be rebuilt (``rebuild_search_index``)."""
+    """One document of the search corpus. The database is the source of truth; each host's search
+    index (under LOCAL_ARTIFACTS_DIR) is derived from it: it re-indexes the documents whose
+    ``generation`` is newer than its own, and can be rebuilt (``rebuild_search_index``)."""
 
     url = models.URLField(max_length=URL_MAX_CHARS, unique=True)
     title = models.CharField(max_length=TITLE_MAX_CHARS)
     body = models.TextField()
     source = models.CharField(max_length=100, blank=True, db_index=True)
+    # The DocumentGeneration value of the write that last changed it (0: before generations).
+    generation = models.BigIntegerField(default=0, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -38,6 +42,30 @@ class Document(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class DocumentRemoval(models.Model):
+    """A deleted document's URL and the generation that deleted it, so that every host's index
+    drops it too (a URL imported again loses its row)."""
+
+    url = models.URLField(max_length=URL_MAX_CHARS, unique=True)
+    generation = models.BigIntegerField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.url} (removed at {self.generation})"
+
+
+class DocumentGeneration(models.Model):
+    """One row: how many writes have changed the corpus (``value``), counted since the row was
+    made (``epoch``, new whenever the row is: an emptied database is a new epoch). Each write
+    takes the row's lock to count itself, so writes commit in generation order and a host that
+    reads ``value`` = g finds every change up to g committed."""
+
+    epoch = models.CharField(max_length=32)
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.epoch}:{self.value}"
 
 
 class ToolCall(models.Model):

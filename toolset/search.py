@@ -1,16 +1,21 @@
 """Full-text search (BM25) over the document corpus with tantivy. No Django import.
 
-The index is derived data: it lives in one folder (``ARTIFACTS_DIR/search``), every write goes
-through one writer at a time (a file lock, so the web process, workers and commands can share the
-folder), and the database can always rebuild it. Queries are reduced to their words before
-parsing, so user punctuation (``"``, ``:``, ``(``, ``-``, ``AND``) is never query syntax.
+The index is derived data: it lives in one folder on the host's own disk
+(``LOCAL_ARTIFACTS_DIR/search``), every write goes through one writer at a time (a file lock, so
+the web processes, workers and commands of a host share the folder), and the database can always
+rebuild it. Beside the folder, ``search.mark`` names the state of the database the index was last
+brought in step with (an opaque string the caller chooses, written after each commit), so a host
+can tell that it is behind. Queries are reduced to their words before parsing, so user punctuation
+(``"``, ``:``, ``(``, ``-``, ``AND``) is never query syntax.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +31,9 @@ _WORD = re.compile(r"\w+")
 _CLOSING = re.compile(r"[^\w\s]+")
 _OPEN: dict[Path, tantivy.Index] = {}
 _OPEN_LOCK = threading.Lock()
+# One FileLock per folder and process: a thread holding it may take it again (``locked`` around
+# ``update``); another thread or process waits (filelock is thread-local, flock per open file).
+_LOCKS: dict[Path, FileLock] = {}
 
 
 class IndexedDocument(Protocol):
@@ -80,20 +88,67 @@ class SearchIndex:
         self.path = Path(path)
 
     # --- writing ---------------------------------------------------------------------------
-    def rebuild(self, documents: Iterable[IndexedDocument]) -> int:
-        """Replace the whole index with ``documents`` in one commit; returns how many."""
-        with self._writer() as writer:
+    def rebuild(self, documents: Iterable[IndexedDocument], *, mark: str | None = None) -> int:
+        """Replace the whole index with ``documents`` in one commit; returns how many. ``mark``
+        is recorded once the commit is done (without one, the old mark no longer holds)."""
+        with self._writer(mark) as writer:
+            if mark is None:
+                self.mark_path.unlink(missing_ok=True)
             writer.delete_all_documents()
             count = self._add(writer, documents)
         return count
 
-    def update(self, documents: Iterable[IndexedDocument], *, removed_urls: Iterable[str] = ()) -> int:
-        """Add or replace ``documents`` (by URL) and drop ``removed_urls``, in one commit."""
-        with self._writer() as writer:
+    def update(
+        self,
+        documents: Iterable[IndexedDocument],
+        *,
+        removed_urls: Iterable[str] = (),
+        mark: str | None = None,
+    ) -> int:
+        """Add or replace ``documents`` (by URL) and drop ``removed_urls``, in one commit;
+        ``mark`` (when given) is recorded once the commit is done."""
+        with self._writer(mark) as writer:
             for url in removed_urls:
                 writer.delete_documents_by_term("url", url)
             count = self._add(writer, documents, replace=True)
         return count
+
+    @contextmanager
+    def locked(self, timeout: float = WRITER_LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Hold the writers' lock, across reading ``mark()`` and writing; raises
+        ``filelock.Timeout`` after ``timeout`` seconds. Writes made while holding it take it
+        again without waiting."""
+        lock = self._lock()
+        lock.acquire(timeout=timeout)
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _lock(self) -> FileLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with _OPEN_LOCK:
+            lock = _LOCKS.get(self.path)
+            if lock is None:
+                lock = _LOCKS[self.path] = FileLock(str(self.path) + ".lock")
+            return lock
+
+    @property
+    def mark_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".mark")
+
+    def mark(self) -> str | None:
+        """The mark recorded with the last commit that gave one (None: none yet, or no index)."""
+        try:
+            mark = self.mark_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        return mark if (self.path / "meta.json").is_file() else None  # the index is there too
+
+    def _mark_write(self, mark: str) -> None:
+        partial = self.mark_path.with_name(self.mark_path.name + ".partial")
+        partial.write_text(mark, encoding="utf-8")
+        os.replace(partial, self.mark_path)  # whole or not at all
 
     add = update
 
@@ -108,8 +163,8 @@ class SearchIndex:
             count += 1
         return count
 
-    def _writer(self) -> _Writer:
-        return _Writer(self)
+    def _writer(self, mark: str | None = None) -> _Writer:
+        return _Writer(self, mark)
 
     def _index(self) -> tantivy.Index:
         with _OPEN_LOCK:
@@ -181,16 +236,17 @@ def _snippet(snippet: tantivy.Snippet, body: str) -> str:
 
 
 class _Writer:
-    """One writer at a time across processes; commits on success, rolls back on error."""
+    """One writer at a time across processes; commits on success (then records ``mark``, if
+    any, before letting the next writer in), rolls back on error."""
 
-    def __init__(self, search_index: SearchIndex) -> None:
+    def __init__(self, search_index: SearchIndex, mark: str | None = None) -> None:
         self.search_index = search_index
-        self.lock = FileLock(str(search_index.path) + ".lock", timeout=WRITER_LOCK_TIMEOUT_S)
+        self.mark = mark
+        self.lock = search_index._lock()
         self.writer: tantivy.IndexWriter | None = None
 
     def __enter__(self) -> tantivy.IndexWriter:
-        self.search_index.path.parent.mkdir(parents=True, exist_ok=True)
-        self.lock.acquire()
+        self.lock.acquire(timeout=WRITER_LOCK_TIMEOUT_S)
         try:
             self.writer = self.search_index._index().writer(heap_size=WRITER_HEAP_BYTES, num_threads=1)
         except BaseException:
@@ -204,6 +260,8 @@ class _Writer:
             if exc_type is None:
                 self.writer.commit()
                 self.writer.wait_merging_threads()
+                if self.mark is not None:
+                    self.search_index._mark_write(self.mark)
             else:
                 self.writer.rollback()
         finally:

@@ -27,7 +27,7 @@ from dialogs.selectors import turn_count
 from groundwork.admin import progress_bar
 from trainer import evaluation_admin, selectors
 from trainer.admin_base import TrainerAdmin
-from trainer.charts import finite, loss_curve, metrics_table
+from trainer.charts import finite, loss_curve, metrics_table, size_facts
 from trainer.forms import DatasetExportForm, TrainingJobForm
 from trainer.models import DatasetVersion, Evaluation, ModelVersion, TrainingJob
 from trainer.services import requests
@@ -246,7 +246,7 @@ class TrainingJobAdmin(TrainerAdmin):
     add_title = "Retrain"
     add_submit = "Start training"
     add_fieldsets = [
-        ("Job", "", ["kind", "base_model", "datasets"]),
+        ("Job", "", ["kind", "base_model", "datasets", "preset"]),
         (
             "Hyperparameters",
             "",
@@ -267,6 +267,11 @@ class TrainingJobAdmin(TrainerAdmin):
             "live": not job.finished,
             "curve": loss_curve(job.history),
             "metrics": metrics_table(job.metrics),
+            "size": size_facts(
+                selectors.job_size(job),
+                latest=job.tokens_per_second,
+                average=getattr(job, "average_tokens_per_second", None),
+            ),
             "model_version": version,
             "model_version_url": (
                 reverse("admin:trainer_modelversion_change", args=[version.pk]) if version else ""

@@ -16,7 +16,7 @@ from django.http import FileResponse, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import BasePermission
@@ -30,6 +30,7 @@ from groundwork.parsers import RowsField, query_text
 from trainer import selectors
 from trainer.evaluation_report import CSV_HEADER, report_csv_rows, report_json
 from trainer.evaluation_report_loader import REPORT_PERMISSIONS, evaluation_set_report, report_urls
+from trainer.hyperparameters import DEFAULT_PRESET, MODEL_PRESETS
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 from trainer.services import requests
 
@@ -172,9 +173,44 @@ class DatasetViewSet(
 # --- training jobs ------------------------------------------------------------------------------
 
 
+class TrainingMemorySerializer(serializers.Serializer):
+    """Estimated bytes of one training step (``trainer.sizing.training_memory``)."""
+
+    total = serializers.IntegerField()
+    weights = serializers.IntegerField(help_text="fp32 weights, and their bf16 copies under bf16")
+    gradients = serializers.IntegerField()
+    optimizer = serializers.IntegerField(help_text="AdamW's two fp32 moments")
+    activations = serializers.IntegerField(
+        help_text="what the forward keeps for backward, batch_size × max_length"
+    )
+    precision = serializers.CharField()
+
+
+class TrainingSizeSerializer(serializers.Serializer):
+    """The size of a job's model (``trainer.selectors.job_size``)."""
+
+    preset = serializers.CharField(
+        allow_null=True, help_text="the preset the job chose (hyperparameters.preset)"
+    )
+    parameters = serializers.IntegerField(allow_null=True)
+    parameters_exact = serializers.BooleanField(
+        help_text="counted on the model the job made (or its base), rather than computed from the sizes"
+    )
+    flops_per_token = serializers.IntegerField(
+        allow_null=True,
+        help_text="training FLOPs of a token at max_length: 6 N + 12 n_layer d_model max_length",
+    )
+    memory = TrainingMemorySerializer(allow_null=True)
+    batch_size = serializers.IntegerField()
+    max_length = serializers.IntegerField()
+    precision = serializers.CharField()
+    precision_decided = serializers.BooleanField(help_text="false: fp32 assumed until a worker decides")
+
+
 class TrainingJobSerializer(serializers.ModelSerializer):
     base_model = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     model_version = serializers.SerializerMethodField()
+    size = serializers.SerializerMethodField()
 
     class Meta:
         model = TrainingJob
@@ -185,6 +221,7 @@ class TrainingJobSerializer(serializers.ModelSerializer):
             "base_model",
             "datasets",
             "hyperparameters",
+            "size",
             "step",
             "total_steps",
             "loss",
@@ -210,12 +247,25 @@ class TrainingJobSerializer(serializers.ModelSerializer):
         version = getattr(job, "model_version", None)
         return version.name if version else None
 
+    @extend_schema_field(TrainingSizeSerializer(allow_null=True))
+    def get_size(self, job: TrainingJob) -> dict[str, Any] | None:
+        return selectors.job_size(job)
+
 
 class TrainingRequestSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=TrainingJob.Kind.choices)
     datasets = RowsField(queryset=DatasetVersion.objects.all())
     base_model = ModelVersionNameField(required=False, allow_null=True)
-    hyperparameters = serializers.DictField(required=False, default=dict)
+    hyperparameters = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text=(
+            "steps, learning_rate, batch_size, max_length, warmup_steps, weight_decay, checkpoint_every, "
+            "seed, bf16, report_every, qs_mix_share; pretrain jobs also preset (one of "
+            f"{', '.join(MODEL_PRESETS)}; default {DEFAULT_PRESET}) and model "
+            "({d_model, n_layer, n_head, d_ff}, each replacing the preset's)"
+        ),
+    )
 
 
 class TrainingJobViewSet(

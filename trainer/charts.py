@@ -1,6 +1,6 @@
 """The trainer pages' drawings, computed from stored numbers: the loss curve as SVG coordinates,
-the table of initial against final evaluation, and the evaluation report's grouped bars (an SVG
-string). Pure: no Django."""
+the table of initial against final evaluation, the evaluation report's grouped bars (an SVG
+string), and a job's model size in words. Pure: no Django."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import math
 from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
+
+from trainer import sizing
 
 CURVE_POINTS = 300
 # The loss curve's drawing: the whole picture and the plot box inside it (room for the labels).
@@ -128,6 +130,9 @@ BAR_PALETTE = (
 BASELINE_COLOUR = "#555555"
 BARS_TOP, BARS_PLOT_HEIGHT, BARS_LEFT, BARS_RIGHT_MARGIN = 16, 220, 56, 16
 BARS_GROUP_GAP, BARS_GROUP_MIN_WIDTH, BARS_LEGEND_ROW, BARS_LEGEND_ITEM = 18, 72, 18, 150
+# A bar chart shrinks to the page's width (the stylesheet's max-width: 100%), down to this share of
+# its size (11 px text stays 8 px or more); a narrower page scrolls it sideways.
+BARS_LEAST_SCALE = 0.75
 
 
 def _series_colour(index: int, count: int, baseline: bool) -> str:
@@ -168,7 +173,7 @@ def grouped_bars(
     out = [
         f'<svg class="report-chart" xmlns="http://www.w3.org/2000/svg" role="img" '
         f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" font-size="11" '
-        f'font-family="sans-serif">',
+        f'font-family="sans-serif" style="min-width: {round(width * BARS_LEAST_SCALE)}px">',
         f"<title>{escape(title)}</title>",
     ]
     for tick in (0, 0.25, 0.5, 0.75, 1):
@@ -215,3 +220,34 @@ def grouped_bars(
         )
     out.append("</svg>")
     return "".join(out)
+
+
+def size_facts(
+    size: Mapping[str, Any] | None, *, latest: float | None, average: float | None
+) -> dict[str, Any] | None:
+    """A job's model size (``selectors.job_size``) in words for its page, with its measured
+    tokens/s (``latest``: the last interval's, ``average``: over the run) and the model FLOP/s the
+    average (else the latest) makes (``sizing.flops_per_token``); None when the size is unknown."""
+    if size is None:
+        return None
+    memory = size.get("memory")
+    parameters = size.get("parameters")
+    rate = average or latest
+    flops = size.get("flops_per_token")
+    return {
+        **size,
+        "parameters_text": f"{parameters:,} ({sizing.human_count(parameters)})" if parameters else "",
+        "memory_text": sizing.human_bytes(memory["total"]) if memory else "",
+        "memory_parts": (
+            ", ".join(
+                f"{name} {sizing.human_bytes(memory[name])}"
+                for name in ("weights", "gradients", "optimizer", "activations")
+            )
+            if memory
+            else ""
+        ),
+        "flops_text": f"{flops / 1e6:,.1f} MFLOP" if flops else "",
+        "latest_tokens_per_second": latest,
+        "average_tokens_per_second": average,
+        "model_flops_text": f"{rate * flops / 1e9:,.2f} GFLOP/s" if rate and flops else "",
+    }

@@ -10,8 +10,8 @@ from django import forms
 
 from annotation.models import Campaign
 from dialogs.models import EvaluationSet, Purpose
-from trainer import sources
-from trainer.hyperparameters import BOUNDS
+from trainer import sizing, sources
+from trainer.hyperparameters import BOUNDS, DEFAULT_PRESET, MODEL_PRESETS
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 
 TRAINING_CAMPAIGN_KINDS = (*sources.QUALITY_SAFETY_CAMPAIGNS, *sources.GROUNDEDNESS_CAMPAIGNS)
@@ -108,6 +108,24 @@ class DatasetExportForm(forms.Form):
         return kwargs
 
 
+def preset_choices() -> list[tuple[str, str]]:
+    """The model presets, each with its parameters and estimated memory for a step of the form's
+    default batch (16 × 256 tokens, fp32) at the default vocabulary of 8192."""
+    choices = [("", f"Default: {DEFAULT_PRESET} for a new model; a fine-tune keeps its base model's size")]
+    for name, sizes in MODEL_PRESETS.items():
+        config = {**sizing.DEFAULTS, **sizes}
+        memory = sizing.training_memory_bytes(config, batch_size=16, seq_len=256)
+        choices.append(
+            (
+                name,
+                f"{name}: {sizing.human_count(sizing.parameter_count(config))} parameters, "
+                f"d_model {sizes['d_model']}, {sizes['n_layer']} layers, {sizes['n_head']} heads, "
+                f"d_ff {sizes['d_ff']} (~{sizing.human_bytes(memory)} to train 16 × 256 tokens in fp32)",
+            )
+        )
+    return choices
+
+
 class TrainingJobForm(forms.Form):
     """A new training job: pre-train a model, or fine-tune a base model on ready datasets."""
 
@@ -122,6 +140,13 @@ class TrainingJobForm(forms.Form):
         DatasetVersion.objects.filter(status=DatasetVersion.Status.READY).order_by("-created_at", "-id"),
         widget=forms.CheckboxSelectMultiple,
         help_text="Ready datasets of the kind the job trains on, rendered with one tokenizer.",
+    )
+    preset = forms.ChoiceField(
+        choices=preset_choices,
+        required=False,
+        label="Model size",
+        help_text="Pre-training only: the size of the new model (trainer.hyperparameters.MODEL_PRESETS). "
+        "Parameters with a vocabulary of 8192; the job page shows the count and memory for its own.",
     )
     # The bounds every training job has (trainer.hyperparameters.BOUNDS).
     steps = forms.IntegerField(min_value=BOUNDS["steps"][0], max_value=BOUNDS["steps"][1], initial=200)
@@ -157,7 +182,8 @@ class TrainingJobForm(forms.Form):
     OPTIONAL_HYPERPARAMETERS = ("seed", "qs_mix_share")  # blank: the job's default
 
     def service_kwargs(self) -> dict[str, Any]:
-        """The arguments of ``requests.training_request`` (but ``created_by``)."""
+        """The arguments of ``requests.training_request`` (but ``created_by``): a preset goes as
+        ``hyperparameters.preset`` (the service refuses one for a fine-tune)."""
         data = self.cleaned_data
         return {
             "kind": data["kind"],
@@ -169,6 +195,7 @@ class TrainingJobForm(forms.Form):
                 "batch_size": data["batch_size"],
                 "checkpoint_every": data["checkpoint_every"],
                 **{name: data[name] for name in self.OPTIONAL_HYPERPARAMETERS if data.get(name) is not None},
+                **({"preset": data["preset"]} if data.get("preset") else {}),
             },
         }
 

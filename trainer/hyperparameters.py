@@ -37,6 +37,20 @@ MODEL_SIZE_BOUNDS: dict[str, tuple[int, int]] = {
     "d_ff": (8, 16_384),
 }
 
+# Named model sizes of a pretrain job (``hyperparameters.preset``). "tiny" is GroundworkConfig's
+# defaults: what a job that names neither a preset nor sizes trains. With the default vocabulary
+# of 8192 (trainer.sizing.parameter_count): tiny 5.2M parameters, small 36.3M, base 119.6M.
+# d_ff keeps the gated-GELU feed-forward near 8/3 d_model (as many weights as a 4x MLP); small's
+# and base's widths are multiples of 128, and their heads 64 wide.
+MODEL_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"d_model": 256, "n_layer": 4, "n_head": 4, "d_ff": 683},
+    "small": {"d_model": 512, "n_layer": 10, "n_head": 8, "d_ff": 1408},
+    "base": {"d_model": 768, "n_layer": 16, "n_head": 12, "d_ff": 2048},
+}
+DEFAULT_PRESET = "tiny"
+# The keys of a job's hyperparameters that size its model rather than its training.
+MODEL_KEYS = ("preset", "model")
+
 # Vocabulary size of a new tokenizer (``train_first_model --vocab-size``): at least the 256 bytes
 # and the special tokens, at most what an embedding row per token keeps reasonable.
 VOCAB_SIZE_BOUNDS = (300, 65_536)
@@ -109,9 +123,10 @@ class Hyperparameters:
         return asdict(self)
 
 
-def model_sizes_from_dict(data: Any) -> dict[str, int]:
+def model_sizes_from_dict(data: Any, *, defaults: dict[str, int] | None = None) -> dict[str, int]:
     """The model sizes of a pretrain job, checked: integers within ``MODEL_SIZE_BOUNDS``, and
-    ``d_model`` a multiple of ``n_head``; else ``HyperparameterError`` naming ``model.<size>``."""
+    ``d_model`` a multiple of ``n_head`` (the ``defaults`` filling in either one not given: the
+    tiny preset's unless a preset is named); else ``HyperparameterError`` naming ``model.<size>``."""
     if not isinstance(data, dict):
         raise HyperparameterError("model", f"must be an object of {', '.join(MODEL_SIZE_BOUNDS)}")
     unknown = sorted(set(data) - set(MODEL_SIZE_BOUNDS))
@@ -122,9 +137,35 @@ def model_sizes_from_dict(data: Any) -> dict[str, int]:
     sizes = {
         name: _number(f"model.{name}", value, int, *MODEL_SIZE_BOUNDS[name]) for name, value in data.items()
     }
-    if sizes.get("d_model", 256) % sizes.get("n_head", 4):
-        raise HyperparameterError("model.d_model", "must be a multiple of n_head")
+    chosen = {**(defaults or MODEL_PRESETS[DEFAULT_PRESET]), **sizes}
+    if chosen["d_model"] % chosen["n_head"]:
+        raise HyperparameterError(
+            "model.d_model", f"must be a multiple of n_head, got {chosen['d_model']} and {chosen['n_head']}"
+        )
     return sizes
+
+
+def model_sizes_resolve(preset: Any = None, model: Any = None) -> dict[str, Any]:
+    """What a pretrain job stores of its model's size, from its ``preset`` and ``model`` sizes.
+
+    - neither: ``{}`` (GroundworkConfig's defaults, the "tiny" preset);
+    - ``model`` alone: ``{"model": sizes}``, the sizes given (the others are the defaults);
+    - ``preset``: ``{"preset": name, "model": sizes}``, all four sizes of the preset, each one
+      ``model`` names replacing the preset's (``{"preset": "small", "model": {"n_layer": 6}}`` is
+      the small preset with 6 layers), checked together (``d_model`` a multiple of ``n_head``).
+
+    A preset that is not a name of ``MODEL_PRESETS`` is a ``HyperparameterError`` naming ``preset``
+    and listing the known ones; a bad size one naming ``model.<size>``.
+    """
+    if preset is None or preset == "":
+        sizes = model_sizes_from_dict(model if model is not None else {})
+        return {"model": sizes} if sizes else {}
+    if not isinstance(preset, str) or preset not in MODEL_PRESETS:
+        raise HyperparameterError(
+            "preset", f"unknown preset {str(preset)[:40]!r}; known: {', '.join(MODEL_PRESETS)}"
+        )
+    overrides = model_sizes_from_dict(model if model is not None else {}, defaults=MODEL_PRESETS[preset])
+    return {"preset": preset, "model": {**MODEL_PRESETS[preset], **overrides}}
 
 
 def _number(field: str, value: Any, kind: type, least: float, most: float) -> Any:

@@ -53,6 +53,7 @@ def scorer_for(version: ModelVersion) -> sampling.Scorer:
 
     with _lock:
         if version.name not in _loaded:
+            model_files_check(version)
             device = devices.choose(settings.INFERENCE_DEVICE, name="INFERENCE_DEVICE")
             devices.prepare(device)
             model = GroundworkForCausalLM.from_pretrained(str(version.path)).to(device)
@@ -61,6 +62,19 @@ def scorer_for(version: ModelVersion) -> sampling.Scorer:
             _loaded.clear()
             _loaded[version.name] = sampling.Scorer(model, tokenizer, discriminators=discriminators)
         return _loaded[version.name]
+
+
+def model_files_check(version: ModelVersion) -> None:
+    """Raise ``FileNotFoundError`` naming the folder and the setting when this host cannot see
+    ``version``'s files: every inference worker reads them from the shared ``ARTIFACTS_DIR``
+    (written whole by the job that made the version, then never changed), and takes the serving
+    version from the database on every turn, so a newly served one is loaded on its next turn."""
+    if not (version.path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model version {version.name}: no model files in {version.path} on this host. "
+            "ARTIFACTS_DIR must be storage that the training workers write to and every inference "
+            "worker reads (README: Scaling out)."
+        )
 
 
 def sampling_settings() -> sampling.Settings:

@@ -9,11 +9,14 @@ ancestors come in one recursive query (``WITH RECURSIVE``, on PostgreSQL and SQL
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from django.db import connection
 from django.db.models import Prefetch, prefetch_related_objects
 from django.db.models.expressions import RawSQL
 
+from trainer import sizing
+from trainer.hyperparameters import Hyperparameters
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 
 
@@ -84,3 +87,65 @@ def quality_safety_data(version: ModelVersion) -> tuple[ModelVersion | None, lis
         if job is not None and job.kind == TrainingJob.Kind.FINETUNE_QUALITY_SAFETY:
             return ancestor, list(job.datasets.all())
     return None, []
+
+
+def job_size(job: TrainingJob) -> dict[str, Any] | None:
+    """What the job page and the API say of the size of ``job``'s model (``trainer.sizing``):
+
+    ``preset`` (the name the job chose, or None), ``parameters`` (``parameters_exact``: counted on
+    the model the job made, or its base's, rather than computed from the sizes), the training
+    ``flops_per_token`` at its ``max_length``, and ``memory``, the estimated bytes of a step of
+    ``batch_size × max_length`` tokens (``sizing.training_memory``) in the job's ``precision``
+    (fp32 until a worker has decided, unless the job asks for bf16).
+
+    The sizes are those of the model the job made, else of its base model, else (a pretrain job
+    not yet done) its ``model`` sizes over GroundworkConfig's defaults with its first dataset's
+    vocabulary size. None when they are not known (a base model whose config names no width, depth
+    or heads), with ``parameters`` alone when the base's count is. Reads ``job.datasets`` (prefetch
+    them for a list), ``job.model_version`` and ``job.base_model``.
+    """
+    hp = job.hyperparameters if isinstance(job.hyperparameters, dict) else {}
+    version = _made_by(job)
+    parameters = 0
+    if version is not None:
+        config, parameters = version.config, version.parameters
+    elif job.base_model is not None:
+        config, parameters = job.base_model.config, job.base_model.parameters
+    else:
+        datasets = sorted(job.datasets.all(), key=lambda dataset: dataset.pk)
+        vocab_size = (datasets[0].filters or {}).get("vocab_size") if datasets else None
+        config = {**sizing.DEFAULTS, **(hp.get("model") or {})}
+        if vocab_size:
+            config["vocab_size"] = vocab_size
+    defaults = Hyperparameters()
+    batch_size = int(hp.get("batch_size") or defaults.batch_size)
+    max_length = int(hp.get("max_length") or defaults.max_length)
+    precision = job.precision or ("bf16" if hp.get("bf16") is True else "fp32")
+    if precision not in sizing.PRECISION_BYTES:
+        precision = "fp32"
+    try:
+        sizes = sizing.ModelSizes.of(config if isinstance(config, dict) else {})
+    except (TypeError, ValueError):
+        sizes = None
+    known = {
+        "preset": hp.get("preset") or None,
+        "parameters": parameters or (sizing.parameter_count(sizes) if sizes else None),
+        "parameters_exact": bool(parameters),
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "precision": precision,
+        "precision_decided": bool(job.precision),
+    }
+    if sizes is None:
+        return {**known, "flops_per_token": None, "memory": None} if parameters else None
+    memory = sizing.training_memory(
+        sizes, batch_size=batch_size, seq_len=max_length, precision=precision, parameters=parameters or None
+    )
+    return {**known, "flops_per_token": sizing.flops_per_token(sizes, max_length), "memory": memory.as_dict()}
+
+
+def _made_by(job: TrainingJob) -> ModelVersion | None:
+    try:
+        return job.model_version
+    except ModelVersion.DoesNotExist:
+        return None

@@ -14,6 +14,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import pytest
 
 from annotation.statistics import (
+    MIN_FLAGGED_CONTEXTS,
     ContextResamples,
     bootstrap_interval,
     paired_bootstrap_difference,
@@ -267,3 +268,22 @@ def test_counts_must_be_counts() -> None:
         win_rate(wins=-1, ties=0, losses=2)
     with pytest.raises(ValueError, match="total"):
         wilson_interval(0, 0)
+
+
+def test_a_difference_on_too_few_contexts_is_never_flagged() -> None:
+    """One shared context gives the interval [d, d]: it leaves out 0 but says nothing; from
+    MIN_FLAGGED_CONTEXTS contexts of the same clear gain on, it is flagged."""
+    one = paired_bootstrap_difference({"c": 1}, {"c": 0})
+    few = paired_bootstrap_difference(
+        {i: 1 for i in range(MIN_FLAGGED_CONTEXTS - 1)}, {i: 0 for i in range(MIN_FLAGGED_CONTEXTS - 1)}
+    )
+    enough = paired_bootstrap_difference(
+        {i: 1 for i in range(MIN_FLAGGED_CONTEXTS)}, {i: 0 for i in range(MIN_FLAGGED_CONTEXTS)}
+    )
+
+    assert (one.estimate, one.low, one.high, one.n) == (1, 1, 1, 1)
+    assert not one.excludes_zero
+    assert few.low == 1
+    assert not few.excludes_zero
+    assert enough.low == 1
+    assert enough.excludes_zero

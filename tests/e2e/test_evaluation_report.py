@@ -260,6 +260,11 @@ def _check_report_page(page: Page, names: dict[str, str], expected: dict[str, di
     """The chart, the metrics table, the comparison and the win rate, as the page shows them."""
     chart = page.locator("#chart svg.report-chart")
     expect(chart).to_be_visible()
+    # Playwright's 1280 × 720 window: the chart of three responders shrinks to fit, no sideways scroll.
+    box = page.locator("#chart .report-chart-box")
+    assert box.evaluate("b => b.scrollWidth <= b.clientWidth"), box.evaluate(
+        "b => [b.scrollWidth, b.clientWidth]"
+    )
     expect(chart.locator("text.group-label")).to_have_text([metric.short for metric in METRICS])
     expect(chart.locator("g.legend")).to_have_count(3)
     tips = {

@@ -4,45 +4,51 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('trainer', '0004_evaluation'),
+        ("trainer", "0004_evaluation"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='modelversion',
-            name='device',
+            model_name="modelversion",
+            name="device",
             field=models.CharField(blank=True, max_length=100),
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='kind',
-            field=models.CharField(choices=[('trained', 'Trained here (a Groundwork model)'), ('imported', 'Imported (a transformers causal language model from a local folder)')], default='trained', max_length=8),
+            model_name="modelversion",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("trained", "Trained here (a Groundwork model)"),
+                    ("imported", "Imported (a transformers causal language model from a local folder)"),
+                ],
+                default="trained",
+                max_length=8,
+            ),
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='precision',
+            model_name="modelversion",
+            name="precision",
             field=models.CharField(blank=True, max_length=16),
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='source',
+            model_name="modelversion",
+            name="source",
             field=models.CharField(blank=True, max_length=500),
         ),
         migrations.AddField(
-            model_name='trainingjob',
-            name='average_tokens_per_second',
+            model_name="trainingjob",
+            name="average_tokens_per_second",
             field=models.FloatField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='trainingjob',
-            name='device',
+            model_name="trainingjob",
+            name="device",
             field=models.CharField(blank=True, max_length=100),
         ),
         migrations.AddField(
-            model_name='trainingjob',
-            name='precision',
+            model_name="trainingjob",
+            name="precision",
             field=models.CharField(blank=True, max_length=16),
         ),
     ]

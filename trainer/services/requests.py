@@ -20,11 +20,12 @@ from groundwork import queueing
 from groundwork.errors import DomainError
 from trainer import selectors, sources
 from trainer.hyperparameters import (
+    MODEL_KEYS,
     MODEL_SIZE_BOUNDS,
     VOCAB_SIZE_BOUNDS,
     HyperparameterError,
     Hyperparameters,
-    model_sizes_from_dict,
+    model_sizes_resolve,
 )
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 
@@ -191,17 +192,20 @@ MODEL_SIZE_FIELDS = tuple(MODEL_SIZE_BOUNDS)  # d_model, n_layer, n_head, d_ff
 
 
 def hyperparameters_split(kind: str, hyperparameters: dict[str, Any]) -> tuple[Hyperparameters, dict]:
-    """A job's hyperparameters checked against their bounds: the training ones, and the model
-    sizes (a pretrain job's only); ``TrainerError`` naming the field otherwise."""
+    """A job's hyperparameters checked against their bounds: the training ones, and what a pretrain
+    job (only) stores of its model's size, ``preset`` and ``model`` (``model_sizes_resolve``: a
+    preset's sizes, each one ``model`` names replacing the preset's); ``TrainerError`` naming the
+    field otherwise."""
     data = dict(hyperparameters or {})
-    model = data.pop("model", None) or {}
-    if model and kind != TrainingJob.Kind.PRETRAIN:
+    size_keys = {key: data.pop(key) for key in MODEL_KEYS if key in data}
+    if any(value not in (None, "", {}) for value in size_keys.values()) and kind != TrainingJob.Kind.PRETRAIN:
         raise TrainerError(
-            "model sizes (hyperparameters.model) are for pretrain jobs; a fine-tune keeps its base",
+            "model sizes (hyperparameters.preset and hyperparameters.model) are for pretrain jobs; "
+            "a fine-tune keeps its base model's",
             field="hyperparameters",
         )
     try:
-        return Hyperparameters.from_dict(data), model_sizes_from_dict(model)
+        return Hyperparameters.from_dict(data), model_sizes_resolve(**size_keys)
     except HyperparameterError as exc:
         raise TrainerError(str(exc), field="hyperparameters") from None
 
@@ -221,7 +225,7 @@ def training_request(
     rendered with the base model's tokenizer."""
     if kind not in TrainingJob.Kind.values:
         raise TrainerError(f"kind must be one of {', '.join(TrainingJob.Kind.values)}, not {kind!r}")
-    hp, model_sizes = hyperparameters_split(kind, hyperparameters or {})
+    hp, size_keys = hyperparameters_split(kind, hyperparameters or {})
     datasets = list(datasets)
     if not datasets:
         raise TrainerError("choose at least one dataset")
@@ -250,7 +254,7 @@ def training_request(
     job = TrainingJob.objects.create(
         kind=kind,
         base_model=base_model,
-        hyperparameters={**hp.as_dict(), **({"model": model_sizes} if model_sizes else {})},
+        hyperparameters={**hp.as_dict(), **size_keys},
         total_steps=hp.steps,
         created_by=created_by,
     )

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from trainer import devices, distributed, records, selectors, training
 from trainer import tokenizer as tokenizers
-from trainer.hyperparameters import Hyperparameters
+from trainer.hyperparameters import MODEL_KEYS, Hyperparameters
 from trainer.modeling import GroundworkConfig, GroundworkForCausalLM, model_init
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 from trainer.services import dataset_builds
@@ -221,7 +221,7 @@ def training_run(
     job = _claim(job_id, worker)
     if job is None:
         return TrainingJob.objects.get(pk=job_id)
-    hp = Hyperparameters.from_dict({k: v for k, v in job.hyperparameters.items() if k != "model"})
+    hp = Hyperparameters.from_dict({k: v for k, v in job.hyperparameters.items() if k not in MODEL_KEYS})
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     try:
         device = _device(job, hp)

@@ -8,7 +8,7 @@ from toolset import services
 
 
 class Command(BaseCommand):
-    help = "Rebuild the search index under ARTIFACTS_DIR/search from the documents in the database."
+    help = "Rebuild this host's search index (LOCAL_ARTIFACTS_DIR/search) from the documents in the database."
 
     def handle(self, *args: Any, **options: Any) -> None:
         count = services.search_index_rebuild()
