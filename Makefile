@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
 
-.PHONY: setup setup-python setup-debian run test fuzz lint format bench clean
+.PHONY: setup setup-python setup-debian run test fuzz lint format bench gpu-check clean
 
 ## setup: install everything (virtualenv in .venv, pinned packages, Debian packages for tests)
 setup: setup-python setup-debian
@@ -43,6 +43,12 @@ fuzz: setup-python
 ## bench: benchmark the annotation engine on its own database (figures in var/bench/results.json)
 bench: setup-python
 	@scripts/bench.sh $(ARGS)
+
+## gpu-check: on a machine with NVIDIA GPUs, train the small preset on 1 GPU and on all of them (DDP),
+## answer by sample-and-rank, write tokens/s, MFU and peak memory to var/bench/gpu-check.json
+## (not part of make test; without CUDA it says so and fails)
+gpu-check: setup-python
+	@$(PY) scripts/gpu_check.py $(ARGS)
 
 lint: setup-python
 	$(VENV)/bin/ruff check .

@@ -20,6 +20,8 @@ Then model FLOPs utilisation (``bench.mfu``): this machine's matmul peak in fp32
 training autocasts to it), measured in the same run, and the MFU of ours (the default, "tiny") at
 its tokens/s above and of the "small" preset (36M parameters; a few steps of 4 x 256 tokens).
 
+``ddp``: DDP scaling efficiency of 2 gloo processes against 1 (``bench/ddp_bench.py``).
+
 ``export``: ``trainer.records.DatasetWriter`` writing synthetic discriminative examples (a context
 of 3 turns of about 60 characters, a response, the rendered text, about 80 ``input_ids`` and their
 ``loss_mask``, an attribute and a label, the split from ``records.split_of``; seeded, every row
@@ -33,8 +35,8 @@ keeps it across fork and exec, so a child of this process (torch loaded, after `
 report the parent's peak; VmHWM belongs to the child's own address space.
 
 The table is printed and the figures merged into var/bench/results.json. Arguments this script
-does not know (the other benchmarks') are ignored, and so are parts other than ``train`` and
-``export``.
+does not know (the other benchmarks') are ignored, and so are parts other than ``train``,
+``export`` and ``ddp``.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.cpu import machine_busy_seconds, self_seconds
+from bench.ddp_bench import bench_ddp
 from bench.mfu import bench_mfu
 from bench.report import ROOT, Metric, print_table, say, write_results
 
@@ -65,8 +68,8 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
 
-PARTS = ("train", "export")
-PREFIXES = {"train": "train: ", "export": "export: "}
+PARTS = ("train", "export", "ddp")
+PREFIXES = {"train": "train: ", "export": "export: ", "ddp": "ddp: "}
 WALL = "trainer_bench.wall_s"
 SEED = 20261128
 WORK_DIR = ROOT / "var" / "bench"
@@ -479,6 +482,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if "export" in parts:
         metrics += bench_export(QUICK_EXPORT_SIZES if args.quick else EXPORT_SIZES)
+    if "ddp" in parts:  # DDP scaling, 2 gloo processes vs 1 (bench/ddp_bench.py)
+        plan = {"warmup": 1, "steps": 3} if args.quick else {"warmup": 2, "steps": 10}
+        metrics += bench_ddp(**plan, threads=_threads())
     metrics.append(Metric(WALL, time.monotonic() - started, "s"))
     print()
     print_table(metrics)

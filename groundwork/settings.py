@@ -376,6 +376,15 @@ LOGGING = {
 # it is marked failed, and after how many seconds without a heartbeat a running job counts as lost.
 TRAINING_MAX_ATTEMPTS: int = env.int("TRAINING_MAX_ATTEMPTS", default=3)
 TRAINING_STALE_SECONDS: int = env.int("TRAINING_STALE_SECONDS", default=120)
+# Where models compute (trainer.devices): "auto" is CUDA when the worker has it, else the CPU;
+# "cpu" or "cuda" force one ("cuda" without it fails the job, saying so). TRAINING_DEVICE for
+# training jobs; INFERENCE_DEVICE for sample-and-rank and the discriminator filter of datasets.
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+TRAINING_DEVICE: str = env.str("TRAINING_DEVICE", default="auto")
+INFERENCE_DEVICE: str = env.str("INFERENCE_DEVICE", default="auto")
+for _name, _value in (("TRAINING_DEVICE", TRAINING_DEVICE), ("INFERENCE_DEVICE", INFERENCE_DEVICE)):
+    if _value not in DEVICE_CHOICES:
+        raise ImproperlyConfigured(f"{_name}={_value!r}: expected one of {', '.join(DEVICE_CHOICES)}")
 # The first model (`make run`, `train_first_model`): optimizer steps on the demo dialogs.
 FIRST_MODEL_STEPS: int = env.int("FIRST_MODEL_STEPS", default=600)
 # Inference (METHOD.md §6, §7): the model that answers chats is reached through this dotted path

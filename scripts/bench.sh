@@ -9,7 +9,7 @@
 # ratings saved by stopping once the answer is decided, replayed on FED and ConvAbuse
 # (bench/decided_bench.py). Figures: printed, and merged into var/bench/results.json. Extra
 # arguments go to every benchmark (`--parts` picks among next, submit, aggregate, search, train,
-# export, inference, report, evaluate, raters, decided; see each module's `--help`).
+# export, ddp, inference, report, evaluate, raters, decided; see each module's `--help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,8 +49,8 @@ echo "== benchmark (broker: ${CELERY_BROKER_URL})"
 .venv/bin/python -m bench.annotation_bench "$@"
 # Full-text search (no database): runs unless --parts leaves out "search"; ignores the other arguments.
 .venv/bin/python -m bench.toolset_bench "$@"
-# Trainer (no database): "train" (vs GPT-2, and MFU of ours and the small preset) and "export" unless
-# --parts leaves them out; ignores the rest.
+# Trainer (no database): "train" (vs GPT-2, and MFU of ours and the small preset), "export" and "ddp"
+# (2 gloo processes vs 1) unless --parts leaves them out; ignores the rest.
 .venv/bin/python -m bench.trainer_bench "$@"
 # Sample-and-rank (no database): "inference" (scoring with the cache vs re-encoding, one turn).
 .venv/bin/python -m bench.inference_bench "$@"

@@ -345,6 +345,8 @@ class ModelVersionAdmin(TrainerAdmin):
         "directory",
         "config",
         "parameters",
+        "device",
+        "precision",
         "tokenizer_sha256",
         "created_at",
     ]

@@ -226,6 +226,9 @@ class TrainingJobSerializer(serializers.ModelSerializer):
             "total_steps",
             "loss",
             "tokens_per_second",
+            "average_tokens_per_second",
+            "device",
+            "precision",
             "history",
             "metrics",
             "attempts",
@@ -332,6 +335,8 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "parameters",
             "tokenizer_sha256",
             "metrics",
+            "device",
+            "precision",
             "created_at",
         ]
         read_only_fields = fields

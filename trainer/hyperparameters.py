@@ -23,6 +23,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "seed": (0, 2**32 - 1),  # what numpy's and every other generator's seed takes
     "report_every": (0.1, 3600.0),
     "qs_mix_share": (0.0, 1.0),
+    # Data-parallel processes (trainer.distributed): one a GPU on CUDA, sharing the cores on a CPU.
+    "world_size": (1, 64),
 }
 # Tokens in one optimizer step (batch_size × max_length): what a step's activations grow with.
 MAX_TOKENS_PER_STEP = 262_144  # 64 × the default 16 × 256
@@ -81,6 +83,9 @@ class Hyperparameters:
     # finetune_groundedness only: the share of the quality-safety training examples of the base
     # model's lineage (the data its discriminators learnt from) mixed into the groundedness data.
     qs_mix_share: float = 0.2
+    # Processes training the job data-parallel (DDP; trainer.distributed). The global batch is the
+    # same whatever the world size: each rank takes batch_size / world_size of its rows.
+    world_size: int = 1
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Hyperparameters:
@@ -105,6 +110,12 @@ class Hyperparameters:
                 "batch_size",
                 f"batch_size × max_length must be at most {MAX_TOKENS_PER_STEP} tokens a step, "
                 f"got {hp.batch_size} × {hp.max_length}",
+            )
+        if hp.batch_size % hp.world_size:
+            raise HyperparameterError(
+                "batch_size",
+                f"must be divisible by world_size (each of the {hp.world_size} processes takes an "
+                f"equal share of the batch), got batch_size {hp.batch_size}",
             )
         return hp
 

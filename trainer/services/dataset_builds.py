@@ -16,13 +16,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
 from annotation import rules
 from annotation import selectors as annotation_selectors
 from annotation.models import Campaign
 from annotation.services.consensus import campaign_aggregate
-from trainer import formats, records, sampling, sources
+from trainer import devices, formats, records, sampling, sources
 from trainer import tokenizer as tokenizers
 from trainer.modeling import GroundworkForCausalLM
 from trainer.models import DatasetVersion
@@ -279,7 +280,8 @@ def tokenizer_sha256(directory: Path) -> str:
 
 
 class _DiscriminatorFilter:
-    """Keeps the generative examples the model's discriminators rate at or above every threshold;
+    """Keeps the generative examples the model's discriminators rate at or above every threshold
+    (scored on the device ``settings.INFERENCE_DEVICE`` chooses);
     ``report`` counts what was scored, kept and dropped (by the first threshold missed)."""
 
     ORDER = (
@@ -291,7 +293,9 @@ class _DiscriminatorFilter:
 
     def __init__(self, dataset: DatasetVersion, tokenizer: Any) -> None:
         assert dataset.tokenizer_source is not None
-        model = GroundworkForCausalLM.from_pretrained(str(dataset.tokenizer_source.path))
+        device = devices.choose(settings.INFERENCE_DEVICE, name="INFERENCE_DEVICE")
+        devices.prepare(device)
+        model = GroundworkForCausalLM.from_pretrained(str(dataset.tokenizer_source.path)).to(device)
         self.scorer = sampling.Scorer(model, tokenizer, discriminators=True)
         self.attributes = sampling.RANKED_ATTRIBUTES
         self.thresholds = dataset.filters["thresholds"]

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from trainer import records, selectors, training
+from trainer import devices, distributed, records, selectors, training
 from trainer import tokenizer as tokenizers
 from trainer.hyperparameters import MODEL_KEYS, Hyperparameters
 from trainer.modeling import GroundworkConfig, GroundworkForCausalLM, model_init
@@ -224,8 +224,10 @@ def training_run(
     hp = Hyperparameters.from_dict({k: v for k, v in job.hyperparameters.items() if k not in MODEL_KEYS})
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     try:
+        device = _device(job, hp)
         train, validation, rated, mix = _training_data(job, hp)
         model, tokenizer = _base(job, hp)
+        model.to(device)
         metrics = dict(job.metrics)
         if "initial" not in metrics:
             # "before": the base model on the held-out examples; "final" is the new weights on them.
@@ -248,6 +250,7 @@ def training_run(
                     step=progress.step,
                     loss=progress.loss,
                     tokens_per_second=round(progress.tokens_per_second, 1),
+                    average_tokens_per_second=round(progress.average_tokens_per_second, 1),
                     history=progress.history,
                     heartbeat_at=timezone.now(),
                 )
@@ -258,7 +261,7 @@ def training_run(
                 checkpoint_step=step, heartbeat_at=timezone.now()
             )
 
-        progress = training.train(
+        progress = distributed.run(  # training.train itself when world_size is 1
             model,
             train,
             hp,
@@ -266,11 +269,14 @@ def training_run(
             checkpoint_dir=job.checkpoint_dir,
             report=report,
             on_checkpoint=checkpointed,
+            device=device,
+            timeout_s=settings.TRAINING_STALE_SECONDS,
         )
         TrainingJob.objects.filter(pk=job.pk, worker=worker).update(heartbeat_at=timezone.now())
         metrics["final"] = _evaluate(model, tokenizer, hp, validation, rated)
         metrics["train_loss"] = progress.loss
         metrics["tokens_per_second"] = round(progress.tokens_per_second, 1)
+        metrics["average_tokens_per_second"] = round(progress.average_tokens_per_second, 1)
         return _finish(job, worker, model, tokenizer, metrics)
     except training.Cancelled:
         with transaction.atomic():
@@ -288,6 +294,18 @@ def training_run(
                 job.log += traceback.format_exc()
                 job.save(update_fields=["log"])
         return job
+
+
+def _device(job: TrainingJob, hp: Hyperparameters) -> torch.device:
+    """Where this worker trains the job (``settings.TRAINING_DEVICE``), recorded on the job with
+    the world size and the precision; a device that is not there is a ``DeviceError``."""
+    device = devices.choose(settings.TRAINING_DEVICE)
+    devices.check_world_size(device, hp.world_size)
+    devices.prepare(device)
+    job.device, job.precision = devices.describe(device, hp.world_size), devices.precision(device, hp.bf16)
+    job.log = job_log(job, f"training on {job.device} in {job.precision}")
+    TrainingJob.objects.filter(pk=job.pk).update(device=job.device, precision=job.precision, log=job.log)
+    return device
 
 
 def _finish(job: TrainingJob, worker: str, model: Any, tokenizer: Any, metrics: dict) -> TrainingJob:
@@ -313,10 +331,13 @@ def _finish(job: TrainingJob, worker: str, model: Any, tokenizer: Any, metrics: 
             parameters=sum(p.numel() for p in model.parameters()),
             tokenizer_sha256=dataset_builds.tokenizer_sha256(directory),
             metrics=metrics,
+            device=job.device,
+            precision=job.precision,
         )
         job.status, job.finished_at, job.metrics = TrainingJob.Status.SUCCEEDED, timezone.now(), metrics
+        job.average_tokens_per_second = metrics.get("average_tokens_per_second")
         job.log = job_log(job, f"done: model version {version.name}")
-        job.save(update_fields=["status", "finished_at", "metrics", "log"])
+        job.save(update_fields=["status", "finished_at", "metrics", "average_tokens_per_second", "log"])
     shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
     return job
 
@@ -391,7 +412,10 @@ def first_model_ensure(
     def progress(p: training.Progress) -> None:
         if time.monotonic() - last[0] >= 10 or p.step == p.total_steps:
             last[0] = time.monotonic()
-            say(f"  step {p.step}/{p.total_steps}  loss {p.loss:.3f}  {p.tokens_per_second:,.0f} tokens/s")
+            say(
+                f"  step {p.step}/{p.total_steps}  loss {p.loss:.3f}  {p.tokens_per_second:,.0f} tokens/s "
+                f"(average {p.average_tokens_per_second:,.0f})"
+            )
 
     job = training_run(job_id=job.pk, on_progress=progress)
     if job.status != TrainingJob.Status.SUCCEEDED:
