@@ -225,7 +225,7 @@ def test_the_job_page_shows_parameters_memory_and_tokens_per_second(client: Any,
         assert "<dt>preset</dt><dd>small</dd>" in shown
         assert "36,317,952 (36.3M)" in shown
         assert f"{sizing.human_bytes(memory)} for a step of 8 × 128 tokens in fp32" in shown
-        assert "987.6 tokens/s on average, 1234.5 tokens/s the latest interval" in shown
+        assert "1234.5 latest interval · 987.6 average over the run" in shown
         flops = 987.6 * sizing.flops_per_token(config, 128) / 1e9
         assert f"{flops:,.2f} GFLOP/s of model FLOPs" in shown
 
