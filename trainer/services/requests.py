@@ -242,6 +242,18 @@ def training_request(
         base_model = base_model or selectors.serving_model()
         if base_model is None:
             raise TrainerError("a fine-tune needs a base model, and no model version serves yet")
+    elif base_model is not None and base_model.kind == ModelVersion.Kind.IMPORTED:
+        raise TrainerError(
+            f"{base_model.name} is an imported model: it was pre-trained elsewhere, and a pretrain job "
+            "makes a new Groundwork model; fine-tune it instead (finetune_quality_safety)",
+            field="base_model",
+        )
+    window = (base_model.config or {}).get("max_position_embeddings") if base_model is not None else None
+    if window and hp.max_length > window:
+        raise TrainerError(
+            f"max_length {hp.max_length} is more than {base_model.name} can attend to ({window} positions)",
+            field="hyperparameters",
+        )
     if len({d.tokenizer_sha256 for d in datasets}) > 1:
         raise TrainerError(
             "the datasets were rendered with different tokenizers; train on one tokenizer at a time"
