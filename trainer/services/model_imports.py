@@ -131,21 +131,24 @@ def _allowed_folder(folder: str | Path) -> Path:
     if not path.is_absolute():
         path = roots[0] / path
     allowed = ", ".join(str(root) for root in roots)
-    resolved = path.resolve()
-    if not any(resolved.is_relative_to(root) for root in roots):
-        raise ModelImportError(
-            f"{path} is outside the folders models may be imported from ({allowed}, the setting "
-            "MODEL_IMPORT_ROOTS): copy the model into one of them",
-            field="folder",
-        )
-    if not resolved.is_dir():
-        raise ModelImportError(f"there is no folder {path}", field="folder")
-    for entry in _walk(resolved):
-        target = entry.resolve()
-        if not any(target.is_relative_to(root) for root in roots):
+    try:
+        resolved = path.resolve()
+        if not any(resolved.is_relative_to(root) for root in roots):
             raise ModelImportError(
-                f"{entry} leads outside the folders models may be imported from ({allowed})", field="folder"
+                f"{path} is outside the folders models may be imported from ({allowed}, the setting "
+                "MODEL_IMPORT_ROOTS): copy the model into one of them",
+                field="folder",
             )
+        if not resolved.is_dir():
+            raise ModelImportError(f"there is no folder {path}", field="folder")
+        for entry in _walk(resolved):
+            if not any(entry.resolve().is_relative_to(root) for root in roots):
+                raise ModelImportError(
+                    f"{entry} leads outside the folders models may be imported from ({allowed})",
+                    field="folder",
+                )
+    except OSError as exc:  # a name too long, a folder it may not read
+        raise ModelImportError(f"{path} cannot be read: {exc.strerror or exc}", field="folder") from None
     return resolved
 
 
