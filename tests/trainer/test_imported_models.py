@@ -455,7 +455,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = 240) -> Any:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_an_imported_model_is_fine_tuned_on_the_worker_and_served_by_sample_and_rank(
-    architecture: str, imports: Path, training_worker: subprocess.Popen
+    architecture: str, imports: Path, training_worker: subprocess.Popen, users: dict[Any, Any], client: Any
 ) -> None:
     # The worker reads the session's artifacts folder: the version's name is this run's own.
     save_lab_model(imports / "lab-base", architecture)
@@ -490,6 +490,14 @@ def test_an_imported_model_is_fine_tuned_on_the_worker_and_served_by_sample_and_
     assert version.config["vocab_size"] == len(tokenizer)  # the embeddings now have Groundwork's tokens
     assert version.tokenizer_sha256 == base.tokenizer_sha256
     assert set(version.metrics["final"]["attributes"]) == {"SENSIBLE", "SPECIFIC", "INTERESTING", "UNSAFE"}
+
+    client.force_login(users["researcher"])
+    for page in (
+        reverse("admin:trainer_trainingjob_change", args=[job.pk]),
+        reverse("admin:trainer_modelversion_change", args=[version.pk]),
+        reverse("admin:trainer_modelversion_change", args=[base.pk]),
+    ):
+        assert client.get(page).status_code == 200, page
 
     scorer = inference.scorer_for(version)  # what serves chats and evaluations
     assert scorer.discriminators
