@@ -385,6 +385,9 @@ INFERENCE_DEVICE: str = env.str("INFERENCE_DEVICE", default="auto")
 for _name, _value in (("TRAINING_DEVICE", TRAINING_DEVICE), ("INFERENCE_DEVICE", INFERENCE_DEVICE)):
     if _value not in DEVICE_CHOICES:
         raise ImproperlyConfigured(f"{_name}={_value!r}: expected one of {', '.join(DEVICE_CHOICES)}")
+# Folders a researcher may import a model from (trainer.services.model_imports), comma-separated;
+# empty: ARTIFACTS_DIR/imports. Nothing outside them is read, whatever an import request names.
+MODEL_IMPORT_ROOTS: list[str] = env.list("MODEL_IMPORT_ROOTS", default=[])
 # The first model (`make run`, `train_first_model`): optimizer steps on the demo dialogs.
 FIRST_MODEL_STEPS: int = env.int("FIRST_MODEL_STEPS", default=600)
 # Inference (METHOD.md §6, §7): the model that answers chats is reached through this dotted path

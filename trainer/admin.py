@@ -28,13 +28,14 @@ from groundwork.admin import progress_bar
 from trainer import evaluation_admin, selectors
 from trainer.admin_base import TrainerAdmin
 from trainer.charts import finite, loss_curve, metrics_table, size_facts
-from trainer.forms import DatasetExportForm, TrainingJobForm
+from trainer.forms import DatasetExportForm, ModelImportForm, TrainingJobForm
 from trainer.models import DatasetVersion, Evaluation, ModelVersion, TrainingJob
-from trainer.services import requests
+from trainer.services import model_imports, requests
 
 EXPORT_PERMISSION = "trainer.export_datasetversion"
 RUN_PERMISSION = "trainer.run_trainingjob"
 SERVE_PERMISSION = "trainer.serve_modelversion"
+IMPORT_PERMISSION = "trainer.add_modelversion"
 
 DATASET_FILES = ("manifest.json", "train.jsonl", "validation.jsonl", "train.parquet", "validation.parquet")
 
@@ -321,8 +322,17 @@ def _model_version_of(job: TrainingJob) -> ModelVersion | None:
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(TrainerAdmin):
+    # The add page imports a base model of the lab's own from a folder (model_imports.model_import).
+    add_permission = IMPORT_PERMISSION
+    add_label = "Import a model"
+    add_form = ModelImportForm
+    add_service = staticmethod(model_imports.model_import)
+    add_title = "Import a transformers causal language model"
+    add_submit = "Import"
+    add_fieldsets = [("Model", "", ["folder", "name"])]
     list_display = [
         "name",
+        "kind",
         "serving",
         "parent",
         "job_link",
@@ -332,13 +342,15 @@ class ModelVersionAdmin(TrainerAdmin):
         "fallback_replies",
         "created_at",
     ]
-    list_filter = ["serving"]
+    list_filter = ["serving", "kind"]
     list_select_related = ["parent", "job"]
     search_fields = ["name"]
     date_hierarchy = "created_at"
     actions = ["serve_selected"]
     fields = [
         "name",
+        "kind",
+        "source",
         "serving",
         "parent",
         "job",
@@ -382,6 +394,9 @@ class ModelVersionAdmin(TrainerAdmin):
     def validation_loss(self, version: ModelVersion) -> str:
         loss = ((version.metrics or {}).get("final") or {}).get("validation_loss")
         return f"{loss:.4f}" if finite(loss) else "-"
+
+    def added_message(self, obj: ModelVersion) -> str:
+        return f"Model version {obj.name} imported from {obj.source}."
 
     def has_serve_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(SERVE_PERMISSION)

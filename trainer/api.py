@@ -2,9 +2,10 @@
 and ``/api/v1/evaluation-sets/{id}/report`` (read by admins and researchers).
 
 Reading needs the model's view permission (admins and researchers); exporting a dataset needs
-``trainer.export_datasetversion`` (both), starting or cancelling training and choosing the serving
-model need ``trainer.run_trainingjob`` / ``trainer.serve_modelversion`` (researchers). Long work
-answers 202 with the row to poll.
+``trainer.export_datasetversion`` (both), starting or cancelling training, choosing the serving
+model and importing a base model (``POST /api/v1/models/import/``) need
+``trainer.run_trainingjob`` / ``trainer.serve_modelversion`` / ``trainer.add_modelversion``
+(researchers). Long work answers 202 with the row to poll.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from trainer.evaluation_report import CSV_HEADER, report_csv_rows, report_json
 from trainer.evaluation_report_loader import REPORT_PERMISSIONS, evaluation_set_report, report_urls
 from trainer.hyperparameters import DEFAULT_PRESET, MODEL_PRESETS
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
-from trainer.services import requests
+from trainer.services import model_imports, requests
 
 NAME_MAX_CHARS = ModelVersion._meta.get_field("name").max_length
 
@@ -328,6 +329,8 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "name",
+            "kind",
+            "source",
             "serving",
             "parent",
             "lineage",
@@ -356,14 +359,41 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         }
 
 
+class ModelImportSerializer(serializers.Serializer):
+    folder = serializers.CharField(
+        max_length=500,
+        help_text="A folder on the server under MODEL_IMPORT_ROOTS (a relative path starts at the first) "
+        "holding config.json, model.safetensors and the tokenizer",
+    )
+    name = serializers.CharField(max_length=NAME_MAX_CHARS, help_text="The new model version's name")
+
+
 class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Model versions with lineage and metrics; POST ``{id}/serve/`` makes one answer chats."""
+    """Model versions with lineage and metrics; POST ``{id}/serve/`` makes one answer chats, POST
+    ``import/`` imports a base model of the lab's own from a folder on the server."""
 
     serializer_class = ModelVersionSerializer
     permission_classes = [permissions(read="trainer.view_modelversion", write="trainer.serve_modelversion")]
     queryset = ModelVersion.objects.select_related("parent", "job").prefetch_related(
         "job__datasets__campaigns"
     )
+
+    def get_permissions(self) -> list[BasePermission]:
+        if self.action == "import_model":
+            return [permissions(read="trainer.view_modelversion", write="trainer.add_modelversion")()]
+        return super().get_permissions()
+
+    @extend_schema(request=ModelImportSerializer, responses={201: ModelVersionSerializer})
+    @action(detail=False, methods=["post"], url_path="import", url_name="import")
+    def import_model(self, request: Request) -> Response:
+        """Copy a transformers causal LM from a folder under MODEL_IMPORT_ROOTS as a model version
+        of kind ``imported`` (``model_imports.model_import``); 400 says what is wrong and where."""
+        form = ModelImportSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        version = model_imports.model_import(
+            folder=form.validated_data["folder"], name=form.validated_data["name"], created_by=request.user
+        )
+        return Response(self.get_serializer(version).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: ModelVersionSerializer})
     @action(detail=True, methods=["post"])

@@ -8,7 +8,8 @@ MODELS = ("datasetversion", "trainingjob", "modelversion", "evaluation")
 class TrainerConfig(AppConfig):
     name = "trainer"
     verbose_name = "Trainer"
-    # Admins watch and export datasets; only researchers train, evaluate and choose the serving model.
+    # Admins watch and export datasets; only researchers train, evaluate, import base models and
+    # choose the serving model.
     role_grants = {
         Role.ADMIN: [f"trainer.view_{model}" for model in MODELS] + ["trainer.export_datasetversion"],
         Role.RESEARCHER: [f"trainer.view_{model}" for model in MODELS]
@@ -16,6 +17,7 @@ class TrainerConfig(AppConfig):
             "trainer.export_datasetversion",
             "trainer.run_trainingjob",
             "trainer.serve_modelversion",
+            "trainer.add_modelversion",  # importing a base model (model_imports)
             "trainer.add_evaluation",
         ],
     }

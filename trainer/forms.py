@@ -220,3 +220,25 @@ class EvaluationForm(forms.Form):
             "evaluation_set": self.cleaned_data["evaluation_set"],
             "model_version": self.cleaned_data["model_version"],
         }
+
+
+class ModelImportForm(forms.Form):
+    """A base model of the lab's own: a transformers causal LM folder on the server, imported
+    (``model_imports.model_import``)."""
+
+    folder = forms.CharField(
+        max_length=500,
+        help_text=(
+            "A folder on the server under MODEL_IMPORT_ROOTS (default: the artifacts folder's "
+            "imports/; a relative path starts there) with config.json, model.safetensors and the "
+            "tokenizer, as save_pretrained writes them. It is copied; nothing is downloaded."
+        ),
+    )
+    name = forms.CharField(
+        max_length=ModelVersion._meta.get_field("name").max_length,
+        help_text="The new model version's name: letters, digits, '.', '_' or '-'.",
+    )
+
+    def service_kwargs(self) -> dict[str, Any]:
+        """The arguments of ``model_imports.model_import`` (but ``created_by``)."""
+        return {"folder": self.cleaned_data["folder"], "name": self.cleaned_data["name"]}

@@ -46,18 +46,18 @@ class NoModel(Exception):
 
 
 def scorer_for(version: ModelVersion) -> sampling.Scorer:
-    """The loaded model of ``version`` (kept for the next turn; one version at a time), on the
-    device ``settings.INFERENCE_DEVICE`` chooses (``trainer.devices``)."""
-    from trainer import devices
-    from trainer.modeling import GroundworkForCausalLM
+    """The loaded model of ``version`` (kept for the next turn; one version at a time), ours or
+    imported (``causal_lm.load``), on the device ``settings.INFERENCE_DEVICE`` chooses
+    (``trainer.devices``)."""
+    from trainer import causal_lm, devices
 
     with _lock:
         if version.name not in _loaded:
             model_files_check(version)
             device = devices.choose(settings.INFERENCE_DEVICE, name="INFERENCE_DEVICE")
             devices.prepare(device)
-            model = GroundworkForCausalLM.from_pretrained(str(version.path)).to(device)
             tokenizer = tokenizers.load(version.path)
+            model = causal_lm.load(version.path, tokenizer).to(device)
             discriminators = TrainingJob.Kind.FINETUNE_QUALITY_SAFETY in selectors.lineage_kinds(version)
             _loaded.clear()
             _loaded[version.name] = sampling.Scorer(model, tokenizer, discriminators=discriminators)

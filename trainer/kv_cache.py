@@ -1,47 +1,59 @@
 """The key/value caches sampling and scoring read (``trainer.sampling``): ``SharedPromptCache``,
-sampling's own, whose candidates share their prompt's keys and values; ``OneFreePosition`` and
-``OneMoreToken``, read-only views for the scoring's one-token forwards over a ``DynamicCache`` or
-a ``SharedPromptCache``; and ``attend_shared``, the attention by prompt both use."""
+sampling's own for our model, whose candidates share their prompt's keys and values;
+``OneFreePosition`` and ``OneMoreToken``, read-only views for the scoring's one-token forwards
+over a ``DynamicCache`` (any model's) or a ``SharedPromptCache``; and ``attend_shared``, the
+attention by prompt both use. Every buffer here is made from the tensors it holds
+(``new_empty``), so it lives on the model's device."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-from transformers.cache_utils import DynamicCache
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 
-class OneFreePosition:
-    """A read-only view of a ``DynamicCache`` for one-token forwards that must not stay in it:
-    per layer, the cached keys and values copied once into a buffer one position longer, whose
-    last position each forward overwrites with its own token's. The cache's length, as the model
-    asks for it, stays the cached one. (``DynamicCache.update`` would copy the whole cache on every
-    forward, and ``crop`` would be needed after each.)"""
+class _FreePositionLayer(DynamicLayer):
+    """One layer of ``OneFreePosition``: the source layer's keys and values, copied on the first
+    forward into buffers one position longer, whose last position every forward overwrites."""
+
+    def __init__(self, source: Any, length: int) -> None:
+        super().__init__()
+        self.source, self.length = source, length
+        self.is_initialized = True
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.keys is None or self.values is None:
+            past_keys, past_values = self.source.keys, self.source.values  # (n, nh, length, hs)
+            n, heads, _, size = past_keys.shape
+            self.keys = past_keys.new_empty((n, heads, self.length + 1, size))
+            self.values = past_values.new_empty((n, heads, self.length + 1, past_values.shape[-1]))
+            self.keys[:, :, : self.length] = past_keys
+            self.values[:, :, : self.length] = past_values
+        self.keys[:, :, self.length :] = key_states  # (n, nh, 1, hs)
+        self.values[:, :, self.length :] = value_states
+        return self.keys, self.values
+
+
+class OneFreePosition(Cache):
+    """A read-only view of a ``DynamicCache`` (or a ``SharedPromptCache``'s copies) for one-token
+    forwards that must not stay in it: per layer, the cached keys and values copied once into a
+    buffer one position longer, whose last position each forward overwrites with its own token's.
+    The cache's length, as the model asks for it, stays the cached one. (``DynamicCache.update``
+    would copy the whole cache on every forward, and ``crop`` would be needed after each.)
+
+    A transformers ``Cache``, so that a transformers model (GPT-2, Llama) sizes its attention mask
+    from it (``get_mask_sizes``: the cached length and the one token) as from its own caches."""
 
     def __init__(self, cache: DynamicCache | SharedPromptCache) -> None:
         self.cache = cache
         self.length = cache.get_seq_length()
-        self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.length
-
-    def update(
-        self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if layer_idx not in self.buffers:
-            layer = self.cache.layers[layer_idx]
-            past_keys, past_values = layer.keys, layer.values  # (n, nh, length, hs)
-            n, heads, _, size = past_keys.shape
-            key_buffer = past_keys.new_empty((n, heads, self.length + 1, size))
-            value_buffer = past_values.new_empty((n, heads, self.length + 1, size))
-            key_buffer[:, :, : self.length] = past_keys
-            value_buffer[:, :, : self.length] = past_values
-            self.buffers[layer_idx] = (key_buffer, value_buffer)
-        key_buffer, value_buffer = self.buffers[layer_idx]
-        key_buffer[:, :, self.length :] = keys  # (n, nh, 1, hs)
-        value_buffer[:, :, self.length :] = values
-        return key_buffer, value_buffer
+        super().__init__(layers=[_FreePositionLayer(layer, self.length) for layer in cache.layers])
 
 
 class _Layer:

@@ -21,6 +21,11 @@ side, which apps call, is ``trainer.inference``.
 P(rating) is normalised over the two rating tokens, so a small model that puts mass elsewhere
 after ``<ATTRIBUTE>`` still gives a probability between 0 and 1.
 
+The candidates, the settings and ``rank`` are ``trainer.ranking``'s (imported from here). Any
+causal LM the trainer loads samples and scores here (``trainer.causal_lm``): ours, and imported
+transformers models such as GPT-2 and Llama, whose absolute or rotary positions are given as each
+row's real position (``position_ids``) wherever padding would move them.
+
 Several contexts are answered in one batch (``respond_batch``, what an evaluation runs): their
 prompts are padded on the left to the longest and masked, so every row's response starts at the
 same cache position and step 2 works unchanged (the padding stays masked). One context is a batch
@@ -29,7 +34,6 @@ of one, with no padding: chats and evaluations run the same code with the same s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,11 +41,11 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicCache
 
-from trainer import formats
+from trainer import causal_lm, formats
 from trainer.kv_cache import OneFreePosition, OneMoreToken, SharedPromptCache
+from trainer.ranking import RANKED_ATTRIBUTES, Answer, Candidate, Settings, rank
 from trainer.tokenizer import ATTRIBUTE_TOKENS, EOS, RATING_TOKENS, RESEARCH_USER, TS, special_id
 
-RANKED_ATTRIBUTES = ("SENSIBLE", "SPECIFIC", "INTERESTING", "UNSAFE")
 # Control characters (a byte-level model can sample any byte, NUL included) never reach a turn.
 _CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\n\t")
 
@@ -53,68 +57,17 @@ def decode(tokenizer: Any, ids: Sequence[int]) -> str:
 
 
 @dataclass
-class Settings:
-    candidates: int = 16
-    top_k: int = 40
-    max_new_tokens: int = 48
-    max_prompt_tokens: int = 384
-    length_penalty: float = 1.0
-    safety_threshold: float = 0.5
-
-
-@dataclass
-class Candidate:
-    index: int
-    text: str
-    ids: list[int]
-    length: int  # response tokens, <eos> not counted
-    finished: bool  # ended with <eos> (else cut at max_new_tokens)
-    log_likelihood: float  # sum over the response tokens and <eos>
-    scores: dict[str, float] = field(default_factory=dict)  # P(attribute = 1)
-    rank_score: float = -math.inf
-    dropped: str = ""  # why it could not be chosen
-
-    def as_scores(self) -> dict[str, Any]:
-        """What ``dialogs.Candidate.scores`` keeps."""
-        out: dict[str, Any] = {
-            "log_likelihood": round(self.log_likelihood, 4),
-            "mean_log_likelihood": round(self.log_likelihood / (self.length + 1), 4),
-            "tokens": self.length,
-            "finished": self.finished,
-            "rank_score": None if math.isinf(self.rank_score) else round(self.rank_score, 4),
-        }
-        for name, value in self.scores.items():
-            out[f"P({name})"] = round(value, 4)
-        if self.dropped:
-            out["dropped"] = self.dropped
-        return out
-
-
-@dataclass
-class Answer:
-    candidates: list[Candidate]
-    # The candidate to send; None when every candidate with text was predicted unsafe: none may be
-    # sent, and the caller answers with a safe fallback reply (``trainer.inference``).
-    chosen: int | None
-    ranking: str  # "likelihood" | "discriminators"
-    note: str = ""
-
-    @property
-    def text(self) -> str:
-        """The chosen candidate's text; empty when none was chosen."""
-        return "" if self.chosen is None else self.candidates[self.chosen].text
-
-
-@dataclass
 class Sampled:
-    """What ``Scorer.sample_batch`` sampled: each prompt's candidates, and the shared cache (every
-    row's prompt, left-padded to ``prompt_length``, then its response) with the padding mask of
-    each row (None when no prompt was padded)."""
+    """What ``Scorer.sample_batch`` sampled: each prompt's candidates, and the cache (every row's
+    prompt, left-padded to ``prompt_length``, then its response: a ``SharedPromptCache`` for our
+    model, a ``DynamicCache`` for another; None when each prompt was sampled alone) with the
+    padding mask of each row (None when no prompt was padded), and the prompts as encoded."""
 
     candidates: list[list[Candidate]]
-    cache: SharedPromptCache
+    cache: SharedPromptCache | DynamicCache | None
     prompt_length: int
     prompt_mask: torch.Tensor | None
+    prompts: list[list[int]] = field(default_factory=list)
 
 
 @dataclass
@@ -128,14 +81,30 @@ class Research:
 
 
 class Scorer:
-    """A model with its tokenizer, ready to sample and score (``model.eval()``)."""
+    """A model with its tokenizer, ready to sample and score (``model.eval()``): ours or an
+    imported transformers model (``trainer.causal_lm``). Every tensor made here is on the
+    model's device (``model.device``).
 
-    def __init__(self, model: Any, tokenizer: Any, *, discriminators: bool) -> None:
+    Our model samples into a ``SharedPromptCache``; another into a ``DynamicCache``, with each
+    row's real positions (``position_ids``) when prompts are padded. Scoring reuses the sampling
+    cache when the model allows it (``causal_lm.reuses_cache``; ``reuse_cache=False`` turns it
+    off) and otherwise encodes each sequence with its attribute token: the same probabilities.
+    A model that takes no ``position_ids`` samples each prompt of a padded batch alone."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, *, discriminators: bool, reuse_cache: bool | None = None
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.discriminators = discriminators
+        self.device = causal_lm.device_of(model)
+        self.groundwork = causal_lm.is_groundwork(model)
+        self.positions = causal_lm.accepts_position_ids(model)
+        self.reuse_cache = causal_lm.reuses_cache(model) if reuse_cache is None else reuse_cache
         self.eos = special_id(tokenizer, EOS)
-        self.pad = tokenizer.pad_token_id
+        # Padding is masked or after a row's end, never read: a tokenizer without a pad token
+        # pads with <eos>.
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos
         self.rating = (special_id(tokenizer, RATING_TOKENS[0]), special_id(tokenizer, RATING_TOKENS[1]))
         self.attribute_ids = {
             name: special_id(tokenizer, ATTRIBUTE_TOKENS[name]) for name in RANKED_ATTRIBUTES
@@ -171,24 +140,39 @@ class Scorer:
         if not rows:
             raise ValueError("no prompt to sample from")
         width = max(len(row) for row in rows)
-        prompt_ids = torch.full((len(rows), width), self.pad, dtype=torch.long)  # (B, W)
         padded = any(len(row) < width for row in rows)
-        prompt_mask = torch.zeros((len(rows), width), dtype=torch.long) if padded else None  # (B, W)
+        if padded and not self.positions:
+            # Without position_ids, left padding would move every token of a short prompt.
+            alone = [self.sample_batch([row], settings, generator) for row in rows]
+            return Sampled([one.candidates[0] for one in alone], None, 0, None, rows)
+        device = self.device
+        prompt_ids = torch.full((len(rows), width), self.pad, dtype=torch.long, device=device)  # (B, W)
+        prompt_mask = (
+            torch.zeros((len(rows), width), dtype=torch.long, device=device) if padded else None
+        )  # (B, W)
         for b, row in enumerate(rows):
-            prompt_ids[b, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            prompt_ids[b, width - len(row) :] = torch.tensor(row, dtype=torch.long, device=device)
             if prompt_mask is not None:
                 prompt_mask[b, width - len(row) :] = 1
-        cache = SharedPromptCache(settings.max_new_tokens, self.model.config.num_hidden_layers)
-        out = self.model(prompt_ids, cache=cache, attention_mask=prompt_mask)
-        logits = out.logits[:, -1].float()  # (B, V)
+        cache: SharedPromptCache | DynamicCache
+        if self.groundwork:
+            cache = SharedPromptCache(settings.max_new_tokens, self.model.config.num_hidden_layers)
+        else:
+            cache = DynamicCache(config=self.model.config)
+        # Our positions are relative: padding moves nothing. Others: each row's real positions.
+        absolute = prompt_mask is not None and not self.groundwork
+        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0) if absolute else None  # (B, W)
+        logits = self._last_logits(prompt_ids, cache, prompt_mask, positions)  # (B, V)
         cache.batch_repeat_interleave(n)
         logits = logits.repeat_interleave(n, dim=0)  # (B*n, V)
         row_mask = None if prompt_mask is None else prompt_mask.repeat_interleave(n, dim=0)  # (B*n, W)
         prompt_rows = row_mask
+        # The position of each row's next token (absolute positions only).
+        following = row_mask.sum(-1, keepdim=True) if absolute and row_mask is not None else None  # (B*n, 1)
         total = logits.shape[0]
-        log_likelihood = torch.zeros(total)
-        lengths = torch.zeros(total, dtype=torch.long)
-        finished = torch.zeros(total, dtype=torch.bool)
+        log_likelihood = torch.zeros(total, device=device)
+        lengths = torch.zeros(total, dtype=torch.long, device=device)
+        finished = torch.zeros(total, dtype=torch.bool, device=device)
         sampled: list[torch.Tensor] = []
         fed = 0  # how many sampled steps are in the cache
         for _ in range(settings.max_new_tokens):
@@ -205,12 +189,17 @@ class Scorer:
             if finished.all():
                 break
             row_mask = self._extend(row_mask)
-            logits = self.model(token[:, None], cache=cache, attention_mask=row_mask).logits[:, -1].float()
+            logits = self._last_logits(token[:, None], cache, row_mask, following)
+            following = None if following is None else following + 1
             fed += 1
         if fed < len(sampled):  # rows cut at max_new_tokens: put their last token in the cache too
-            self.model(sampled[-1][:, None], cache=cache, attention_mask=self._extend(row_mask))
+            self._last_logits(sampled[-1][:, None], cache, self._extend(row_mask), following)
         # (B*n, S)
-        steps = torch.stack(sampled, dim=1) if sampled else torch.zeros((total, 0), dtype=torch.long)
+        steps = (
+            torch.stack(sampled, dim=1)
+            if sampled
+            else torch.zeros((total, 0), dtype=torch.long, device=device)
+        )
         groups: list[list[Candidate]] = []
         for b in range(len(rows)):
             group = []
@@ -228,7 +217,19 @@ class Scorer:
                     )
                 )
             groups.append(group)
-        return Sampled(groups, cache, width, prompt_rows)
+        return Sampled(groups, cache, width, prompt_rows, rows)
+
+    def _last_logits(
+        self,
+        ids: torch.Tensor,
+        cache: SharedPromptCache | DynamicCache,
+        mask: torch.Tensor | None,
+        positions: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The next-token logits (rows, V) after ``ids``, written into ``cache``; ``positions``
+        only when the model needs them (a padded batch of a model with absolute positions)."""
+        extra = {} if positions is None else {"position_ids": positions}
+        return self.model(ids, cache=cache, attention_mask=mask, **extra).logits[:, -1].float()
 
     @staticmethod
     def _extend(mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -252,18 +253,25 @@ class Scorer:
         ``prompt_mask`` (rows, prompt_length) is a batch's left padding (``Sampled.prompt_mask``).
 
         The cache is read, never changed: each layer's keys and values are copied once into a
-        buffer with one free position, where every attribute's one-token forward puts its own."""
+        buffer with one free position, where every attribute's one-token forward puts its own.
+        The token's position: for our model its cache index right after the response (positions
+        are relative, ``GroundworkModel.compute_bias``); for another, its real position, the
+        number of positions it sees before it."""
         total = cache.get_seq_length()
-        ends = torch.tensor([prompt_length + length for length in lengths])  # (n,)
-        positions = torch.arange(total + 1)[None, :]  # (1, total + 1)
+        device = self.device
+        ends = torch.tensor([prompt_length + length for length in lengths], device=device)  # (n,)
+        positions = torch.arange(total + 1, device=device)[None, :]  # (1, total + 1)
         mask = ((positions < ends[:, None]) | (positions == total)).long()  # (n, total + 1)
         if prompt_mask is not None:
             mask[:, :prompt_length] *= prompt_mask  # a row's padding stays unseen
+        where = ends[:, None] if self.groundwork else mask[:, :total].sum(-1, keepdim=True)  # (n, 1)
         slot = OneMoreToken(cache) if isinstance(cache, SharedPromptCache) else OneFreePosition(cache)
         out: dict[str, list[float]] = {}
         for name in attributes:
-            token = torch.full((len(lengths), 1), self.attribute_ids[name])
-            hidden = self.model.base_model(token, cache=slot, attention_mask=mask, position_ids=ends[:, None])
+            token = torch.full((len(lengths), 1), self.attribute_ids[name], device=device)
+            hidden = causal_lm.hidden_states(
+                self.model, token, cache=slot, attention_mask=mask, position_ids=where
+            )
             out[name] = self._p_one(hidden[:, -1])
         return out
 
@@ -275,22 +283,44 @@ class Scorer:
         once, all in one right-padded batch (hidden states only: the real tokens never see the
         padding after them), and every attribute read from that encoding as ``score_with_cache``
         reads it from the sampling cache. What cache reuse saves, and the reference it must equal;
-        dataset builds score their examples with it (``prompt`` empty)."""
+        dataset builds score their examples with it (``prompt`` empty). A model whose cache cannot
+        be reused (``reuse_cache`` off) encodes each sequence with each attribute token instead."""
         rows = [[*prompt, *response] for response in responses]
+        if not self.reuse_cache:
+            return self._score_each(rows, attributes)
         lengths = [len(row) for row in rows]
-        ids = torch.full((len(rows), max([1, *lengths])), self.pad)  # a row of 0 tokens: all padding
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        ids = self._right_padded(rows)
         cache = DynamicCache(config=self.model.config)
-        self.model.base_model(ids, cache=cache)
+        causal_lm.hidden_states(self.model, ids, cache=cache)
         return self.score_with_cache(cache, 0, lengths, attributes)
+
+    def _score_each(self, rows: Sequence[Sequence[int]], attributes: Sequence[str]) -> dict[str, list[float]]:
+        """P(attribute = 1) of each row with no cache at all: per attribute, one right-padded batch
+        of ``row + <ATTRIBUTE>`` (a causal model never sees the padding after a row)."""
+        out: dict[str, list[float]] = {}
+        ends = torch.tensor([len(row) for row in rows], device=self.device)  # the attribute token's index
+        for name in attributes:
+            ids = self._right_padded([[*row, self.attribute_ids[name]] for row in rows])
+            hidden = causal_lm.hidden_states(self.model, ids, use_cache=False)  # (n, T, C)
+            out[name] = self._p_one(hidden[torch.arange(len(rows), device=self.device), ends])
+        return out
+
+    def _right_padded(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        """(n, longest) ids, each row padded on the right; a row of 0 tokens is all padding."""
+        ids = torch.full((len(rows), max([1, *(len(row) for row in rows)])), self.pad, device=self.device)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long, device=self.device)
+        return ids
 
     def _p_one(self, hidden: torch.Tensor) -> list[float]:
         """P(``<1>``) against ``<0>`` from the final hidden states (n, C): only the two rating
         tokens' logits are computed, not the whole vocabulary's."""
-        head = self.model.get_output_embeddings().weight[list(self.rating)]  # (2, C): <0>, <1>
-        pair = (hidden @ head.T).float()  # (n, 2)
-        return torch.softmax(pair, dim=-1)[:, 1].tolist()
+        head = self.model.get_output_embeddings()
+        rating = list(self.rating)
+        pair = hidden @ head.weight[rating].T  # (n, 2): <0>, <1>
+        if getattr(head, "bias", None) is not None:
+            pair = pair + head.bias[rating]
+        return torch.softmax(pair.float(), dim=-1)[:, 1].tolist()
 
     # --- sample and rank --------------------------------------------------------------------
 
@@ -313,17 +343,24 @@ class Scorer:
         are scored (with discriminators) and ranked exactly as one context's are; the answers in
         the contexts' order. With ``seed`` the same contexts give the same answers."""
         settings = settings or Settings()
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
         sampled = self.sample_batch([self.prompt(context) for context in contexts], settings, generator)
         if self.discriminators:
             rows = [candidate for group in sampled.candidates for candidate in group]
-            scores = self.score_with_cache(
-                sampled.cache,
-                sampled.prompt_length,
-                [c.length for c in rows],
-                RANKED_ATTRIBUTES,
-                prompt_mask=sampled.prompt_mask,
-            )
+            if self.reuse_cache and sampled.cache is not None:
+                scores = self.score_with_cache(
+                    sampled.cache,
+                    sampled.prompt_length,
+                    [c.length for c in rows],
+                    RANKED_ATTRIBUTES,
+                    prompt_mask=sampled.prompt_mask,
+                )
+            else:
+                scores = {name: [] for name in RANKED_ATTRIBUTES}
+                for prompt, group in zip(sampled.prompts, sampled.candidates, strict=True):
+                    alone = self.score_by_reencoding(prompt, [c.ids for c in group], RANKED_ATTRIBUTES)
+                    for name in RANKED_ATTRIBUTES:
+                        scores[name] += alone[name]
             for row, candidate in enumerate(rows):
                 candidate.scores = {name: scores[name][row] for name in RANKED_ATTRIBUTES}
         return [
@@ -357,12 +394,11 @@ class Scorer:
                 end += 1
             chunk = order[start:end]
             width = len(examples[chunk[-1]][0])
-            ids = torch.full((len(chunk), width), self.pad, dtype=torch.long)  # (b, T)
-            loss = torch.zeros((len(chunk), width), dtype=torch.bool)  # (b, T): predicted here
+            ids = self._right_padded([examples[index][0] for index in chunk])  # (b, T)
+            loss = torch.zeros((len(chunk), width), dtype=torch.bool, device=self.device)  # (b, T): predicted
             for row, index in enumerate(chunk):
-                row_ids, row_mask = examples[index]
-                ids[row, : len(row_ids)] = torch.tensor(row_ids, dtype=torch.long)
-                loss[row, : len(row_mask)] = torch.tensor(row_mask, dtype=torch.bool)
+                row_mask = examples[index][1]
+                loss[row, : len(row_mask)] = torch.tensor(row_mask, dtype=torch.bool, device=self.device)
             logits = self.model(ids, use_cache=False).logits.float()  # (b, T, V)
             # Position t predicts token t + 1.
             log_probs = torch.log_softmax(logits[:, :-1], dim=-1).gather(2, ids[:, 1:, None]).squeeze(2)
@@ -381,9 +417,8 @@ class Scorer:
     ) -> str:
         """One top-k sampled continuation of ``prefix`` up to ``<eos>``, decoded (rule 1's space off)."""
         cache = DynamicCache(config=self.model.config)
-        logits = self.model(torch.tensor([list(prefix)[-settings.max_prompt_tokens :]]), cache=cache).logits[
-            :, -1
-        ]
+        start = torch.tensor([list(prefix)[-settings.max_prompt_tokens :]], device=self.device)
+        logits = self.model(start, cache=cache).logits[:, -1]
         ids: list[int] = []
         for _ in range(settings.max_new_tokens):
             top_values, top_ids = logits.float().topk(min(settings.top_k, logits.shape[-1]), dim=-1)
@@ -393,7 +428,7 @@ class Scorer:
             if token == self.eos:
                 break
             ids.append(token)
-            logits = self.model(torch.tensor([[token]]), cache=cache).logits[:, -1]
+            logits = self.model(torch.tensor([[token]], device=self.device), cache=cache).logits[:, -1]
         return decode(self.tokenizer, ids)
 
     @torch.no_grad()
@@ -425,7 +460,7 @@ class Scorer:
                 speaker = self.user
             else:
                 logits = self.model(
-                    torch.tensor([prefix[-settings.max_prompt_tokens :]]), use_cache=False
+                    torch.tensor([prefix[-settings.max_prompt_tokens :]], device=self.device), use_cache=False
                 ).logits
                 speaker = self.ts if logits[0, -1, self.ts] > logits[0, -1, self.user] else self.user
             text = self.continue_text([*prefix, speaker], settings, generator).strip()
@@ -435,43 +470,3 @@ class Scorer:
             steps.append(
                 {"query": text, **{key: str(result.get(key) or "") for key in ("title", "url", "snippet")}}
             )
-
-
-def rank(candidates: list[Candidate], *, discriminators: bool, settings: Settings) -> Answer:
-    """Choose a candidate (METHOD.md §6); every candidate keeps its rank score or why it was dropped.
-    With discriminators, when every candidate with text is under the safety threshold none is
-    chosen (``chosen`` None), never the least unsafe of them."""
-    for candidate in candidates:
-        if candidate.length == 0:
-            candidate.dropped = "empty"
-    if not discriminators:
-        for candidate in candidates:
-            if not candidate.dropped:
-                candidate.rank_score = (
-                    candidate.log_likelihood / (candidate.length + 1) ** settings.length_penalty
-                )
-        ranking, note = "likelihood", ""
-    else:
-        ranking, note = "discriminators", ""
-        for candidate in candidates:
-            if candidate.dropped:
-                continue
-            if 1 - candidate.scores["UNSAFE"] < settings.safety_threshold:
-                candidate.dropped = (
-                    f"P(UNSAFE=0) {1 - candidate.scores['UNSAFE']:.2f} < {settings.safety_threshold}"
-                )
-                continue
-            s = candidate.scores
-            candidate.rank_score = 3 * s["SENSIBLE"] + s["SPECIFIC"] + s["INTERESTING"]
-        if all(c.dropped for c in candidates) and any(c.dropped != "empty" for c in candidates):
-            # Even the safest is predicted unsafe: sending it would be sending an unsafe answer.
-            note = (
-                f"no candidate passed the safety threshold (P(UNSAFE=0) >= {settings.safety_threshold}): "
-                "none was chosen"
-            )
-            return Answer(candidates, None, ranking, note)
-    usable = [c for c in candidates if not c.dropped]
-    if not usable:
-        return Answer(candidates, 0, ranking, "every candidate was empty")
-    best = max(usable, key=lambda c: c.rank_score)
-    return Answer(candidates, best.index, ranking, note)

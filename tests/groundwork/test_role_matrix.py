@@ -224,6 +224,8 @@ CASES = [
     Case("api:model-version-list", "get", page(401, 403, 200, 200)),
     Case("api:model-version-detail", "get", page(401, 403, 200, 200), lambda o: {"pk": o["model"]}),
     Case("api:model-version-serve", "post", page(401, 403, 403, 200), lambda o: {"pk": o["model"]}),
+    # A researcher may import; this folder is not there, so the request itself is refused.
+    Case("api:model-version-import", "post", page(401, 403, 403, 400), data={"folder": "none", "name": "m"}),
     # Evaluations: admins watch them; only researchers evaluate a model version.
     Case("api:evaluation-list", "get", page(401, 403, 200, 200)),
     Case(

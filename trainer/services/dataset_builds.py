@@ -23,9 +23,8 @@ from annotation import rules
 from annotation import selectors as annotation_selectors
 from annotation.models import Campaign
 from annotation.services.consensus import campaign_aggregate
-from trainer import devices, formats, records, sampling, sources
+from trainer import causal_lm, devices, formats, records, sampling, sources
 from trainer import tokenizer as tokenizers
-from trainer.modeling import GroundworkForCausalLM
 from trainer.models import DatasetVersion
 from trainer.services.requests import FROM_DIALOGS, TrainerError, dataset_enqueue
 from trainer.services.workers import heartbeat, job_claim, job_fail, job_recover, this_worker
@@ -295,7 +294,7 @@ class _DiscriminatorFilter:
         assert dataset.tokenizer_source is not None
         device = devices.choose(settings.INFERENCE_DEVICE, name="INFERENCE_DEVICE")
         devices.prepare(device)
-        model = GroundworkForCausalLM.from_pretrained(str(dataset.tokenizer_source.path)).to(device)
+        model = causal_lm.load(dataset.tokenizer_source.path, tokenizer).to(device)
         self.scorer = sampling.Scorer(model, tokenizer, discriminators=True)
         self.attributes = sampling.RANKED_ATTRIBUTES
         self.thresholds = dataset.filters["thresholds"]

@@ -226,6 +226,16 @@ def training_request(
     if kind not in TrainingJob.Kind.values:
         raise TrainerError(f"kind must be one of {', '.join(TrainingJob.Kind.values)}, not {kind!r}")
     hp, size_keys = hyperparameters_split(kind, hyperparameters or {})
+    if (
+        kind == TrainingJob.Kind.PRETRAIN
+        and base_model is not None
+        and base_model.kind == ModelVersion.Kind.IMPORTED
+    ):
+        raise TrainerError(
+            f"{base_model.name} is an imported model, pre-trained elsewhere, and a pretrain job makes a "
+            "new Groundwork model: fine-tune it instead (finetune_quality_safety)",
+            field="base_model",
+        )
     datasets = list(datasets)
     if not datasets:
         raise TrainerError("choose at least one dataset")
@@ -242,6 +252,12 @@ def training_request(
         base_model = base_model or selectors.serving_model()
         if base_model is None:
             raise TrainerError("a fine-tune needs a base model, and no model version serves yet")
+    window = (base_model.config or {}).get("max_position_embeddings") if base_model is not None else None
+    if window and hp.max_length > window:
+        raise TrainerError(
+            f"max_length {hp.max_length} is more than {base_model.name} can attend to ({window} positions)",
+            field="hyperparameters",
+        )
     if len({d.tokenizer_sha256 for d in datasets}) > 1:
         raise TrainerError(
             "the datasets were rendered with different tokenizers; train on one tokenizer at a time"

@@ -23,14 +23,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from trainer import devices, distributed, records, selectors, training
+from trainer import causal_lm, devices, distributed, records, selectors, training
 from trainer import tokenizer as tokenizers
 from trainer.hyperparameters import MODEL_KEYS, Hyperparameters
-from trainer.modeling import GroundworkConfig, GroundworkForCausalLM, model_init
+from trainer.modeling import GroundworkConfig, model_init
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 from trainer.services import dataset_builds
 from trainer.services.requests import (
-    MODEL_SIZE_FIELDS,
     TrainerError,
     dataset_request,
     hyperparameters_split,
@@ -184,11 +183,12 @@ def _mix_line(job: TrainingJob, mix: dict[str, Any]) -> str:
 
 
 def _base(job: TrainingJob, hp: Hyperparameters) -> tuple[Any, Any]:
-    """(model, tokenizer) to start from: the base model, or for a pretrain job a new one whose
-    initial weights follow from its model sizes and ``hp.seed`` alone (``model_init``)."""
+    """(model, tokenizer) to start from: the base model (ours or imported, its embeddings sized
+    for its tokenizer: ``causal_lm.load``), or for a pretrain job a new one whose initial weights
+    follow from its model sizes and ``hp.seed`` alone (``model_init``)."""
     if job.base_model is not None:
-        model = GroundworkForCausalLM.from_pretrained(str(job.base_model.path))
-        return model, tokenizers.load(job.base_model.path)
+        tokenizer = tokenizers.load(job.base_model.path)
+        return causal_lm.load(job.base_model.path, tokenizer), tokenizer
     dataset = job.datasets.order_by("pk").first()
     tokenizer = tokenizers.load(dataset.path / "tokenizer")
     config = GroundworkConfig(
@@ -317,7 +317,7 @@ def _finish(job: TrainingJob, worker: str, model: Any, tokenizer: Any, metrics: 
     tokenizer.save_pretrained(str(staging))
     shutil.rmtree(directory, ignore_errors=True)
     os.replace(staging, directory)
-    config = {field: getattr(model.config, field) for field in ("vocab_size", *MODEL_SIZE_FIELDS)}
+    config = causal_lm.config_record(model.config)
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().get(pk=job.pk)
         if job.worker != worker or job.finished:
