@@ -10,11 +10,19 @@ from django import forms
 
 from annotation.models import Campaign
 from dialogs.models import EvaluationSet, Purpose
-from trainer import sizing, sources
+from trainer import preference_sources, sizing, sources
 from trainer.hyperparameters import BOUNDS, DEFAULT_PRESET, MODEL_PRESETS
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 
-TRAINING_CAMPAIGN_KINDS = (*sources.QUALITY_SAFETY_CAMPAIGNS, *sources.GROUNDEDNESS_CAMPAIGNS)
+TRAINING_CAMPAIGN_KINDS = tuple(
+    dict.fromkeys(
+        (
+            *sources.QUALITY_SAFETY_CAMPAIGNS,
+            *sources.GROUNDEDNESS_CAMPAIGNS,
+            *preference_sources.PREFERENCE_CAMPAIGNS,
+        )
+    )
+)
 
 
 class ModelVersionChoiceField(forms.ModelChoiceField):
@@ -42,7 +50,8 @@ class DatasetExportForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text=(
             "Quality and safety: SSI, safety and groundedness-evaluation campaigns (their consensus "
-            "labels). Groundedness: rewrite campaigns. Pre-training: none (it is made from dialogs)."
+            "labels). Groundedness: rewrite campaigns. Preference: SSI, safety, rewrite and "
+            "side-by-side campaigns (pairs and KTO rows). Pre-training: none (it is made from dialogs)."
         ),
     )
     tokenizer_source = ModelVersionChoiceField(

@@ -21,6 +21,7 @@ class DatasetVersion(models.Model):
         QUALITY_SAFETY = "quality_safety", "Quality and safety (discriminators + filtered generation)"
         GROUNDEDNESS = "groundedness", "Groundedness (research formats, from rewrites)"
         FILTERED = "filtered", "Filtered pre-training dialogs (generative, kept by the discriminators)"
+        PREFERENCE = "preference", "Preference (chosen/rejected pairs and KTO rows, from crowd work)"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"

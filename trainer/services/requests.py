@@ -18,7 +18,7 @@ from django.utils import timezone
 from annotation.models import Campaign
 from groundwork import queueing
 from groundwork.errors import DomainError
-from trainer import selectors, sources
+from trainer import preference_sources, selectors, sources
 from trainer.hyperparameters import (
     MODEL_KEYS,
     MODEL_SIZE_BOUNDS,
@@ -65,6 +65,7 @@ DATASET_CAMPAIGN_KINDS: dict[str, tuple[str, ...]] = {
     DatasetVersion.Kind.QUALITY_SAFETY: sources.QUALITY_SAFETY_CAMPAIGNS,
     DatasetVersion.Kind.GROUNDEDNESS: sources.GROUNDEDNESS_CAMPAIGNS,
     DatasetVersion.Kind.FILTERED: (),
+    DatasetVersion.Kind.PREFERENCE: preference_sources.PREFERENCE_CAMPAIGNS,
 }
 FROM_DIALOGS = (DatasetVersion.Kind.PRETRAIN, DatasetVersion.Kind.FILTERED)
 # METHOD.md §6: pre-training turns are kept when safe, sensible, specific and interesting enough.
