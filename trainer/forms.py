@@ -188,7 +188,16 @@ class TrainingJobForm(forms.Form):
         help_text="Groundedness fine-tunes only: the share of the base model's quality-safety training "
         "examples mixed in, so its discriminators are kept (0: none).",
     )
-    OPTIONAL_HYPERPARAMETERS = ("seed", "qs_mix_share")  # blank: the job's default
+    dpo_beta = forms.FloatField(
+        min_value=BOUNDS["dpo_beta"][0],
+        max_value=BOUNDS["dpo_beta"][1],
+        required=False,
+        initial=0.1,
+        label="DPO β",
+        help_text="Preference fine-tunes only: how far the model may move from its base model for a "
+        "given preference margin (DPO's β).",
+    )
+    OPTIONAL_HYPERPARAMETERS = ("seed", "qs_mix_share", "dpo_beta")  # blank: the job's default
 
     def service_kwargs(self) -> dict[str, Any]:
         """The arguments of ``requests.training_request`` (but ``created_by``): a preset goes as

@@ -23,6 +23,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "seed": (0, 2**32 - 1),  # what numpy's and every other generator's seed takes
     "report_every": (0.1, 3600.0),
     "qs_mix_share": (0.0, 1.0),
+    "dpo_beta": (0.001, 10.0),
 }
 # Tokens in one optimizer step (batch_size × max_length): what a step's activations grow with.
 MAX_TOKENS_PER_STEP = 262_144  # 64 × the default 16 × 256
@@ -81,6 +82,9 @@ class Hyperparameters:
     # finetune_groundedness only: the share of the quality-safety training examples of the base
     # model's lineage (the data its discriminators learnt from) mixed into the groundedness data.
     qs_mix_share: float = 0.2
+    # finetune_preference only: DPO's β, how far the policy may move from the reference (the base
+    # model) for a given preference margin (Rafailov et al. 2023; TRL's default).
+    dpo_beta: float = 0.1
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Hyperparameters:

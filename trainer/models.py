@@ -116,6 +116,7 @@ class TrainingJob(models.Model):
         PRETRAIN = "pretrain", "Pre-train (a new model)"
         FINETUNE_QUALITY_SAFETY = "finetune_quality_safety", "Fine-tune: quality and safety"
         FINETUNE_GROUNDEDNESS = "finetune_groundedness", "Fine-tune: groundedness"
+        FINETUNE_PREFERENCE = "finetune_preference", "Fine-tune: preferences (DPO)"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

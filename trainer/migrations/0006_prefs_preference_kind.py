@@ -21,4 +21,17 @@ class Migration(migrations.Migration):
                 max_length=16,
             ),
         ),
+        migrations.AlterField(
+            model_name="trainingjob",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("pretrain", "Pre-train (a new model)"),
+                    ("finetune_quality_safety", "Fine-tune: quality and safety"),
+                    ("finetune_groundedness", "Fine-tune: groundedness"),
+                    ("finetune_preference", "Fine-tune: preferences (DPO)"),
+                ],
+                max_length=24,
+            ),
+        ),
     ]

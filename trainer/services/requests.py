@@ -188,6 +188,7 @@ JOB_DATASET_KINDS = {
         DatasetVersion.Kind.FILTERED,
     ),
     TrainingJob.Kind.FINETUNE_GROUNDEDNESS: (DatasetVersion.Kind.GROUNDEDNESS,),
+    TrainingJob.Kind.FINETUNE_PREFERENCE: (DatasetVersion.Kind.PREFERENCE,),
 }
 MODEL_SIZE_FIELDS = tuple(MODEL_SIZE_BOUNDS)  # d_model, n_layer, n_head, d_ff
 

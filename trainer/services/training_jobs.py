@@ -28,7 +28,7 @@ from trainer import tokenizer as tokenizers
 from trainer.hyperparameters import MODEL_KEYS, Hyperparameters
 from trainer.modeling import GroundworkConfig, GroundworkForCausalLM, model_init
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
-from trainer.services import dataset_builds
+from trainer.services import dataset_builds, preference_jobs
 from trainer.services.requests import (
     MODEL_SIZE_FIELDS,
     TrainerError,
@@ -224,6 +224,10 @@ def training_run(
     hp = Hyperparameters.from_dict({k: v for k, v in job.hyperparameters.items() if k not in MODEL_KEYS})
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     try:
+        if job.kind == TrainingJob.Kind.FINETUNE_PREFERENCE:
+            model, tokenizer = _base(job, hp)
+            metrics = preference_jobs.preference_train(job, hp, worker, model, tokenizer, on_progress)
+            return _finish(job, worker, model, tokenizer, metrics)
         train, validation, rated, mix = _training_data(job, hp)
         model, tokenizer = _base(job, hp)
         metrics = dict(job.metrics)
