@@ -251,7 +251,7 @@ class TrainingJobAdmin(TrainerAdmin):
         (
             "Hyperparameters",
             "",
-            ["steps", "learning_rate", "batch_size", "checkpoint_every", "seed", "qs_mix_share"],
+            ["steps", "learning_rate", "batch_size", "checkpoint_every", "seed", "qs_mix_share", "dpo_beta"],
         ),
     ]
 

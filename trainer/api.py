@@ -262,7 +262,7 @@ class TrainingRequestSerializer(serializers.Serializer):
         default=dict,
         help_text=(
             "steps, learning_rate, batch_size, max_length, warmup_steps, weight_decay, checkpoint_every, "
-            "seed, bf16, report_every, qs_mix_share; pretrain jobs also preset (one of "
+            "seed, bf16, report_every, qs_mix_share, dpo_beta; pretrain jobs also preset (one of "
             f"{', '.join(MODEL_PRESETS)}; default {DEFAULT_PRESET}) and model "
             "({d_model, n_layer, n_head, d_ff}, each replacing the preset's)"
         ),

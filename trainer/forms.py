@@ -10,11 +10,19 @@ from django import forms
 
 from annotation.models import Campaign
 from dialogs.models import EvaluationSet, Purpose
-from trainer import sizing, sources
+from trainer import preference_sources, sizing, sources
 from trainer.hyperparameters import BOUNDS, DEFAULT_PRESET, MODEL_PRESETS
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
 
-TRAINING_CAMPAIGN_KINDS = (*sources.QUALITY_SAFETY_CAMPAIGNS, *sources.GROUNDEDNESS_CAMPAIGNS)
+TRAINING_CAMPAIGN_KINDS = tuple(
+    dict.fromkeys(
+        (
+            *sources.QUALITY_SAFETY_CAMPAIGNS,
+            *sources.GROUNDEDNESS_CAMPAIGNS,
+            *preference_sources.PREFERENCE_CAMPAIGNS,
+        )
+    )
+)
 
 
 class ModelVersionChoiceField(forms.ModelChoiceField):
@@ -42,7 +50,8 @@ class DatasetExportForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text=(
             "Quality and safety: SSI, safety and groundedness-evaluation campaigns (their consensus "
-            "labels). Groundedness: rewrite campaigns. Pre-training: none (it is made from dialogs)."
+            "labels). Groundedness: rewrite campaigns. Preference: SSI, safety, rewrite and "
+            "side-by-side campaigns (pairs and KTO rows). Pre-training: none (it is made from dialogs)."
         ),
     )
     tokenizer_source = ModelVersionChoiceField(
@@ -179,7 +188,16 @@ class TrainingJobForm(forms.Form):
         help_text="Groundedness fine-tunes only: the share of the base model's quality-safety training "
         "examples mixed in, so its discriminators are kept (0: none).",
     )
-    OPTIONAL_HYPERPARAMETERS = ("seed", "qs_mix_share")  # blank: the job's default
+    dpo_beta = forms.FloatField(
+        min_value=BOUNDS["dpo_beta"][0],
+        max_value=BOUNDS["dpo_beta"][1],
+        required=False,
+        initial=0.1,
+        label="DPO β",
+        help_text="Preference fine-tunes only: how far the model may move from its base model for a "
+        "given preference margin (DPO's β).",
+    )
+    OPTIONAL_HYPERPARAMETERS = ("seed", "qs_mix_share", "dpo_beta")  # blank: the job's default
 
     def service_kwargs(self) -> dict[str, Any]:
         """The arguments of ``requests.training_request`` (but ``created_by``): a preset goes as

@@ -25,6 +25,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "qs_mix_share": (0.0, 1.0),
     # Data-parallel processes (trainer.distributed): one a GPU on CUDA, sharing the cores on a CPU.
     "world_size": (1, 64),
+    "dpo_beta": (0.001, 10.0),
 }
 # Tokens in one optimizer step (batch_size × max_length): what a step's activations grow with.
 MAX_TOKENS_PER_STEP = 262_144  # 64 × the default 16 × 256
@@ -86,6 +87,9 @@ class Hyperparameters:
     # Processes training the job data-parallel (DDP; trainer.distributed). The global batch is the
     # same whatever the world size: each rank takes batch_size / world_size of its rows.
     world_size: int = 1
+    # finetune_preference only: DPO's β, how far the policy may move from the reference (the base
+    # model) for a given preference margin (Rafailov et al. 2023; TRL's default).
+    dpo_beta: float = 0.1
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Hyperparameters:

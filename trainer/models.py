@@ -21,6 +21,7 @@ class DatasetVersion(models.Model):
         QUALITY_SAFETY = "quality_safety", "Quality and safety (discriminators + filtered generation)"
         GROUNDEDNESS = "groundedness", "Groundedness (research formats, from rewrites)"
         FILTERED = "filtered", "Filtered pre-training dialogs (generative, kept by the discriminators)"
+        PREFERENCE = "preference", "Preference (chosen/rejected pairs and KTO rows, from crowd work)"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -115,6 +116,7 @@ class TrainingJob(models.Model):
         PRETRAIN = "pretrain", "Pre-train (a new model)"
         FINETUNE_QUALITY_SAFETY = "finetune_quality_safety", "Fine-tune: quality and safety"
         FINETUNE_GROUNDEDNESS = "finetune_groundedness", "Fine-tune: groundedness"
+        FINETUNE_PREFERENCE = "finetune_preference", "Fine-tune: preferences (DPO)"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

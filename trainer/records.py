@@ -28,6 +28,10 @@ Columns (``SCHEMA``):
 - ``text``: the rendered example decoded, for reading; ``input_ids`` and ``loss_mask``: what
   training uses (``trainer.formats``)
 
+A ``preference`` dataset writes two file sets of other schemas into its folder with the same
+writer (``schema``, ``prefix``): its pairs as ``train``/``validation`` and its unpaired rows as
+``kto_train``/``kto_validation`` (``trainer.services.preference_builds``).
+
 This module does not import Django.
 """
 
@@ -89,16 +93,22 @@ class DatasetWriter:
     "rows"}}``. A row missing a column or with an unknown one is a ValueError naming it.
     """
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, *, schema: pa.Schema = SCHEMA, prefix: str = "") -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.schema = schema
+        self.columns = tuple(schema.names)
+        self.prefix = prefix  # files are ``<prefix><split>.jsonl`` (another schema, same folder)
         self.rows = dict.fromkeys(SPLITS, 0)
         self._jsonl = {
-            split: (self.directory / f"{split}.jsonl").open("w", encoding="utf-8") for split in SPLITS
+            split: (self.directory / f"{prefix}{split}.jsonl").open("w", encoding="utf-8") for split in SPLITS
         }
         self._parquet = {
             split: pq.ParquetWriter(
-                self.directory / f"{split}.parquet", SCHEMA, compression="zstd", write_statistics=False
+                self.directory / f"{prefix}{split}.parquet",
+                schema,
+                compression="zstd",
+                write_statistics=False,
             )
             for split in SPLITS
         }
@@ -112,16 +122,18 @@ class DatasetWriter:
         self.close()
 
     def add(self, row: Mapping[str, Any]) -> None:
-        if row.keys() != set(COLUMNS):
-            missing = sorted(set(COLUMNS) - row.keys())
-            extra = sorted(row.keys() - set(COLUMNS))
+        if row.keys() != set(self.columns):
+            missing = sorted(set(self.columns) - row.keys())
+            extra = sorted(row.keys() - set(self.columns))
             raise ValueError(
                 f"dataset row {row.get('id')!r}: missing columns {missing}, unknown columns {extra}"
             )
         split = row["split"]
         if split not in SPLITS:
             raise ValueError(f"dataset row {row['id']!r}: split must be one of {SPLITS}, not {split!r}")
-        self._jsonl[split].write(json.dumps({name: row[name] for name in COLUMNS}, ensure_ascii=False) + "\n")
+        self._jsonl[split].write(
+            json.dumps({name: row[name] for name in self.columns}, ensure_ascii=False) + "\n"
+        )
         pending = self._pending[split]
         pending.append(row)
         self.rows[split] += 1
@@ -131,7 +143,7 @@ class DatasetWriter:
     def _flush(self, split: str) -> None:
         pending = self._pending[split]
         if pending:
-            self._parquet[split].write_table(pa.Table.from_pylist(pending, schema=SCHEMA))
+            self._parquet[split].write_table(pa.Table.from_pylist(pending, schema=self.schema))
             pending.clear()
 
     def close(self) -> None:
@@ -149,7 +161,7 @@ class DatasetWriter:
         out: dict[str, dict[str, Any]] = {}
         for split in SPLITS:
             for suffix in ("jsonl", "parquet"):
-                path = self.directory / f"{split}.{suffix}"
+                path = self.directory / f"{self.prefix}{split}.{suffix}"
                 out[path.name] = {
                     "sha256": sha256_of(path),
                     "bytes": path.stat().st_size,
@@ -158,16 +170,18 @@ class DatasetWriter:
         return out
 
 
-def data_files(directory: str | Path, fmt: str) -> dict[str, str]:
+def data_files(directory: str | Path, fmt: str, prefix: str = "") -> dict[str, str]:
     """``{split: path}`` for ``datasets.load_dataset(fmt, data_files=...)``; fmt ``json`` or ``parquet``."""
     suffix = {"json": "jsonl", "parquet": "parquet"}[fmt]
-    return {split: str(Path(directory) / f"{split}.{suffix}") for split in SPLITS}
+    return {split: str(Path(directory) / f"{prefix}{split}.{suffix}") for split in SPLITS}
 
 
 def read_rows(
-    directory: str | Path, split: str, columns: tuple[str, ...] = COLUMNS
+    directory: str | Path, split: str, columns: tuple[str, ...] | None = COLUMNS, prefix: str = ""
 ) -> Iterator[dict[str, Any]]:
-    """The rows of one split, streamed from its Parquet file a row group at a time."""
-    parquet = pq.ParquetFile(Path(directory) / f"{split}.parquet")
-    for batch in parquet.iter_batches(batch_size=ROW_GROUP, columns=list(columns)):
+    """The rows of one split, streamed from its Parquet file a row group at a time (``columns``
+    None: all of them)."""
+    parquet = pq.ParquetFile(Path(directory) / f"{prefix}{split}.parquet")
+    chosen = list(columns) if columns is not None else None
+    for batch in parquet.iter_batches(batch_size=ROW_GROUP, columns=chosen):
         yield from batch.to_pylist()

@@ -47,6 +47,8 @@ from trainer.devices import BF16_IN_HARDWARE, bf16_in_hardware
 from trainer.hyperparameters import Hyperparameters
 
 Pair = tuple[Sequence[int], Sequence[int]]
+# A training objective of its own: (model, a batch of examples, device) -> (loss, tokens in the batch).
+Objective = Callable[[nn.Module, Sequence[Any], torch.device], tuple[torch.Tensor, int]]
 CHECKPOINT = "checkpoint.pt"
 
 __all__ = ["BF16_IN_HARDWARE", "bf16_in_hardware"]  # where bench/ and the tests read them
@@ -126,12 +128,19 @@ def train(
     report: Callable[[Progress], bool],
     on_checkpoint: Callable[[int], None] = lambda step: None,
     device: torch.device | None = None,
+    objective: Objective | None = None,
+    dropout: bool = True,
 ) -> Progress:
     """Train ``model`` in place on ``device`` (the CPU when None; the model moves there and stays)
     for ``hp.steps`` steps, resuming from ``checkpoint_dir`` if a checkpoint is there. ``report``
     is called every ``hp.report_every`` seconds and at the end; when it returns False the loop
     raises :class:`Cancelled` (the checkpoint stays). With ``hp.world_size`` > 1 this runs in every
     rank of a process group (``trainer.distributed``); only rank 0 reports and checkpoints.
+
+    The loss is the next-token loss of the ``(ids, loss_mask)`` examples, or what ``objective``
+    makes of a batch of ``examples`` (whatever they are): ``(loss, tokens)`` from the model, the
+    batch and the device, under autocast (DPO's, ``trainer.preference_training``; one process
+    only). ``dropout`` False trains with dropout off (the model in eval mode).
 
     What the loop draws at random (dropout) comes from a forked RNG seeded with ``hp.seed``: the
     worker's global RNG state neither changes the run nor is changed by it."""
@@ -149,6 +158,8 @@ def train(
             report=report,
             on_checkpoint=on_checkpoint,
             device=device,
+            objective=objective,
+            dropout=dropout,
         )
 
 
@@ -162,12 +173,16 @@ def _train(
     report: Callable[[Progress], bool],
     on_checkpoint: Callable[[int], None],
     device: torch.device,
+    objective: Objective | None,
+    dropout: bool,
 ) -> Progress:
     rank, world = (dist.get_rank(), dist.get_world_size()) if hp.world_size > 1 else (0, 1)
     if world != hp.world_size:
         raise RuntimeError(f"world_size {hp.world_size}, but the process group has {world} processes")
+    if objective is not None and world > 1:
+        raise ValueError("a training objective of its own runs in one process (world_size 1)")
     model.to(device)
-    model.train()
+    model.train(dropout)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -201,20 +216,26 @@ def _train(
     while step < hp.steps:
         batch = [examples[i] for i in _batch_indices(len(examples), hp, step)]
         mine = batch if world == 1 else batch[rank * share : (rank + 1) * share]
-        input_ids, labels = collate(mine, pad_id, hp.max_length)
-        input_ids, labels = input_ids.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with devices.autocast(device, bf16):
-            if world == 1:
-                loss = network(input_ids, labels=labels, use_cache=False).loss
-            else:
-                loss = _shard_loss(network, input_ids, labels, _loss_tokens(batch, hp.max_length), world)
+        if objective is not None:
+            with devices.autocast(device, bf16):
+                loss, step_tokens = objective(network, mine, device)
+        else:
+            input_ids, labels = collate(mine, pad_id, hp.max_length)
+            input_ids, labels = input_ids.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with devices.autocast(device, bf16):
+                if world == 1:
+                    loss = network(input_ids, labels=labels, use_cache=False).loss
+                else:
+                    loss = _shard_loss(network, input_ids, labels, _loss_tokens(batch, hp.max_length), world)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         step += 1
-        if world == 1:
+        if objective is not None:
+            step_loss = float(loss.detach())
+        elif world == 1:
             step_loss, step_tokens = float(loss.detach()), int((input_ids != pad_id).sum())
         else:
             step_loss, step_tokens = _reduce(loss, input_ids != pad_id, world)

@@ -26,11 +26,18 @@ from annotation.services.consensus import campaign_aggregate
 from trainer import causal_lm, devices, formats, records, sampling, sources
 from trainer import tokenizer as tokenizers
 from trainer.models import DatasetVersion
+from trainer.services import preference_builds
 from trainer.services.requests import FROM_DIALOGS, TrainerError, dataset_enqueue
 from trainer.services.workers import heartbeat, job_claim, job_fail, job_recover, this_worker
 
 PROGRESS_EVERY_SECONDS = 1.0
 MAX_SCORED_TOKENS = 512  # a long dialog's context is cut from the left for scoring
+# Kinds made from campaigns' labels: their consensus is brought up to date before the build.
+FROM_CAMPAIGNS = (
+    DatasetVersion.Kind.QUALITY_SAFETY,
+    DatasetVersion.Kind.GROUNDEDNESS,
+    DatasetVersion.Kind.PREFERENCE,
+)
 
 
 def dataset_build(*, dataset_id: int) -> DatasetVersion:
@@ -168,18 +175,6 @@ def _row(tokenizer: Any, pending: sources.Pending, split: str, dialog: str) -> d
     }
 
 
-def _throttled(every: float, write: Callable[[], None]) -> Callable[[bool], None]:
-    last = [0.0]
-
-    def tick(force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - last[0] >= every:
-            last[0] = now
-            write()
-
-    return tick
-
-
 def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
     campaigns = list(dataset.campaigns.order_by("pk"))
     tokenizer_dir = directory / "tokenizer"
@@ -192,24 +187,27 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
         )
     tokenizers.save(tokenizer, tokenizer_dir)
 
-    if dataset.kind in (DatasetVersion.Kind.QUALITY_SAFETY, DatasetVersion.Kind.GROUNDEDNESS):
+    if dataset.kind in FROM_CAMPAIGNS:
         # The labels as the judgments stand now: an item whose consensus task was never queued
         # (the broker was down when its last judgment came) is labelled here.
         for campaign in campaigns:
             campaign_aggregate(campaign=campaign)
-    # Incomplete items (fewer judgments than their campaign's raters) have no labels, so they give no
-    # quality_safety examples: counted per source campaign in the manifest.
-    completeness = annotation_selectors.campaigns_completeness(campaigns=campaigns)
-    aggregations = annotation_selectors.campaigns_label_aggregations(campaigns=campaigns)
+    common = _manifest_common(dataset, campaigns, tokenizer, tokenizer_dir)
+    if dataset.kind == DatasetVersion.Kind.PREFERENCE:
+        return _manifest_write(
+            directory,
+            {
+                **common,
+                **preference_builds.preference_write(dataset, directory, campaigns, _progress(dataset)),
+            },
+        )
     total, units, held_out = _dataset_sources(dataset, campaigns)
     DatasetVersion.objects.filter(pk=dataset.pk).update(total=total)
     counts: dict[str, dict[str, int]] = {split: {} for split in records.SPLITS}
     balance: dict[str, dict[str, int]] = {}
     skipped = {"sources_without_examples": 0, sources.HELD_OUT: held_out}
     done = 0
-    tick = _throttled(
-        PROGRESS_EVERY_SECONDS, lambda: DatasetVersion.objects.filter(pk=dataset.pk).update(done=done)
-    )
+    progress = _progress(dataset)
     keep = _DiscriminatorFilter(dataset, tokenizer) if dataset.kind == DatasetVersion.Kind.FILTERED else None
     with records.DatasetWriter(directory) as writer:
         for source in units:
@@ -225,16 +223,36 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
                     side = balance.setdefault(pending.attribute, {"0": 0, "1": 0})
                     side[str(pending.label)] += 1
             done += 1
-            tick(False)
-    tick(True)
+            progress(done, False)
+    progress(done, True)
     if not any(counts[split] for split in records.SPLITS):
         raise TrainerError(
             "the chosen sources give no examples "
             "(no consensus labels, no researched rewrites or no dialogs yet)"
         )
     manifest = {
-        "kind": dataset.kind,
+        **common,
         "format": formats.describe(),
+        "counts": counts,
+        "label_balance": balance,
+        "skipped": skipped,
+        "files": writer.files(),
+    }
+    if keep is not None:
+        manifest["filter"] = keep.report
+    return _manifest_write(directory, manifest)
+
+
+def _manifest_common(
+    dataset: DatasetVersion, campaigns: list[Campaign], tokenizer: Any, tokenizer_dir: Path
+) -> dict[str, Any]:
+    """What every kind's manifest says: versions, tokenizer, source campaigns, filters, split."""
+    # Incomplete items (fewer judgments than their campaign's raters) have no labels, so they give no
+    # quality_safety examples: counted per source campaign in the manifest.
+    completeness = annotation_selectors.campaigns_completeness(campaigns=campaigns)
+    aggregations = annotation_selectors.campaigns_label_aggregations(campaigns=campaigns)
+    return {
+        "kind": dataset.kind,
         "rules_version": rules.RULES_VERSION,
         "tokenizer": {
             "source_model": dataset.tokenizer_source.name if dataset.tokenizer_source else None,
@@ -260,17 +278,28 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
         "filters": dataset.filters,
         "validation_percent": dataset.validation_percent,
         "split_by": "dialog (sha256 of its id)",
-        "counts": counts,
-        "label_balance": balance,
-        "skipped": skipped,
-        "files": writer.files(),
     }
-    if keep is not None:
-        manifest["filter"] = keep.report
+
+
+def _manifest_write(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     (directory / "manifest.json").write_text(
         json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     )
     return manifest
+
+
+def _progress(dataset: DatasetVersion) -> Callable[[int, bool], None]:
+    """``progress(done, force)``: the build's progress, written at most every
+    ``PROGRESS_EVERY_SECONDS`` unless forced."""
+    last = [0.0]
+
+    def progress(done: int, force: bool) -> None:
+        now = time.monotonic()
+        if force or now - last[0] >= PROGRESS_EVERY_SECONDS:
+            last[0] = now
+            DatasetVersion.objects.filter(pk=dataset.pk).update(done=done)
+
+    return progress
 
 
 def tokenizer_sha256(directory: Path) -> str:

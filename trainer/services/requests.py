@@ -18,7 +18,7 @@ from django.utils import timezone
 from annotation.models import Campaign
 from groundwork import queueing
 from groundwork.errors import DomainError
-from trainer import selectors, sources
+from trainer import preference_sources, selectors, sources
 from trainer.hyperparameters import (
     MODEL_KEYS,
     MODEL_SIZE_BOUNDS,
@@ -65,6 +65,7 @@ DATASET_CAMPAIGN_KINDS: dict[str, tuple[str, ...]] = {
     DatasetVersion.Kind.QUALITY_SAFETY: sources.QUALITY_SAFETY_CAMPAIGNS,
     DatasetVersion.Kind.GROUNDEDNESS: sources.GROUNDEDNESS_CAMPAIGNS,
     DatasetVersion.Kind.FILTERED: (),
+    DatasetVersion.Kind.PREFERENCE: preference_sources.PREFERENCE_CAMPAIGNS,
 }
 FROM_DIALOGS = (DatasetVersion.Kind.PRETRAIN, DatasetVersion.Kind.FILTERED)
 # METHOD.md §6: pre-training turns are kept when safe, sensible, specific and interesting enough.
@@ -187,6 +188,7 @@ JOB_DATASET_KINDS = {
         DatasetVersion.Kind.FILTERED,
     ),
     TrainingJob.Kind.FINETUNE_GROUNDEDNESS: (DatasetVersion.Kind.GROUNDEDNESS,),
+    TrainingJob.Kind.FINETUNE_PREFERENCE: (DatasetVersion.Kind.PREFERENCE,),
 }
 MODEL_SIZE_FIELDS = tuple(MODEL_SIZE_BOUNDS)  # d_model, n_layer, n_head, d_ff
 
@@ -205,9 +207,17 @@ def hyperparameters_split(kind: str, hyperparameters: dict[str, Any]) -> tuple[H
             field="hyperparameters",
         )
     try:
-        return Hyperparameters.from_dict(data), model_sizes_resolve(**size_keys)
+        hp = Hyperparameters.from_dict(data)
+        sizes = model_sizes_resolve(**size_keys)
     except HyperparameterError as exc:
         raise TrainerError(str(exc), field="hyperparameters") from None
+    if kind == TrainingJob.Kind.FINETUNE_PREFERENCE and hp.world_size > 1:
+        raise TrainerError(
+            "hyperparameter world_size: a finetune_preference (DPO) job trains in one process; "
+            f"got {hp.world_size}",
+            field="hyperparameters",
+        )
+    return hp, sizes
 
 
 @transaction.atomic

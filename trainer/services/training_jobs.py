@@ -28,7 +28,7 @@ from trainer import tokenizer as tokenizers
 from trainer.hyperparameters import MODEL_KEYS, Hyperparameters
 from trainer.modeling import GroundworkConfig, model_init
 from trainer.models import DatasetVersion, ModelVersion, TrainingJob
-from trainer.services import dataset_builds
+from trainer.services import dataset_builds, preference_jobs
 from trainer.services.requests import (
     TrainerError,
     dataset_request,
@@ -225,6 +225,19 @@ def training_run(
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     try:
         device = _device(job, hp)
+        if job.kind == TrainingJob.Kind.FINETUNE_PREFERENCE:
+            model, tokenizer = _base(job, hp)
+            metrics = preference_jobs.preference_train(
+                job,
+                hp,
+                worker,
+                model,
+                tokenizer,
+                report=_reporter(job, worker, on_progress),
+                on_checkpoint=_checkpointed(job, worker),
+                device=device,
+            )
+            return _finish(job, worker, model, tokenizer, metrics)
         train, validation, rated, mix = _training_data(job, hp)
         model, tokenizer = _base(job, hp)
         model.to(device)
@@ -240,35 +253,14 @@ def training_run(
                 metrics=metrics, heartbeat_at=timezone.now(), **updates
             )
 
-        def report(progress: training.Progress) -> bool:
-            if on_progress is not None:
-                on_progress(progress)
-            return bool(
-                TrainingJob.objects.filter(
-                    pk=job.pk, worker=worker, status=TrainingJob.Status.RUNNING, cancel_requested=False
-                ).update(
-                    step=progress.step,
-                    loss=progress.loss,
-                    tokens_per_second=round(progress.tokens_per_second, 1),
-                    average_tokens_per_second=round(progress.average_tokens_per_second, 1),
-                    history=progress.history,
-                    heartbeat_at=timezone.now(),
-                )
-            )
-
-        def checkpointed(step: int) -> None:
-            TrainingJob.objects.filter(pk=job.pk, worker=worker).update(
-                checkpoint_step=step, heartbeat_at=timezone.now()
-            )
-
         progress = distributed.run(  # training.train itself when world_size is 1
             model,
             train,
             hp,
             pad_id=tokenizer.pad_token_id,
             checkpoint_dir=job.checkpoint_dir,
-            report=report,
-            on_checkpoint=checkpointed,
+            report=_reporter(job, worker, on_progress),
+            on_checkpoint=_checkpointed(job, worker),
             device=device,
             timeout_s=settings.TRAINING_STALE_SECONDS,
         )
@@ -294,6 +286,42 @@ def training_run(
                 job.log += traceback.format_exc()
                 job.save(update_fields=["log"])
         return job
+
+
+def _reporter(
+    job: TrainingJob, worker: str, on_progress: Callable[[training.Progress], None] | None
+) -> Callable[[training.Progress], bool]:
+    """The training loop's ``report``: progress to the job's row (and ``on_progress``); False
+    (stop) once the row is no longer running on ``worker`` or was cancelled."""
+
+    def report(progress: training.Progress) -> bool:
+        if on_progress is not None:
+            on_progress(progress)
+        return bool(
+            TrainingJob.objects.filter(
+                pk=job.pk, worker=worker, status=TrainingJob.Status.RUNNING, cancel_requested=False
+            ).update(
+                step=progress.step,
+                loss=progress.loss,
+                tokens_per_second=round(progress.tokens_per_second, 1),
+                average_tokens_per_second=round(progress.average_tokens_per_second, 1),
+                history=progress.history,
+                heartbeat_at=timezone.now(),
+            )
+        )
+
+    return report
+
+
+def _checkpointed(job: TrainingJob, worker: str) -> Callable[[int], None]:
+    """The training loop's ``on_checkpoint``: the job's row says which step its checkpoint holds."""
+
+    def checkpointed(step: int) -> None:
+        TrainingJob.objects.filter(pk=job.pk, worker=worker).update(
+            checkpoint_step=step, heartbeat_at=timezone.now()
+        )
+
+    return checkpointed
 
 
 def _device(job: TrainingJob, hp: Hyperparameters) -> torch.device:
