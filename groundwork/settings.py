@@ -369,8 +369,11 @@ LOGGING = {
 # it is marked failed, and after how many seconds without a heartbeat a running job counts as lost.
 TRAINING_MAX_ATTEMPTS: int = env.int("TRAINING_MAX_ATTEMPTS", default=3)
 TRAINING_STALE_SECONDS: int = env.int("TRAINING_STALE_SECONDS", default=120)
-# The first model (`make run`, `train_first_model`): optimizer steps on the demo dialogs.
+# The first model (`make run`, `train_first_model`): optimizer steps on the demo dialogs, and how
+# many documents of the search corpus (the demo's Wikipedia summaries) it pre-trains on beside them
+# (trainer.sources.pretrain_documents; 0: none).
 FIRST_MODEL_STEPS: int = env.int("FIRST_MODEL_STEPS", default=600)
+FIRST_MODEL_DOCUMENTS: int = env.int("FIRST_MODEL_DOCUMENTS", default=750)
 # Inference (METHOD.md §6, §7): the model that answers chats is reached through this dotted path
 # (annotation never imports trainer); sample-and-rank and research-loop settings.
 GROUNDWORK_RESPONDER: str = env.str("GROUNDWORK_RESPONDER", default="trainer.inference.respond")

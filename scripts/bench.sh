@@ -4,10 +4,10 @@
 # BENCH_KEEP_DB=1; then, with no database, search (bench/toolset_bench.py), training and dataset
 # export (bench/trainer_bench.py) and sample-and-rank (bench/inference_bench.py); then, on the
 # database again, the evaluation report (bench/evaluation_report_bench.py) and evaluating a model
-# version batched vs one context at a time (bench/evaluation_bench.py). Figures: printed, and
-# merged into var/bench/results.json. Extra arguments go to every benchmark (`--parts` picks among
-# next, submit, aggregate, search, train, export, inference, report, evaluate; see each module's
-# `--help`).
+# version batched vs one context at a time (bench/evaluation_bench.py), and make run's first model
+# (bench/first_model_bench.py). Figures: printed, and merged into var/bench/results.json. Extra
+# arguments go to every benchmark (`--parts` picks among next, submit, aggregate, search, train,
+# export, inference, report, evaluate, first_model; see each module's `--help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,4 +55,7 @@ echo "== benchmark (broker: ${CELERY_BROKER_URL})"
 .venv/bin/python -m bench.evaluation_report_bench "$@"
 # Evaluating a model version (the bench database): "evaluate", batched vs one context at a time.
 .venv/bin/python -m bench.evaluation_bench "$@"
+# make run's first model (the bench database): "first_model", trained as make run trains it, with
+# its held-out response ranking (Hits@1 of 20) and validation loss.
+.venv/bin/python -m bench.first_model_bench "$@"
 echo "== make bench took $(( $(date +%s) - started )) s"

@@ -27,7 +27,7 @@ from dialogs.selectors import turn_count
 from groundwork.admin import progress_bar
 from trainer import evaluation_admin, selectors
 from trainer.admin_base import TrainerAdmin
-from trainer.charts import finite, loss_curve, metrics_table
+from trainer.charts import finite, loss_curve, metrics_table, percent
 from trainer.forms import DatasetExportForm, TrainingJobForm
 from trainer.models import DatasetVersion, Evaluation, ModelVersion, TrainingJob
 from trainer.services import requests
@@ -323,6 +323,7 @@ class ModelVersionAdmin(TrainerAdmin):
         "job_link",
         "parameters",
         "validation_loss",
+        "hits_at_1",
         "chat_answers",
         "fallback_replies",
         "created_at",
@@ -375,6 +376,10 @@ class ModelVersionAdmin(TrainerAdmin):
     def validation_loss(self, version: ModelVersion) -> str:
         loss = ((version.metrics or {}).get("final") or {}).get("validation_loss")
         return f"{loss:.4f}" if finite(loss) else "-"
+
+    @admin.display(description="Hits@1 (held-out turns)")
+    def hits_at_1(self, version: ModelVersion) -> str:
+        return percent(((version.metrics or {}).get("final") or {}).get("hits_at_1")) or "-"
 
     def has_serve_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(SERVE_PERMISSION)

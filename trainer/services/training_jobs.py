@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from trainer import records, selectors, training
+from trainer import ranking, records, sampling, selectors, training
 from trainer import tokenizer as tokenizers
 from trainer.hyperparameters import Hyperparameters
 from trainer.modeling import GroundworkConfig, GroundworkForCausalLM, model_init
@@ -200,8 +200,17 @@ def _base(job: TrainingJob, hp: Hyperparameters) -> tuple[Any, Any]:
     return model_init(config, seed=hp.seed), tokenizer
 
 
-def _evaluate(model: Any, tokenizer: Any, hp: Hyperparameters, validation: list, rated: list) -> dict:
-    return training.evaluate(
+def _evaluate(
+    model: Any,
+    tokenizer: Any,
+    hp: Hyperparameters,
+    validation: list,
+    rated: list,
+    cases: list[ranking.Case] | None = None,
+) -> dict:
+    """Validation loss and discriminators (``training.evaluate``), and with ``cases`` the held-out
+    response ranking (``ranking.hits_at_1``): Hits@1 of 20 on validation turns."""
+    metrics = training.evaluate(
         model,
         validation,
         rated,
@@ -210,6 +219,22 @@ def _evaluate(model: Any, tokenizer: Any, hp: Hyperparameters, validation: list,
         one_id=tokenizers.special_id(tokenizer, tokenizers.RATING_TOKENS[1]),
         max_length=hp.max_length,
     )
+    if cases:
+        scorer = sampling.Scorer(model, tokenizer, discriminators=False)
+        metrics.update(
+            ranking.hits_at_1(cases, scorer.response_log_likelihoods, seed_key=ranking.HELD_OUT_SEED)
+        )
+    return metrics
+
+
+def _ranking_cases(job: TrainingJob) -> list[ranking.Case]:
+    """The held-out turns a job's models are ranked on: ``ranking.held_out_cases`` of the
+    generative validation examples of its datasets (dialogs no training split holds)."""
+    columns = ("kind", "dialog", "context", "response")
+    rows = [
+        row for d in job.datasets.order_by("pk") for row in records.read_rows(d.path, "validation", columns)
+    ]
+    return ranking.held_out_cases(rows)
 
 
 def training_run(
@@ -226,10 +251,14 @@ def training_run(
     try:
         train, validation, rated, mix = _training_data(job, hp)
         model, tokenizer = _base(job, hp)
+        cases = _ranking_cases(job)
         metrics = dict(job.metrics)
         if "initial" not in metrics:
             # "before": the base model on the held-out examples; "final" is the new weights on them.
-            metrics["initial"] = _evaluate(model, tokenizer, hp, validation, rated)
+            # A new model ranks by chance (5 %): its initial ranking is not worth the time.
+            metrics["initial"] = _evaluate(
+                model, tokenizer, hp, validation, rated, cases if job.base_model is not None else None
+            )
             updates: dict[str, Any] = {}
             if mix is not None:
                 metrics["mix"] = mix
@@ -268,7 +297,7 @@ def training_run(
             on_checkpoint=checkpointed,
         )
         TrainingJob.objects.filter(pk=job.pk, worker=worker).update(heartbeat_at=timezone.now())
-        metrics["final"] = _evaluate(model, tokenizer, hp, validation, rated)
+        metrics["final"] = _evaluate(model, tokenizer, hp, validation, rated, cases)
         metrics["train_loss"] = progress.loss
         metrics["tokens_per_second"] = round(progress.tokens_per_second, 1)
         return _finish(job, worker, model, tokenizer, metrics)
@@ -348,16 +377,25 @@ def training_recover() -> list[TrainingJob]:
 # --- the first model ----------------------------------------------------------------------------
 
 
+# What the first model trains with, besides FIRST_MODEL_STEPS and FIRST_MODEL_DOCUMENTS (chosen by
+# held-out response ranking at equal compute on 2 CPU cores; the run log is in the README). Only
+# this path uses them: pretrain jobs queued otherwise, fine-tunes and presets keep their defaults.
+FIRST_MODEL_VOCAB_SIZE = 8192
+FIRST_MODEL_HYPERPARAMETERS: dict[str, Any] = {"learning_rate": 3e-3}
+
+
 def first_model_ensure(
     *,
     steps: int | None = None,
     purposes: Sequence[str] = (),
     model: dict[str, int] | None = None,
-    vocab_size: int = 8192,
+    vocab_size: int | None = None,
+    documents: int | None = None,
     force: bool = False,
     say: Callable[[str], None] = print,
 ) -> ModelVersion:
-    """The serving model, or a new one: a tokenizer and a pre-trained model on the dialogs,
+    """The serving model, or a new one: a tokenizer and a pre-trained model on the dialogs and
+    ``documents`` documents of the search corpus (None: ``FIRST_MODEL_DOCUMENTS``; 0: none),
     trained here in the foreground (``make run``, ``train_first_model``)."""
     current = selectors.serving_model() or ModelVersion.objects.first()
     if current is not None and not force:
@@ -365,15 +403,22 @@ def first_model_ensure(
             current = model_serve(model=current)
         say(f"model {current.name} is there (in {current.path}); not training")
         return current
+    documents = settings.FIRST_MODEL_DOCUMENTS if documents is None else documents
     hyperparameters = {
+        **FIRST_MODEL_HYPERPARAMETERS,
         "steps": steps or settings.FIRST_MODEL_STEPS,
         "checkpoint_every": 100,
         **({"model": model} if model else {}),
     }
     hyperparameters_split(TrainingJob.Kind.PRETRAIN, hyperparameters)  # refused before any work
-    say("exporting the pretrain dataset and training a tokenizer on the dialogs…")
+    with_documents = f" and {documents} documents" if documents else ""
+    say(f"exporting the pretrain dataset and training a tokenizer on the dialogs{with_documents}…")
     dataset = dataset_request(
-        kind=DatasetVersion.Kind.PRETRAIN, purposes=purposes, vocab_size=vocab_size, enqueue=False
+        kind=DatasetVersion.Kind.PRETRAIN,
+        purposes=purposes,
+        vocab_size=vocab_size or FIRST_MODEL_VOCAB_SIZE,
+        documents=documents,
+        enqueue=False,
     )
     dataset = dataset_builds.dataset_build(dataset_id=dataset.pk)
     if dataset.status != DatasetVersion.Status.READY:
@@ -398,5 +443,12 @@ def first_model_ensure(
         raise TrainerError(f"training job {job.pk} {job.status}: {job.error}")
     version = model_serve(model=job.model_version)
     final = version.metrics.get("final", {})
-    say(f"model {version.name} serves (validation loss {final.get('validation_loss')})")
+    hits = final.get("hits_at_1")
+    ranked = (
+        f", Hits@1 of {final.get('hits_candidates')} on {final.get('hits_contexts')} held-out turns "
+        f"{100 * hits:.1f} %"
+        if isinstance(hits, int | float)
+        else ""
+    )
+    say(f"model {version.name} serves (validation loss {final.get('validation_loss')}{ranked})")
     return version
