@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,13 +83,27 @@ def hits_at_1(
     }
 
 
-def held_out_cases(rows: Iterable[Mapping[str, Any]], *, most: int = HELD_OUT_CONTEXTS) -> list[Case]:
+def pair_key(context: Iterable[Mapping[str, Any]], response: str) -> tuple[str, ...]:
+    """What makes two examples the same turn: the texts of the context's turns and the response."""
+    return (*(str(turn["text"]) for turn in context), str(response))
+
+
+def held_out_cases(
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    most: int = HELD_OUT_CONTEXTS,
+    seen: Collection[tuple[str, ...]] = (),
+) -> list[Case]:
     """The cases of a dataset's validation rows (``trainer.records`` columns ``kind``, ``dialog``,
-    ``context``, ``response``): its ``generative`` examples, at most ``most`` of them, chosen in the
-    order of the sha256 of their dialog and response (a fixed, spread-out sample that does not
-    depend on database ids), each grouped by its dialog."""
+    ``context``, ``response``): its ``generative`` examples less those whose turn (``pair_key``)
+    is in ``seen`` (the training split's: a corpus may hold the same conversation twice under two
+    ids, and the split is by id), at most ``most`` of them, chosen in the order of the sha256 of
+    their dialog and response (a fixed, spread-out sample that does not depend on database ids),
+    each grouped by its dialog."""
     generative = {
-        f"{row['dialog']}\n{row['response']}": row for row in rows if row.get("kind") == "generative"
+        f"{row['dialog']}\n{row['response']}": row
+        for row in rows
+        if row.get("kind") == "generative" and pair_key(row["context"], row["response"]) not in seen
     }
     keys = sorted(generative, key=lambda key: hashlib.sha256(key.encode()).digest())[:most]
     return [

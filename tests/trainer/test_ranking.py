@@ -98,6 +98,11 @@ def test_held_out_cases_are_the_generative_validation_turns_in_a_fixed_order() -
         c.group == f"dialog:{c.reference[1:]}" and c.context == [("user", f"q{c.reference[1:]}")]
         for c in cases
     )
+    # A turn the training split holds too (the same conversation under another id) is not held out.
+    seen = {ranking.pair_key([{"speaker": "user", "text": "q3"}], "a3")}
+    assert [c.reference for c in ranking.held_out_cases(rows, most=100, seen=seen)] == [
+        c.reference for c in ranking.held_out_cases(rows, most=100) if c.reference != "a3"
+    ]
 
 
 # --- with a tiny real model ------------------------------------------------------------------------
