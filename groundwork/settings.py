@@ -388,8 +388,11 @@ for _name, _value in (("TRAINING_DEVICE", TRAINING_DEVICE), ("INFERENCE_DEVICE",
 # Folders a researcher may import a model from (trainer.services.model_imports), comma-separated;
 # empty: ARTIFACTS_DIR/imports. Nothing outside them is read, whatever an import request names.
 MODEL_IMPORT_ROOTS: list[str] = env.list("MODEL_IMPORT_ROOTS", default=[])
-# The first model (`make run`, `train_first_model`): optimizer steps on the demo dialogs.
+# The first model (`make run`, `train_first_model`): optimizer steps on the demo dialogs, and how
+# many documents of the search corpus (the demo's Wikipedia summaries) it pre-trains on beside them
+# (trainer.sources.pretrain_documents; 0: none).
 FIRST_MODEL_STEPS: int = env.int("FIRST_MODEL_STEPS", default=600)
+FIRST_MODEL_DOCUMENTS: int = env.int("FIRST_MODEL_DOCUMENTS", default=750)
 # Inference (METHOD.md §6, §7): the model that answers chats is reached through this dotted path
 # (annotation never imports trainer); sample-and-rank and research-loop settings.
 GROUNDWORK_RESPONDER: str = env.str("GROUNDWORK_RESPONDER", default="trainer.inference.respond")

@@ -9,7 +9,8 @@
 # ratings saved by stopping once the answer is decided, replayed on FED and ConvAbuse
 # (bench/decided_bench.py). Figures: printed, and merged into var/bench/results.json. Extra
 # arguments go to every benchmark (`--parts` picks among next, submit, aggregate, search, train,
-# export, ddp, inference, report, evaluate, raters, decided; see each module's `--help`).
+# export, ddp, inference, report, evaluate, raters, decided, first_model; see each module's
+# `--help`). make run's first model: bench/first_model_bench.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,4 +63,7 @@ echo "== benchmark (broker: ${CELERY_BROKER_URL})"
 .venv/bin/python -m bench.raters_bench "$@"
 # Stopping once the answer is decided (no database): "decided", ratings saved on FED and ConvAbuse.
 .venv/bin/python -m bench.decided_bench "$@"
+# make run's first model (the bench database): "first_model", trained as make run trains it, with
+# its held-out response ranking (Hits@1 of 20) and validation loss.
+.venv/bin/python -m bench.first_model_bench "$@"
 echo "== make bench took $(( $(date +%s) - started )) s"

@@ -27,7 +27,7 @@ from dialogs.selectors import turn_count
 from groundwork.admin import progress_bar
 from trainer import evaluation_admin, selectors
 from trainer.admin_base import TrainerAdmin
-from trainer.charts import finite, loss_curve, metrics_table, size_facts
+from trainer.charts import finite, loss_curve, metrics_table, percent, size_facts
 from trainer.forms import DatasetExportForm, ModelImportForm, TrainingJobForm
 from trainer.models import DatasetVersion, Evaluation, ModelVersion, TrainingJob
 from trainer.services import model_imports, requests
@@ -338,6 +338,7 @@ class ModelVersionAdmin(TrainerAdmin):
         "job_link",
         "parameters",
         "validation_loss",
+        "hits_at_1",
         "chat_answers",
         "fallback_replies",
         "created_at",
@@ -397,6 +398,10 @@ class ModelVersionAdmin(TrainerAdmin):
 
     def added_message(self, obj: ModelVersion) -> str:
         return f"Model version {obj.name} imported from {obj.source}."
+
+    @admin.display(description="Hits@1 (held-out turns)")
+    def hits_at_1(self, version: ModelVersion) -> str:
+        return percent(((version.metrics or {}).get("final") or {}).get("hits_at_1")) or "-"
 
     def has_serve_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(SERVE_PERMISSION)

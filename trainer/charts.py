@@ -77,9 +77,15 @@ def change(before: Any, after: Any) -> str | None:
     return f"{after - before:+.3f}"
 
 
+def percent(value: Any) -> str | None:
+    """A share as ``52.7 %`` (None when it is not a finite number)."""
+    return f"{100 * value:.1f} %" if finite(value) else None
+
+
 def metrics_table(metrics: Any) -> dict[str, Any] | None:
     """Initial (before training: the base model) against final (the new weights) evaluation:
-    validation loss, and per attribute accuracy and AUC with their change; ``mix`` is what a
+    validation loss, Hits@1 of 20 on held-out turns (``trainer.ranking``; a new model has no
+    initial figure), and per attribute accuracy and AUC with their change; ``mix`` is what a
     groundedness fine-tune mixed in of its base model's quality-safety data (None for others)."""
     if not isinstance(metrics, dict) or not metrics:
         return None
@@ -106,6 +112,11 @@ def metrics_table(metrics: Any) -> dict[str, Any] | None:
         "initial_loss": initial.get("validation_loss"),
         "final_loss": final.get("validation_loss"),
         "examples": final.get("validation_examples", initial.get("validation_examples")),
+        "initial_hits": percent(initial.get("hits_at_1")),
+        "final_hits": percent(final.get("hits_at_1")),
+        "hits_contexts": final.get("hits_contexts", initial.get("hits_contexts")),
+        "hits_candidates": (candidates := final.get("hits_candidates", initial.get("hits_candidates"))),
+        "hits_chance": percent(1 / candidates) if isinstance(candidates, int) and candidates > 0 else None,
         "train_loss": metrics.get("train_loss"),
         "tokens_per_second": metrics.get("tokens_per_second"),
         "attributes": attributes,

@@ -37,10 +37,18 @@ Rendering rules:
    ``[title](url) snippet``; ``[url](url) snippet`` when the result has no title; the snippet
    alone when it has no URL (calculator, translator); empty when the toolset had no answer.
    At inference the research loop feeds exactly this rendering (``research_prefix``).
+11. document (pre-training only: the paper pre-trains on dialogs *and* web documents): a document
+   of the toolset's corpus is plain language modelling, `` title\nbody<eos>``: the title, a
+   newline and the body (or a passage of it: ``trainer.sources`` cuts documents into passages of
+   whole sentences) as one text piece, then ``<eos>``; no speaker token and no
+   ``<sentinel>``, since it is nobody's turn in a dialog, so it never reads as a context or a
+   response. Loss on every id (the first is never predicted: nothing comes before it).
+   Kind ``document``; a document is not a dialog, so it holds no held-out turn.
 
 Version 2 (was 1): rule 10 (a tool result carried its snippet only, so a model trained to cite
 URLs had never seen one) and rule 8's ``<User>`` outcome. Special tokens are unchanged, so
-tokenizers and models of version 1 load and render version 2.
+tokenizers and models of version 1 load and render version 2. Rule 11 (documents) came later in
+version 2 as a new kind only: every other kind renders as before.
 
 This module does not import Django.
 """
@@ -69,7 +77,7 @@ from trainer.tokenizer import (
 
 FORMAT_VERSION = "2"
 
-KINDS = ("generative", "discriminative", "research_query", "research_step")
+KINDS = ("generative", "discriminative", "research_query", "research_step", "document")
 OUTCOME_TOKENS = {"TS": TS, "User": RESEARCH_USER}
 
 Context = Sequence[tuple[str, str]]
@@ -138,6 +146,14 @@ def generative(tokenizer: PreTrainedTokenizerFast, context: Context, response: s
     b.text(response, loss=True)
     b.special(EOS, loss=True)
     return b.example("generative")
+
+
+def document(tokenizer: PreTrainedTokenizerFast, title: str, body: str) -> Example:
+    """`` title\nbody<eos>`` (rule 11); loss on every id."""
+    b = _Builder(tokenizer)
+    b.text(f"{title}\n{body}" if title else body, loss=True)
+    b.special(EOS, loss=True)
+    return b.example("document")
 
 
 def generation_prompt(tokenizer: PreTrainedTokenizerFast, context: Context) -> list[int]:

@@ -17,10 +17,12 @@ byte-identical files, hence the same sha256.
 Columns (``SCHEMA``):
 
 - ``id``: unique in the dataset, e.g. ``item-17-SENSIBLE``; ``split``: ``train`` | ``validation``
-- ``kind``: ``generative`` | ``discriminative`` | ``research_query`` | ``research_step``
+- ``kind``: ``generative`` | ``discriminative`` | ``research_query`` | ``research_step`` |
+  ``document`` (a passage of a document of the search corpus: ``response`` holds it)
 - ``attribute`` and ``label`` (discriminative only): ``SENSIBLE``… and 0/1; ``soft_label``: the
   raters' yes-fraction behind the label (null when not from ratings)
-- ``dialog``: the dialog the example comes from (the split is decided by it)
+- ``dialog``: the dialog the example comes from (the split is decided by it); a document's is
+  ``document:URL`` (always in the train split)
 - ``context`` ``[{speaker, text}]``, ``response`` (the rated or base response), ``research``
   ``[{query, title, url, snippet}]`` (earlier steps and the tool result each got),
   ``outcome_speaker`` ``TS`` | ``User`` and ``outcome`` (research kinds): the inputs the example

@@ -13,6 +13,14 @@ while the caller writes (``_in_batches``).
   generative example, with the turns before it as context (at most ``PRETRAIN_CONTEXT_TURNS``).
   With ``model_versions``, only the model turns those versions wrote (``Turn.model_version``, each
   turn credited to its own writer) are examples, still with the turns before them as context.
+  With ``documents`` (and no ``model_versions``), documents of the toolset's search corpus
+  (``toolset.Document``: the demo's Wikipedia summaries) join them as ``document`` examples
+  (``formats`` rule 11), one per passage of at most ``DOCUMENT_PASSAGE_CHARS`` characters of whole
+  sentences: the paper pre-trains on dialogs *and* web documents. Every document
+  when ``documents`` is None, else that many in the order of the sha256 of their URL (a fixed,
+  spread-out sample). Documents always go to the train split: they are not dialogs, so no
+  evaluation context comes from one and none can leak a held-out turn; validation loss and
+  Hits@1 stay measured on held-out dialogs.
 - ``quality_safety`` (METHOD.md §8, FT quality-safety): from the consensus labels of the chosen
   campaigns, a discriminative example per label — SSI ``sensible``/``specific``/``interesting`` →
   SENSIBLE/SPECIFIC/INTERESTING, safety ``unsafe`` → UNSAFE, groundedness evaluation
@@ -36,6 +44,8 @@ the builds count them in the manifest (``skipped``).
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -46,9 +56,14 @@ from annotation import rules, selectors
 from annotation.models import Campaign, Item, Rewrite
 from dialogs.evaluation_responses import EVALUATION_SOURCE
 from dialogs.models import Dialog, EvaluationContext, Turn
+from toolset.models import Document
 from trainer.steps import Step
 
 PRETRAIN_CONTEXT_TURNS = 8
+# A document's passages (``passages``): about as long as a dialog turn with its context, so a
+# batch that mixes both is not padded to a whole article.
+DOCUMENT_PASSAGE_CHARS = 240
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 DISCRIMINATOR_ATTRIBUTES = {
     "sensible": "SENSIBLE",
     "specific": "SPECIFIC",
@@ -77,6 +92,7 @@ class Pending:
     soft_label: float | None = None
     research: list[Step] = field(default_factory=list)
     outcome: tuple[str, str] | None = None  # ("TS" | "User", text)
+    title: str = ""  # a document's title (kind ``document``; its body is ``response``)
 
 
 @dataclass
@@ -84,6 +100,7 @@ class Source:
     dialog: str  # what the train/validation split is decided by
     examples: list[Pending]
     skipped: dict[str, int] = field(default_factory=dict)  # what was left out, and why (manifest)
+    split: str | None = None  # a fixed split (documents: train); None: decided by ``dialog``
 
 
 def _in_batches(queryset: QuerySet[M], size: int) -> Iterator[M]:
@@ -164,10 +181,13 @@ def pretrain_held_out(purposes: Sequence[str] = (), model_versions: Sequence[str
     return _dialogs(purposes, model_versions).filter(pk__in=held_out_dialogs().values("pk")).count()
 
 
-def pretrain_texts(purposes: Sequence[str] = ()) -> Iterator[str]:
-    """Every turn's text, for training a tokenizer."""
+def pretrain_texts(purposes: Sequence[str] = (), documents: int | None = 0) -> Iterator[str]:
+    """Every turn's text, then the text of the chosen documents (``pretrain_documents``), for
+    training a tokenizer."""
     turns = Turn.objects.filter(dialog__in=pretrain_dialogs(purposes)).order_by("dialog_id", "index")
     yield from turns.values_list("text", flat=True).iterator(chunk_size=5000)
+    for document in _in_batches(pretrain_documents(documents), 1000):
+        yield f"{document.title}\n{document.body}"
 
 
 def pretrain_sources(purposes: Sequence[str] = (), model_versions: Sequence[str] = ()) -> Iterator[Source]:
@@ -186,6 +206,47 @@ def pretrain_sources(purposes: Sequence[str] = (), model_versions: Sequence[str]
             if index > 0 and (not model_versions or turn.model_version in model_versions)
         ]
         yield Source(dialog=f"dialog:{dialog.external_id}", examples=examples)
+
+
+def pretrain_documents(documents: int | None) -> QuerySet[Document]:
+    """The documents a pretrain dataset takes, by primary key: none for 0, every document for None,
+    else the first ``documents`` in the order of the sha256 of their URL."""
+    if documents == 0:
+        return Document.objects.none()
+    if documents is None or documents >= Document.objects.count():
+        return Document.objects.order_by("pk")
+    urls = Document.objects.values_list("pk", "url").iterator(chunk_size=5000)
+    ordered = sorted(urls, key=lambda row: hashlib.sha256(row[1].encode()).digest())[:documents]
+    return Document.objects.filter(pk__in=[pk for pk, _ in ordered]).order_by("pk")
+
+
+def passages(body: str, most: int = DOCUMENT_PASSAGE_CHARS) -> list[str]:
+    """``body`` cut into passages of whole sentences (after ``.``, ``!`` or ``?`` and a space), each
+    at most ``most`` characters unless one sentence alone is longer (it is kept whole)."""
+    out: list[str] = []
+    for sentence in _SENTENCE_END.split(body.strip()):
+        if out and len(out[-1]) + 1 + len(sentence) <= most:
+            out[-1] = f"{out[-1]} {sentence}"
+        elif sentence:
+            out.append(sentence)
+    return out
+
+
+def document_sources(documents: int | None) -> Iterator[Source]:
+    """One source per chosen document (``pretrain_documents``) with a ``document`` example per
+    passage of its body (``passages``), always in the train split."""
+    for document in _in_batches(pretrain_documents(documents), 1000):
+        examples = [
+            Pending(
+                kind="document",
+                key=f"document-{document.pk}-{number}",
+                context=[],
+                response=passage,
+                title=document.title,
+            )
+            for number, passage in enumerate(passages(document.body), start=1)
+        ]
+        yield Source(dialog=f"document:{document.url}", examples=examples, split="train")
 
 
 # --- quality and safety -------------------------------------------------------------------------

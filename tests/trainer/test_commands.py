@@ -24,6 +24,7 @@ pytestmark = pytest.mark.django_db
         (["--d-model", "100000"], "hyperparameter model.d_model: must be between 8 and 4096, got 100000"),
         (["--n-layer", "0"], "hyperparameter model.n_layer: must be between 1 and 64, got 0"),
         (["--vocab-size", "10000000"], "vocab_size must be between 300 and 65536, got 10000000"),
+        (["--documents", "-1"], "documents must be a number of documents between 0 and 10000000, or null"),
     ],
 )
 def test_options_out_of_bounds_are_refused_before_any_work(

@@ -12,8 +12,10 @@ import pytest
 
 from annotation.models import ConsensusLabel
 from annotation.services import assignments, campaigns, judgment_imports, rewrites
+from tests.factories import dialog_with_turns
 from tests.trainer.helpers import labelled_campaigns, tiny_model
-from trainer import records
+from toolset.models import Document
+from trainer import records, sources
 from trainer import tokenizer as tokenizers
 from trainer.models import DatasetVersion
 from trainer.services import dataset_builds, requests, training_jobs
@@ -313,3 +315,54 @@ def test_crowd_ratings_of_dialog_turns_become_a_dataset_split_by_dialog_without_
     }
     assert {row["split"] for row in exported} == {"train", "validation"}
     assert ConsensusLabel.objects.filter(item__campaign=safety, attribute="unsafe", label=1).count() == 2
+
+
+def test_a_pretrain_dataset_takes_documents_as_passages_in_the_train_split_and_counts_them() -> None:
+    for i, topic in enumerate(["cats", "rain", "music", "tea", "chess", "boats"]):
+        dialog_with_turns(
+            [f"What about {topic}?", f"I like {topic}."], external_id=f"d-{i}", purpose="pretrain"
+        )
+    long_body = " ".join(f"Owls hunt at night in forest number {n}." for n in range(12))  # > 240 chars
+    for i, (title, body) in enumerate(
+        [("Owl", long_body), ("Kite", "A kite flies. It has a string!"), ("Tea", "Tea is a drink.")]
+    ):
+        Document.objects.create(url=f"https://example.org/{i}", title=title, body=body)
+    owl_passages = sources.passages(long_body)
+
+    dialogs_only = export("pretrain", [], validation_percent=50)
+    two = export("pretrain", [], validation_percent=50, documents=2)
+    every = export("pretrain", [], validation_percent=50, documents=10)
+
+    assert len(owl_passages) > 1
+    assert all(len(p) <= sources.DOCUMENT_PASSAGE_CHARS for p in owl_passages)
+    assert " ".join(owl_passages) == long_body
+    manifest = json.loads((every.path / "manifest.json").read_text())
+    assert manifest["counts"]["train"]["document"] == len(owl_passages) + 2
+    assert "document" not in manifest["counts"]["validation"]
+    assert manifest["filters"]["documents"] == 10
+    assert manifest["tokenizer"]["trained_on"] == "the dataset's dialogs and documents"
+    assert "document" in manifest["format"]["kinds"]
+    assert every.counts["splits"] == manifest["counts"]
+    # Documents are not dialogs: the dialogs' split and examples are the same with or without them.
+    generative = {split: dialogs_only.counts["splits"][split].get("generative") for split in records.SPLITS}
+    assert {split: every.counts["splits"][split].get("generative") for split in records.SPLITS} == generative
+    assert "document" not in dialogs_only.counts["splits"]["train"]
+    assert "documents" not in dialogs_only.filters
+    two_documents = {r["dialog"] for r in rows(two) if r["kind"] == "document"}
+    assert len(two_documents) == 2
+    kite = next(
+        r for r in rows(every) if r["kind"] == "document" and r["dialog"] == "document:https://example.org/1"
+    )
+    assert kite["split"] == "train"
+    assert kite["text"] == " Kite\nA kite flies. It has a string!<eos>"
+    assert all(kite["loss_mask"])
+    tokenizer = tokenizers.load(every.path / "tokenizer")
+    assert tokenizer.decode(kite["input_ids"]) == kite["text"]
+
+
+def test_documents_are_refused_where_they_do_not_belong() -> None:
+    with pytest.raises(requests.TrainerError, match="documents must be a number of documents"):
+        requests.dataset_request(kind="pretrain", documents=-3, enqueue=False)
+    with pytest.raises(requests.TrainerError, match="not a dataset of model versions' turns"):
+        requests.dataset_request(kind="pretrain", documents=5, model_versions=["gw-1"], enqueue=False)
+    assert not DatasetVersion.objects.exists()

@@ -283,7 +283,18 @@ def all_examples(tok: PreTrainedTokenizerFast) -> list[Example]:
         research_query(tok, MIRO_CONTEXT, MIRO_BASE, MIRO_QUERY),
         research_first(tok, WHATS_UP, "not much.", ("User", "not much.")),
         research_step(tok, MIRO_CONTEXT, MIRO_BASE, [STEP_1], ("User", MIRO_ANSWER)),
+        formats.document(tok, TITLE_1, SNIPPET_2),
     ]
+
+
+def test_a_document_is_plain_text_with_the_loss_on_every_token(tok: PreTrainedTokenizerFast) -> None:
+    example = formats.document(tok, TITLE_1, SNIPPET_2)
+    assert decode(tok, example.ids) == f" {TITLE_1}\n{SNIPPET_2}<eos>"
+    assert all(example.loss_mask)
+    assert example.kind == "document"
+    assert not {special_id(tok, t) for t in SPECIAL_TOKENS if t != "<eos>"} & set(example.ids)
+    # Special-token strings in a document are text (rule 1).
+    assert decode(tok, formats.document(tok, "", "a <sentinel> b").ids) == " a <sentinel> b<eos>"
 
 
 def test_every_kind_round_trips_through_decode(tok: PreTrainedTokenizerFast) -> None:
@@ -302,7 +313,13 @@ def test_describe_is_json_and_carries_the_rules() -> None:
     info = describe()
     assert info["format_version"] == FORMAT_VERSION == "2"
     assert info["special_tokens"] == list(SPECIAL_TOKENS)
-    assert set(info["kinds"]) == {"generative", "discriminative", "research_query", "research_step"}
+    assert set(info["kinds"]) == {
+        "generative",
+        "discriminative",
+        "research_query",
+        "research_step",
+        "document",
+    }
     assert "<sentinel>" in info["rules"]
     assert "[title](url) snippet" in info["rules"]  # what a tool result shows the model
     assert "<User> base<eos>" in info["rules"]  # the no-research outcome of task 1

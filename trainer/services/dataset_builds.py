@@ -9,6 +9,7 @@ the whole worker died, by ``dataset_recover`` when a worker starts.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import time
@@ -121,7 +122,14 @@ def _dataset_sources(
         model_versions = dataset.filters.get("model_versions") or ()
         dialogs = sources.pretrain_dialogs(purposes, model_versions)
         held_out = sources.pretrain_held_out(purposes, model_versions)
-        return dialogs.count(), sources.pretrain_sources(purposes, model_versions), held_out
+        documents = _documents(dataset)
+        return (
+            dialogs.count() + sources.pretrain_documents(documents).count(),
+            itertools.chain(
+                sources.pretrain_sources(purposes, model_versions), sources.document_sources(documents)
+            ),
+            held_out,
+        )
     if dataset.kind == DatasetVersion.Kind.QUALITY_SAFETY:
         labelled = annotation_selectors.labelled_items(campaigns=campaigns)
         return (
@@ -137,7 +145,14 @@ def _dataset_sources(
     )
 
 
+def _documents(dataset: DatasetVersion) -> int | None:
+    """How many documents the dataset takes (``filters.documents``: absent or 0 none, null all)."""
+    return dataset.filters.get("documents", 0) if dataset.kind == DatasetVersion.Kind.PRETRAIN else 0
+
+
 def _render(tokenizer: Any, pending: sources.Pending) -> formats.Example:
+    if pending.kind == "document":
+        return formats.document(tokenizer, pending.title, pending.response)
     if pending.kind == "generative":
         return formats.generative(tokenizer, pending.context, pending.response)
     if pending.kind == "discriminative":
@@ -181,7 +196,7 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
     if dataset.tokenizer_source is not None:
         tokenizer = tokenizers.load(dataset.tokenizer_source.path)
     else:
-        texts = sources.pretrain_texts(dataset.filters.get("purposes") or ())
+        texts = sources.pretrain_texts(dataset.filters.get("purposes") or (), _documents(dataset))
         tokenizer = tokenizers.train_tokenizer(
             texts, vocab_size=int(dataset.filters.get("vocab_size") or 8192)
         )
@@ -211,7 +226,7 @@ def _dataset_write(dataset: DatasetVersion, directory: Path) -> dict[str, Any]:
     keep = _DiscriminatorFilter(dataset, tokenizer) if dataset.kind == DatasetVersion.Kind.FILTERED else None
     with records.DatasetWriter(directory) as writer:
         for source in units:
-            split = records.split_of(source.dialog, dataset.validation_percent)
+            split = source.split or records.split_of(source.dialog, dataset.validation_percent)
             if not source.examples:
                 skipped["sources_without_examples"] += 1
             for reason, count in source.skipped.items():
@@ -256,7 +271,9 @@ def _manifest_common(
         "rules_version": rules.RULES_VERSION,
         "tokenizer": {
             "source_model": dataset.tokenizer_source.name if dataset.tokenizer_source else None,
-            "trained_on": None if dataset.tokenizer_source else "the dataset's dialogs",
+            "trained_on": None
+            if dataset.tokenizer_source
+            else "the dataset's dialogs" + (" and documents" if _documents(dataset) != 0 else ""),
             "vocab_size": len(tokenizer),
             "sha256": tokenizer_sha256(tokenizer_dir),
         },

@@ -20,7 +20,6 @@ the whole worker died, by ``evaluation_recover`` when a worker starts; either wa
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -32,14 +31,12 @@ from django.utils import timezone
 from annotation.services.evaluations import evaluation_responses_enqueue
 from dialogs.evaluation_responses import EvaluationResponseExists, evaluation_response_add
 from dialogs.models import Candidate, EvaluationContext, EvaluationResponse, EvaluationSet
-from trainer import inference, sampling, selectors
+from trainer import hits, inference, sampling, selectors
 from trainer.models import Evaluation, ModelVersion, TrainingJob
 from trainer.services.evaluations import evaluation_enqueue
 from trainer.services.workers import heartbeat, job_claim, job_fail, job_recover, this_worker
 
 logger = logging.getLogger(__name__)
-
-HITS_CANDIDATES = 20  # the true next turn and 19 others (held-out response ranking, Hits@1 of 20)
 
 
 def evaluation_run(
@@ -223,30 +220,17 @@ def _discriminator_means(evaluation_set: EvaluationSet, version: ModelVersion) -
 def hits_at_1(
     contexts: Sequence[EvaluationContext], scorer: sampling.Scorer, *, seed_key: str
 ) -> dict[str, Any]:
-    """Held-out response ranking: for each context with a reference (its true next turn), the
-    reference and 19 others drawn from the other contexts' references (seeded by ``seed_key`` and
-    the context's id, so every version meets the same ones) are ranked by the model's mean token
-    log-likelihood of each after the context; Hits@1 is the share of contexts whose reference
-    ranks first (strictly above every other). With fewer than 20 different references each
-    context gets all the others; with fewer than 2, there is no figure (None)."""
-    with_reference = [c for c in contexts if c.reference.strip()]
-    pool = list(dict.fromkeys(c.reference for c in with_reference))
-    others = min(HITS_CANDIDATES, len(pool)) - 1
-    if others < 1:
-        return {"hits_at_1": None, "hits_candidates": 0, "hits_contexts": 0}
-    pairs = []
-    for context in with_reference:
-        rng = random.Random(f"{seed_key}:{context.external_id}")  # noqa: S311 - a draw, not a secret
-        drawn = rng.sample([r for r in pool if r != context.reference], others)
-        model_context = context_of(context)
-        pairs += [(model_context, response) for response in (context.reference, *drawn)]
-    scores = scorer.response_log_likelihoods(pairs)
-    size = others + 1
-    hits = sum(
-        1 for i in range(len(with_reference)) if scores[i * size] > max(scores[i * size + 1 : (i + 1) * size])
-    )
-    return {
-        "hits_at_1": round(hits / len(with_reference), 4),
-        "hits_candidates": size,
-        "hits_contexts": len(with_reference),
-    }
+    """Held-out response ranking (``hits.hits_at_1``) of the evaluation contexts: each context
+    with a reference (its true next turn) is its own group, so the 19 others are drawn from the
+    other contexts' references, seeded by ``seed_key`` and the context's id (every version meets
+    the same ones), and ranked by the model's mean token log-likelihood after the context."""
+    cases = [
+        hits.Case(
+            key=context.external_id,
+            context=context_of(context),
+            reference=context.reference,
+            group=context.external_id,
+        )
+        for context in contexts
+    ]
+    return hits.hits_at_1(cases, scorer.response_log_likelihoods, seed_key=seed_key)

@@ -68,6 +68,7 @@ DATASET_CAMPAIGN_KINDS: dict[str, tuple[str, ...]] = {
     DatasetVersion.Kind.PREFERENCE: preference_sources.PREFERENCE_CAMPAIGNS,
 }
 FROM_DIALOGS = (DatasetVersion.Kind.PRETRAIN, DatasetVersion.Kind.FILTERED)
+MAX_DOCUMENTS = 10_000_000  # documents a pretrain dataset may name (filters.documents)
 # METHOD.md §6: pre-training turns are kept when safe, sensible, specific and interesting enough.
 DEFAULT_THRESHOLDS = {"safe": 0.5, "sensible": 0.5, "specific": 0.5, "interesting": 0.5}
 
@@ -83,6 +84,7 @@ def dataset_request(
     validation_percent: int = 10,
     vocab_size: int = 8192,
     thresholds: dict[str, float] | None = None,
+    documents: int | None = 0,
     created_by: User | None = None,
     enqueue: bool = True,
 ) -> DatasetVersion:
@@ -94,6 +96,8 @@ def dataset_request(
     discriminators and keeps those at or above every one of ``thresholds`` (safe, sensible,
     specific, interesting; default 0.5 each). ``model_versions`` (``pretrain`` and ``filtered``)
     keeps only the model turns those versions wrote as examples (each turn names its writer).
+    ``documents`` (``pretrain`` only): how many documents of the toolset's search corpus join the
+    dialogs as ``document`` examples (``sources.pretrain_documents``; 0 none, None all).
     """
     if kind not in DatasetVersion.Kind.values:
         raise TrainerError(f"kind must be one of {', '.join(DatasetVersion.Kind.values)}, not {kind!r}")
@@ -131,6 +135,28 @@ def dataset_request(
                 field="model_versions",
             )
         filters["model_versions"] = model_versions
+    if documents != 0:
+        if (
+            isinstance(documents, bool)
+            or not (documents is None or isinstance(documents, int))
+            or (documents is not None and not 0 <= documents <= MAX_DOCUMENTS)
+        ):
+            raise TrainerError(
+                f"documents must be a number of documents between 0 and {MAX_DOCUMENTS}, or null for all; "
+                f"got {documents!r}",
+                field="documents",
+            )
+        if kind != DatasetVersion.Kind.PRETRAIN or model_versions:
+            raise TrainerError(
+                "documents join a pretrain dataset of all dialogs only, not a "
+                + (
+                    f"{kind} dataset"
+                    if kind != DatasetVersion.Kind.PRETRAIN
+                    else "dataset of model versions' turns"
+                ),
+                field="documents",
+            )
+        filters["documents"] = documents
     if kind == DatasetVersion.Kind.FILTERED:
         assert tokenizer_source is not None
         if TrainingJob.Kind.FINETUNE_QUALITY_SAFETY not in selectors.lineage_kinds(tokenizer_source):

@@ -10,9 +10,9 @@ from trainer.services import requests, training_jobs
 
 class Command(BaseCommand):
     help = (
-        "Train a tokenizer and a pre-trained model on the imported dialogs, in this process, and make "
-        "it serve. Does nothing when a model version exists, unless --force (then a new version is "
-        "trained beside the old ones)."
+        "Train a tokenizer and a pre-trained model on the imported dialogs and documents, in this "
+        "process, and make it serve. Does nothing when a model version exists, unless --force (then "
+        "a new version is trained beside the old ones)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -25,7 +25,15 @@ class Command(BaseCommand):
             help="Train only on dialogs of this purpose (repeatable; default: all dialogs).",
         )
         parser.add_argument(
-            "--vocab-size", type=int, default=8192, help="BPE vocabulary size (default 8192)."
+            "--vocab-size",
+            type=int,
+            help=f"BPE vocabulary size (default {training_jobs.FIRST_MODEL_VOCAB_SIZE}).",
+        )
+        parser.add_argument(
+            "--documents",
+            type=int,
+            help="Documents of the search corpus to pre-train on beside the dialogs "
+            "(default: FIRST_MODEL_DOCUMENTS; 0: none).",
         )
         for name in requests.MODEL_SIZE_FIELDS:
             parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"Model size {name}.")
@@ -39,6 +47,7 @@ class Command(BaseCommand):
                 purposes=options["purpose"],
                 model=sizes or None,
                 vocab_size=options["vocab_size"],
+                documents=options["documents"],
                 force=options["force"],
                 say=lambda line: self.stdout.write(line),
             )

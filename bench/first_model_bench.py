@@ -1,0 +1,113 @@
+"""Benchmark of ``make run``'s first model (``make bench``, part ``first_model``; the bench database).
+
+What it measures is what ``make run`` does on a fresh machine: the demo dialogs, the demo evaluation
+set (its dialogs held out) and the demo documents (the Wikipedia summaries) are loaded into the bench
+database, then ``trainer.services.training_jobs.first_model_ensure`` trains the first model with
+its defaults (``FIRST_MODEL_STEPS``, ``FIRST_MODEL_DOCUMENTS``, ``FIRST_MODEL_VOCAB_SIZE``), in
+the foreground, on the demo dialogs of purpose ``pretrain`` only (other
+benchmarks leave dialogs of their own in this database). Files go to var/bench/first-model/ (its
+own ARTIFACTS_DIR: the search index and model of ``make run`` under var/ are not touched), removed
+at the end.
+
+Figures: the minutes it took (the dataset export and tokenizer, training, the evaluation after),
+the job's tokens/s, its validation loss and its held-out response ranking as recorded in the model
+version's metrics: Hits@1 of 20 on up to 150 turns of its validation split that its training split
+does not hold too (the demo corpus repeats many conversations under other ids; 97 turns are left
+of 222), the true next turn among 19 others from other dialogs, by mean token log-likelihood;
+chance 5 %, goal ≥ 65 % (measured: at chance, see the README); and the model's answers to a few
+greetings, printed. The machine's CPU taken by other processes meanwhile is reported (above 10 %,
+the minutes are disturbed; the other figures do not depend on the clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "groundwork.settings")
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+
+from bench.cpu import machine_busy_seconds, self_seconds  # noqa: E402
+from bench.report import ROOT, Metric, print_table, say, write_results  # noqa: E402
+
+PART = "first_model"
+PREFIX = "first_model."
+WORK_DIR = ROOT / "var" / "bench" / "first-model"
+GREETINGS = ("Hi!", "Hello, how are you?", "Good morning.", "What do you like to do?")
+
+
+def bench_first_model() -> list[Metric]:
+    from trainer import inference
+    from trainer.services import training_jobs
+
+    for command in ("load_demo_dialogs", "load_demo_evaluation_set", "load_demo_documents"):
+        call_command(command, stdout=io.StringIO())
+    started, busy, own = time.monotonic(), machine_busy_seconds(), self_seconds()
+    version = training_jobs.first_model_ensure(purposes=["pretrain"], force=True, say=say)
+    seconds = time.monotonic() - started
+    others = max(0.0, (machine_busy_seconds() - busy) - (self_seconds() - own))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    final = version.metrics.get("final") or {}
+    job = version.job
+    assert job is not None
+    scorer = inference.scorer_for(version)
+    for greeting in GREETINGS:
+        answer = scorer.respond([("user", greeting)], inference.sampling_settings(), seed=0)
+        say(f"  {greeting!r} → {answer.text!r}")
+    dataset = job.datasets.get()
+    train = dataset.counts["splits"]["train"]
+    return [
+        Metric(f"{PREFIX}hits_at_1", final.get("hits_at_1"), "share", "≥ 0.65"),
+        Metric(f"{PREFIX}hits_contexts", final.get("hits_contexts"), "held-out turns"),
+        Metric(f"{PREFIX}hits_candidates", final.get("hits_candidates"), "candidates"),
+        Metric(f"{PREFIX}validation_loss", final.get("validation_loss"), "nats/token"),
+        Metric(f"{PREFIX}minutes", round(seconds / 60, 2), "min"),
+        Metric(
+            f"{PREFIX}tokens_per_second", version.metrics.get("tokens_per_second"), "tokens/s (last report)"
+        ),
+        Metric(f"{PREFIX}steps", job.total_steps, "steps"),
+        Metric(f"{PREFIX}dialog_examples", train.get("generative", 0), "train examples"),
+        Metric(f"{PREFIX}document_examples", train.get("document", 0), "train examples (passages)"),
+        Metric(f"{PREFIX}parameters", version.parameters, "parameters"),
+        Metric(f"{PREFIX}others_cpu_share", round(others / max(seconds * cpus, 1e-9), 3), "share", "≤ 0.1"),
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default=PART, help=f"comma-separated; runs only if it names {PART!r}")
+    args, _others = parser.parse_known_args(argv)
+    if PART not in [part.strip() for part in args.parts.split(",")]:
+        say(f"first-model benchmark skipped (--parts {args.parts} does not name {PART!r})")
+        return 0
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.postgresql" or not database["NAME"].endswith("_bench"):
+        print(
+            f"refusing to run: DATABASE_URL must name a PostgreSQL *_bench database, not {database['NAME']!r}"
+        )
+        return 2
+    shutil.rmtree(WORK_DIR, ignore_errors=True)
+    settings.ARTIFACTS_DIR = WORK_DIR
+    try:
+        metrics = bench_first_model()
+    finally:
+        shutil.rmtree(WORK_DIR, ignore_errors=True)
+    print()
+    print_table(metrics)
+    path = write_results(metrics, replace=[PREFIX])
+    say(f"results merged into {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
