@@ -67,6 +67,8 @@ OTHER_PARTS = {
     "evaluate",
     "raters",
     "decided",
+    "ddp",
+    "first_model",
 }  # run by the other benchmarks
 
 
