@@ -364,18 +364,33 @@ def evaluation_labels(*, evaluation_set: EvaluationSet) -> dict[int, dict[str, i
     the groundedness evaluation's attributes, helpfulness's ``helpful``/``role_consistent``.
 
     Complete items only (all raters answered: an incomplete item has no labels), so a response
-    rated in no complete item is absent. One query, whatever the size of the set.
+    rated in no complete item is absent. Three queries, whatever the size of the set: the set's
+    campaigns, its responses by turn, then the labels of those campaigns' items. Naming the
+    campaigns by id lets PostgreSQL count their items from its statistics; joined to the set
+    instead, beside a large campaign it took them for a fifth of all items and scanned every item
+    (1.1 s rather than 0.1 s for 60,000 labels beside 1.2M items, ``make bench``'s report part).
     """
+    campaigns = list(
+        Campaign.objects.filter(evaluation_set=evaluation_set, kind__in=EVALUATION_RATING_KINDS).values_list(
+            "pk", flat=True
+        )
+    )
+    if not campaigns:
+        return {}
+    responses = dict(
+        EvaluationResponse.objects.filter(context__evaluation_set=evaluation_set).values_list("turn_id", "pk")
+    )
     rows = ConsensusLabel.objects.filter(
         item_complete("item__", "item__campaign__raters_per_item"),
-        item__campaign__evaluation_set=evaluation_set,
-        item__campaign__kind__in=EVALUATION_RATING_KINDS,
+        item__campaign_id__in=campaigns,
         item__kind=Item.Kind.NORMAL,
-        item__turn__evaluation_response__isnull=False,
-    ).values_list("item__turn__evaluation_response__id", "attribute", "label")
+        item__turn__isnull=False,
+    ).values_list("item__turn_id", "attribute", "label")
     labels: dict[int, dict[str, int]] = {}
-    for response_id, attribute, label in rows:
-        labels.setdefault(response_id, {})[attribute] = label
+    for turn_id, attribute, label in rows:
+        response_id = responses.get(turn_id)
+        if response_id is not None:
+            labels.setdefault(response_id, {})[attribute] = label
     return labels
 
 
