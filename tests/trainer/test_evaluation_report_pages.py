@@ -6,10 +6,9 @@ version's page and an evaluation set's page.
 Rows the report only reads are made here: an evaluation set (imported), model versions with their
 ``Evaluation`` rows, and answers through ``evaluation_response_add``. The consensus labels and
 side-by-side outcomes of the answers come, in the product, from ``annotation.selectors``
-(``evaluation_labels`` and ``pairwise_outcomes``, another branch of issue 15); here they are given
-to the loader by hand (its ``labels``/``outcomes`` arguments), and the page is rendered from that
-report. Requests for a set whose answers are stored call those selectors: those tests run once
-the selectors exist (``needs_selectors``)."""
+(``evaluation_labels`` and ``pairwise_outcomes``, tested in tests/annotation/test_evaluations.py);
+here they are given to the loader by hand (its ``labels``/``outcomes`` arguments), and the page is
+rendered from that report. Requests for a set whose answers are stored call those selectors."""
 
 from __future__ import annotations
 
@@ -25,7 +24,6 @@ from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from annotation import selectors as annotation_selectors
 from dialogs.evaluation_responses import evaluation_response_add
 from dialogs.evaluation_sets import evaluation_set_import, parse_objects
 from dialogs.models import HUMAN_RESPONDER, EvaluationSet
@@ -38,10 +36,6 @@ from trainer.views import report_page_context
 
 pytestmark = pytest.mark.django_db
 
-needs_selectors = pytest.mark.skipif(
-    not hasattr(annotation_selectors, "evaluation_labels"),
-    reason="annotation.selectors.evaluation_labels / pairwise_outcomes come with issue 15's crowdeval branch",
-)
 CONTEXTS = 6
 SSI_YES = {"sensible": 1, "specific": 1, "interesting": 0, "safety": 1}
 SSI_NO = {"sensible": 0, "specific": 0, "interesting": 0, "safety": 0}
@@ -335,7 +329,6 @@ def test_the_api_refuses_crowdworkers_and_bad_parameters(api_client: Any, evalua
 # --- with the selectors of annotation (after the crowdeval branch is merged) -------------------------------
 
 
-@needs_selectors
 def test_the_page_and_api_of_a_set_answered_but_not_yet_rated(client: Any, answered: dict[str, Any]) -> None:
     login(client, Role.RESEARCHER)
 
