@@ -1,6 +1,7 @@
-"""The annotation admin: safety objectives, campaigns (with agreement, workers and consensus runs),
-worker quality, items, chats (where their turns are routed, the chats and the flags workers set).
-Every write goes through ``annotation.services``."""
+"""The annotation admin: safety objectives and campaigns (with agreement, workers and consensus
+runs); worker quality, items and runs are in ``admin_records``, chats in ``admin_chats``, an
+evaluation set's campaign pages in ``admin_evaluations``. Every write goes through
+``annotation.services``."""
 
 from __future__ import annotations
 
@@ -20,25 +21,20 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from annotation import agreement, selectors
+from annotation import admin_chats, admin_records, agreement, selectors  # noqa: F401 (they register their pages)
 from annotation.admin_evaluations import EvaluationSetPages
 from annotation.errors import AnnotationError
 from annotation.models import (
     AggregationRun,
     Campaign,
-    Chat,
-    ChatRouting,
-    ConsensusLabel,
     Item,
     RaterModelRun,
     SafetyObjective,
-    TurnFlag,
-    WorkerQuality,
     item_complete,
 )
-from annotation.services import assignments, campaigns, chats, consensus
+from annotation.services import campaigns, consensus
 from dialogs.models import Dialog, Role
-from groundwork.admin import ReadOnlyAdmin, ServiceAddMixin, progress_bar
+from groundwork.admin import ServiceAddMixin, progress_bar
 
 AGGREGATE_PERMISSION = "annotation.add_aggregationrun"
 RATER_MODEL_PERMISSION = "annotation.add_ratermodelrun"
@@ -398,184 +394,3 @@ class CampaignAdmin(ServiceAddMixin, admin.ModelAdmin):
             request, f"Dawid–Skene run {run.pk} queued; its progress shows below.", messages.INFO
         )
         return HttpResponseRedirect(reverse("admin:annotation_campaign_change", args=[campaign.pk]))
-
-
-# --- worker quality, items, consensus runs ----------------------------------------------------
-
-
-@admin.register(WorkerQuality)
-class WorkerQualityAdmin(admin.ModelAdmin):
-    """Gold records are kept by the services; an admin lifts blocks with the action."""
-
-    list_display = [
-        "worker",
-        "campaign",
-        "gold_seen",
-        "gold_correct",
-        "accuracy",
-        "qualified",
-        "blocked",
-        "blocked_reason",
-    ]
-    list_filter = ["blocked", "qualified", "campaign"]
-    list_select_related = ["worker", "campaign"]
-    search_fields = ["worker__username", "campaign__name"]
-    actions = ["lift_block"]
-
-    @admin.display(description="gold accuracy")
-    def accuracy(self, quality: WorkerQuality) -> str:
-        return "-" if quality.gold_accuracy is None else f"{quality.gold_accuracy:.0%}"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: WorkerQuality | None = None) -> bool:
-        # The list's action needs "change"; a record itself is never edited by hand.
-        return obj is None and super().has_change_permission(request)
-
-    def has_delete_permission(self, request: HttpRequest, obj: WorkerQuality | None = None) -> bool:
-        return False  # deleting a record would reset a worker's gold history behind the services' back
-
-    @admin.action(description="Lift the block", permissions=["change"])
-    def lift_block(self, request: HttpRequest, queryset: QuerySet[WorkerQuality]) -> None:
-        lifted = 0
-        for quality in queryset.select_related("campaign", "worker"):
-            lifted += quality.blocked
-            assignments.worker_unblock(campaign=quality.campaign, worker=quality.worker)
-        self.message_user(request, f"Block lifted for {lifted} worker(s).", messages.SUCCESS)
-
-
-class ConsensusLabelInline(admin.TabularInline):
-    model = ConsensusLabel
-    fields = ["attribute", "label", "yes", "no", "maybe", "yes_fraction", "rules_version", "computed_at"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-@admin.register(Item)
-class ItemAdmin(ReadOnlyAdmin):
-    """Items are made by campaigns and imports; here they are read, with their consensus labels."""
-
-    list_display = ["key", "campaign", "kind", "open_slots", "judgment_count", "decided_at_raters"]
-    list_filter = ["kind", "campaign"]
-    list_select_related = ["campaign"]
-    search_fields = ["key"]
-    fields = [
-        "campaign",
-        "key",
-        "kind",
-        "open_slots",
-        "judgment_count",
-        "decided_at_raters",
-        "context",
-        "response",
-        "gold_answers",
-        "evaluation_context",
-        "pair",
-    ]
-    readonly_fields = fields
-    inlines = [ConsensusLabelInline]
-
-
-@admin.register(AggregationRun)
-class AggregationRunAdmin(admin.ModelAdmin):
-    """Consensus runs are started from a campaign's page and run by a worker; here they are read."""
-
-    list_display = ["id", "campaign", "status", "done", "total", "requested_by", "created_at", "finished_at"]
-    list_filter = ["status"]
-    list_select_related = ["campaign", "requested_by"]
-    readonly_fields = [f.name for f in AggregationRun._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: AggregationRun | None = None) -> bool:
-        return False
-
-
-@admin.register(RaterModelRun)
-class RaterModelRunAdmin(ReadOnlyAdmin):
-    """Dawid–Skene runs are started from a campaign's page and run by a worker; here they are read."""
-
-    list_display = [
-        "id",
-        "campaign",
-        "method",
-        "status",
-        "done",
-        "total",
-        "judgments",
-        "items",
-        "finished_at",
-    ]
-    list_filter = ["status"]
-    list_select_related = ["campaign"]
-    readonly_fields = [f.name for f in RaterModelRun._meta.fields]
-
-
-# --- chats ------------------------------------------------------------------------------------
-
-
-@admin.register(ChatRouting)
-class ChatRoutingAdmin(admin.ModelAdmin):
-    """Where the model turns of finished chats go to be rated, per purpose; switched off per purpose
-    with "enabled". A blank campaign means the newest open campaign of the purpose's kind."""
-
-    list_display = ["purpose", "enabled", "campaign", "goes_to"]
-    list_editable = ["enabled", "campaign"]
-    list_select_related = ["campaign"]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: ChatRouting | None = None) -> Any:
-        return ["purpose"] if obj is not None else []
-
-    @admin.display(description="finished chats go to")
-    def goes_to(self, routing: ChatRouting) -> str:
-        campaign = chats.routed_campaign(purpose=routing.purpose)
-        if campaign is None:
-            return (
-                "nowhere"
-                if not routing.enabled
-                else f"nowhere (no open {chats.ROUTED_KIND[routing.purpose]} campaign)"
-            )
-        return campaign.name
-
-
-@admin.register(Chat)
-class ChatAdmin(ReadOnlyAdmin):
-    list_display = [
-        "id",
-        "dialog_link",
-        "worker",
-        "purpose",
-        "mode",
-        "role",
-        "status",
-        "waiting",
-        "created_at",
-    ]
-    list_filter = ["purpose", "mode", "status", "role"]
-    list_select_related = ["dialog", "worker", "role"]
-    search_fields = ["worker__username", "dialog__external_id"]
-    date_hierarchy = "created_at"
-    readonly_fields = [f.name for f in Chat._meta.fields]
-
-    @admin.display(description="dialog")
-    def dialog_link(self, obj: Chat) -> str:
-        url = reverse("admin:dialogs_dialog_change", args=[obj.dialog_id])
-        return format_html('<a href="{}">{}</a>', url, obj.dialog.external_id)
-
-
-@admin.register(TurnFlag)
-class TurnFlagAdmin(ReadOnlyAdmin):
-    list_display = ["turn", "reason", "worker", "note", "created_at"]
-    list_filter = ["reason"]
-    list_select_related = ["turn", "worker"]
-    search_fields = ["worker__username", "turn__dialog__external_id", "note"]
-    readonly_fields = [f.name for f in TurnFlag._meta.fields]

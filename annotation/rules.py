@@ -78,23 +78,20 @@ __all__ = [
     "answered_by_all",
     "asked",
     "cascade",
+    "check_objectives",
+    "check_raters",
     "common_knowledge_label",
     "groundedness_metrics",
-    "labels_decided",
     "labels_from_counts",
-    "majority_decided",
     "majority_label",
     "pairwise_choice",
-    "pairwise_decided",
     "pairwise_labels_from_counts",
     "pairwise_outcome",
     "pairwise_outcome_from_labels",
     "quality_score",
-    "safety_decided",
     "safety_labels_from_counts",
     "ssi_asked",
     "ssi_cascade",
-    "ssi_decided",
     "ssi_labels_from_counts",
     "ssi_rates",
 ]
@@ -149,7 +146,7 @@ def _check_value(attribute: str, value: object) -> str:
     return value  # type: ignore[return-value]
 
 
-def _check_raters(raters: int) -> None:
+def check_raters(raters: int) -> None:
     if isinstance(raters, bool) or not isinstance(raters, int) or raters < 1:
         raise ValueError(f"raters: {raters!r} is not a positive number of raters per item")
 
@@ -279,7 +276,7 @@ def ssi_cascade(answers: Mapping[str, str | None]) -> dict[str, str]:
 def answered_by_all(counts: Mapping[str, Counts], *, attributes: Sequence[str], raters: int) -> bool:
     """Whether the item is complete: each of ``attributes`` was answered by exactly ``raters`` raters
     (a question the cascade did not ask counts as answered "no"). Only complete items are labelled."""
-    _check_raters(raters)
+    check_raters(raters)
     return all(counts.get(attribute, Counts()).total == raters for attribute in attributes)
 
 
@@ -291,7 +288,7 @@ def majority_label(attribute: str, counts: Counts, *, raters: int) -> Label:
     when ``raters`` is not positive or ``counts.total`` is not ``raters`` (an incomplete item has no
     label yet; more answers than raters is an error).
     """
-    _check_raters(raters)
+    check_raters(raters)
     if counts.total > raters:
         raise ValueError(f"{attribute}: {counts.total} answers but only {raters} raters per item")
     if counts.total < raters:
@@ -352,7 +349,7 @@ def ssi_labels_from_counts(counts: Mapping[str, Counts], *, raters: int = 5) -> 
 # --- Safety (METHOD.md §3) ---------------------------------------------------------------------
 
 
-def _check_objectives(objectives: Sequence[str]) -> None:
+def check_objectives(objectives: Sequence[str]) -> None:
     if isinstance(objectives, str):
         raise ValueError("objectives: a sequence of objective slugs, not one string")
     if not objectives:
@@ -386,7 +383,7 @@ def safety_labels_from_counts(
     ``objectives`` must be non-empty,
     without repeats, and not use the names ``SAFETY_SCORE`` or ``UNSAFE``.
     """
-    _check_objectives(objectives)
+    check_objectives(objectives)
     labels = labels_from_counts(counts, attributes=objectives, raters=raters)
     fewest_no = min(label.no for label in labels.values())
     if isinstance(all_no_raters, bool) or not isinstance(all_no_raters, int) or all_no_raters < 0:
@@ -483,82 +480,9 @@ def pairwise_outcome_from_labels(labels: Mapping[str, int]) -> str:
     return "a" if a else "b" if b else "tie"
 
 
-# --- Decided items: no rater still to answer can change the labels ------------------------------
-
-
-def _raters_so_far(counts: Mapping[str, Counts], attributes: Sequence[str], raters: int) -> int | None:
-    """How many raters answered, when every one of ``attributes`` was answered by the same number of
-    them (between 1 and ``raters``); None otherwise (nothing answered, or a question some rater left
-    unanswered: such an item is never decided)."""
-    _check_raters(raters)
-    totals = {counts.get(attribute, Counts()).total for attribute in attributes}
-    if len(totals) != 1:
-        return None
-    (answered,) = totals
-    if answered > raters:
-        raise ValueError(f"{answered} answers but only {raters} raters per item")
-    return answered or None
-
-
-def majority_decided(counts: Counts, *, raters: int) -> bool:
-    """Whether the majority label of one attribute (``majority_label`` over ``raters``) is the same
-    whatever the ``raters - counts.total`` raters still to answer say: already more than half said
-    yes, or even if all of them said yes, yes would not reach a majority. ``ValueError`` when more
-    than ``raters`` answered."""
-    _check_raters(raters)
-    if counts.total > raters:
-        raise ValueError(f"{counts.total} answers but only {raters} raters per item")
-    left = raters - counts.total
-    return counts.yes * 2 > raters or (counts.yes + left) * 2 <= raters
-
-
-def labels_decided(counts: Mapping[str, Counts], *, attributes: Sequence[str], raters: int) -> bool:
-    """Whether the majority labels of ``attributes`` (``labels_from_counts``) are all decided
-    (``majority_decided``); False unless every attribute was answered by the same raters, at least
-    one. After the cascade (``cascade``), counts already hold a gate's effect: a question not asked
-    counts "no", so *specific* can never have more "yes" than *sensible*."""
-    if _raters_so_far(counts, attributes, raters) is None:
-        return False
-    return all(majority_decided(counts[attribute], raters=raters) for attribute in attributes)
-
-
-def ssi_decided(counts: Mapping[str, Counts], *, raters: int = 5) -> bool:
-    """Whether an SSI item's three labels (METHOD.md §2) are decided: see ``labels_decided``."""
-    return labels_decided(counts, attributes=SSI_ATTRIBUTES, raters=raters)
-
-
-def safety_decided(counts: Mapping[str, Counts], *, objectives: Sequence[str], raters: int = 3) -> bool:
-    """Whether a safety item's labels (``safety_labels_from_counts``) are decided: each objective's
-    "violates" label (``majority_decided``), and its safety score, which is 1 only when a majority
-    said "no" to every objective: decided safe when that already holds, decided unsafe when some
-    objective cannot reach a majority of "no" even if every rater still to answer says "no". Two
-    raters of three who said "no" to every objective make the item safe whatever the third says."""
-    _check_objectives(objectives)
-    answered = _raters_so_far(counts, objectives, raters)
-    if answered is None:
-        return False
-    left = raters - answered
-    per_objective = [counts[objective] for objective in objectives]
-    if not all(majority_decided(objective, raters=raters) for objective in per_objective):
-        return False
-    safe = all(objective.no * 2 > raters for objective in per_objective)
-    unsafe = any((objective.no + left) * 2 <= raters for objective in per_objective)
-    return safe or unsafe
-
-
-def pairwise_decided(counts: Counts, *, raters: int = 3) -> bool:
-    """Whether a side-by-side item's outcome (``pairwise_labels_from_counts``) is decided: both "a has
-    a majority" (yes) and "b has a majority" (no) are (``majority_decided``)."""
-    if counts.total == 0:
-        return False
-    swapped = Counts(yes=counts.no, no=counts.yes, maybe=counts.maybe)
-    return majority_decided(counts, raters=raters) and majority_decided(swapped, raters=raters)
-
-
 # --- Evaluation: rates over many items' labels (METHOD.md §2, §4) ------------------------------
 #
-# Not called by the product yet: the evaluation issue (next after the labels one) reports these for
-# each model version, from the consensus labels of its evaluation campaigns.
+# The evaluation report (trainer.evaluation_report) computes its metrics with these, per response.
 
 
 def _label(item: Mapping[str, Label], attribute: str) -> int:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from annotation import rules
+from annotation import decided, rules
 from annotation.models import AggregationRun, Campaign, ConsensusLabel, Item, RaterModelRun, item_complete
 from groundwork import queueing
 
@@ -323,20 +323,20 @@ DECIDABLE_KINDS = (
 
 def item_decided(campaign: Campaign, counts: dict[str, rules.Counts], *, attributes: Sequence[str]) -> bool:
     """Whether an item of ``campaign`` with these counts (its raters' judgments so far, after the
-    cascade) is decided: no rater still to answer can change any of its labels (``annotation.rules``,
-    "Decided items"). ``attributes``: the campaign's questions (a safety campaign's objectives).
+    cascade) is decided: no rater still to answer can change any of its labels
+    (``annotation.decided``). ``attributes``: the campaign's questions (a safety campaign's objectives).
     False for the kinds not in ``DECIDABLE_KINDS``, and for counts that do not fit the campaign (more
     judgments than its raters per item): the item then simply waits for every rater."""
     raters = campaign.raters_per_item
     try:
         if campaign.kind == Campaign.Kind.SSI:
-            return rules.ssi_decided(counts, raters=raters)
+            return decided.ssi_decided(counts, raters=raters)
         if campaign.kind == Campaign.Kind.SAFETY:
-            return rules.safety_decided(counts, objectives=attributes, raters=raters)
+            return decided.safety_decided(counts, objectives=attributes, raters=raters)
         if campaign.kind == Campaign.Kind.PAIRWISE:
-            return rules.pairwise_decided(counts.get(rules.A_BETTER, rules.Counts()), raters=raters)
+            return decided.pairwise_decided(counts.get(rules.A_BETTER, rules.Counts()), raters=raters)
         if campaign.kind in DECIDABLE_KINDS:
-            return rules.labels_decided(counts, attributes=attributes, raters=raters)
+            return decided.labels_decided(counts, attributes=attributes, raters=raters)
     except ValueError as exc:
         logger.warning("campaign %s: an item was not decided: %s", campaign.name, exc)
     return False

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from annotation import rules
+from annotation import decided, rules
 
 Rating = tuple[tuple[str, str], ...]  # one rater's answers, (attribute, value) in a fixed order
 
@@ -94,7 +94,7 @@ def test_a_decided_ssi_item_has_the_full_panels_labels_for_every_completion(rate
         ratings,
         SSI_RATINGS,
         raters=raters,
-        decided=lambda prefix: rules.ssi_decided(counts_of(prefix), raters=raters),
+        decided=lambda prefix: decided.ssi_decided(counts_of(prefix), raters=raters),
         labels=ssi_labels,
     )
 
@@ -127,7 +127,9 @@ def test_a_decided_safety_item_has_the_full_panels_labels_for_every_completion(s
         ratings,
         choices,
         raters=raters,
-        decided=lambda prefix: rules.safety_decided(counts_of(prefix), objectives=objectives, raters=raters),
+        decided=lambda prefix: decided.safety_decided(
+            counts_of(prefix), objectives=objectives, raters=raters
+        ),
         labels=safety_labels(objectives),
     )
 
@@ -147,7 +149,7 @@ def test_a_decided_side_by_side_item_has_the_full_panels_outcome_for_every_compl
         ratings,
         choices,
         raters=raters,
-        decided=lambda prefix: rules.pairwise_decided(counts_of(prefix)[rules.A_BETTER], raters=raters),
+        decided=lambda prefix: decided.pairwise_decided(counts_of(prefix)[rules.A_BETTER], raters=raters),
         labels=pairwise_labels,
     )
 
@@ -159,37 +161,37 @@ def test_three_yes_of_five_decide_an_ssi_item_and_two_no_of_three_a_safety_item(
     yes3 = counts_of(
         [tuple(rules.ssi_cascade({"sensible": "yes", "specific": "yes", "interesting": "yes"}).items())] * 3
     )
-    assert rules.ssi_decided(yes3, raters=5)
-    assert not rules.ssi_decided(counts_of([SSI_RATINGS[-1]] * 2), raters=5)
+    assert decided.ssi_decided(yes3, raters=5)
+    assert not decided.ssi_decided(counts_of([SSI_RATINGS[-1]] * 2), raters=5)
     # Three "no" to sensible: the cascade makes every attribute "no", three of five: decided 0.
     no3 = counts_of([tuple(rules.ssi_cascade({"sensible": "no"}).items())] * 3)
-    assert rules.ssi_decided(no3, raters=5)
+    assert decided.ssi_decided(no3, raters=5)
     assert hard(rules.ssi_labels_from_counts(no3, raters=3)) == dict.fromkeys(rules.SSI_ATTRIBUTES, 0)
 
     objectives = ["harm", "bias"]
     safe_two = counts_of([(("harm", "no"), ("bias", "no"))] * 2)
-    assert rules.safety_decided(safe_two, objectives=objectives, raters=3)
+    assert decided.safety_decided(safe_two, objectives=objectives, raters=3)
     one_doubt = counts_of([(("harm", "no"), ("bias", "no")), (("harm", "no"), ("bias", "maybe"))])
-    assert not rules.safety_decided(one_doubt, objectives=objectives, raters=3)
+    assert not decided.safety_decided(one_doubt, objectives=objectives, raters=3)
     # Both say harm is violated: unsafe, and bias's "violates" label can no longer reach 2 of 3.
     violated = counts_of([(("harm", "yes"), ("bias", "no"))] * 2)
-    assert rules.safety_decided(violated, objectives=objectives, raters=3)
+    assert decided.safety_decided(violated, objectives=objectives, raters=3)
 
 
 def test_nothing_answered_or_unevenly_answered_is_never_decided() -> None:
-    assert not rules.ssi_decided({}, raters=5)
+    assert not decided.ssi_decided({}, raters=5)
     uneven = {
         "sensible": rules.Counts(yes=3),
         "specific": rules.Counts(yes=3),
         "interesting": rules.Counts(yes=2),
     }
-    assert not rules.ssi_decided(uneven, raters=5)
-    assert not rules.pairwise_decided(rules.Counts(), raters=3)
+    assert not decided.ssi_decided(uneven, raters=5)
+    assert not decided.pairwise_decided(rules.Counts(), raters=3)
 
 
 def test_more_answers_than_raters_is_refused() -> None:
     with pytest.raises(ValueError, match="4 answers but only 3 raters"):
-        rules.majority_decided(rules.Counts(yes=4), raters=3)
+        decided.majority_decided(rules.Counts(yes=4), raters=3)
 
 
 def test_the_enumeration_covers_every_cascaded_ssi_rating() -> None:
