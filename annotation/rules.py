@@ -34,9 +34,8 @@ and a tie when no choice has a majority (``pairwise_outcome``); its labels are `
 ``B_BETTER`` (``pairwise_labels_from_counts``), neither of them 1 for a tie.
 
 Decided items (beyond the paper: a campaign option, off by default): an item whose labels can no
-longer change whatever its remaining raters say is *decided* (``majority_decided``,
-``labels_decided``, ``ssi_decided``, ``safety_decided``, ``pairwise_decided``), and needs no more
-ratings. Its labels are then the rules' labels of the raters it had, with ``raters`` = that number:
+longer change whatever its remaining raters say is *decided* (``annotation.decided``), and needs
+no more ratings. Its labels are then the rules' labels of the raters it had, with ``raters`` = that number:
 for every attribute, a majority of ``raters`` planned is fixed exactly when it is fixed for the
 raters so far too (``yes > R/2`` implies ``yes > n/2`` for ``n <= R``, and ``yes + (R - n) <= R/2``
 implies ``yes <= n/2``), so the hard labels are those the full panel would have given, whatever

@@ -65,7 +65,7 @@ class Campaign(models.Model):
     # When set, a worker first answers every qualification item and needs this accuracy.
     qualification_threshold = models.FloatField(null=True, blank=True)
     # Beyond the paper (which asks every rater): an item whose labels no remaining rater can change
-    # releases its remaining slots at once (annotation.rules, "Decided items"). Fixed at creation.
+    # releases its remaining slots at once (annotation.decided). Fixed at creation.
     stop_when_decided = models.BooleanField(
         default=False,
         help_text="Stop asking once the answer is decided: an item whose labels the raters still to "

@@ -329,7 +329,7 @@ def _decides(
 
     ``judged`` was read before this submission is stored, so a submission made meanwhile by another
     rater may be missing from it. That never makes a wrong decision: labels decided by some of an
-    item's judgments stay decided whatever the others are (``annotation.rules``, "Decided items").
+    item's judgments stay decided whatever the others are (``annotation.decided``).
     It can only miss one, and the item then gets its next rater. The last rater decides nothing:
     the item is complete anyway."""
     if judged is None or item.judgment_count + 1 >= item.campaign.raters_per_item:

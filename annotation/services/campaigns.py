@@ -76,7 +76,7 @@ def campaign_create(
     With ``evaluation_set`` the campaign is one of that set's (``annotation.services.evaluations``
     makes them, empty, and adds their items); the human baseline and side-by-side kinds exist only so.
     With ``stop_when_decided`` (off by default: the paper asks every rater) an item stops getting
-    raters once no remaining rater can change its labels (``annotation.rules``, "Decided items");
+    raters once no remaining rater can change its labels (``annotation.decided``);
     for the kinds labelled by majority only (``consensus.DECIDABLE_KINDS``).
     """
     if Campaign.objects.filter(name=name).exists():

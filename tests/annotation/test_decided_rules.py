@@ -1,4 +1,4 @@
-"""Decided items (annotation.rules): an item stopped once its labels can no longer change gets the
+"""Decided items (annotation.decided): an item stopped once its labels can no longer change gets the
 labels the full panel would have given, for every completion of the raters it did not ask.
 
 Each property draws a sequence of raters' answers, and for every prefix of it (the raters so far)

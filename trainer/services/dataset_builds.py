@@ -284,7 +284,7 @@ def _manifest_common(
                 "kind": c.kind,
                 "raters_per_item": c.raters_per_item,
                 # Items decided before their last rater are complete at the raters they had (their
-                # hard labels are the full panel's; annotation.rules, "Decided items").
+                # hard labels are the full panel's; annotation.decided).
                 "stop_when_decided": c.stop_when_decided,
                 "complete_items": completeness[c.pk].complete,
                 "incomplete_items": completeness[c.pk].incomplete,
