@@ -35,13 +35,14 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "groundwork.settings")
 django.setup()
 
+
 from django.conf import settings  # noqa: E402
 
 from bench.annotation_aggregate import bench_aggregate  # noqa: E402
 from bench.annotation_next import bench_next_task  # noqa: E402
 from bench.annotation_submit import bench_submit  # noqa: E402
 from bench.httpload import ServerConfig  # noqa: E402
-from bench.report import ROOT, Metric, print_table, say, write_results  # noqa: E402
+from bench.report import Metric, bench_database_refusal, finish, say  # noqa: E402
 
 # Each part and the prefix of its figures in var/bench/results.json.
 PARTS = {"next": "next_task.", "submit": "submit.", "aggregate": "aggregate."}
@@ -103,12 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("annotation benchmark: skipped (no part of it asked for)")
         return 0
 
-    database = settings.DATABASES["default"]
-    if database["ENGINE"] != "django.db.backends.postgresql" or not database["NAME"].endswith("_bench"):
-        print(
-            f"refusing to run: DATABASE_URL must name a PostgreSQL *_bench database, not {database['NAME']!r}"
-        )
+    refusal = bench_database_refusal()
+    if refusal:
+        print(f"refusing to run: {refusal}")
         return 2
+    database = settings.DATABASES["default"]
     say(f"database {database['NAME']} on {database['HOST']}:{database['PORT']}, {os.cpu_count()} CPUs")
 
     started = time.monotonic()
@@ -124,10 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics += bench_aggregate(args.aggregate_judgments)
     metrics.append(Metric("annotation_bench.wall_s", time.monotonic() - started, "s"))
 
-    print()
-    print_table(metrics)
-    path = write_results(metrics, replace=[PARTS[part] for part in parts])
-    say(f"results merged into {path.relative_to(ROOT)}")
+    finish(metrics, replace=[PARTS[part] for part in parts])
     return 0
 
 

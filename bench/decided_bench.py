@@ -27,7 +27,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "groundwork.settings")
 django.setup()
 
 from bench.decided_replay import FED_FILE, data_sets, replay, summary  # noqa: E402
-from bench.report import ROOT, Metric, print_table, say, write_results  # noqa: E402
+from bench.report import ROOT, Metric, finish, part_skipped, say  # noqa: E402
 
 PART = "decided"
 PREFIX = "decided."
@@ -68,8 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20, help="random rater orders per data set")
     parser.add_argument("--data", help="folder of fed_data.json and ConvAbuseEMNLPtest.csv")
     args, _ = parser.parse_known_args(argv)
-    if PART not in [part.strip() for part in args.parts.split(",")]:
-        say(f"decided benchmark skipped (--parts {args.parts} does not name {PART!r})")
+    if part_skipped(args.parts, PART, "decided"):
         return 0
     folder = external_data(args.data)
     if folder is None:
@@ -78,10 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     metrics = bench_decided(folder, args.seeds)
-    print()
-    print_table(metrics)
-    path = write_results(metrics, replace=[PREFIX])
-    say(f"results merged into {path.relative_to(ROOT)}")
+    finish(metrics, replace=[PREFIX])
     return 0 if all(metric.ok() is not False for metric in metrics) else 1
 
 

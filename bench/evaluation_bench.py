@@ -41,7 +41,14 @@ django.setup()
 import torch  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from bench.report import ROOT, Metric, print_table, say, write_results  # noqa: E402
+from bench.report import (  # noqa: E402
+    ROOT,
+    Metric,
+    bench_database_refusal,
+    finish,
+    part_skipped,
+    say,
+)
 
 PART = "evaluate"
 PREFIX = "evaluate."
@@ -151,14 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--evaluate-single", type=int, default=100, help="of them, answered one at a time (evenly spread)"
     )
     args, _others = parser.parse_known_args(argv)
-    if PART not in [part.strip() for part in args.parts.split(",")]:
-        say(f"evaluation benchmark skipped (--parts {args.parts} does not name {PART!r})")
+    if part_skipped(args.parts, PART, "evaluation"):
         return 0
-    database = settings.DATABASES["default"]
-    if database["ENGINE"] != "django.db.backends.postgresql" or not database["NAME"].endswith("_bench"):
-        print(
-            f"refusing to run: DATABASE_URL must name a PostgreSQL *_bench database, not {database['NAME']!r}"
-        )
+    refusal = bench_database_refusal()
+    if refusal:
+        print(f"refusing to run: {refusal}")
         return 2
     torch.manual_seed(SEED)
     torch.set_num_threads(2)
@@ -169,10 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics = bench_evaluate(args.evaluate_contexts, args.evaluate_single)
     finally:
         shutil.rmtree(WORK_DIR, ignore_errors=True)
-    print()
-    print_table(metrics)
-    path = write_results(metrics, replace=[PREFIX])
-    say(f"results merged into {path.relative_to(ROOT)}")
+    finish(metrics, replace=[PREFIX])
     return 0
 
 

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.report import ROOT, Metric, print_table, say, write_results
+from bench.report import Metric, finish, part_skipped, say
 
 PART = "report"
 PREFIX = "report: "
@@ -344,8 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7, help="runs of each measurement (the median counts)")
     parser.add_argument("--no-page", action="store_true", help="the core only (no database)")
     args, _others = parser.parse_known_args(argv)  # the other benchmarks' arguments
-    if PART not in [part.strip() for part in args.parts.split(",")]:
-        say(f"report benchmark skipped (--parts {args.parts} does not name {PART!r})")
+    if part_skipped(args.parts, PART, "report"):
         return 0
     started = time.monotonic()
     metrics = bench_core(args.repeats)
@@ -363,10 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         metrics += bench_page(args.repeats)
     metrics.append(Metric(WALL, time.monotonic() - started, "s"))
-    print()
-    print_table(metrics)
-    path = write_results(metrics, replace=[PREFIX, WALL])
-    say(f"results merged into {path.relative_to(ROOT)}")
+    finish(metrics, replace=[PREFIX, WALL])
     return 0
 
 

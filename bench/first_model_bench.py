@@ -38,7 +38,14 @@ from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from bench.cpu import machine_busy_seconds, self_seconds  # noqa: E402
-from bench.report import ROOT, Metric, print_table, say, write_results  # noqa: E402
+from bench.report import (  # noqa: E402
+    ROOT,
+    Metric,
+    bench_database_refusal,
+    finish,
+    part_skipped,
+    say,
+)
 
 PART = "first_model"
 PREFIX = "first_model."
@@ -87,14 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default=PART, help=f"comma-separated; runs only if it names {PART!r}")
     args, _others = parser.parse_known_args(argv)
-    if PART not in [part.strip() for part in args.parts.split(",")]:
-        say(f"first-model benchmark skipped (--parts {args.parts} does not name {PART!r})")
+    if part_skipped(args.parts, PART, "first-model"):
         return 0
-    database = settings.DATABASES["default"]
-    if database["ENGINE"] != "django.db.backends.postgresql" or not database["NAME"].endswith("_bench"):
-        print(
-            f"refusing to run: DATABASE_URL must name a PostgreSQL *_bench database, not {database['NAME']!r}"
-        )
+    refusal = bench_database_refusal()
+    if refusal:
+        print(f"refusing to run: {refusal}")
         return 2
     shutil.rmtree(WORK_DIR, ignore_errors=True)
     settings.ARTIFACTS_DIR = WORK_DIR
@@ -102,10 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics = bench_first_model()
     finally:
         shutil.rmtree(WORK_DIR, ignore_errors=True)
-    print()
-    print_table(metrics)
-    path = write_results(metrics, replace=[PREFIX])
-    say(f"results merged into {path.relative_to(ROOT)}")
+    finish(metrics, replace=[PREFIX])
     return 0
 
 

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import torch
 
-from bench.report import ROOT, Metric, print_table, say, write_results
+from bench.report import Metric, finish, part_skipped, say
 from trainer import sampling
 from trainer import tokenizer as tokenizers
 from trainer.modeling import GroundworkConfig, GroundworkForCausalLM
@@ -99,14 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="scoring runs measured (median)")
     parser.add_argument("--turns", type=int, default=3, help="model turns measured (median)")
     args, _others = parser.parse_known_args(argv)
-    if PART not in [part.strip() for part in args.parts.split(",")]:
-        say(f"inference benchmark skipped (--parts {args.parts} does not name {PART!r})")
+    if part_skipped(args.parts, PART, "inference"):
         return 0
     metrics = bench_inference(args.repeats, args.turns)
-    print()
-    print_table(metrics)
-    path = write_results(metrics, replace=[PREFIX])
-    say(f"results merged into {path.relative_to(ROOT)}")
+    finish(metrics, replace=[PREFIX])
     return 0
 
 

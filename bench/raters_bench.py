@@ -27,13 +27,12 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "groundwork.settings")
 django.setup()
 
-from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from annotation.models import Campaign, ConsensusLabel, RaterModelRun  # noqa: E402
 from annotation.services import consensus, rater_models  # noqa: E402
 from bench import sqldata  # noqa: E402
-from bench.report import ROOT, Metric, print_table, say, write_results  # noqa: E402
+from bench.report import Metric, bench_database_refusal, finish, part_skipped, say  # noqa: E402
 
 PART = "raters"
 PREFIX = "raters."
@@ -169,20 +168,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--raters-pool", type=int, default=500, help="raters in the crowd")
     parser.add_argument("--raters-runs", type=int, default=3, help="runs of each, the best counts")
     args, _others = parser.parse_known_args(argv)
-    if PART not in [part.strip() for part in args.parts.split(",")]:
-        say(f"raters benchmark skipped (--parts {args.parts} does not name {PART!r})")
+    if part_skipped(args.parts, PART, "raters"):
         return 0
-    database = settings.DATABASES["default"]
-    if database["ENGINE"] != "django.db.backends.postgresql" or not database["NAME"].endswith("_bench"):
-        print(
-            f"refusing to run: DATABASE_URL must name a PostgreSQL *_bench database, not {database['NAME']!r}"
-        )
+    refusal = bench_database_refusal()
+    if refusal:
+        print(f"refusing to run: {refusal}")
         return 2
     metrics = bench_raters(args.raters_judgments, args.raters_pool, args.raters_runs)
-    print()
-    print_table(metrics)
-    path = write_results(metrics, replace=[PREFIX])
-    say(f"results merged into {path.relative_to(ROOT)}")
+    finish(metrics, replace=[PREFIX])
     return 0
 
 

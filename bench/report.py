@@ -104,3 +104,30 @@ def write_results(metrics: Sequence[Metric], *, replace: Sequence[str] = (), pat
     temporary.write_text(json.dumps(results, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     temporary.replace(path)
     return path
+
+
+def part_skipped(parts: str, part: str, what: str) -> bool:
+    """Whether ``--parts`` (comma-separated) leaves ``part`` out; if so, says that ``what`` is skipped."""
+    if part in [name.strip() for name in parts.split(",")]:
+        return False
+    say(f"{what} benchmark skipped (--parts {parts} does not name {part!r})")
+    return True
+
+
+def bench_database_refusal() -> str | None:
+    """Why the configured database may not be benchmarked on (it is not a PostgreSQL database whose
+    name ends in ``_bench``: a benchmark writes and drops freely), or None when it may."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.postgresql" or not database["NAME"].endswith("_bench"):
+        return f"DATABASE_URL must name a PostgreSQL *_bench database, not {database['NAME']!r}"
+    return None
+
+
+def finish(metrics: Sequence[Metric], *, replace: Sequence[str]) -> None:
+    """Print the table of ``metrics`` and merge them into the results file (``write_results``)."""
+    print()
+    print_table(metrics)
+    path = write_results(metrics, replace=replace)
+    say(f"results merged into {path.relative_to(ROOT)}")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.report import ROOT, Metric, percentile, print_table, say, write_results
+from bench.report import ROOT, Metric, finish, percentile, say
 from toolset.search import SearchIndex
 
 PART = "search"
@@ -239,10 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     metrics = bench_search(sizes, args.queries, args.warmup_queries)
     metrics.append(Metric("search_bench.wall_s", time.monotonic() - started, "s"))
-    print()
-    print_table(metrics)
-    path = write_results(metrics, replace=[PREFIX, "search_bench."])
-    say(f"results merged into {path.relative_to(ROOT)}")
+    finish(metrics, replace=[PREFIX, "search_bench."])
     return 0
 
 

@@ -62,7 +62,7 @@ import numpy as np
 from bench.cpu import machine_busy_seconds, self_seconds
 from bench.ddp_bench import bench_ddp
 from bench.mfu import bench_mfu
-from bench.report import ROOT, Metric, print_table, say, write_results
+from bench.report import ROOT, Metric, finish, say
 
 if TYPE_CHECKING:
     import torch
@@ -486,10 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = {"warmup": 1, "steps": 3} if args.quick else {"warmup": 2, "steps": 10}
         metrics += bench_ddp(**plan, threads=_threads())
     metrics.append(Metric(WALL, time.monotonic() - started, "s"))
-    print()
-    print_table(metrics)
-    path = write_results(metrics, replace=[*(PREFIXES[part] for part in parts), WALL])
-    say(f"results merged into {path.relative_to(ROOT)}")
+    finish(metrics, replace=[*(PREFIXES[part] for part in parts), WALL])
     return 0
 
 
