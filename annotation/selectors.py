@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 from typing import TYPE_CHECKING, Any
@@ -357,7 +357,9 @@ def evaluation_responders(*, evaluation_set: EvaluationSet) -> dict[str, int]:
     return dict(rows)
 
 
-def evaluation_labels(*, evaluation_set: EvaluationSet) -> dict[int, dict[str, int]]:
+def evaluation_labels(
+    *, evaluation_set: EvaluationSet, responses_by_turn: Mapping[int, int] | None = None
+) -> dict[int, dict[str, int]]:
     """Response id → {attribute: 0/1} from the consensus labels of the response's complete items
     in the set's blind rating campaigns, whatever their kind: SSI's ``sensible``/``specific``/
     ``interesting``, safety's ``safety`` and ``unsafe`` (and one per objective: 1 = violates),
@@ -365,7 +367,8 @@ def evaluation_labels(*, evaluation_set: EvaluationSet) -> dict[int, dict[str, i
 
     Complete items only (all raters answered: an incomplete item has no labels), so a response
     rated in no complete item is absent. Three queries, whatever the size of the set: the set's
-    campaigns, its responses by turn, then the labels of those campaigns' items. Naming the
+    campaigns, its responses by turn (``responses_by_turn``, turn id → response id, when the caller
+    has read them already), then the labels of those campaigns' items. Naming the
     campaigns by id lets PostgreSQL count their items from its statistics; joined to the set
     instead, beside a large campaign it took them for a fifth of all items and scanned every item
     (1.1 s rather than 0.1 s for 60,000 labels beside 1.2M items, ``make bench``'s report part).
@@ -377,9 +380,13 @@ def evaluation_labels(*, evaluation_set: EvaluationSet) -> dict[int, dict[str, i
     )
     if not campaigns:
         return {}
-    responses = dict(
-        EvaluationResponse.objects.filter(context__evaluation_set=evaluation_set).values_list("turn_id", "pk")
-    )
+    responses = responses_by_turn
+    if responses is None:
+        responses = dict(
+            EvaluationResponse.objects.filter(context__evaluation_set=evaluation_set).values_list(
+                "turn_id", "pk"
+            )
+        )
     rows = ConsensusLabel.objects.filter(
         item_complete("item__", "item__campaign__raters_per_item"),
         item__campaign_id__in=campaigns,

@@ -64,15 +64,17 @@ def report_inputs(
     responses = list(
         EvaluationResponse.objects.filter(context__evaluation_set=evaluation_set)
         .order_by()
-        .values_list("pk", "context_id", "responder")
+        .values_list("pk", "context_id", "responder", "turn_id")
     )
     if responses:
         if labels is None:
-            labels = annotation_selectors.evaluation_labels(evaluation_set=evaluation_set)
+            labels = annotation_selectors.evaluation_labels(
+                evaluation_set=evaluation_set, responses_by_turn={turn: pk for pk, _, _, turn in responses}
+            )
         if outcomes is None:
             outcomes = annotation_selectors.pairwise_outcomes(evaluation_set=evaluation_set)
     values: dict[str, dict[int, dict[str, float | None]]] = {}
-    for pk, context, responder in responses:
+    for pk, context, responder, _ in responses:
         answered = values.setdefault(responder, {})
         found = (labels or {}).get(pk)
         if found:
