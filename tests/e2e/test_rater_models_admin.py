@@ -97,6 +97,7 @@ def test_an_admin_runs_dawid_skene_from_the_campaign_page_and_sees_the_noisy_rat
     )
     expect(run).not_to_have_attribute("hx-trigger", re.compile("every"))
 
+    # The poll that found the run finished reloaded the page: the estimates are in the Workers table.
     flagged = page.locator("#flagged-raters")
     expect(flagged).to_contain_text("Flagged for review", timeout=10_000)
     expect(flagged).to_contain_text("noisy (interesting, sensible, specific).")
