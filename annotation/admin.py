@@ -378,8 +378,13 @@ class CampaignAdmin(ServiceAddMixin, admin.ModelAdmin):
         )
 
     def rater_model_progress_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """The latest Dawid–Skene run of a campaign, as a fragment the change page polls while it runs."""
-        return self._rater_model_fragment(request, self._visible_campaign(request, object_id))
+        """The latest Dawid–Skene run of a campaign, as a fragment the change page polls while it
+        runs. The poll that finds it finished reloads the page (``HX-Refresh``): the raters'
+        estimates and flags it made are in the Workers table, outside the fragment."""
+        response = self._rater_model_fragment(request, self._visible_campaign(request, object_id))
+        if getattr(request, "htmx", False) and not response.context_data["rater_run_live"]:
+            response["HX-Refresh"] = "true"
+        return response
 
     @method_decorator(require_POST)
     def rater_model_run_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
