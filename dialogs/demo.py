@@ -19,8 +19,15 @@ EVALUATION_CONTEXTS = 40  # about: whole dialogs are taken until there are this 
 
 
 def chatterbot_records(language: str = "english") -> Iterator[DialogRecord]:
-    """One pre-training dialog per conversation; speakers alternate, the user first."""
+    """One pre-training dialog per distinct conversation; speakers alternate, the user first.
+
+    The corpus repeats conversations within a file: ``tech_support.yml`` holds 10 conversations
+    105 times each and ``coding.yml`` 86 of its 184 twice or more (2,026 conversations, 899
+    distinct). A repeat is skipped (its first occurrence keeps its id): imported, the copies made
+    half of every dialog dataset, weighed those 10 conversations a hundredfold in training, and,
+    the split being by dialog, put copies of training turns in the validation split."""
     data = resources.files("chatterbot_corpus") / "data" / language
+    seen: set[tuple[str, ...]] = set()
     for path in sorted(data.iterdir(), key=lambda p: p.name):
         if not path.name.endswith(".yml"):
             continue
@@ -28,8 +35,9 @@ def chatterbot_records(language: str = "english") -> Iterator[DialogRecord]:
         stem = path.name.removesuffix(".yml")
         for number, conversation in enumerate(document.get("conversations") or [], start=1):
             texts = [str(utterance) for utterance in conversation if str(utterance).strip()]
-            if len(texts) < 2:
+            if len(texts) < 2 or tuple(texts) in seen:
                 continue
+            seen.add(tuple(texts))
             yield DialogRecord(
                 id=f"{SOURCE}:{language}:{stem}:{number}",
                 purpose="pretrain",
