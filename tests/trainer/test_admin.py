@@ -226,7 +226,11 @@ def test_a_refused_export_shows_the_services_reason(client, users) -> None:
     response = client.post(url("datasetversion_add"), {"kind": "quality_safety", "validation_percent": 10})
 
     assert response.status_code == 200
-    assert "choose at least one campaign" in response.content.decode()
+    # The campaign kinds as the campaign pages name them, not their internal names.
+    assert (
+        "choose at least one campaign of kind “Sensibleness, specificity, interestingness”, “Safety” "
+        "or “Groundedness: evaluation”"
+    ) in response.content.decode()
     assert not DatasetVersion.objects.exists()
 
 
