@@ -418,6 +418,7 @@ def test_the_progress_fragment_of_a_finished_job_stops_polling(client, users) ->
     assert "6.2500" in fragment  # initial validation loss
     assert "2.5000" in fragment  # final validation loss
     assert "0.813" in fragment  # final AUC of "sensible", 0.8125
+    assert "DPO figure" not in fragment  # a DPO job's table only
     assert url("trainingjob_cancel", job.pk) not in fragment
 
 
