@@ -1,6 +1,6 @@
 """The trainer pages' drawings, computed from stored numbers: the loss curve as SVG coordinates,
-the table of initial against final evaluation, the evaluation report's grouped bars (an SVG
-string), and a job's model size in words. Pure: no Django."""
+the table of initial against final evaluation (a DPO job's figures included), the evaluation
+report's grouped bars (an SVG string), and a job's model size in words. Pure: no Django."""
 
 from __future__ import annotations
 
@@ -82,11 +82,92 @@ def percent(value: Any) -> str | None:
     return f"{100 * value:.1f} %" if finite(value) else None
 
 
+def points_change(before: Any, after: Any) -> str | None:
+    """The change of a share in percentage points (``+33.3 pp``); None unless both are finite."""
+    return f"{100 * (after - before):+.1f} pp" if finite(before) and finite(after) else None
+
+
+def _decimals(value: Any) -> str | None:
+    """``value`` to 3 decimals; a margin that rounds to nothing reads 0.000, never -0.000."""
+    if not finite(value):
+        return None
+    text = f"{value:.3f}"
+    return "0.000" if text == "-0.000" else text
+
+
+# A DPO job's figures on its pairs (``preference_training.preference_metrics``), as its pages show
+# them: key, name, what it is (the name's tooltip), whether it is a share.
+PREFERENCE_FIGURES = (
+    (
+        "dpo_loss",
+        "DPO loss",
+        "−log σ(β[(log πθ(chosen) − log πref(chosen)) − (log πθ(rejected) − log πref(rejected))]), "
+        "the mean over the pairs. The reference is the base model, so before training it is log 2 ≈ 0.693.",
+        False,
+    ),
+    (
+        "reward_accuracy",
+        "reward accuracy",
+        "The share of pairs whose implicit reward margin is positive: the model prefers the chosen "
+        "response more than the base model did. 0 before training, when every margin is 0.",
+        True,
+    ),
+    (
+        "reward_margin",
+        "reward margin",
+        "The mean implicit reward margin β[(log πθ(chosen) − log πref(chosen)) − (log πθ(rejected) − "
+        "log πref(rejected))]; 0 before training.",
+        False,
+    ),
+    (
+        "logp_margin",
+        "log-likelihood margin",
+        "The mean of log π(chosen) − log π(rejected) under the model: the base model's own before training.",
+        False,
+    ),
+)
+PREFERENCE_SPLITS = (("train", "training"), ("validation", "validation"))
+
+
+def _preference_rows(
+    initial: dict[str, Any], final: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """A DPO job's figures per split, initial against final with their change, and the splits that
+    have no pairs (none of this for other jobs)."""
+    before, after = initial.get("preference") or {}, final.get("preference") or {}
+    rows: list[dict[str, Any]] = []
+    without_pairs: list[str] = []
+    if not (before or after):
+        return rows, without_pairs
+    for split, split_name in PREFERENCE_SPLITS:
+        was, now = before.get(split) or {}, after.get(split) or {}
+        pairs = now.get("pairs", was.get("pairs"))
+        if not pairs:
+            without_pairs.append(split_name)
+            continue
+        for key, name, meaning, share in PREFERENCE_FIGURES:
+            shown = percent if share else _decimals
+            rows.append(
+                {
+                    "name": name,
+                    "meaning": meaning,
+                    "split": split_name,
+                    "pairs": pairs,
+                    "initial": shown(was.get(key)),
+                    "final": shown(now.get(key)),
+                    "change": (points_change if share else change)(was.get(key), now.get(key)),
+                }
+            )
+    return rows, without_pairs
+
+
 def metrics_table(metrics: Any) -> dict[str, Any] | None:
     """Initial (before training: the base model) against final (the new weights) evaluation:
     validation loss, Hits@1 of 20 on held-out turns (``trainer.ranking``; a new model has no
-    initial figure), and per attribute accuracy and AUC with their change; ``mix`` is what a
-    groundedness fine-tune mixed in of its base model's quality-safety data (None for others)."""
+    initial figure), and per attribute accuracy and AUC with their change; ``preference``: a DPO
+    job's figures on its training and validation pairs with their change (``without_pairs``: the
+    splits it had none of); ``mix`` is what a groundedness fine-tune mixed in of its base model's
+    quality-safety data (None for others)."""
     if not isinstance(metrics, dict) or not metrics:
         return None
     initial = metrics.get("initial") or {}
@@ -107,6 +188,7 @@ def metrics_table(metrics: Any) -> dict[str, Any] | None:
                 "auc_change": change(was.get("auc"), now.get("auc")),
             }
         )
+    preference, without_pairs = _preference_rows(initial, final)
     mix = metrics.get("mix")
     return {
         "initial_loss": initial.get("validation_loss"),
@@ -120,6 +202,8 @@ def metrics_table(metrics: Any) -> dict[str, Any] | None:
         "train_loss": metrics.get("train_loss"),
         "tokens_per_second": metrics.get("tokens_per_second"),
         "attributes": attributes,
+        "preference": preference,
+        "without_pairs": without_pairs,
         "mix": mix if isinstance(mix, dict) else None,
     }
 

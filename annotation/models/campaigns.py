@@ -3,6 +3,8 @@ rewrites, consensus labels, workers' gold records and consensus runs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q, Value
@@ -90,6 +92,13 @@ class Campaign(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @classmethod
+    def kinds_in_words(cls, kinds: Iterable[str]) -> str:
+        """Campaign kinds as a person reads them in a message: their labels quoted (a label may
+        hold commas), the last after "or": “Safety”, “Groundedness: evaluation” or …"""
+        labels = [f"“{cls.Kind(kind).label}”" for kind in kinds]
+        return " or ".join([", ".join(labels[:-1]), labels[-1]] if len(labels) > 1 else labels)
 
 
 class Item(models.Model):

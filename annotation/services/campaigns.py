@@ -94,7 +94,7 @@ def campaign_create(
     if stop_when_decided and kind not in DECIDABLE_KINDS:
         raise AnnotationError(
             f"{Campaign.Kind(kind).label} campaigns ask every rater: stopping once the answer is decided "
-            f"is for {', '.join(str(Campaign.Kind(k).label) for k in DECIDABLE_KINDS)} campaigns."
+            f"is for {Campaign.kinds_in_words(DECIDABLE_KINDS)} campaigns."
         )
     if objectives and kind != Campaign.Kind.SAFETY:
         raise AnnotationError("Objectives are for safety campaigns only.")

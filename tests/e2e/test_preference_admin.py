@@ -1,7 +1,8 @@
 """Issue 17, preference data, in Chromium: a researcher exports a preference dataset from a
 rewrite campaign and rated SSI and safety campaigns (Datasets → Export dataset), is told when
 the form lacks something, watches the real worker build it, and reads the pairs by source on the
-dataset's page as its manifest has them; then fine-tunes on it with DPO from the Retrain form."""
+dataset's page as its manifest has them; then fine-tunes on it with DPO from the Retrain form and
+reads the DPO figures (loss, reward accuracy) before and after on the job's page."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def test_a_researcher_exports_preference_pairs_and_fine_tunes_on_them(
     # No campaign chosen: the form says so, and nothing is queued.
     expect(page.locator(".errornote")).to_contain_text("Please correct the error below.")
     expect(page.locator("ul.errorlist")).to_contain_text(
-        "choose at least one campaign of kind ssi, safety, groundedness_rewrite, pairwise"
+        "choose at least one campaign of kind “Sensibleness, specificity, interestingness”, “Safety”, "
+        "“Groundedness: rewrite with sources” or “Side by side: the better of two responses”"
     )
     assert not DatasetVersion.objects.filter(kind=DatasetVersion.Kind.PREFERENCE).exists()
 
@@ -95,3 +97,23 @@ def test_a_researcher_exports_preference_pairs_and_fine_tunes_on_them(
     expect(job.get_by_role("link", name=version.name)).to_be_visible()
     assert version.name.endswith("-ft-preference")
     assert version.parent == base
+    # The DPO figures on the 7 training pairs, before and after, as the job's metrics have them;
+    # validation_percent 0 left no validation pairs, and the page says so.
+    before = version.job.metrics["initial"]["preference"]["train"]
+    after = version.job.metrics["final"]["preference"]["train"]
+    figures = job.locator("table.preference")
+    accuracy = figures.locator("tr", has=page.get_by_role("cell", name="reward accuracy", exact=True))
+    expect(accuracy.locator("td")).to_have_text(
+        [
+            "reward accuracy",
+            "training",
+            "7",
+            f"{100 * before['reward_accuracy']:.1f} %",
+            f"{100 * after['reward_accuracy']:.1f} %",
+            f"{100 * (after['reward_accuracy'] - before['reward_accuracy']):+.1f} pp",
+        ]
+    )
+    loss = figures.locator("tr", has=page.get_by_role("cell", name="DPO loss", exact=True))
+    expect(loss.locator("td").nth(3)).to_have_text("0.693")  # log 2: the base model is the reference
+    expect(loss.locator("td").nth(4)).to_have_text(f"{after['dpo_loss']:.3f}")
+    expect(figures).to_contain_text("no validation pairs in the job's datasets")

@@ -226,7 +226,11 @@ def test_a_refused_export_shows_the_services_reason(client, users) -> None:
     response = client.post(url("datasetversion_add"), {"kind": "quality_safety", "validation_percent": 10})
 
     assert response.status_code == 200
-    assert "choose at least one campaign" in response.content.decode()
+    # The campaign kinds as the campaign pages name them, not their internal names.
+    assert (
+        "choose at least one campaign of kind “Sensibleness, specificity, interestingness”, “Safety” "
+        "or “Groundedness: evaluation”"
+    ) in response.content.decode()
     assert not DatasetVersion.objects.exists()
 
 
@@ -414,6 +418,7 @@ def test_the_progress_fragment_of_a_finished_job_stops_polling(client, users) ->
     assert "6.2500" in fragment  # initial validation loss
     assert "2.5000" in fragment  # final validation loss
     assert "0.813" in fragment  # final AUC of "sensible", 0.8125
+    assert "DPO figure" not in fragment  # a DPO job's table only
     assert url("trainingjob_cancel", job.pk) not in fragment
 
 

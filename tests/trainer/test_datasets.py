@@ -166,7 +166,11 @@ def test_requests_are_checked_before_anything_is_queued() -> None:
     with pytest.raises(requests.TrainerError, match="no model version yet"):
         requests.dataset_request(kind="groundedness", campaigns=[rewrite])
     tiny_model()
-    with pytest.raises(requests.TrainerError, match="takes campaigns of kind ssi, safety, groundedness_eval"):
+    with pytest.raises(
+        requests.TrainerError,
+        match="takes campaigns of kind “Sensibleness, specificity, interestingness”, “Safety” or "
+        "“Groundedness: evaluation”; not: rw",
+    ):
         requests.dataset_request(kind="quality_safety", campaigns=[rewrite])
     with pytest.raises(requests.TrainerError, match="choose at least one campaign"):
         requests.dataset_request(kind="groundedness", campaigns=[])

@@ -12,6 +12,8 @@ from typing import Any
 
 import datasets
 import pytest
+from django.test import Client
+from django.urls import reverse
 from rest_framework.test import APIClient
 
 from annotation.models import Assignment, Campaign
@@ -309,3 +311,21 @@ def test_the_kind_is_chosen_from_the_api_and_the_admin_form_with_side_by_side_ca
     )
     assert form.is_valid(), form.errors
     assert form.service_kwargs()["kind"] == "preference"
+
+
+def test_an_export_without_campaigns_names_the_kinds_a_preference_dataset_takes_by_their_labels(
+    client: Client, users: dict[Role, Any]
+) -> None:
+    tiny_model()
+    client.force_login(users[Role.RESEARCHER])
+
+    response = client.post(
+        reverse("admin:trainer_datasetversion_add"), {"kind": "preference", "validation_percent": 10}
+    )
+
+    assert response.status_code == 200
+    assert (
+        "choose at least one campaign of kind “Sensibleness, specificity, interestingness”, “Safety”, "
+        "“Groundedness: rewrite with sources” or “Side by side: the better of two responses”"
+    ) in response.content.decode()
+    assert not DatasetVersion.objects.filter(kind=DatasetVersion.Kind.PREFERENCE).exists()

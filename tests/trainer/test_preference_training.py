@@ -1,15 +1,21 @@
 """A ``finetune_preference`` job (issue 17, part 3): DPO on a preference dataset's pairs, from a
-tiny base model, through the real request, the training run and the model version it makes."""
+tiny base model, through the real request, the training run and the model version it makes, whose
+pages show the DPO figures before and after."""
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from django.test import Client
+from django.urls import reverse
+from rest_framework.test import APIClient
 
+from groundwork.roles import Role
 from tests.trainer.helpers import tiny_model
 from tests.trainer.test_preference_data import export, rating_campaigns
 from trainer import preference_training
@@ -36,7 +42,9 @@ def test_the_dpo_loss_is_the_papers() -> None:
     assert float(loss) == pytest.approx(expected)
 
 
-def test_a_dpo_job_raises_the_margin_of_chosen_over_rejected_on_its_pairs() -> None:
+def test_a_dpo_job_raises_the_margin_of_chosen_over_rejected_on_its_pairs(
+    client: Client, api_client: APIClient, users: dict[Role, Any]
+) -> None:
     base = tiny_model()
     dataset = export(*rating_campaigns())
     job = requests.training_request(
@@ -61,6 +69,56 @@ def test_a_dpo_job_raises_the_margin_of_chosen_over_rejected_on_its_pairs() -> N
     assert version.name == f"gw-{job.pk}-ft-preference"
     assert version.tokenizer_sha256 == base.tokenizer_sha256
     assert job.history[-1][0] == 20
+
+    # The job page and the model version page show the figures, initial against final, per split.
+    client.force_login(users[Role.ADMIN])
+    for page_url in (
+        reverse("admin:trainer_trainingjob_change", args=[job.pk]),
+        reverse("admin:trainer_modelversion_change", args=[version.pk]),
+    ):
+        page = client.get(page_url).content.decode()
+        shown = dict(preference_rows(page))
+        assert shown["DPO loss"] == [
+            "training",
+            "3",
+            f"{before['dpo_loss']:.3f}",
+            f"{after['dpo_loss']:.3f}",
+            f"{after['dpo_loss'] - before['dpo_loss']:+.3f}",
+        ]
+        assert shown["DPO loss"][2] == "0.693"  # log 2: the base model is its own reference
+        assert shown["reward accuracy"] == [
+            "training",
+            "3",
+            f"{100 * before['reward_accuracy']:.1f} %",
+            "100.0 %",
+            f"{100 * (1 - before['reward_accuracy']):+.1f} pp",
+        ]
+        assert shown["reward margin"][2:4] == ["0.000", f"{after['reward_margin']:.3f}"]
+        assert shown["log-likelihood margin"][2:4] == [
+            f"{before['logp_margin']:.3f}",
+            f"{after['logp_margin']:.3f}",
+        ]
+        # validation_percent 0: no validation pairs, said so rather than a row of dashes.
+        assert "no validation pairs in the job's datasets" in page
+    # The API gives the same figures, as the job's metrics.
+    api_client.force_authenticate(users[Role.RESEARCHER])
+    metrics = api_client.get(f"/api/v1/training-jobs/{job.pk}/").json()["metrics"]
+    assert metrics["final"]["preference"]["train"]["reward_accuracy"] == 1.0
+    assert metrics["initial"]["preference"]["validation"]["pairs"] == 0
+
+
+def preference_rows(page: str) -> list[tuple[str, list[str]]]:
+    """The DPO figures table of a page: (figure, [pairs, n, initial, final, change]) per row."""
+    table = re.search(r'<table class="trainer-metrics preference">(.*?)</table>', page, re.S)
+    assert table is not None, "no DPO figures on the page"
+    rows = []
+    for row in re.findall(r"<tr>(.*?)</tr>", table.group(1), re.S):
+        cells = [
+            re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        ]
+        if cells:
+            rows.append((cells[0], cells[1:]))
+    return rows
 
 
 def test_a_preference_job_takes_preference_datasets_only() -> None:

@@ -115,11 +115,12 @@ def dataset_request(
             raise TrainerError(f"a {kind} dataset is made from dialogs, not campaigns: leave campaigns empty")
     else:
         if not campaigns:
-            raise TrainerError(f"choose at least one campaign of kind {', '.join(allowed)}")
+            raise TrainerError(f"choose at least one campaign of kind {Campaign.kinds_in_words(allowed)}")
         wrong = [c.name for c in campaigns if c.kind not in allowed]
         if wrong:
             raise TrainerError(
-                f"a {kind} dataset takes campaigns of kind {', '.join(allowed)}; not: {', '.join(wrong)}"
+                f"a {kind} dataset takes campaigns of kind {Campaign.kinds_in_words(allowed)}; "
+                f"not: {', '.join(wrong)}"
             )
     if kind != DatasetVersion.Kind.PRETRAIN:
         tokenizer_source = tokenizer_source or selectors.serving_model()
