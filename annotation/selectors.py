@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import TYPE_CHECKING, Any
 
-from django.db.models import Count, Prefetch, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
 from annotation import rules
@@ -258,11 +258,16 @@ def research_calls(assignment: Assignment) -> list[ToolCall]:
 def labelled_items(*, campaigns: Sequence[Campaign]) -> QuerySet[Item]:
     """The complete normal items of ``campaigns`` that have consensus labels, by id, each with its
     campaign, turn and dialog (none for imported items) and its labels. Incomplete items are left
-    out even if labels of theirs remain from an older rules version."""
+    out even if labels of theirs remain from an older rules version.
+
+    "Has labels" is an ``EXISTS``, not a join and ``DISTINCT``: the trainer reads this a batch at a
+    time (``trainer.sources._in_batches``), and a DISTINCT over the wide rows sorted every item
+    left at every batch (quadratic: 8 s a batch at 80,000 items), where the EXISTS lets the
+    database walk the primary key and stop at the batch's end."""
     return (
-        Item.objects.filter(campaign__in=campaigns, kind=Item.Kind.NORMAL, labels__isnull=False)
+        Item.objects.filter(campaign__in=campaigns, kind=Item.Kind.NORMAL)
+        .filter(Exists(ConsensusLabel.objects.filter(item_id=OuterRef("pk"))))
         .filter(_complete())
-        .distinct()
         .select_related("turn__dialog", "campaign")
         .prefetch_related("labels")
         .order_by("pk")
@@ -285,11 +290,12 @@ def unsafe_items(*, campaigns: Sequence[Campaign]) -> QuerySet[Item]:
 def rewritten_items(*, campaigns: Sequence[Campaign]) -> QuerySet[Item]:
     """The normal items of ``campaigns`` that some rater answered (a ``Rewrite``), by id, each with
     its campaign, turn and dialog, its consensus labels, its turn's sampled candidates, and
-    ``answered``: its assignments that have a rewrite (with it), oldest first."""
+    ``answered``: its assignments that have a rewrite (with it), oldest first. An ``EXISTS``, not a
+    join and ``DISTINCT``, as ``labelled_items``."""
     answered = Assignment.objects.filter(rewrite__isnull=False).select_related("rewrite").order_by("pk")
     return (
-        Item.objects.filter(campaign__in=campaigns, kind=Item.Kind.NORMAL, assignments__rewrite__isnull=False)
-        .distinct()
+        Item.objects.filter(campaign__in=campaigns, kind=Item.Kind.NORMAL)
+        .filter(Exists(Rewrite.objects.filter(assignment__item_id=OuterRef("pk"))))
         .select_related("turn__dialog", "campaign")
         .prefetch_related(
             "labels", "turn__candidates", Prefetch("assignments", queryset=answered, to_attr="answered")

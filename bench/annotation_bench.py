@@ -67,6 +67,7 @@ OTHER_PARTS = {
     "report",
     "evaluate",
     "raters",
+    "preference",
     "decided",
     "ddp",
     "first_model",

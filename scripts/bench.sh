@@ -5,19 +5,25 @@
 # export (bench/trainer_bench.py) and sample-and-rank (bench/inference_bench.py); then, on the
 # database again, the evaluation report (bench/evaluation_report_bench.py) and evaluating a model
 # version batched vs one context at a time (bench/evaluation_bench.py), and a campaign aggregated
-# with Dawid–Skene vs the majority vote (bench/raters_bench.py); and, with no database, the
-# ratings saved by stopping once the answer is decided, replayed on FED and ConvAbuse
-# (bench/decided_bench.py). Figures: printed, and merged into var/bench/results.json. Extra
-# arguments go to every benchmark (`--parts` picks among next, submit, aggregate, search, train,
-# export, ddp, inference, report, evaluate, raters, decided, first_model; see each module's
-# `--help`). make run's first model: bench/first_model_bench.py.
+# with Dawid–Skene vs the majority vote (bench/raters_bench.py), and the preference-data export
+# (bench/preference_bench.py); and, with no database, the ratings saved by stopping once the
+# answer is decided, replayed on FED and ConvAbuse (bench/decided_bench.py). Figures: printed, and
+# merged into var/bench/results.json. Extra arguments go to every benchmark (`--parts` picks among
+# next, submit, aggregate, search, train, export, ddp, inference, report, evaluate, raters,
+# preference, decided, first_model; see each module's `--help`). make run's first model:
+# bench/first_model_bench.py. BENCH_DB (a name ending in _bench) and BENCH_REDIS_DB choose another
+# database and Redis database than groundwork_bench and 11, so that two runs do not share them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # shellcheck source=scripts/services-up.sh
 source scripts/services-up.sh
-REDIS_DB=11
-BENCH_DB=groundwork_bench
+REDIS_DB="${BENCH_REDIS_DB:-11}"
+BENCH_DB="${BENCH_DB:-groundwork_bench}"
+case "$BENCH_DB" in
+  *_bench) ;;
+  *) echo "BENCH_DB must end in _bench (it is dropped and made again): ${BENCH_DB}" >&2; exit 2 ;;
+esac
 
 PG_USER="${PG_USER:-postgres}"
 export DATABASE_URL="postgres://${PG_USER}@${PG_HOST}:${PG_PORT}/${BENCH_DB}"
@@ -61,6 +67,9 @@ echo "== benchmark (broker: ${CELERY_BROKER_URL})"
 .venv/bin/python -m bench.evaluation_bench "$@"
 # Labels that know their raters (the bench database): "raters", Dawid–Skene vs the majority vote.
 .venv/bin/python -m bench.raters_bench "$@"
+# Preference data (the bench database): "preference", pairs by source, rows/s and memory of the
+# build at N and 4N, vs a quality_safety export of the same ratings; the files load with datasets.
+.venv/bin/python -m bench.preference_bench "$@"
 # Stopping once the answer is decided (no database): "decided", ratings saved on FED and ConvAbuse.
 .venv/bin/python -m bench.decided_bench "$@"
 # make run's first model (the bench database): "first_model", trained as make run trains it, with
