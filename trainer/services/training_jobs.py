@@ -225,7 +225,7 @@ def _evaluate(
     return metrics
 
 
-def _ranking_cases(job: TrainingJob) -> list[hits.Case]:
+def ranking_cases(job: TrainingJob) -> list[hits.Case]:
     """The held-out turns a job's models are ranked on: ``hits.held_out_cases`` of the
     generative validation examples of its datasets, less any turn its training split holds too
     (the demo corpus repeats conversations under other ids: most of its validation turns)."""
@@ -269,7 +269,7 @@ def training_run(
         train, validation, rated, mix = _training_data(job, hp)
         model, tokenizer = _base(job, hp)
         model.to(device)
-        cases = _ranking_cases(job)
+        cases = ranking_cases(job)
         metrics = dict(job.metrics)
         if "initial" not in metrics:
             # "before": the base model on the held-out examples; "final" is the new weights on them.
