@@ -203,7 +203,7 @@ def test_dataset_builds_finish_while_crowdworkers_rate(platform: Platform) -> No
         for rater in raters:
             rater.join(timeout=60)
     assert [(d["status"], d["error"]) for d in datasets] == [("ready", "")] * 3
-    assert all(d["done"] == d["total"] > 2000 for d in datasets)
+    assert all(d["done"] == d["total"] >= 899 for d in datasets)  # every one of the 899 demo dialogs
     assert set(statuses) <= {200, 201, 204}, statuses
     assert statuses[201] > 50
 
