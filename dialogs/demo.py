@@ -22,7 +22,7 @@ def chatterbot_records(language: str = "english") -> Iterator[DialogRecord]:
     """One pre-training dialog per distinct conversation; speakers alternate, the user first.
 
     The corpus repeats conversations within a file: ``tech_support.yml`` holds 10 conversations
-    105 times each and ``coding.yml`` 86 of its 184 twice or more (2,026 conversations, 899
+    105 times each, and 86 of ``coding.yml``'s 184 are repeats (2,026 conversations, 899
     distinct). A repeat is skipped (its first occurrence keeps its id): imported, the copies made
     half of every dialog dataset, weighed those 10 conversations a hundredfold in training, and,
     the split being by dialog, put copies of training turns in the validation split."""
